@@ -1,0 +1,117 @@
+"""Django admin for teams, accounts, runbooks and policies. Every change is audited with before/after."""
+from django.contrib import admin, messages
+from django.db import transaction
+from django.forms.models import model_to_dict
+
+from automations import audit, services
+from automations.audit import ClientInfo
+from automations.canonical import json_roundtrip
+from automations.models import Account, AuditEvent, Membership, Runbook, RunbookVersion, Team, TeamRunbook
+
+
+def _snapshot(obj) -> dict:
+    return json_roundtrip({key: value for key, value in model_to_dict(obj).items()
+                           if not isinstance(value, (list, tuple)) or all(isinstance(v, (str, int)) for v in value)}) \
+        if obj is not None and obj.pk else {}
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Writes config.changed / config.deleted audit events with before/after snapshots."""
+
+    def save_model(self, request, obj, form, change):
+        before = _snapshot(type(obj).objects.filter(pk=obj.pk).first()) if change else {}
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            audit.record(action="config.changed" if change else "config.created", actor=request.user,
+                         client=ClientInfo.from_request(request),
+                         details={"model": obj._meta.label, "object_id": obj.pk, "object": str(obj),
+                                  "before": before, "after": _snapshot(obj)})
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            audit.record(action="config.deleted", actor=request.user, client=ClientInfo.from_request(request),
+                         details={"model": obj._meta.label, "object_id": obj.pk, "object": str(obj),
+                                  "before": _snapshot(obj)})
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 1
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Team)
+class TeamAdmin(AuditedAdmin):
+    list_display = ["name", "display_name", "scope_tag_key", "scope_tag_value"]
+    search_fields = ["name", "display_name"]
+    inlines = [MembershipInline]
+    filter_horizontal = ["accounts"]
+
+
+@admin.register(Account)
+class AccountAdmin(AuditedAdmin):
+    list_display = ["name", "account_id", "regions", "dispatch_role_arn", "automation_role_arn"]
+    search_fields = ["name", "account_id"]
+
+
+@admin.action(description="Sync the catalog from SSM now")
+def sync_catalog(modeladmin, request, queryset):
+    report = services.runbook_catalog_sync(actor=request.user)
+    level = messages.WARNING if report.errors else messages.SUCCESS
+    modeladmin.message_user(request, f"Synced {report.documents} documents, {report.new_versions} new versions"
+                                     f"{'; errors: ' + '; '.join(report.errors) if report.errors else ''}.", level)
+
+
+class TeamRunbookInline(admin.TabularInline):
+    model = TeamRunbook
+    extra = 0
+
+
+@admin.register(Runbook)
+class RunbookAdmin(AuditedAdmin):
+    list_display = ["name", "owner_kind", "account", "region", "default_version", "latest_version", "available"]
+    list_filter = ["owner_kind", "available", "region"]
+    search_fields = ["name"]
+    readonly_fields = ["name", "owner", "owner_kind", "default_version", "latest_version", "synced_at", "description"]
+    inlines = [TeamRunbookInline]
+    actions = [sync_catalog]
+
+
+@admin.register(RunbookVersion)
+class RunbookVersionAdmin(admin.ModelAdmin):
+    list_display = ["runbook", "version", "document_format", "synced_at"]
+    readonly_fields = [f.name for f in RunbookVersion._meta.fields]
+
+    def has_add_permission(self, request):
+        return False  # versions come from SSM only
+
+
+@admin.register(TeamRunbook)
+class TeamRunbookAdmin(AuditedAdmin):
+    list_display = ["team", "runbook", "enabled", "approvals_required", "version_choice", "max_targets"]
+    list_filter = ["team", "enabled"]
+    autocomplete_fields = ["runbook"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: the audit log is append-only at the model, admin and database levels."""
+
+    list_display = ["sequence", "occurred_at", "actor_name", "action", "request_id", "team"]
+    list_filter = ["action"]
+    search_fields = ["actor_name", "action", "runbook", "execution_id"]
+    readonly_fields = [f.name for f in AuditEvent._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

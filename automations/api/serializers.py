@@ -1,0 +1,143 @@
+"""API shapes. Input serializers are strict: an unknown or read-only key is a 400, never ignored."""
+from rest_framework import serializers
+
+from automations.models import Approval, AuditEvent, AutomationRequest, Execution, Runbook, TeamRunbook
+
+
+class StrictSerializer(serializers.Serializer):
+    """Rejects keys it does not declare (no mass assignment of status, requester, fingerprint, ...)."""
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data.keys()) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({key: ["Unknown or read-only field."] for key in unknown})
+        return super().to_internal_value(data)
+
+
+class DecisionInput(StrictSerializer):
+    comment = serializers.CharField(max_length=4000, allow_blank=True, required=False, default="")
+
+
+class CancelInput(StrictSerializer):
+    reason = serializers.CharField(max_length=2000, allow_blank=True, required=False, default="")
+
+
+class RequestCreateInput(StrictSerializer):
+    runbook = serializers.IntegerField(min_value=1, help_text="Runbook id from /api/v1/runbooks/.")
+    team = serializers.SlugField(max_length=64, required=False,
+                                 help_text="Team name; needed only when several of your teams offer the runbook.")
+    version = serializers.RegexField(r"^(default|latest|[1-9][0-9]{0,5})$", required=False, default="default")
+    parameters = serializers.DictField(child=serializers.JSONField(), required=False, default=dict)
+    target_parameter_name = serializers.CharField(max_length=50, required=False, allow_blank=True, default="")
+    targets = serializers.ListField(child=serializers.DictField(), required=False, default=list, max_length=1)
+    max_concurrency = serializers.CharField(max_length=7, required=False, allow_blank=True, default="")
+    max_errors = serializers.CharField(max_length=7, required=False, allow_blank=True, default="")
+    alarm_name = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    justification = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
+    rerun_of = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+
+
+class RunbookPolicySerializer(serializers.ModelSerializer):
+    id = serializers.IntegerField(source="runbook.id")
+    name = serializers.CharField(source="runbook.name")
+    team = serializers.CharField(source="team.name")
+    owner = serializers.CharField(source="runbook.owner")
+    owner_kind = serializers.CharField(source="runbook.owner_kind")
+    description = serializers.CharField(source="runbook.description")
+    account_id = serializers.CharField(source="runbook.account.account_id")
+    region = serializers.CharField(source="runbook.region")
+    default_version = serializers.CharField(source="runbook.default_version")
+    latest_version = serializers.CharField(source="runbook.latest_version")
+
+    class Meta:
+        model = TeamRunbook
+        fields = ["id", "name", "team", "owner", "owner_kind", "description", "account_id", "region",
+                  "default_version", "latest_version", "approvals_required", "version_choice", "pinned_version",
+                  "max_targets"]
+
+
+class RunbookDetailSerializer(serializers.ModelSerializer):
+    account_id = serializers.CharField(source="account.account_id")
+    versions = serializers.SerializerMethodField()
+    parameters = serializers.SerializerMethodField()
+    version = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Runbook
+        fields = ["id", "name", "owner", "owner_kind", "description", "account_id", "region", "default_version",
+                  "latest_version", "versions", "version", "parameters"]
+
+    def _version(self, obj):
+        return self.context.get("version")
+
+    def get_versions(self, obj) -> list[dict]:
+        return [{"version": v.version, "is_default": v.version == obj.default_version,
+                 "is_latest": v.version == obj.latest_version, "offered": not v.problems}
+                for v in obj.versions.order_by("-id")]
+
+    def get_version(self, obj) -> str:
+        version = self._version(obj)
+        return version.version if version else ""
+
+    def get_parameters(self, obj) -> dict:
+        version = self._version(obj)
+        return version.parameters if version else {}
+
+
+class ApprovalSerializer(serializers.ModelSerializer):
+    approver = serializers.CharField(source="approver.username")
+
+    class Meta:
+        model = Approval
+        fields = ["approver", "comment", "fingerprint", "created_at"]
+
+
+class ExecutionSerializer(serializers.ModelSerializer):
+    request = serializers.IntegerField(source="request_id")
+
+    class Meta:
+        model = Execution
+        fields = ["request", "execution_id", "aws_status", "current_step", "steps", "outputs", "failure_message",
+                  "executed_by", "started_at", "ended_at", "last_synced_at"]
+
+
+class RequestSerializer(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.name")
+    requester = serializers.CharField(source="requester.username")
+    runbook = serializers.IntegerField(source="runbook_id")
+    document_name = serializers.CharField(source="runbook.name")
+    document_version = serializers.CharField(source="runbook_version.version")
+    account_id = serializers.CharField(source="account.account_id")
+    automation_role_arn = serializers.CharField(source="account.automation_role_arn")
+    approvals = ApprovalSerializer(many=True, read_only=True)
+    execution = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AutomationRequest
+        fields = ["id", "status", "status_reason", "team", "requester", "runbook", "document_name",
+                  "document_version", "version_choice", "account_id", "region", "automation_role_arn", "parameters",
+                  "target_parameter_name", "targets", "max_concurrency", "max_errors", "alarm_name", "resources",
+                  "justification", "fingerprint", "client_token", "rerun_of", "created_at", "approved_at",
+                  "dispatched_at", "finished_at", "approvals", "execution"]
+        read_only_fields = fields
+
+    def get_execution(self, obj) -> dict | None:
+        execution = getattr(obj, "execution", None) if hasattr(obj, "execution") else None
+        try:
+            execution = obj.execution
+        except Execution.DoesNotExist:
+            return None
+        return ExecutionSerializer(execution).data
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    request = serializers.IntegerField(source="request_id", allow_null=True)
+    actor = serializers.IntegerField(source="actor_id", allow_null=True)
+
+    class Meta:
+        model = AuditEvent
+        fields = ["sequence", "occurred_at", "actor", "actor_name", "action", "request", "team", "runbook",
+                  "resources", "account_id", "region", "details", "client_ip", "user_agent", "role_session_name",
+                  "source_identity", "aws_request_id", "execution_id", "prev_hash", "hash"]
+        read_only_fields = fields

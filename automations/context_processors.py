@@ -1,0 +1,14 @@
+from automations import policy, selectors
+
+
+def navigation(request):
+    """What the navigation bar needs: which sections this user has, and the queue size for leads."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {}
+    is_lead = selectors.teams_led_by(user).exists()
+    return {
+        "nav_is_lead": is_lead,
+        "nav_is_auditor": user.is_superuser or policy.is_auditor(user),
+        "nav_queue_count": selectors.approval_queue(user).count() if is_lead else 0,
+    }

@@ -1,0 +1,51 @@
+"""Domain errors. Each carries a stable `code` that the API returns as JSON and the UI shows as a message."""
+
+
+class DomainError(Exception):
+    code = "invalid"
+    status = 400
+
+    def __init__(self, detail: str, *, code: str | None = None, errors: dict | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        if code:
+            self.code = code
+        self.errors = errors or {}
+
+
+class NotAllowed(DomainError):
+    """The actor may see the object but may not do this to it."""
+
+    code = "not_allowed"
+    status = 403
+
+
+class TransitionNotAllowed(DomainError):
+    """The request is not in a status this action applies to (or someone moved it first)."""
+
+    code = "transition_not_allowed"
+    status = 409
+
+    def __init__(self, *, current: str, target: str, detail: str | None = None):
+        super().__init__(detail or f"A request that is {current} cannot become {target}.")
+        self.current, self.target = current, target
+
+
+class InvalidRequest(DomainError):
+    """Input that fails validation; `errors` holds per-field messages."""
+
+    code = "invalid"
+    status = 400
+
+
+class ServerOwnedParameter(InvalidRequest):
+    """The client tried to set a role (or another value only the server may choose)."""
+
+    code = "server_owned_parameter"
+
+
+class OutOfScope(DomainError):
+    """A target outside the team's scope."""
+
+    code = "out_of_scope"
+    status = 403

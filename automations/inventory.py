@@ -1,0 +1,70 @@
+"""Resources a request acts on, and whether they are inside the team's scope.
+
+A team's scope is the EC2 resources tagged with its scope tag (Team=platform). Resource ids are
+recognised by their EC2 shape wherever they appear in parameters or targets, so a plain String
+parameter named InstanceId is checked as carefully as an AWS::EC2::Instance::Id one.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from automations import aws
+
+_ID_KINDS = (
+    (re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?$"), "instance"),
+    (re.compile(r"^vol-[0-9a-f]{8}([0-9a-f]{9})?$"), "volume"),
+    (re.compile(r"^snap-[0-9a-f]{8}([0-9a-f]{9})?$"), "snapshot"),
+    (re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$"), "image"),
+)
+
+
+def kind_of(value: str) -> str | None:
+    for pattern, kind in _ID_KINDS:
+        if pattern.match(value):
+            return kind
+    return None
+
+
+def resource_ids(parameters: dict[str, list[str]], targets: Iterable[dict] = ()) -> list[str]:
+    """Every EC2 resource id in the wire parameters and ParameterValues targets, in order, once."""
+    seen: dict[str, None] = {}
+    for values in parameters.values():
+        for value in values:
+            if kind_of(value):
+                seen[value] = None
+    for target in targets:
+        for value in target.get("Values", []):
+            if kind_of(value):
+                seen[value] = None
+    return list(seen)
+
+
+def out_of_scope(ids: list[str], *, tag: tuple[str, str], region: str, role_arn: str) -> list[str]:
+    """The ids that do not exist in this account and region or lack the team's scope tag."""
+    by_kind: dict[str, list[str]] = {}
+    for resource_id in ids:
+        by_kind.setdefault(kind_of(resource_id) or "unknown", []).append(resource_id)
+    outside = list(by_kind.pop("unknown", []))
+    key, value = tag
+    for kind, kind_ids in by_kind.items():
+        found = _in_scope(kind, kind_ids, key, value, region, role_arn)
+        outside.extend(resource_id for resource_id in kind_ids if resource_id not in found)
+    return outside
+
+
+def _in_scope(kind: str, ids: list[str], key: str, value: str, region: str, role_arn: str) -> set[str]:
+    # Filter by id and tag together: an unknown id simply does not come back (no NotFound error).
+    id_filter = {"instance": "instance-id", "volume": "volume-id", "snapshot": "snapshot-id", "image": "image-id"}[kind]
+    items = aws.describe_ec2_resources(
+        kind, region=region, role_arn=role_arn,
+        filters=[{"Name": id_filter, "Values": ids}, {"Name": f"tag:{key}", "Values": [value]}],
+    )
+    return {item["id"] for item in items if item["state"] not in ("terminated", "shutting-down")}
+
+
+def team_resources(kind: str, *, tag: tuple[str, str], region: str, role_arn: str) -> list[dict]:
+    """The team's resources of one kind, for pickers."""
+    key, value = tag
+    return aws.describe_ec2_resources(kind, region=region, role_arn=role_arn,
+                                      filters=[{"Name": f"tag:{key}", "Values": [value]}])

@@ -1,0 +1,77 @@
+"""Seed the demo: teams, users, the sandbox account and team runbook policies. Idempotent."""
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from automations import services
+from automations.models import Account, Membership, Runbook, Team, TeamRunbook
+
+PASSWORD = "delegate-demo"
+ACCOUNT_ID = "123456789012"
+USERS = [  # username, team, role
+    ("alice", "platform", Membership.Role.MEMBER),
+    ("bob", "platform", Membership.Role.LEAD),
+    ("dave", "data", Membership.Role.MEMBER),
+    ("erin", "data", Membership.Role.LEAD),
+    ("frank", "platform", Membership.Role.LEAD),
+]
+# Runbook, teams, approvals required.
+POLICIES = [
+    ("AWS-RestartEC2Instance", ("platform", "data"), 1),
+    ("AWS-StopEC2Instance", ("platform", "data"), 1),
+    ("AWS-StartEC2Instance", ("platform", "data"), 0),
+    ("AWS-CreateImage", ("platform",), 1),
+    ("AWS-ResizeInstance", ("platform",), 2),
+    ("AWS-CreateSnapshot", ("data",), 1),
+    ("AWS-StopEC2InstanceWithApproval", ("platform",), 1),
+    ("AWS-EnableS3BucketKeys", ("data",), 1),
+]
+
+
+class Command(BaseCommand):
+    help = "Create the demo teams, users (password delegate-demo), account and policies, then sync the catalog."
+
+    def handle(self, *args, **options):
+        User = get_user_model()
+        with transaction.atomic():
+            account, _ = Account.objects.update_or_create(account_id=ACCOUNT_ID, defaults={
+                "name": "Sandbox", "regions": [settings.DELEGATE_DEFAULT_REGION, "us-east-1"],
+                "dispatch_role_arn": f"arn:aws:iam::{ACCOUNT_ID}:role/DelegateDispatch",
+                "automation_role_arn": f"arn:aws:iam::{ACCOUNT_ID}:role/DelegateAutomation",
+                "role_parameter_values": {"LambdaAssumeRole": f"arn:aws:iam::{ACCOUNT_ID}:role/DelegateLambda"},
+            })
+            teams = {}
+            for name, display in (("platform", "Platform"), ("data", "Data")):
+                teams[name], _ = Team.objects.get_or_create(name=name, defaults={"display_name": display})
+                teams[name].accounts.add(account)
+            for username, team, role in USERS:
+                user, created = User.objects.get_or_create(username=username, defaults={"email": f"{username}@example.com"})
+                if created:
+                    user.set_password(PASSWORD)
+                    user.save()
+                Membership.objects.update_or_create(team=teams[team], user=user, defaults={"role": role})
+            auditors, _ = Group.objects.get_or_create(name="auditors")
+            auditors.permissions.add(Permission.objects.get(codename="view_all_requests"))
+            carol, created = User.objects.get_or_create(username="carol", defaults={"email": "carol@example.com"})
+            if created:
+                carol.set_password(PASSWORD)
+                carol.save()
+            carol.groups.add(auditors)
+            if not User.objects.filter(username="admin").exists():
+                User.objects.create_superuser("admin", "admin@example.com", PASSWORD)
+        # Metadata first, so the policies can point at runbooks; then content for the offered ones.
+        report = services.runbook_catalog_sync(only_offered=True)
+        for name, team_names, approvals in POLICIES:
+            for runbook in Runbook.objects.filter(account=account, name=name):
+                for team_name in team_names:
+                    TeamRunbook.objects.get_or_create(team=teams[team_name], runbook=runbook,
+                                                      defaults={"approvals_required": approvals})
+        for runbook in Runbook.objects.filter(account=account, owner_kind__in=("self", "private")):
+            for team in teams.values():
+                TeamRunbook.objects.get_or_create(team=team, runbook=runbook, defaults={"approvals_required": 1})
+        report = services.runbook_catalog_sync(only_offered=True)
+        self.stdout.write(f"Seeded demo data; catalog: {report.documents} documents, {report.new_versions} new versions.")
+        for error in report.errors:
+            self.stderr.write(f"catalog error: {error}")

@@ -1,0 +1,18 @@
+"""Delegate's data model. See DESIGN.md for the lifecycle these models carry."""
+from automations.models.audit import AuditEvent, AuditLogIsAppendOnly
+from automations.models.requests import (
+    TERMINAL_STATUSES,
+    TRANSITIONS,
+    Approval,
+    AutomationRequest,
+    DispatchOutbox,
+    Execution,
+)
+from automations.models.runbooks import Runbook, RunbookVersion, TeamRunbook
+from automations.models.teams import Account, Membership, Team
+
+__all__ = (
+    "Account", "Approval", "AuditEvent", "AuditLogIsAppendOnly", "AutomationRequest", "DispatchOutbox",
+    "Execution", "Membership", "Runbook", "RunbookVersion", "TERMINAL_STATUSES", "TRANSITIONS", "Team",
+    "TeamRunbook",
+)

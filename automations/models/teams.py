@@ -1,0 +1,72 @@
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+
+account_id_validator = RegexValidator(r"^\d{12}$", "An AWS account id is exactly 12 digits.")
+role_arn_validator = RegexValidator(
+    r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$", "Enter an IAM role ARN (arn:aws:iam::123456789012:role/Name)."
+)
+
+
+class Team(models.Model):
+    """A group of people who may request the same runbooks against the same resources.
+
+    The team's scope is the set of resources carrying tag `scope_tag_key` = `scope_tag_value`
+    (e.g. Team=platform). Requests are checked against it at submit and again at dispatch.
+    """
+
+    name = models.SlugField(max_length=64, unique=True)
+    display_name = models.CharField(max_length=128, blank=True)
+    scope_tag_key = models.CharField(max_length=128, default="Team")
+    scope_tag_value = models.CharField(max_length=256, blank=True, help_text="Defaults to the team name.")
+    accounts = models.ManyToManyField("automations.Account", blank=True, related_name="teams")
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="automations.Membership", related_name="teams")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.display_name or self.name
+
+    @property
+    def scope_tag(self) -> tuple[str, str]:
+        return self.scope_tag_key, self.scope_tag_value or self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        MEMBER = "member", "Member"
+        LEAD = "lead", "Lead"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role, default=Role.MEMBER)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "user"], name="membership_once_per_team")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
+
+class Account(models.Model):
+    """An AWS account Delegate dispatches into, and the two roles it uses there.
+
+    The dispatch role is what the worker assumes (STS); the automation role is what every
+    execution runs as (AutomationAssumeRole). Users never choose either.
+    """
+
+    account_id = models.CharField(max_length=12, unique=True, validators=[account_id_validator])
+    name = models.CharField(max_length=128)
+    regions = models.JSONField(default=list, help_text='Regions offered, e.g. ["eu-west-1", "us-east-1"].')
+    dispatch_role_arn = models.CharField(max_length=2048, validators=[role_arn_validator])
+    automation_role_arn = models.CharField(max_length=2048, validators=[role_arn_validator])
+    # Values for role-typed runbook parameters other than AutomationAssumeRole
+    # (e.g. {"LambdaAssumeRole": "arn:aws:iam::…:role/…"}); users never type these.
+    role_parameter_values = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.account_id})"

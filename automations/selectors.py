@@ -1,0 +1,64 @@
+"""Reads scoped to the user asking. Fetch by pk through these, so an invisible object is a 404."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.db.models import Q, QuerySet
+
+from automations import policy
+from automations.models import AuditEvent, AutomationRequest, Membership, Team, TeamRunbook
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+
+def teams_of(user: AbstractBaseUser) -> QuerySet[Team]:
+    return Team.objects.filter(memberships__user=user).distinct()
+
+
+def teams_led_by(user: AbstractBaseUser) -> QuerySet[Team]:
+    return Team.objects.filter(memberships__user=user, memberships__role=Membership.Role.LEAD).distinct()
+
+
+def requests_visible_to(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
+    """Requesters see their own; leads see their teams'; auditors see everything."""
+    queryset = AutomationRequest.objects.select_related(
+        "team", "requester", "runbook", "runbook_version", "account"
+    )
+    if not user.is_authenticated:
+        return queryset.none()
+    if user.is_superuser or policy.is_auditor(user):
+        return queryset
+    led = Membership.objects.filter(user=user, role=Membership.Role.LEAD).values("team_id")
+    return queryset.filter(Q(requester=user) | Q(team_id__in=led))
+
+
+def approval_queue(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
+    """Submitted requests of teams the user leads, never their own, not yet approved by them."""
+    led = Membership.objects.filter(user=user, role=Membership.Role.LEAD).values("team_id")
+    return (
+        requests_visible_to(user)
+        .filter(status=AutomationRequest.Status.SUBMITTED, team_id__in=led)
+        .exclude(requester=user)
+        .exclude(approvals__approver=user)
+        .order_by("created_at", "id")
+    )
+
+
+def runbook_policies_for(user: AbstractBaseUser) -> QuerySet[TeamRunbook]:
+    """The runbooks the user's teams may request, with the policy that allows each."""
+    return (
+        TeamRunbook.objects.select_related("team", "runbook", "runbook__account")
+        .filter(team__memberships__user=user, enabled=True, runbook__available=True)
+        .order_by("runbook__name", "team__name")
+        .distinct()
+    )
+
+
+def audit_events_visible_to(user: AbstractBaseUser) -> QuerySet[AuditEvent]:
+    """Auditors and superusers see the whole log; leads see their teams' events; others their own."""
+    queryset = AuditEvent.objects.all()
+    if user.is_superuser or policy.is_auditor(user):
+        return queryset
+    led = list(teams_led_by(user).values_list("name", flat=True))
+    return queryset.filter(Q(actor_id=user.pk) | Q(team__in=led))

@@ -1,0 +1,336 @@
+"""Submitting and deciding requests: submit, approve, reject, withdraw, cancel, expire."""
+from __future__ import annotations
+
+import datetime as dt
+from functools import partial
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from automations import audit, aws, inventory, pacing, policy
+from automations.audit import ClientInfo
+from automations.errors import DomainError, InvalidRequest, NotAllowed, OutOfScope, TransitionNotAllowed
+from automations.models import Approval, AutomationRequest, DispatchOutbox, RunbookVersion, Team
+from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for
+from automations.services.transitions import transition
+from automations.validation import ALARM_NAME, MAX_CONCURRENCY, MAX_ERRORS, validate_parameters
+
+Status = AutomationRequest.Status
+
+
+def _refused(*, actor, error: DomainError, action: str, client: ClientInfo | None, request=None, **context) -> DomainError:
+    """Audit a refused attempt in its own transaction (the refused one never commits) and return the error."""
+    with transaction.atomic():
+        audit.record(
+            action=action, actor=actor, request=request, client=client,
+            details={"code": error.code, "detail": error.detail, **context},
+            **({} if request else {k: v for k, v in context.items() if k in ("team", "runbook", "account_id", "region", "resources")}),
+        )
+    return error
+
+
+#
+# Submit
+#
+
+def _resolve_version(runbook, team_policy, choice: str) -> RunbookVersion:
+    """Turn "default", "latest" or a number into the stored version the request is bound to."""
+    choice = str(choice or "default").strip()
+    if team_policy.version_choice == team_policy.VersionChoice.PINNED:
+        if choice not in ("default", team_policy.pinned_version):
+            raise InvalidRequest(f"This team may only run version {team_policy.pinned_version}.",
+                                 code="version_not_offered", errors={"version": ["This version is not offered."]})
+        number = team_policy.pinned_version
+    elif team_policy.version_choice == team_policy.VersionChoice.LATEST and choice == "default":
+        number = runbook.latest_version
+    elif choice == "default":
+        number = runbook.default_version
+    elif choice == "latest":
+        number = runbook.latest_version
+    elif choice.isdigit():
+        number = choice
+    else:
+        raise InvalidRequest("Choose the default version, the latest version or a version number.",
+                             code="version_not_offered", errors={"version": ["Not a version."]})
+    version = RunbookVersion.objects.filter(runbook=runbook, version=number).first()
+    if version is None:
+        raise InvalidRequest(f"Version {number} of this runbook is not in the catalog.", code="version_not_offered",
+                             errors={"version": ["Unknown version."]})
+    if version.problems:
+        raise InvalidRequest("This runbook version is not offered: " + "; ".join(version.problems),
+                             code="runbook_unsafe")
+    return version
+
+
+def _rate_control(schema: dict, parameters: dict, *, target_parameter_name: str, targets, max_concurrency: str,
+                  max_errors: str, team: Team, region: str, role_arn: str) -> tuple[list, dict]:
+    """Validate rate control; tag targets are resolved to the team's instances here, at submit."""
+    if not target_parameter_name:
+        if targets or max_concurrency or max_errors:
+            raise InvalidRequest("Targets and rate control need a target parameter.",
+                                 errors={"target_parameter_name": ["Choose the parameter the targets fill in."]})
+        return [], parameters
+    errors: dict[str, list[str]] = {}
+    spec = schema.get(target_parameter_name)
+    if spec is None or spec.get("server_owned"):
+        errors["target_parameter_name"] = ["Not a parameter of this runbook."]
+    if max_concurrency and not MAX_CONCURRENCY.match(max_concurrency):
+        errors["max_concurrency"] = ["Use a number (e.g. 5) or a percentage (e.g. 10%)."]
+    if max_errors and not MAX_ERRORS.match(max_errors):
+        errors["max_errors"] = ["Use a number (0 stops at the first error) or a percentage."]
+    if not isinstance(targets, list) or len(targets) != 1 or not isinstance(targets[0], dict):
+        errors["targets"] = ["Give exactly one target: resource ids or a tag."]
+    if errors:
+        raise InvalidRequest("Rate control is not valid.", errors=errors)
+    key, values = str(targets[0].get("Key", "")), targets[0].get("Values")
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) and 0 < len(v) <= 163 for v in values):
+        raise InvalidRequest("Targets need one or more values.", errors={"targets": ["Give one or more values."]})
+    if len(values) > 50:
+        raise InvalidRequest("At most 50 target values.", errors={"targets": ["At most 50 values."]})
+    if key.startswith("tag:") and 4 < len(key) <= 132:
+        # AWS would resolve a tag across the whole account, other teams included: resolve it
+        # ourselves within the team's scope and send the ids, so the approver sees them.
+        found = inventory.team_resources("instance", tag=team.scope_tag, region=region, role_arn=role_arn)
+        tag_key = key[4:]
+        ids = sorted(item["id"] for item in found if item["tags"].get(tag_key) in values)
+        if not ids:
+            raise InvalidRequest("No instance of your team carries that tag.", errors={"targets": ["Matches nothing."]})
+        values = ids
+    elif key != "ParameterValues":
+        raise InvalidRequest("Targets are resource ids (ParameterValues) or a tag (tag:Key).",
+                             errors={"targets": ["Unsupported target key."]})
+    # With rate control SSM fills the target parameter per target; it must not be sent as well.
+    parameters = {name: value for name, value in parameters.items() if name != target_parameter_name}
+    return [{"Key": "ParameterValues", "Values": values}], parameters
+
+
+def request_submit(
+    *, actor, team: Team, runbook_id: int, parameters: dict, version: str = "default",
+    target_parameter_name: str = "", targets: list | None = None, max_concurrency: str = "", max_errors: str = "",
+    alarm_name: str = "", justification: str = "", rerun_of: AutomationRequest | None = None,
+    client: ClientInfo | None = None, preview: bool = False,
+) -> AutomationRequest:
+    """A member of `team` asks to run a runbook the team may request. With preview=True nothing is saved.
+
+    The version is resolved now; roles are filled in from the account; every resource is
+    checked against the team's scope. What is fingerprinted is exactly what SSM will receive.
+    """
+    team_policy = policy.team_policy(team, runbook_id)
+    context = {"team": team.name}
+    if team_policy is None or not policy.is_member(actor, team):
+        raise _refused(actor=actor, client=client, action="request.refused",
+                       error=NotAllowed("Your team may not request this runbook.", code="runbook_not_offered"),
+                       runbook_id=runbook_id, **context)
+    runbook = team_policy.runbook
+    account = runbook.account
+    context.update(runbook=runbook.name, account_id=account.account_id, region=runbook.region)
+    try:
+        runbook_version = _resolve_version(runbook, team_policy, version)
+        schema = runbook_version.parameters
+        wire = validate_parameters(schema, parameters)
+        rc_targets, wire = _rate_control(
+            schema, wire, target_parameter_name=target_parameter_name, targets=targets or [],
+            max_concurrency=max_concurrency, max_errors=max_errors, team=team, region=runbook.region,
+            role_arn=account.dispatch_role_arn,
+        )
+        missing = [name for name, spec in schema.items()
+                   if spec.get("required") and not spec.get("server_owned") and name not in wire
+                   and name != target_parameter_name]
+        if missing:
+            raise InvalidRequest("Some parameters are not valid.",
+                                 errors={name: ["This parameter is required."] for name in missing})
+        if alarm_name and not ALARM_NAME.match(alarm_name):
+            raise InvalidRequest("Alarm names are 1–255 printable characters.", errors={"alarm_name": ["Invalid."]})
+        if len(justification) > 4000:
+            raise InvalidRequest("Keep the justification under 4,000 characters.", errors={"justification": ["Too long."]})
+        for name, spec in schema.items():
+            if not spec.get("server_owned"):
+                continue
+            if name == AUTOMATION_ROLE_PARAMETER:
+                wire[name] = [account.automation_role_arn]
+            elif account.role_parameter_values.get(name):
+                wire[name] = [str(account.role_parameter_values[name])]
+            elif spec.get("required"):
+                raise InvalidRequest(f"{name} has no value configured for this account; ask an administrator.",
+                                     code="role_not_configured")
+        resources = inventory.resource_ids(wire, rc_targets)
+        if len(resources) > team_policy.max_targets:
+            raise InvalidRequest(f"At most {team_policy.max_targets} resources per request for this runbook.",
+                                 code="too_many_targets")
+    except DomainError as error:
+        audited = error.code in ("server_owned_parameter", "version_not_offered")
+        if audited and not preview:
+            raise _refused(actor=actor, client=client, action="request.refused", error=error,
+                           fields=sorted(error.errors), **context)
+        raise
+    try:
+        outside = inventory.out_of_scope(resources, tag=team.scope_tag, region=runbook.region,
+                                         role_arn=account.dispatch_role_arn) if resources else []
+    except aws.AwsError as error:
+        raise DomainError("The resource inventory could not be checked; try again shortly.",
+                          code="inventory_unavailable") from error
+    if outside:
+        error = OutOfScope(f"Not in your team's scope: {', '.join(outside)}.", errors={"resources": outside})
+        if preview:
+            raise error
+        raise _refused(actor=actor, client=client, action="request.refused", error=error, resources=outside, **context)
+
+    request = AutomationRequest(
+        team=team, requester=actor, runbook=runbook, runbook_version=runbook_version, version_choice=str(version),
+        account=account, region=runbook.region, parameters=wire, target_parameter_name=target_parameter_name,
+        targets=rc_targets, max_concurrency=max_concurrency if target_parameter_name else "",
+        max_errors=max_errors if target_parameter_name else "", alarm_name=alarm_name, resources=resources,
+        justification=justification, rerun_of=rerun_of,
+    )
+    request.fingerprint = fingerprint_for(request)
+    if preview:
+        return request
+    with transaction.atomic():
+        request.save()
+        audit.record(action="request.submitted", actor=actor, request=request, client=client, details={
+            "version": runbook_version.version, "version_choice": str(version), "parameters": wire,
+            "targets": rc_targets, "fingerprint": request.fingerprint, "rerun_of": rerun_of.pk if rerun_of else None,
+        })
+        if team_policy.approvals_required == 0:
+            _approve(request, actor=None, client=None, details={"rule": f"team-runbook-policy:{team_policy.pk}",
+                                                                 "reason": "policy requires no approval"},
+                     action="request.auto_approved")
+    return request
+
+
+#
+# Decisions
+#
+
+def _approve(request: AutomationRequest, *, actor, client, details: dict, action: str = "request.approved"):
+    request = transition(request, to=Status.APPROVED, actor=actor, client=client, action=action,
+                         details=details, approved_at=timezone.now())
+    DispatchOutbox.objects.create(request=request, next_attempt_at=timezone.now())
+    from automations import tasks  # tasks import services; import late to avoid a cycle
+
+    # Fast path; robust=True: a broker error is logged, never raised into the response.
+    # If the publish is lost, the outbox sweeper republishes the row.
+    transaction.on_commit(partial(tasks.publish_dispatch, request.pk), robust=True)
+    return request
+
+
+def request_approve(*, request: AutomationRequest, actor, comment: str = "", client: ClientInfo | None = None):
+    """A lead of the team, other than the requester, approves; enough distinct approvals make it approved."""
+    try:
+        with transaction.atomic():
+            # Lock the row so two approvers of an N-approver policy count each other correctly.
+            request = AutomationRequest.objects.select_for_update().get(pk=request.pk)
+            if request.status != Status.SUBMITTED:
+                raise TransitionNotAllowed(current=request.status, target=Status.APPROVED)
+            if actor.pk == request.requester_id:
+                raise NotAllowed("You cannot approve your own request.", code="self_approval")
+            if not policy.is_lead(actor, request.team):
+                raise NotAllowed("Only a lead of this team can approve.", code="not_a_lead")
+            if request.approvals.filter(approver=actor).exists():
+                raise NotAllowed("You have already approved this request.", code="already_approved")
+            Approval.objects.create(request=request, approver=actor, requester_id=request.requester_id,
+                                    fingerprint=request.fingerprint, comment=comment[:4000])
+            count = request.approvals.count()
+            required = policy.approvals_required(request)
+            audit.record(action="request.approval_added", actor=actor, request=request, client=client,
+                         details={"comment": comment[:4000], "approvals": count, "required": required,
+                                  "fingerprint": request.fingerprint})
+            if count >= required:
+                request = _approve(request, actor=actor, client=client,
+                                   details={"approvals": count, "required": required})
+            return request
+    except NotAllowed as error:
+        raise _refused(actor=actor, error=error, action="approval.refused", client=client, request=request)
+
+
+def request_reject(*, request: AutomationRequest, actor, comment: str = "", client: ClientInfo | None = None):
+    try:
+        with transaction.atomic():
+            request = AutomationRequest.objects.select_for_update().get(pk=request.pk)
+            if request.status != Status.SUBMITTED:
+                raise TransitionNotAllowed(current=request.status, target=Status.REJECTED)
+            if not policy.can_reject(actor, request):
+                raise NotAllowed("Only a lead of this team, other than the requester, can reject.",
+                                 code="self_approval" if actor.pk == request.requester_id else "not_a_lead")
+            return transition(request, to=Status.REJECTED, actor=actor, client=client,
+                              details={"comment": comment[:4000]}, status_reason=comment[:4000])
+    except NotAllowed as error:
+        raise _refused(actor=actor, error=error, action="rejection.refused", client=client, request=request)
+
+
+def request_withdraw(*, request: AutomationRequest, actor, client: ClientInfo | None = None):
+    with transaction.atomic():
+        request = AutomationRequest.objects.select_for_update().get(pk=request.pk)
+        if actor.pk != request.requester_id:
+            raise NotAllowed("Only the requester can withdraw a request.")
+        return transition(request, to=Status.WITHDRAWN, actor=actor, client=client)
+
+
+def request_cancel(*, request: AutomationRequest, actor, reason: str = "", client: ClientInfo | None = None):
+    """Stop an approved request before it reaches AWS, or ask AWS to stop a running one.
+
+    A running execution's stop is asked of AWS under a session naming the canceller; the
+    request becomes cancelled when the status sync sees AWS report it.
+    """
+    with transaction.atomic():
+        request = AutomationRequest.objects.select_for_update().get(pk=request.pk)
+        if not (actor.pk == request.requester_id or policy.is_lead(actor, request.team)):
+            raise NotAllowed("Only the requester or a lead of the team can cancel.")
+        if request.status == Status.APPROVED:
+            DispatchOutbox.objects.filter(pk=request.pk).update(state=DispatchOutbox.State.CANCELLED)
+            return transition(request, to=Status.CANCELLED, actor=actor, client=client,
+                              details={"reason": reason[:2000], "before_dispatch": True},
+                              status_reason=reason[:2000], finished_at=timezone.now())
+        if request.status == Status.DISPATCHING:
+            raise TransitionNotAllowed(current=request.status, target=Status.CANCELLED,
+                                       detail="The run is starting in AWS right now; cancel again in a moment.")
+        if request.status != Status.RUNNING:
+            raise TransitionNotAllowed(current=request.status, target=Status.CANCELLED)
+        execution_id = request.execution.execution_id
+    username = actor.get_username()
+    pacing.acquire("stop", account_id=request.account.account_id, region=request.region)
+    try:
+        call = aws.stop_automation(
+            region=request.region, role_arn=request.account.dispatch_role_arn,
+            session_name=aws.role_session_name("delegate-cancel", str(request.pk), username),
+            source_identity=aws.sts_source_identity(username),
+            tags=aws.session_tags(requester=request.requester.get_username(), actor=username,
+                                  team=request.team.name, **{"request-id": str(request.pk)}),
+            execution_id=execution_id,
+        )
+    except aws.AwsError as error:
+        with transaction.atomic():
+            audit.record(action="request.cancel_failed", actor=actor, request=request, client=client,
+                         details={"error": error.code, "message": error.message})
+        raise DomainError(f"AWS did not accept the stop: {error.code}.", code="aws_error") from error
+    with transaction.atomic():
+        audit.record(action="request.cancel_requested", actor=actor, request=request, client=client, aws=call,
+                     details={"reason": reason[:2000]})
+    return request
+
+
+def request_expire_stale(*, now: dt.datetime | None = None) -> int:
+    """Expire requests left unapproved too long, and approvals that were never dispatched in time."""
+    now = now or timezone.now()
+    expired = 0
+    submitted_before = now - dt.timedelta(hours=settings.DELEGATE_REQUEST_EXPIRY_HOURS)
+    approved_before = now - dt.timedelta(hours=settings.DELEGATE_APPROVAL_VALIDITY_HOURS)
+    stale = list(AutomationRequest.objects.filter(status=Status.SUBMITTED, created_at__lt=submitted_before)
+                 .values_list("pk", flat=True))
+    stale += list(AutomationRequest.objects.filter(status=Status.APPROVED, approved_at__lt=approved_before)
+                  .values_list("pk", flat=True))
+    for pk in stale:
+        with transaction.atomic():
+            request = AutomationRequest.objects.select_for_update().get(pk=pk)
+            if request.status not in (Status.SUBMITTED, Status.APPROVED):
+                continue
+            reason = "not approved in time" if request.status == Status.SUBMITTED else "approval validity ran out"
+            try:
+                transition(request, to=Status.EXPIRED, actor=None, details={"reason": reason},
+                           status_reason=reason, finished_at=now)
+            except TransitionNotAllowed:
+                continue
+            DispatchOutbox.objects.filter(pk=pk).update(state=DispatchOutbox.State.CANCELLED)
+            expired += 1
+    return expired

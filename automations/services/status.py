@@ -1,0 +1,138 @@
+"""Status sync: mirror AWS's view of running executions, with as few calls as AWS's quotas want.
+
+One DescribeAutomationExecutions call covers up to 10 executions; step details are fetched only
+for executions whose status or current step changed. Nothing running means no calls at all.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+
+import structlog
+from django.db import transaction
+from django.utils import timezone
+
+from automations import aws, pacing
+from automations.models import AutomationRequest, Execution
+from automations.services.transitions import transition
+
+log = structlog.get_logger(__name__)
+Status = AutomationRequest.Status
+
+# DESIGN.md's mapping of AWS's 19 statuses onto ours; anything else is still running.
+FINAL_STATUS = {
+    "Success": Status.SUCCEEDED, "CompletedWithSuccess": Status.SUCCEEDED,
+    "Failed": Status.FAILED, "CompletedWithFailure": Status.FAILED, "Rejected": Status.FAILED,
+    "Exited": Status.FAILED, "ChangeCalendarOverrideRejected": Status.FAILED,
+    "Cancelled": Status.CANCELLED, "TimedOut": Status.TIMED_OUT,
+}
+
+
+def _as_dt(value):
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return None
+
+
+def _step_view(step: dict) -> dict:
+    """The parts of a StepExecution the request page shows, JSON-safe."""
+    return {
+        "name": step.get("StepName", ""), "action": step.get("Action", ""), "status": step.get("StepStatus", ""),
+        "started_at": _as_dt(step.get("ExecutionStartTime")), "ended_at": _as_dt(step.get("ExecutionEndTime")),
+        "outputs": step.get("Outputs", {}), "failure_message": step.get("FailureMessage", ""),
+        "response": str(step.get("Response", ""))[:2000], "step_execution_id": step.get("StepExecutionId", ""),
+    }
+
+
+def execution_statuses_sync() -> int:
+    """Poll every running execution once; return how many changed."""
+    running = list(
+        Execution.objects.select_related("request", "request__account")
+        .filter(request__status=Status.RUNNING)
+    )
+    if not running:
+        return 0
+    by_location: dict[tuple[str, str, str], list[Execution]] = defaultdict(list)
+    for execution in running:
+        request = execution.request
+        by_location[(request.account.account_id, request.region, request.account.dispatch_role_arn)].append(execution)
+    changed = 0
+    for (account_id, region, role_arn), executions in by_location.items():
+        by_id = {execution.execution_id: execution for execution in executions}
+        ids = list(by_id)
+        metadata: list[dict] = []
+        try:
+            for start in range(0, len(ids), 10):
+                pacing.acquire("read", account_id=account_id, region=region)
+                metadata += aws.describe_executions(region=region, role_arn=role_arn, execution_ids=ids[start:start + 10])
+        except (aws.AwsError, pacing.PacingTimeout) as error:
+            log.warning("status_sync.describe_failed", account_id=account_id, region=region, error=str(error))
+            continue
+        for item in metadata:
+            execution = by_id.get(item.get("AutomationExecutionId"))
+            if execution is None:
+                continue
+            if _apply(execution, item, account_id=account_id, region=region, role_arn=role_arn):
+                changed += 1
+    return changed
+
+
+def _apply(execution: Execution, item: dict, *, account_id: str, region: str, role_arn: str) -> bool:
+    aws_status = item.get("AutomationExecutionStatus", "")
+    current_step = item.get("CurrentStepName", "") or ""
+    if aws_status == execution.aws_status and current_step == execution.current_step and execution.steps:
+        execution.last_synced_at = timezone.now()
+        Execution.objects.filter(pk=execution.pk).update(last_synced_at=execution.last_synced_at)
+        return False
+    try:
+        pacing.acquire("read", account_id=account_id, region=region)
+        steps = [_step_view(step) for step in aws.step_executions(region=region, role_arn=role_arn,
+                                                                  execution_id=execution.execution_id)]
+    except (aws.AwsError, pacing.PacingTimeout) as error:
+        log.warning("status_sync.steps_failed", execution_id=execution.execution_id, error=str(error))
+        steps = execution.steps
+    final = FINAL_STATUS.get(aws_status)
+    outputs = item.get("Outputs", {}) or {}
+    if final and not outputs:
+        try:
+            pacing.acquire("read", account_id=account_id, region=region)
+            outputs = aws.get_execution(region=region, role_arn=role_arn,
+                                        execution_id=execution.execution_id).get("Outputs", {}) or {}
+        except (aws.AwsError, pacing.PacingTimeout):
+            outputs = {}
+    with transaction.atomic():
+        locked = Execution.objects.select_for_update().select_related("request").get(pk=execution.pk)
+        previous = locked.aws_status
+        locked.aws_status = aws_status
+        locked.current_step = current_step
+        locked.steps = _json_safe(steps)
+        locked.outputs = outputs
+        locked.failure_message = item.get("FailureMessage", "") or ""
+        locked.executed_by = item.get("ExecutedBy", "") or locked.executed_by
+        locked.started_at = _as_dt(item.get("ExecutionStartTime")) or locked.started_at
+        locked.ended_at = _as_dt(item.get("ExecutionEndTime")) or locked.ended_at
+        locked.last_synced_at = timezone.now()
+        locked.revision += 1
+        locked.save()
+        request = locked.request
+        if final and request.status == Status.RUNNING:
+            transition(request, to=final, actor=None, action=f"execution.{final}",
+                       details={"aws_status": aws_status, "previous_aws_status": previous,
+                                "failure_message": locked.failure_message[:2000]},
+                       aws=aws.AwsCall(operation="DescribeAutomationExecutions", execution_id=locked.execution_id),
+                       finished_at=locked.ended_at or timezone.now(),
+                       status_reason=locked.failure_message[:2000])
+        elif previous != aws_status:
+            from automations import audit
+
+            audit.record(action="execution.status_changed", actor=None, request=request,
+                         details={"aws_status": aws_status, "previous_aws_status": previous,
+                                  "current_step": current_step},
+                         aws=aws.AwsCall(operation="DescribeAutomationExecutions", execution_id=locked.execution_id))
+    return True
+
+
+def _json_safe(steps: list[dict]) -> list[dict]:
+    from automations.canonical import json_roundtrip
+
+    return json_roundtrip(steps)

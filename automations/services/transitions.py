@@ -1,0 +1,33 @@
+"""The one guarded function that changes a request's status."""
+from __future__ import annotations
+
+from django.db import transaction
+
+from automations import audit
+from automations.errors import TransitionNotAllowed
+from automations.models import TRANSITIONS, AutomationRequest
+
+
+def transition(request: AutomationRequest, *, to: str, actor, action: str | None = None,
+               details: dict | None = None, client=None, aws=None, **fields) -> AutomationRequest:
+    """Move `request` to `to` if allowed and nobody moved it first; audit it in the same transaction.
+
+    Filtering the UPDATE on the status we *read* turns a double click, a second approver or a
+    redelivered task into a clean "0 rows updated" instead of a double transition.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("transition() must run inside transaction.atomic()")
+    old = request.status
+    if to not in TRANSITIONS.get(old, frozenset()):
+        raise TransitionNotAllowed(current=old, target=to)
+    updated = AutomationRequest.objects.filter(pk=request.pk, status=old).update(status=to, **fields)
+    if not updated:
+        current = AutomationRequest.objects.filter(pk=request.pk).values_list("status", flat=True).first()
+        raise TransitionNotAllowed(current=current or old, target=to,
+                                   detail="Someone else changed this request first; reload and try again.")
+    request.refresh_from_db()
+    audit.record(
+        action=action or f"request.{to}", actor=actor, request=request,
+        details={"from": old, "to": to, **(details or {})}, client=client, aws=aws,
+    )
+    return request

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Delegate's two commands, for a fresh machine with only Python 3.11+:
+
+    python3 dev.py demo    # sandbox + web + worker + scheduler on embedded defaults, seeded
+    python3 dev.py test    # the test suite (PostgreSQL when DATABASE_URL is set, else SQLite)
+
+Both create .venv and install the project into it the first time (and when pyproject.toml changes).
+This file uses only the standard library.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".delegate-installed"
+DEMO_USERS = "alice (requester, platform) · bob (lead, platform) · dave (requester, data) · erin (lead, data) · carol (auditor) · admin (superuser)"
+
+
+def say(message: str) -> None:
+    print(f"\033[1m[delegate]\033[0m {message}", flush=True)
+
+
+def ensure_venv() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit("Delegate needs Python 3.11 or newer.")
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == wanted and PYTHON.exists():
+        return
+    if not PYTHON.exists():
+        say("creating .venv")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    say("installing dependencies (first run only)")
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "-e", f"{ROOT}[test]"], check=True)
+    STAMP.write_text(wanted)
+
+
+def manage(*args: str, env: dict) -> None:
+    subprocess.run([str(PYTHON), "manage.py", *args], cwd=ROOT, env=env, check=True)
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"{url} did not answer within {timeout:.0f}s")
+
+
+def demo() -> None:
+    ensure_venv()
+    port = os.environ.get("PORT", "8000")
+    sandbox_port = os.environ.get("SANDBOX_PORT", "4566")
+    var = ROOT / "var"
+    var.mkdir(exist_ok=True)
+    (var / "broker" / "processed").mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{sandbox_port}",
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "AKIDDEMODEMODEMO0000"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "demo-secret-not-real"),
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "eu-west-1"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "DELEGATE_STATUS_POLL_SECONDS": os.environ.get("DELEGATE_STATUS_POLL_SECONDS", "2"),
+        "DELEGATE_OUTBOX_SWEEP_SECONDS": os.environ.get("DELEGATE_OUTBOX_SWEEP_SECONDS", "5"),
+        "DJANGO_CSRF_TRUSTED_ORIGINS": f"http://127.0.0.1:{port},http://localhost:{port}",
+        "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    processes: list[tuple[str, subprocess.Popen]] = []
+
+    def start(name: str, *args: str) -> None:
+        say(f"starting {name}")
+        processes.append((name, subprocess.Popen(list(args), cwd=ROOT, env=env, start_new_session=True)))
+
+    def stop_all(*_args) -> None:
+        say("stopping")
+        for _name, process in reversed(processes):
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        for _name, process in processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        sys.exit(0)
+
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    try:
+        start("sandbox", str(PYTHON), "manage.py", "sandbox", "--port", sandbox_port,
+              "--state-file", str(var / "sandbox-state.json"))
+        wait_http(f"http://127.0.0.1:{sandbox_port}/_sandbox/health")
+        manage("migrate", "--noinput", "-v", "0", env=env)
+        manage("collectstatic", "--noinput", "-v", "0", env=env)
+        manage("seed_demo", env=env)
+        start("worker", str(PYTHON), "-m", "celery", "-A", "portal", "worker", "-l", "warning", "-c", "2",
+              "-n", "demo@%h")
+        start("scheduler", str(PYTHON), "-m", "celery", "-A", "portal", "beat", "-l", "warning",
+              "-s", str(var / "celerybeat-schedule"))
+        start("web", str(PYTHON), "-m", "gunicorn", "portal.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2",
+              "--threads", "4", "--access-logfile", "-", "--log-level", "warning")
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        say(f"Delegate is running at http://127.0.0.1:{port}/  (API docs: /api/docs/, sandbox: http://127.0.0.1:{sandbox_port})")
+        say(f"log in as {DEMO_USERS}; password: delegate-demo")
+        say("Ctrl-C stops everything")
+        while True:
+            for name, process in processes:
+                if process.poll() is not None:
+                    say(f"{name} exited with {process.returncode}; stopping the demo")
+                    stop_all()
+            time.sleep(1)
+    except (subprocess.CalledProcessError, SystemExit) as error:
+        if isinstance(error, SystemExit) and error.code in (0, None):
+            raise
+        say(f"demo failed: {error}")
+        stop_all()
+
+
+def test(args: list[str]) -> int:
+    ensure_venv()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings"}
+    return subprocess.run([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=env).returncode
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test"):
+        sys.exit(__doc__)
+    if sys.argv[1] == "demo":
+        demo()
+    else:
+        sys.exit(test(sys.argv[2:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,4 @@
+# Bind @shared_task to Delegate's Celery app whenever Django starts.
+from portal.celery import app as celery_app
+
+__all__ = ("celery_app",)

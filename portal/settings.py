@@ -1,0 +1,279 @@
+"""Delegate settings. Configuration comes only from environment variables (docs/configuration.md).
+
+The defaults are the embedded demo: SQLite, a filesystem broker when REDIS_URL is unset, and
+the local AWS sandbox. Production sets DATABASE_URL, REDIS_URL, DJANGO_SECRET_KEY,
+DELEGATE_SECURE=true and real AWS credentials.
+"""
+from pathlib import Path
+
+import environ
+
+from csp.constants import NONCE, NONE, SELF
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("DELEGATE_VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+
+# GENERAL
+# https://docs.djangoproject.com/en/5.2/ref/settings/#debug
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# A fixed fallback key only makes sense for the demo; `check --deploy` flags it in production.
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="django-insecure-delegate-demo-key-change-me")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+TIME_ZONE = "UTC"
+USE_TZ = True
+LANGUAGE_CODE = "en-us"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_htmx",
+    "axes",
+    "automations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "automations.middleware.RequestIdMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    # axes last, as its documentation asks: it reads the result of authentication.
+    "axes.middleware.AxesMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "automations.context_processors.navigation",
+            ],
+        },
+    },
+]
+
+# DATABASES
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-db-url
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'delegate.sqlite3'}")}
+# Replace connections that died with a PostgreSQL restart (reliability-security.md §1.5).
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The demo runs web, worker and beat on one SQLite file: wait for the write lock.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+# AUTHENTICATION
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "automations:home"
+LOGOUT_REDIRECT_URL = "login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+# django-axes: lock a username+IP pair, so an attacker cannot lock out a lead by name alone.
+# https://django-axes.readthedocs.io/en/latest/4_configuration.html
+AXES_FAILURE_LIMIT = env.int("DELEGATE_LOGIN_FAILURE_LIMIT", default=5)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_COOLOFF_TIME = env.float("DELEGATE_LOGIN_COOLOFF_HOURS", default=0.25)
+AXES_RESET_ON_SUCCESS = True
+AXES_IPWARE_PROXY_COUNT = env.int("DELEGATE_TRUSTED_PROXY_COUNT", default=0)
+AXES_ENABLED = env.bool("DELEGATE_LOGIN_LOCKOUT", default=True)
+
+# STATIC FILES
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# SECURITY
+# DELEGATE_SECURE=true behind HTTPS turns on every transport protection `check --deploy` asks for.
+SECURE = env.bool("DELEGATE_SECURE", default=False)
+SESSION_COOKIE_SECURE = SECURE
+CSRF_COOKIE_SECURE = SECURE
+SECURE_SSL_REDIRECT = SECURE and env.bool("DELEGATE_SSL_REDIRECT", default=True)
+SECURE_HSTS_SECONDS = 31536000 if SECURE else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE
+SECURE_HSTS_PRELOAD = SECURE
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if SECURE else None
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = env.int("DELEGATE_SESSION_SECONDS", default=8 * 3600)
+# How many reverse proxies append to X-Forwarded-For; 0 = use REMOTE_ADDR only (never trust the header).
+TRUSTED_PROXY_COUNT = env.int("DELEGATE_TRUSTED_PROXY_COUNT", default=0)
+
+# Content Security Policy, django-csp 4.x. No inline script anywhere: scripts carry the nonce.
+# https://django-csp.readthedocs.io/en/latest/configuration.html
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
+# REST FRAMEWORK
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "EXCEPTION_HANDLER": "automations.api.errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Delegate API",
+    "DESCRIPTION": "Request, approve and follow AWS Systems Manager Automation runs.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# CELERY
+# Redis in production; without REDIS_URL the demo uses kombu's filesystem transport, which
+# needs no server and works across processes on one machine.
+REDIS_URL = env.str("REDIS_URL", default="")
+BROKER_DIR = VAR_DIR / "broker"
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600)}
+    if CELERY_BROKER_URL.startswith("redis")
+    else {"data_folder_in": str(BROKER_DIR), "data_folder_out": str(BROKER_DIR),
+          "processed_folder": str(BROKER_DIR / "processed"), "store_processed": False}
+)
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+CELERY_TASK_ACKS_LATE = True  # safe: dispatch is idempotent (status claim + SSM ClientToken)
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # otherwise a SIGKILLed child's message is acked and lost
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]  # the broker is untrusted; never unpickle
+CELERY_TASK_IGNORE_RESULT = True  # task state lives in the database
+CELERY_TASK_TIME_LIMIT = 120
+CELERY_TASK_SOFT_TIME_LIMIT = 90
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Publishing happens in web requests: keep it short so a dead broker cannot hang them.
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_REDIS_SOCKET_TIMEOUT = 2.0
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 2.0
+CELERY_BEAT_SCHEDULE = {
+    "sync-execution-statuses": {
+        "task": "automations.sync_execution_statuses",
+        "schedule": env.float("DELEGATE_STATUS_POLL_SECONDS", default=5.0),
+    },
+    "sweep-dispatch-outbox": {
+        "task": "automations.sweep_dispatch_outbox",
+        "schedule": env.float("DELEGATE_OUTBOX_SWEEP_SECONDS", default=10.0),
+    },
+    "expire-requests": {"task": "automations.expire_requests", "schedule": 60.0},
+    "sync-runbook-catalog": {
+        "task": "automations.sync_runbook_catalog",
+        "schedule": env.float("DELEGATE_CATALOG_SYNC_SECONDS", default=3600.0),
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# DELEGATE
+# The sandbox (manage.py sandbox) stands in for AWS when these point at it; see docs/configuration.md.
+DELEGATE_DEFAULT_REGION = env.str("AWS_DEFAULT_REGION", default="eu-west-1")
+# Put back after throttling or the concurrency limit: a delay held in the database, not a countdown.
+DELEGATE_DISPATCH_RETRY_SECONDS = env.float("DELEGATE_DISPATCH_RETRY_SECONDS", default=15.0)
+# Delegate's own cap on running executions per account and region, under AWS's 100.
+DELEGATE_MAX_RUNNING_PER_REGION = env.int("DELEGATE_MAX_RUNNING_PER_REGION", default=80)
+# Shared pacing of AWS calls per account, region and API class (calls per second).
+DELEGATE_AWS_RATE_LIMITS = {
+    "start": env.float("DELEGATE_RATE_START", default=1.0),
+    "stop": env.float("DELEGATE_RATE_STOP", default=1.0),
+    "read": env.float("DELEGATE_RATE_READ", default=3.0),
+    "signal": env.float("DELEGATE_RATE_SIGNAL", default=3.0),
+}
+DELEGATE_REQUEST_EXPIRY_HOURS = env.float("DELEGATE_REQUEST_EXPIRY_HOURS", default=72.0)
+DELEGATE_APPROVAL_VALIDITY_HOURS = env.float("DELEGATE_APPROVAL_VALIDITY_HOURS", default=24.0)
+DELEGATE_OUTBOX_GRACE_SECONDS = env.float("DELEGATE_OUTBOX_GRACE_SECONDS", default=60.0)
+DELEGATE_AUDIT_DIGEST_KEY = env.str("DELEGATE_AUDIT_DIGEST_KEY", default="")
+DELEGATE_AUDIT_DIGEST_DIR = env.str("DELEGATE_AUDIT_DIGEST_DIR", default=str(VAR_DIR / "audit-digests"))
+
+# EMAIL: the console backend in the demo.
+EMAIL_BACKEND = env.str("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env.str("DELEGATE_FROM_EMAIL", default="delegate@localhost")
+
+# LOGGING: structured JSON lines (or readable console output), secrets masked in every line.
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "automations.logging.RedactSecretsFilter"}},
+    "formatters": {
+        "structured": {"()": "automations.logging.structured_formatter", "output": LOG_FORMAT},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["redact"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # botocore at DEBUG prints request headers; keep it quieter unless asked explicitly.
+        "botocore": {"level": env.str("BOTOCORE_LOG_LEVEL", default="WARNING")},
+        "urllib3": {"level": "WARNING"},
+    },
+}
