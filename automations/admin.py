@@ -1,5 +1,8 @@
 """Django admin for teams, accounts, runbooks and policies. Every change is audited with before/after."""
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.urls import path
 from django.db import transaction
 from django.forms.models import model_to_dict
 
@@ -7,6 +10,7 @@ from automations import audit, services
 from automations.audit import ClientInfo
 from automations.canonical import json_roundtrip
 from automations.models import Account, AuditEvent, Membership, Runbook, RunbookVersion, Team, TeamRunbook
+from automations.models import SsoGroupRule, SsoIdentity
 
 
 def _snapshot(obj) -> dict:
@@ -59,12 +63,16 @@ class AccountAdmin(AuditedAdmin):
     search_fields = ["name", "account_id"]
 
 
+def _report_sync(modeladmin, request, report) -> None:
+    level = messages.WARNING if report.errors else messages.SUCCESS
+    modeladmin.message_user(request, f"Synced {report.documents} documents, {report.new_versions} new versions, "
+                                     f"{report.unavailable} marked unavailable"
+                                     f"{'; errors: ' + '; '.join(report.errors[:5]) if report.errors else ''}.", level)
+
+
 @admin.action(description="Sync the catalog from SSM now")
 def sync_catalog(modeladmin, request, queryset):
-    report = services.runbook_catalog_sync(actor=request.user)
-    level = messages.WARNING if report.errors else messages.SUCCESS
-    modeladmin.message_user(request, f"Synced {report.documents} documents, {report.new_versions} new versions"
-                                     f"{'; errors: ' + '; '.join(report.errors) if report.errors else ''}.", level)
+    _report_sync(modeladmin, request, services.runbook_catalog_sync(actor=request.user))
 
 
 class TeamRunbookInline(admin.TabularInline):
@@ -80,6 +88,19 @@ class RunbookAdmin(AuditedAdmin):
     readonly_fields = ["name", "owner", "owner_kind", "default_version", "latest_version", "synced_at", "description"]
     inlines = [TeamRunbookInline]
     actions = [sync_catalog]
+    # The changelist's "Sync from SSM now" button (templates/admin/automations/runbook/change_list.html).
+    change_list_template = "admin/automations/runbook/change_list.html"
+
+    def get_urls(self):
+        sync = path("sync/", self.admin_site.admin_view(self.sync_view), name="automations_runbook_sync")
+        return [sync, *super().get_urls()]
+
+    def sync_view(self, request):
+        """POST only (admin_view adds CSRF protection); the sync writes its own audit event."""
+        if request.method != "POST" or not self.has_change_permission(request):
+            raise PermissionDenied
+        _report_sync(self, request, services.runbook_catalog_sync(actor=request.user))
+        return redirect("admin:automations_runbook_changelist")
 
 
 @admin.register(RunbookVersion)
@@ -96,6 +117,12 @@ class TeamRunbookAdmin(AuditedAdmin):
     list_display = ["team", "runbook", "enabled", "approvals_required", "version_choice", "max_targets"]
     list_filter = ["team", "enabled"]
     autocomplete_fields = ["runbook"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # Content is fetched only for offered runbooks: fetch it now rather than at the next sync.
+        if not obj.runbook.versions.exists():
+            _report_sync(self, request, services.runbook_sync(runbook=obj.runbook, actor=request.user))
 
 
 @admin.register(AuditEvent)
@@ -115,3 +142,31 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(SsoGroupRule)
+class SsoGroupRuleAdmin(AuditedAdmin):
+    """Which provider group grants which team role (member, lead) or global role (auditor, admin)."""
+
+    list_display = ["claim_value", "role", "team"]
+    list_filter = ["role", "team"]
+    search_fields = ["claim_value"]
+
+
+@admin.register(SsoIdentity)
+class SsoIdentityAdmin(AuditedAdmin):
+    """Who each provider subject is here.
+
+    Deleting a row unbinds it; the next login then follows DELEGATE_OIDC_LINK_EXISTING.
+    """
+
+    list_display = ["user", "subject", "issuer", "last_login_at"]
+    search_fields = ["user__username", "subject"]
+    readonly_fields = ["user", "issuer", "subject", "created_at", "last_login_at"]
+
+    def has_add_permission(self, request):
+        return False  # bindings are made by signing in
+
+
+# Approval policy models (freeze windows, delegations, webhooks).
+from automations import admin_policy  # noqa: E402,F401

@@ -10,3 +10,8 @@ class AutomationsConfig(AppConfig):
         from automations.logging import configure_structlog
 
         configure_structlog()
+
+        # Every AWS attempt is paced (shared schedule) and counted (metrics); see automations.aws.
+        from automations import aws, metrics, pacing
+
+        aws.install_hooks(pacer=pacing.pace_aws_call, on_response=metrics.observe_aws_response)

@@ -2,14 +2,18 @@
 
 Every function in automations.services that changes state calls record() inside its own
 transaction, so an event exists exactly when the change committed. Events are hash-chained:
-hash = SHA-256(prev_hash || canonical JSON of the chained fields).
+hash = SHA-256(prev_hash || canonical JSON of the chained fields), with a gapless sequence
+assigned under one lock, so editing, deleting or reordering any row breaks the chain at that
+row. Signed digests written outside the database (automations.audit_digests) pin the head of
+the chain from time to time, so deleting the newest events, or rewriting the whole chain, is
+caught as well. docs/audit.md describes the format; manage.py verify_audit checks both.
 """
 from __future__ import annotations
 
 import hashlib
 import ipaddress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -28,11 +32,18 @@ GENESIS_HASH = "0" * 64
 # Arbitrary constant key for pg_advisory_xact_lock: serialises chain appends across processes.
 _CHAIN_LOCK_KEY = 0x44454C4547415445  # "DELEGATE"
 
+# The hash input, in this order of names (canonical JSON sorts them anyway). Changing this
+# list changes every hash: never do it without a format version (docs/audit.md).
 CHAINED_FIELDS = (
     "sequence", "occurred_at", "actor_id", "actor_name", "action", "request_id", "team", "runbook",
     "resources", "account_id", "region", "details", "client_ip", "user_agent", "role_session_name",
     "source_identity", "aws_request_id", "execution_id",
 )
+_TEXT_LIMITS = {
+    field.name: field.max_length for field in AuditEvent._meta.fields
+    if field.max_length and field.name not in ("prev_hash", "hash")
+}
+_MAX_RESOURCES = 500
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,32 @@ def _lock_chain() -> None:
     # SQLite (the demo) runs transactions as BEGIN IMMEDIATE: writers are already serialised.
 
 
+#
+# Hostile input: an audit write must never fail (and so roll back the change it records)
+# because of what a user typed. PostgreSQL refuses NUL in text and jsonb; UTF-8 refuses lone
+# surrogates (which JSON escapes can produce); varchar refuses overlong values.
+#
+
+def clean_text(value: str, limit: int | None = None) -> str:
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value[:limit] if limit else value
+
+
+def _clean_json(value):
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, (list, tuple)):
+        return [_clean_json(item) for item in value]
+    if isinstance(value, dict):
+        return {clean_text(str(key)): _clean_json(item) for key, item in value.items()}
+    return value
+
+
 def compute_hash(prev_hash: str, fields: dict) -> str:
     return hashlib.sha256(prev_hash.encode() + canonical_json(fields)).hexdigest()
 
@@ -96,8 +133,6 @@ def record(
     """Append one event. Must run inside the caller's transaction, so it commits with the change."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit.record() must run inside transaction.atomic()")
-    _lock_chain()
-    head = AuditEvent.objects.order_by("-sequence").values("sequence", "hash").first()
     fields = {
         "team": team, "runbook": runbook, "resources": list(resources), "account_id": account_id, "region": region,
     }
@@ -109,33 +144,49 @@ def record(
             "account_id": request.account.account_id,
             "region": request.region,
         }
-    aws_fields = {}
     if aws is not None:
-        aws_fields = {
+        fields.update({
             "role_session_name": getattr(aws, "role_session_name", "") or "",
             "source_identity": getattr(aws, "source_identity", "") or "",
             "aws_request_id": getattr(aws, "aws_request_id", "") or "",
             "execution_id": getattr(aws, "execution_id", "") or "",
-        }
+        })
+    fields.update(
+        actor_name=(actor.get_username() if actor is not None else "") or actor_name or "system",
+        action=action,
+        user_agent=client.user_agent if client else "",
+    )
+    for name, value in fields.items():
+        if name in _TEXT_LIMITS:
+            fields[name] = clean_text(str(value), _TEXT_LIMITS[name])
+    fields["resources"] = [clean_text(str(item), 256) for item in fields["resources"][:_MAX_RESOURCES]]
+
+    _lock_chain()
+    head = AuditEvent.objects.order_by("-sequence").values("sequence", "hash", "occurred_at").first()
+    now = timezone.now()
+    # occurred_at never goes backwards along the sequence, even with app servers' clocks a little
+    # apart: that keeps "sequence order = time order", which time-range search relies on.
+    if head and head["occurred_at"] > now:
+        now = head["occurred_at"]
     event = AuditEvent(
         sequence=head["sequence"] + 1 if head else 1,
         prev_hash=head["hash"] if head else GENESIS_HASH,
         # Microseconds survive both PostgreSQL and SQLite, so the hash recomputes exactly.
-        occurred_at=timezone.now(),
+        occurred_at=now,
         actor=actor if actor is not None and actor.pk else None,
-        actor_name=(actor.get_username() if actor is not None else "") or actor_name or "system",
-        action=action,
         request=request,
-        details=json_roundtrip(details or {}),
+        details=json_roundtrip(_clean_json(details or {})),
         client_ip=client.ip if client else None,
-        user_agent=client.user_agent if client else "",
         **fields,
-        **aws_fields,
     )
     event.hash = compute_hash(event.prev_hash, chained_fields(event))
     event.save(force_insert=True)
     return event
 
+
+#
+# Verification
+#
 
 @dataclass(frozen=True)
 class ChainProblem:
@@ -143,28 +194,88 @@ class ChainProblem:
     reason: str
 
 
-def verify_chain(*, start: int | None = None, end: int | None = None, anchor_hash: str | None = None) -> ChainProblem | None:
-    """Recompute the chain; return the first broken event, or None when every hash holds.
+@dataclass
+class ChainReport:
+    """What a chain check saw: the first problem (if any) and the last event that verified."""
 
-    `start`: begin at this sequence, trusting the stored prev_hash of that event unless
-    `anchor_hash` (e.g. from an archive manifest) is given.
+    problem: ChainProblem | None = None
+    checked: int = 0
+    first_sequence: int | None = None
+    last_sequence: int | None = None
+    last_hash: str | None = None
+
+
+_ROW_FIELDS = (*CHAINED_FIELDS, "prev_hash", "hash")
+
+
+def chain_rows(start: int | None, end: int | None, chunk_size: int = 10000) -> Iterator[tuple]:
+    """(fields, prev_hash, hash) per event in sequence order, in keyset chunks (constant memory)."""
+    after = (start - 1) if start is not None else None
+    while True:
+        rows = AuditEvent.objects.order_by("sequence")
+        if after is not None:
+            rows = rows.filter(sequence__gt=after)
+        if end is not None:
+            rows = rows.filter(sequence__lte=end)
+        batch = list(rows.values_list(*_ROW_FIELDS)[:chunk_size])
+        if not batch:
+            return
+        for row in batch:
+            yield dict(zip(CHAINED_FIELDS, row[:-2])), row[-2], row[-1]
+        after = batch[-1][0]
+
+
+def check_chain(*, start: int | None = None, end: int | None = None, anchor_hash: str | None = None,
+                rows: Iterable[tuple[dict, str, str]] | None = None) -> ChainReport:
+    """Recompute the chain from `start` (default: the first event) to `end` (default: the head).
+
+    Each event must carry the next sequence number, point at the previous event's hash, and
+    hash to its stored hash. The first event of the range must point at `anchor_hash`: the
+    genesis hash for sequence 1, or the head hash of an archive manifest. Without an anchor
+    a range check trusts the stored prev_hash of its first event (and says so).
+    `rows` lets an exported archive be checked with the same code.
     """
-    events = AuditEvent.objects.order_by("sequence")
-    if start is not None:
-        events = events.filter(sequence__gte=start)
-    if end is not None:
-        events = events.filter(sequence__lte=end)
+    report = ChainReport()
     expected_prev = anchor_hash
+    if expected_prev is None and start in (None, 1):
+        expected_prev = GENESIS_HASH
     expected_sequence = start
-    for event in events.iterator(chunk_size=5000):
-        if expected_sequence is not None and event.sequence != expected_sequence:
-            return ChainProblem(expected_sequence, f"event {expected_sequence} is missing (next found: {event.sequence})")
-        if expected_prev is None:
-            expected_prev = GENESIS_HASH if event.sequence == 1 else event.prev_hash
-        if event.prev_hash != expected_prev:
-            return ChainProblem(event.sequence, "prev_hash does not match the previous event's hash")
-        if compute_hash(event.prev_hash, chained_fields(event)) != event.hash:
-            return ChainProblem(event.sequence, "content does not match its hash")
-        expected_prev = event.hash
-        expected_sequence = event.sequence + 1
-    return None
+    for fields, prev_hash, stored_hash in (rows if rows is not None else chain_rows(start, end)):
+        sequence = fields["sequence"]
+        if expected_sequence is not None and sequence != expected_sequence:
+            report.problem = ChainProblem(expected_sequence, f"event {expected_sequence} is missing"
+                                                             f" (next found: {sequence})")
+            return report
+        if expected_prev is not None and prev_hash != expected_prev:
+            report.problem = ChainProblem(sequence, "prev_hash does not match the previous event's hash"
+                                          if report.checked else "prev_hash does not match the anchor hash")
+            return report
+        if compute_hash(prev_hash, fields) != stored_hash:
+            report.problem = ChainProblem(sequence, "content does not match its hash (the event was edited)")
+            return report
+        if report.first_sequence is None:
+            report.first_sequence = sequence
+        report.checked += 1
+        report.last_sequence, report.last_hash = sequence, stored_hash
+        expected_prev, expected_sequence = stored_hash, sequence + 1
+    if rows is None and end is not None and expected_sequence is not None and expected_sequence <= end \
+            and AuditEvent.objects.filter(sequence__gt=end).exists():
+        # Events after the range exist, so the ones between the last found and `end` were deleted.
+        report.problem = ChainProblem(expected_sequence, f"event {expected_sequence} is missing")
+    return report
+
+
+def verify_chain(*, start: int | None = None, end: int | None = None, anchor_hash: str | None = None) -> ChainProblem | None:
+    """The first broken event, or None when every hash holds."""
+    return check_chain(start=start, end=end, anchor_hash=anchor_hash).problem
+
+
+def archived_anchor(start: int) -> str | None:
+    """The hash an archive (manage.py archive_audit) recorded for event start-1, if that range was archived.
+
+    The `audit.archived` event sits later in the chain than the range it describes, so it is
+    itself covered by the chain check of what remains.
+    """
+    event = (AuditEvent.objects.filter(action="audit.archived", sequence__gte=start, details__last_sequence=start - 1)
+             .order_by("sequence").values_list("details", flat=True).first())
+    return event.get("last_hash") if event else None

@@ -47,9 +47,13 @@ TRANSIENT_CODES = frozenset({
 
 
 class AwsError(Exception):
-    def __init__(self, code: str, message: str = "", *, aws_request_id: str = ""):
+    def __init__(self, code: str, message: str = "", *, aws_request_id: str = "", operation: str = ""):
         super().__init__(f"{code}: {message}" if message else code)
         self.code, self.message, self.aws_request_id = code, message, aws_request_id
+        self.operation = operation  # the AWS operation that failed, e.g. "StartAutomationExecution"
+        # Could AWS have acted although we saw a failure (a timeout or 5xx on some attempt)?
+        # Set by the mutating calls; a retry with the same ClientToken is then the only safe move.
+        self.maybe_accepted = False
 
 
 class TransientAwsError(AwsError):
@@ -76,14 +80,83 @@ class AwsCall:
 _session_lock = threading.Lock()
 _shared_session: botocore.session.Session | None = None
 
+# Observers of every HTTP attempt (metrics) and the pacer called before each one goes on the
+# wire (automations.pacing). Installed once at start-up by automations.apps; the gateway itself
+# knows nothing about Redis or Prometheus.
+_response_observers: list = []
+_pacer = None
+
+
+def install_hooks(*, pacer=None, on_response=None) -> None:
+    """pacer(service=, operation=, region=, role_arn=, attempt=) runs before every attempt;
+    on_response(**botocore response-received kwargs) after it. Call before clients are made."""
+    global _pacer
+    if pacer is not None:
+        _pacer = pacer
+    if on_response is not None and on_response not in _response_observers:
+        _response_observers.append(on_response)
+        with _session_lock:
+            sessions = [_shared_session] if _shared_session else []
+        for session in sessions:
+            session.register("response-received", on_response)
+
+
+def _new_botocore_session() -> botocore.session.Session:
+    session = botocore.session.get_session()
+    for observer in _response_observers:
+        session.register("response-received", observer)  # clients copy the session's handlers
+    return session
+
 
 def botocore_session() -> botocore.session.Session:
     """One process-wide botocore session: its loaded service models are the expensive part."""
     global _shared_session
     with _session_lock:
         if _shared_session is None:
-            _shared_session = botocore.session.get_session()
+            _shared_session = _new_botocore_session()
         return _shared_session
+
+
+def account_of(role_arn: str) -> str:
+    """The account id in arn:aws:iam::ACCOUNT:role/NAME (pacing is per account and region)."""
+    parts = role_arn.split(":")
+    return parts[4] if len(parts) > 4 else ""
+
+
+def _paced(client, *, region: str, role_arn: str):
+    """Run the pacer before every attempt of every call of this client, retries included."""
+    service = client.meta.service_model.service_name
+
+    def before_send(request, **kwargs):
+        if _pacer is not None:
+            operation = kwargs.get("event_name", "").rsplit(".", 1)[-1]
+            attempt = (getattr(request, "context", None) or {}).get("retries", {}).get("attempt", 1)
+            _pacer(service=service, operation=operation, region=region, role_arn=role_arn, attempt=attempt)
+
+    client.meta.events.register("before-send", before_send)
+    return client
+
+
+def _attempt_log(client, operation: str) -> list[str]:
+    """Classify each attempt of `operation` on this client: did AWS definitely not act on it?
+
+    "refused": AWS answered 4xx (validated and refused: throttled, over quota, invalid), or the
+    connection never opened. "unknown": a 5xx, a read timeout, a dropped connection: the request
+    may have been carried out. botocore's retries hide all but the last attempt from the caller.
+    """
+    outcomes: list[str] = []
+
+    def on_response(response_dict=None, exception=None, **kwargs):
+        if exception is not None:
+            outcomes.append("refused" if isinstance(exception, (EndpointConnectionError, ConnectTimeoutError))
+                            or isinstance(exception, AwsError) else "unknown")
+        elif response_dict is not None:
+            outcomes.append("unknown" if response_dict.get("status_code", 0) >= 500 else
+                            "refused" if response_dict.get("status_code", 0) >= 400 else "ok")
+
+    service_id = client.meta.service_model.service_id.hyphenize()
+    client.meta.events.register(f"response-received.{service_id}.{operation}", on_response)
+    return outcomes
 
 
 def reset_sessions() -> None:
@@ -91,10 +164,13 @@ def reset_sessions() -> None:
     global _shared_session
     with _session_lock:
         _shared_session = None
+    with _read_lock:
         _read_clients.clear()
+        _read_sessions.clear()
 
 
-def _client(service: str, region: str, *, credentials: dict | None = None, config: Config = MUTATING_CONFIG):
+def _client(service: str, region: str, *, credentials: dict | None = None, config: Config = MUTATING_CONFIG,
+            role_arn: str = ""):
     kwargs = {"region_name": region, "config": config}
     if credentials:
         kwargs.update(
@@ -102,7 +178,7 @@ def _client(service: str, region: str, *, credentials: dict | None = None, confi
             aws_secret_access_key=credentials["SecretAccessKey"],
             aws_session_token=credentials["SessionToken"],
         )
-    return botocore_session().create_client(service, **kwargs)
+    return _paced(botocore_session().create_client(service, **kwargs), region=region, role_arn=role_arn)
 
 
 #
@@ -155,8 +231,16 @@ def assume_role(*, region: str, role_arn: str, session_name: str, source_identit
     )
 
 
+def _operation_name(method) -> str:
+    client = getattr(method, "__self__", None)
+    name = getattr(method, "__name__", "")
+    mapping = getattr(getattr(client, "meta", None), "method_to_api_mapping", {}) or {}
+    return mapping.get(name, name)
+
+
 def _call(method, **kwargs):
     """Run one boto3 call and translate failures into Transient/Permanent errors."""
+    operation = _operation_name(method)
     try:
         return method(**kwargs)
     except ClientError as exc:
@@ -166,11 +250,14 @@ def _call(method, **kwargs):
         request_id = exc.response.get("ResponseMetadata", {}).get("RequestId", "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         transient = code in TRANSIENT_CODES or status >= 500
-        raise (TransientAwsError if transient else PermanentAwsError)(code, message, aws_request_id=request_id) from exc
+        raise (TransientAwsError if transient else PermanentAwsError)(
+            code, message, aws_request_id=request_id, operation=operation) from exc
     except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as exc:
-        raise TransientAwsError(type(exc).__name__, str(exc)[:300]) from exc
+        raise TransientAwsError(type(exc).__name__, str(exc)[:300], operation=operation) from exc
     except BotoCoreError as exc:
-        raise PermanentAwsError(type(exc).__name__, str(exc)[:300]) from exc
+        # Other connection failures (reset, closed mid-response) are worth another try too.
+        kind = TransientAwsError if "Connection" in type(exc).__name__ else PermanentAwsError
+        raise kind(type(exc).__name__, str(exc)[:300], operation=operation) from exc
 
 
 #
@@ -185,7 +272,8 @@ def start_automation(
 ) -> AwsCall:
     session = assume_role(region=region, role_arn=role_arn, session_name=session_name,
                           source_identity=source_identity, tags=tags, sts_client=sts_client)
-    ssm = ssm_client or _client("ssm", region, credentials=session.credentials)
+    ssm = ssm_client or _client("ssm", region, credentials=session.credentials, role_arn=role_arn)
+    attempts = _attempt_log(ssm, "StartAutomationExecution")
     # https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_StartAutomationExecution.html
     kwargs = {
         "DocumentName": document_name,
@@ -205,7 +293,11 @@ def start_automation(
         kwargs["AlarmConfiguration"] = {"IgnorePollAlarmFailure": False, "Alarms": [{"Name": alarm_name}]}
     if execution_tags:
         kwargs["Tags"] = execution_tags[:5]  # SSM accepts at most 5 tags at start
-    response = _call(ssm.start_automation_execution, **kwargs)
+    try:
+        response = _call(ssm.start_automation_execution, **kwargs)
+    except AwsError as error:
+        error.maybe_accepted = "unknown" in attempts
+        raise
     return AwsCall(
         operation="StartAutomationExecution", role_session_name=session.role_session_name,
         source_identity=session.source_identity, aws_request_id=response.get("ResponseMetadata", {}).get("RequestId", ""),
@@ -217,7 +309,7 @@ def stop_automation(*, region: str, role_arn: str, session_name: str, source_ide
                     execution_id: str, sts_client=None, ssm_client=None) -> AwsCall:
     session = assume_role(region=region, role_arn=role_arn, session_name=session_name,
                           source_identity=source_identity, tags=tags, sts_client=sts_client)
-    ssm = ssm_client or _client("ssm", region, credentials=session.credentials)
+    ssm = ssm_client or _client("ssm", region, credentials=session.credentials, role_arn=role_arn)
     # https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_StopAutomationExecution.html
     response = _call(ssm.stop_automation_execution, AutomationExecutionId=execution_id, Type="Cancel")
     return AwsCall(
@@ -231,7 +323,7 @@ def send_signal(*, region: str, role_arn: str, session_name: str, source_identit
                 execution_id: str, signal: str, payload: dict | None = None, sts_client=None, ssm_client=None) -> AwsCall:
     session = assume_role(region=region, role_arn=role_arn, session_name=session_name,
                           source_identity=source_identity, tags=tags, sts_client=sts_client)
-    ssm = ssm_client or _client("ssm", region, credentials=session.credentials)
+    ssm = ssm_client or _client("ssm", region, credentials=session.credentials, role_arn=role_arn)
     # https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_SendAutomationSignal.html
     kwargs = {"AutomationExecutionId": execution_id, "SignalType": signal}
     if payload:
@@ -249,8 +341,31 @@ def send_signal(*, region: str, role_arn: str, session_name: str, source_identit
 #
 
 _read_clients: dict[tuple[str, str, str], object] = {}
+_read_sessions: dict[str, botocore.session.Session] = {}
 _read_lock = threading.Lock()
 READ_SESSION_NAME = "delegate-reader"
+
+
+def _read_session(role_arn: str) -> botocore.session.Session:
+    """One refreshing assumed-role session per role, shared by every service and region.
+
+    AssumeRole runs on first use and then only when fewer than 15 minutes remain (botocore's
+    advisory window), i.e. about every 45 minutes with DurationSeconds=3600 (aws-api.md §11.1).
+    """
+    session = _read_sessions.get(role_arn)
+    if session is None:
+        base = botocore_session()
+        fetcher = AssumeRoleCredentialFetcher(
+            client_creator=base.create_client,
+            source_credentials=base.get_credentials(),
+            role_arn=role_arn,
+            extra_args={"RoleSessionName": READ_SESSION_NAME, "DurationSeconds": READ_SESSION_SECONDS},
+        )
+        credentials = DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials, method="assume-role")
+        session = _new_botocore_session()
+        session._credentials = credentials  # the documented-by-practice recipe (aws-api.md §11.1, option A)
+        _read_sessions[role_arn] = session
+    return session
 
 
 def read_client(service: str, *, region: str, role_arn: str):
@@ -260,19 +375,10 @@ def read_client(service: str, *, region: str, role_arn: str):
         cached = _read_clients.get(key)
         if cached is not None:
             return cached
-        base = botocore_session()
-        fetcher = AssumeRoleCredentialFetcher(
-            client_creator=base.create_client,
-            source_credentials=base.get_credentials(),
-            role_arn=role_arn,
-            extra_args={"RoleSessionName": READ_SESSION_NAME, "DurationSeconds": READ_SESSION_SECONDS},
-        )
-        credentials = DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials, method="assume-role")
-        session = botocore.session.get_session()
-        session._credentials = credentials  # the documented-by-practice recipe (aws-api.md §11.1, option A)
+        session = _read_session(role_arn)
         client = boto3.Session(botocore_session=session, region_name=region).client(service, config=READ_CONFIG)
-        _read_clients[key] = client
-        return client
+        _read_clients[key] = _paced(client, region=region, role_arn=role_arn)
+        return _read_clients[key]
 
 
 def describe_executions(*, region: str, role_arn: str, execution_ids: list[str], ssm_client=None) -> list[dict]:

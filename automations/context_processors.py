@@ -7,8 +7,11 @@ def navigation(request):
     if user is None or not user.is_authenticated:
         return {}
     is_lead = selectors.teams_led_by(user).exists()
+    # Named approver groups, escalation groups and delegates approve without leading a team.
+    is_approver = is_lead or policy.is_any_approver(user)
     return {
         "nav_is_lead": is_lead,
         "nav_is_auditor": user.is_superuser or policy.is_auditor(user),
-        "nav_queue_count": selectors.approval_queue(user).count() if is_lead else 0,
+        "nav_is_approver": is_approver,
+        "nav_queue_count": selectors.approval_queue(user).count() if is_approver else 0,
     }

@@ -6,7 +6,9 @@ parameter named InstanceId is checked as carefully as an AWS::EC2::Instance::Id 
 """
 from __future__ import annotations
 
+import hashlib
 import re
+from dataclasses import dataclass
 from typing import Iterable
 
 from automations import aws
@@ -68,3 +70,103 @@ def team_resources(kind: str, *, tag: tuple[str, str], region: str, role_arn: st
     key, value = tag
     return aws.describe_ec2_resources(kind, region=region, role_arn=role_arn,
                                       filters=[{"Name": f"tag:{key}", "Values": [value]}])
+
+
+#
+# Pickers: searchable choices for resource parameters, from the team's live inventory
+#
+
+# Resource types with a strict picker: the value must be one of the team's resources.
+PICKER_TYPES = {
+    "AWS::EC2::Instance::Id": "instance", "AWS::EC2::Volume::Id": "volume",
+    "AWS::EC2::Snapshot::Id": "snapshot", "AWS::EC2::Image::Id": "image",
+}
+# Plain String/StringList parameters named like resource ids get suggestions beside free text:
+# the name is a hint, not a contract (AWS-RebootRdsInstance's InstanceId is an RDS instance).
+_NAME_HINTS = (
+    (re.compile(r"InstanceIds?$"), "instance"), (re.compile(r"VolumeIds?$"), "volume"),
+    (re.compile(r"SnapshotIds?$"), "snapshot"), (re.compile(r"(ImageIds?|AmiIds?)$"), "image"),
+)
+_OTHER_SERVICE = re.compile(r"\b(RDS|DB instance|database|Aurora|Lightsail|WorkSpaces?)\b", re.IGNORECASE)
+PICKER_CACHE_SECONDS = 30  # a page load and its searches share one DescribeInstances
+PICKER_LIMIT = 50
+KIND_LABELS = {"instance": "instances", "volume": "volumes", "snapshot": "snapshots", "image": "images"}
+
+
+@dataclass(frozen=True)
+class Picker:
+    kind: str  # instance | volume | snapshot | image
+    strict: bool  # an AWS:: type: only the team's resources; else suggestions beside free text
+    multiple: bool
+
+
+def picker_for(name: str, spec: dict) -> Picker | None:
+    """Which picker, if any, a parameter gets."""
+    kind = str(spec.get("type", ""))
+    multiple = kind == "StringList" or kind.startswith("List<")
+    inner = kind[5:-1] if kind.startswith("List<") and kind.endswith(">") else kind
+    if inner in PICKER_TYPES:
+        return Picker(PICKER_TYPES[inner], strict=True, multiple=multiple)
+    if kind not in ("String", "StringList") or spec.get("allowedValues"):
+        return None
+    if _OTHER_SERVICE.search(str(spec.get("description", ""))):
+        return None
+    for pattern, hinted in _NAME_HINTS:
+        if pattern.search(name):
+            return Picker(hinted, strict=False, multiple=multiple)
+    return None
+
+
+def _label(item: dict) -> str:
+    name = item.get("tags", {}).get("Name", "")
+    return f"{name} ({item['id']})" if name else item["id"]
+
+
+def picker_choices(kind: str, *, tag: tuple[str, str], account_id: str, region: str, role_arn: str,
+                   query: str = "", limit: int = PICKER_LIMIT) -> list[dict]:
+    """The team's resources of one kind matching `query` (id or Name tag), for a picker.
+
+    Read through the shared read-only session and cached briefly per team scope, so typing in
+    the search box does not call EC2 per keystroke. Raises aws.AwsError when EC2 is unreachable.
+    """
+    from django.core.cache import cache  # inventory is imported by services; keep Django out of import time
+
+    key = "delegate:picker:" + hashlib.sha256(
+        "\x1f".join((account_id, region, kind, tag[0], tag[1])).encode()).hexdigest()
+    items = cache.get(key)
+    if items is None:
+        found = team_resources(kind, tag=tag, region=region, role_arn=role_arn)
+        items = sorted(
+            ({"id": item["id"], "label": _label(item), "state": item.get("state", ""), "type": item.get("type", "")}
+             for item in found if item.get("state") not in ("terminated", "shutting-down", "deleted", "deleting")),
+            key=lambda item: item["label"].lower(),
+        )
+        cache.set(key, items, PICKER_CACHE_SECONDS)
+    needle = query.strip().lower()[:100]
+    matching = [item for item in items if needle in item["label"].lower()] if needle else items
+    return matching[:limit]
+
+
+def describe_targets(ids: list[str], *, region: str, role_arn: str) -> dict[str, dict | None]:
+    """{id: {"kind", "state", "type", "tags"}} for the approver's preview and tag rules; None = not found."""
+    by_kind: dict[str, list[str]] = {}
+    for resource_id in ids:
+        by_kind.setdefault(kind_of(resource_id) or "unknown", []).append(resource_id)
+    found: dict[str, dict | None] = {resource_id: None for resource_id in ids}
+    by_kind.pop("unknown", None)
+    id_filters = {"instance": "instance-id", "volume": "volume-id", "snapshot": "snapshot-id", "image": "image-id"}
+    for kind, kind_ids in by_kind.items():
+        # A filter, not an id list: an unknown id is simply absent instead of failing the whole call.
+        for item in aws.describe_ec2_resources(kind, region=region, role_arn=role_arn,
+                                               filters=[{"Name": id_filters[kind], "Values": kind_ids}]):
+            if item["id"] in found:
+                found[item["id"]] = {"kind": kind, **item}
+    return found
+
+
+def resource_tags(ids: list[str], *, region: str, role_arn: str) -> dict[str, dict | None]:
+    """{id: tags} (None for an id that does not exist or is terminated)."""
+    return {
+        resource_id: (None if item is None or item.get("state") in ("terminated", "shutting-down") else item["tags"])
+        for resource_id, item in describe_targets(ids, region=region, role_arn=role_arn).items()
+    }

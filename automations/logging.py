@@ -8,14 +8,26 @@ import re
 
 import structlog
 
-# AWS key ids, secret keys, session tokens and auth headers (reliability-security.md §2.7).
+# What may sit between a secret's name and its value, in any rendering a library produces:
+# `Name: v`, `'Name': 'v'`, `'Name': b'v'` (botocore's request headers), `Name=v` (query strings,
+# cookies) and `\"Name\": \"v\"` (JSON inside a JSON log line).
+_SEP = r"""(?P<sep>[\\'"]*\s*[:=]\s*b?[\\'"]*)"""
+_VALUE = r"""[^\s'"\\,;&}<]+"""
+
+# AWS key ids, secret keys, session tokens, auth headers, cookies (reliability-security.md §2.7).
 _SECRET_PATTERNS = [
     (re.compile(r"\b(ASIA|AKIA)[0-9A-Z]{12,}\b"), r"\1****************"),
-    (re.compile(r"(?i)(aws_secret_access_key|secretaccesskey|secret_key|SecretAccessKey)(['\"]?\s*[:=]\s*['\"]?)[^\s'\",}<]+"),
-     r"\1\2****"),
-    (re.compile(r"(?i)(x-amz-security-token|sessiontoken|session_token|SessionToken|aws_session_token)(['\"]?\s*[:=]\s*['\"]?)[^\s'\",}<]+"),
-     r"\1\2****"),
-    (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(token|bearer|aws4-hmac-sha256)?\s*[^'\",}]+"), r"\1****"),
+    # STS session tokens by their well-known prefixes, wherever they appear (defence in depth).
+    (re.compile(r"\b(IQoJb3JpZ2lu|FwoGZXIvYXdz)[A-Za-z0-9+/=]{16,}"), r"\1****"),
+    (re.compile(r"(?i)(?P<name>aws_secret_access_key|secretaccesskey|secret_access_key|secret_key|client_secret)"
+                + _SEP + _VALUE), r"\g<name>\g<sep>****"),
+    (re.compile(r"(?i)(?P<name>x-amz-security-token|sessiontoken|session_token|aws_session_token)" + _SEP + _VALUE),
+     r"\g<name>\g<sep>****"),
+    (re.compile(r"(?i)(?P<name>sessionid|csrftoken|csrfmiddlewaretoken|access_token|id_token|refresh_token|password)"
+                + _SEP + _VALUE), r"\g<name>\g<sep>****"),
+    # The whole header value: the scheme (Token, Bearer, AWS4-HMAC-SHA256 Credential=…, Signature=…) too.
+    (re.compile(r"""(?i)(?P<name>authorization|cookie)(?P<sep>[\\'"]*\s*[:=]\s*b?[\\'"]*)[^'"\\\n]+"""),
+     r"\g<name>\g<sep>****"),
     (re.compile(r"(?i)(<SecretAccessKey>|<SessionToken>)[^<]+"), r"\1****"),
 ]
 
@@ -26,11 +38,26 @@ def redact(text: str) -> str:
     return text
 
 
+def _redact_value(value):
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redact_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_redact_value(item) for item in value)
+    return value
+
+
 class RedactSecretsFilter(logging.Filter):
     """Mask credentials in the final message, whatever library produced it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        if isinstance(record.msg, dict):
+            return True  # a structlog event: the formatter redacts it, nested values included
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True  # a broken format string; the formatter reports it
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
@@ -38,7 +65,16 @@ class RedactSecretsFilter(logging.Filter):
 
 
 def _redact_event(_logger, _name, event_dict):
-    return {key: redact(value) if isinstance(value, str) else value for key, value in event_dict.items()}
+    return {key: _redact_value(value) for key, value in event_dict.items()}
+
+
+def _redacted(renderer):
+    """A last pass over the rendered line: tracebacks and anything a processor added after _redact_event."""
+
+    def render(logger, name, event_dict):
+        return redact(renderer(logger, name, event_dict))
+
+    return render
 
 
 _PRE_CHAIN = [
@@ -58,7 +94,7 @@ def structured_formatter(output: str = "json") -> structlog.stdlib.ProcessorForm
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
             _redact_event,
-            renderer,
+            _redacted(renderer),
         ],
     )
 

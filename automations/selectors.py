@@ -21,7 +21,7 @@ def teams_led_by(user: AbstractBaseUser) -> QuerySet[Team]:
 
 
 def requests_visible_to(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
-    """Requesters see their own; leads see their teams'; auditors see everything."""
+    """Requesters see their own; leads see their teams'; approvers what they decide; auditors everything."""
     queryset = AutomationRequest.objects.select_related(
         "team", "requester", "runbook", "runbook_version", "account"
     )
@@ -30,19 +30,19 @@ def requests_visible_to(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
     if user.is_superuser or policy.is_auditor(user):
         return queryset
     led = Membership.objects.filter(user=user, role=Membership.Role.LEAD).values("team_id")
-    return queryset.filter(Q(requester=user) | Q(team_id__in=led))
+    return queryset.filter(Q(requester=user) | Q(team_id__in=led) | policy.decider_filter(user))
 
 
 def approval_queue(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
-    """Submitted requests of teams the user leads, never their own, not yet approved by them."""
-    led = Membership.objects.filter(user=user, role=Membership.Role.LEAD).values("team_id")
-    return (
+    """Submitted requests the user may approve now (policy.free_seat), never their own."""
+    candidates = (
         requests_visible_to(user)
-        .filter(status=AutomationRequest.Status.SUBMITTED, team_id__in=led)
+        .filter(status=AutomationRequest.Status.SUBMITTED)
         .exclude(requester=user)
         .exclude(approvals__approver=user)
-        .order_by("created_at", "id")
     )
+    mine = [item.pk for item in candidates if policy.free_seat(user, item) is not None]
+    return requests_visible_to(user).filter(pk__in=mine).order_by("created_at", "id")
 
 
 def runbook_policies_for(user: AbstractBaseUser) -> QuerySet[TeamRunbook]:

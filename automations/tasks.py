@@ -1,54 +1,136 @@
 """Thin Celery tasks: take ids, call one service, own only the retry policy.
 
-Task names are explicit so moving a module never strands messages already queued.
+Task names are explicit so moving a module never strands messages already queued. The broker
+is untrusted: a message carries only a request id, and the services re-read everything from
+the database. Every task runs with a log context: the web request id that caused it (carried
+in a message header) and, for dispatch, the automation request id.
 """
 from __future__ import annotations
 
+import time
+import uuid
+
 import structlog
 from celery import shared_task
+from celery.signals import before_task_publish, task_postrun, task_prerun, worker_process_init
 from django.db import InterfaceError, OperationalError
+
+from automations import metrics
 
 log = structlog.get_logger(__name__)
 
+# The message header that carries the web request id into the worker's log lines.
+REQUEST_ID_HEADER = "delegate_request_id"
 
-def publish_dispatch(request_id: int) -> None:
-    """Publish once, without retries, so a broker outage cannot hang the web request.
 
-    broker_connection_timeout keeps the attempt short; the outbox sweeper catches up later.
+@before_task_publish.connect
+def _carry_request_id(headers=None, **kwargs):
+    """Put the current request id (web request, or the task that publishes) into the message."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    if headers is not None and request_id:
+        headers[REQUEST_ID_HEADER] = str(request_id)[:64]
+
+
+@task_prerun.connect
+def _bind_request_id(task=None, task_id=None, **kwargs):
+    """Each task's log lines carry the request id that caused it, or a fresh one (beat, sweeper)."""
+    carried = getattr(task.request, REQUEST_ID_HEADER, None) if task is not None else None
+    if carried is None and task is not None:
+        carried = (getattr(task.request, "headers", None) or {}).get(REQUEST_ID_HEADER)
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=str(carried)[:64] if carried else uuid.uuid4().hex,
+                                           task=getattr(task, "name", ""), task_id=task_id)
+
+
+@task_postrun.connect
+def _unbind_request_id(**kwargs):
+    structlog.contextvars.clear_contextvars()
+
+
+@worker_process_init.connect
+def _after_fork(**kwargs):
+    """A forked pool child must not share the parent's sockets (Redis for pacing, AWS pools)."""
+    from automations import aws, pacing
+
+    pacing.reset()
+    aws.reset_sessions()
+
+
+def _publish(request_id: int, *, source: str) -> None:
+    """One bounded publish, no retries: a broker outage must not hang the caller.
+
+    broker_connection_timeout, the transport's socket timeouts and max_retries=0 bound it
+    (portal/settings.py; measured in docs/operations.md). Failures are the caller's to handle.
     """
+    started = time.monotonic()
     try:
         dispatch_request.apply_async((request_id,), retry=False)
-    except Exception as error:  # broker down: the outbox row stays pending for the sweeper
-        log.warning("dispatch.publish_failed", request_id=request_id, error=str(error))
+    except Exception:
+        metrics.BROKER_PUBLISH.labels(source=source, outcome="error").inc()
+        raise
+    finally:
+        metrics.BROKER_PUBLISH_SECONDS.observe(time.monotonic() - started)
+    metrics.BROKER_PUBLISH.labels(source=source, outcome="ok").inc()
 
 
-def _dispatch_request_failure(self, exc, task_id, args, kwargs, einfo):
+def publish_dispatch(request_id: int) -> None:
+    """The on-commit fast path after an approval: publish once, then mark the outbox row enqueued.
+
+    A broker error is logged and swallowed: the outbox row stays pending and the sweeper
+    publishes it later. Marking the row enqueued keeps the sweeper from publishing it again
+    while the message waits in the queue.
+    """
     from automations import services
 
-    services.request_mark_dispatch_failed(request_id=args[0], reason=f"{type(exc).__name__}: {exc}")
+    try:
+        _publish(request_id, source="approval")
+    except Exception as error:  # noqa: BLE001 - broker down: the outbox row stays pending for the sweeper
+        log.warning("dispatch.publish_failed", automation_request=request_id, error=str(error)[:300])
+        return
+    try:
+        services.dispatch_outbox_mark_enqueued(request_id=request_id)
+    except Exception as error:  # noqa: BLE001 - the row stays pending; a second message is harmless
+        log.warning("dispatch.mark_enqueued_failed", automation_request=request_id, error=str(error)[:300])
+
+
+def _valid_id(value) -> int | None:
+    """The broker is untrusted: only a positive integer id is worth a database lookup."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0 < number < 2**62 else None
 
 
 @shared_task(
     name="automations.dispatch_request",
-    acks_late=True,  # safe: the service is idempotent (status claim + SSM ClientToken)
+    acks_late=True,  # safe: the service is idempotent (attempt lock, status claim, SSM ClientToken)
     reject_on_worker_lost=True,  # otherwise a SIGKILLed child's message is acked and lost
     autoretry_for=(OperationalError, InterfaceError),  # database blips; AWS throttling is handled in the service
-    retry_backoff=True,
-    retry_backoff_max=60,  # stays under the broker visibility timeout
+    retry_backoff=1,
+    retry_backoff_max=30,  # a countdown far under the broker visibility timeout
     retry_jitter=True,
-    max_retries=5,
+    max_retries=8,
     soft_time_limit=90,
     time_limit=120,
-    on_failure=_dispatch_request_failure,
+    ignore_result=True,
 )
-def dispatch_request(request_id: int) -> None:
+def dispatch_request(request_id, *args, **kwargs) -> str:
+    """Start one approved request in AWS. Extra arguments (a forged message) are ignored.
+
+    No on_failure handler fails the request: after an unexpected error AWS may already be
+    running the execution, so the outbox lease re-drives it with the same ClientToken instead.
+    """
     from automations import services
 
-    structlog.contextvars.bind_contextvars(request_id=f"dispatch-{request_id}")
-    try:
-        services.request_dispatch(request_id=int(request_id))
-    finally:
-        structlog.contextvars.unbind_contextvars("request_id")
+    number = _valid_id(request_id)
+    if number is None:
+        log.warning("dispatch.bad_message", raw=repr(request_id)[:100])
+        return "refused"
+    structlog.contextvars.bind_contextvars(automation_request=number)
+    return services.request_dispatch(request_id=number)
 
 
 @shared_task(name="automations.sync_execution_statuses", ignore_result=True, soft_time_limit=50, time_limit=60)
@@ -58,11 +140,11 @@ def sync_execution_statuses() -> int:
     return services.execution_statuses_sync()
 
 
-@shared_task(name="automations.sweep_dispatch_outbox", ignore_result=True)
+@shared_task(name="automations.sweep_dispatch_outbox", ignore_result=True, soft_time_limit=50, time_limit=60)
 def sweep_dispatch_outbox() -> int:
     from automations import services
 
-    return services.dispatch_outbox_sweep(publish=lambda pk: dispatch_request.apply_async((pk,), retry=False))
+    return services.dispatch_outbox_sweep(publish=lambda pk: _publish(pk, source="sweeper"))
 
 
 @shared_task(name="automations.expire_requests", ignore_result=True)
@@ -77,3 +159,10 @@ def sync_runbook_catalog() -> int:
     from automations import services
 
     return services.runbook_catalog_sync().new_versions
+
+
+@shared_task(name="automations.write_audit_digest", ignore_result=True)
+def write_audit_digest() -> int:
+    from automations import audit_digests
+
+    return audit_digests.write_digest_if_configured()

@@ -3,16 +3,13 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import connection
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from automations import policy, selectors, services
+from automations import health, policy, selectors, services, views_approvals
 from automations.audit import ClientInfo
-from automations.audit_search import AuditEventFilter
 from automations.errors import DomainError
 from automations.forms import AutomationRequestForm, DecisionForm
 from automations.models import AutomationRequest, RunbookVersion, TeamRunbook
@@ -117,6 +114,7 @@ def _detail_context(request, automation_request):
         "required": policy.approvals_required(automation_request),
         "timeline": automation_request.audit_events.order_by("sequence"),
         "decision_form": DecisionForm(),
+        **views_approvals.decision_context(user, automation_request),
     }
 
 
@@ -160,8 +158,9 @@ def _decide(request, pk: int, action):
 @require_POST
 def request_approve(request, pk: int):
     def act(item, comment, client):
-        result = services.request_approve(request=item, actor=request.user, comment=comment, client=client)
-        return "Approved; the run will start shortly." if result.status != "submitted" else "Approval recorded; more approvals are needed."
+        result = services.request_approve(request=item, actor=request.user, comment=comment, client=client,
+                                          emergency=request.POST.get("emergency") == "on")
+        return views_approvals.approved_message(result)
     return _decide(request, pk, act)
 
 
@@ -210,53 +209,13 @@ def team_policy_url(team_policy) -> str:
     return reverse("automations:request_new", args=[team_policy.pk])
 
 
-@login_required
-def approval_queue(request):
-    queue = selectors.approval_queue(request.user).prefetch_related("approvals")
-    return render(request, "automations/approval_queue.html", {"queue": queue})
-
-
-@login_required
-def audit_list(request):
-    if not (request.user.is_superuser or policy.is_auditor(request.user) or selectors.teams_led_by(request.user).exists()):
-        raise PermissionDenied
-    events = AuditEventFilter(request.GET, queryset=selectors.audit_events_visible_to(request.user))
-    queryset = events.qs if events.is_valid() else events.queryset.none()
-    page = Paginator(queryset.order_by("-sequence"), 50).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
-    return render(request, "automations/audit_list.html", {
-        "filter": events, "page": page, "query": query.urlencode(),
-    })
-
-
 #
 # Operations
 #
 
-def healthz(request):
-    return JsonResponse({"status": "ok"})
-
-
-def readyz(request):
-    """Ready when the database answers and the broker accepts a connection."""
-    checks = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as error:  # noqa: BLE001 - report any failure as not ready
-        checks["database"] = f"error: {type(error).__name__}"
-    try:
-        from portal.celery import app
-
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-        checks["broker"] = "ok"
-    except Exception as error:  # noqa: BLE001
-        checks["broker"] = f"error: {type(error).__name__}"
-    ready = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", **checks}, status=200 if ready else 503)
+# /healthz and /readyz live in automations.health (re-exported here for portal/urls.py).
+healthz = health.healthz
+readyz = health.readyz
 
 
 def robots(request):

@@ -52,10 +52,14 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "automations.middleware.RequestIdMiddleware",
+    # PostgreSQL unreachable: a fast 503 with Retry-After rather than a 500 (views only).
+    "automations.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Audits the 404s views give signed-in users (IDOR probes); see automations/audit_middleware.py.
+    "automations.audit_middleware.DeniedAccessAuditMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -86,6 +90,10 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'd
 # Replace connections that died with a PostgreSQL restart (reliability-security.md §1.5).
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A blackholed PostgreSQL must fail a connection attempt, not hang it (readyz, workers).
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The demo runs web, worker and beat on one SQLite file: wait for the write lock.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
@@ -93,10 +101,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 # AUTHENTICATION
+# axes first (refuses locked-out pairs), then local passwords (honours DELEGATE_LOCAL_LOGIN), then SSO.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "automations.sso.LocalPasswordBackend",
+    "automations.sso.OidcBackend",
 ]
+# false hides the password form and refuses password logins everywhere (the admin included);
+# people then sign in with SSO only. API tokens are unaffected.
+DELEGATE_LOCAL_LOGIN = env.bool("DELEGATE_LOCAL_LOGIN", default=True)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "automations:home"
 LOGOUT_REDIRECT_URL = "login"
@@ -112,7 +125,35 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_COOLOFF_TIME = env.float("DELEGATE_LOGIN_COOLOFF_HOURS", default=0.25)
 AXES_RESET_ON_SUCCESS = True
 AXES_IPWARE_PROXY_COUNT = env.int("DELEGATE_TRUSTED_PROXY_COUNT", default=0)
+# The same trusted-proxy rule as the audit log, so behind a proxy the "IP" is the client's, not the proxy's.
+AXES_CLIENT_IP_CALLABLE = "automations.sso.client_ip"
 AXES_ENABLED = env.bool("DELEGATE_LOGIN_LOCKOUT", default=True)
+
+# SINGLE SIGN-ON (OpenID Connect, mozilla-django-oidc); on when OIDC_RP_CLIENT_ID is set.
+# https://mozilla-django-oidc.readthedocs.io/en/stable/settings.html ; docs/security.md.
+# `manage.py oidc_discover ISSUER` prints these from the provider's discovery document.
+OIDC_RP_CLIENT_ID = env.str("OIDC_RP_CLIENT_ID", default="")
+OIDC_RP_CLIENT_SECRET = env.str("OIDC_RP_CLIENT_SECRET", default="")
+DELEGATE_OIDC_ENABLED = bool(OIDC_RP_CLIENT_ID)
+OIDC_OP_ISSUER = env.str("OIDC_OP_ISSUER", default="")  # the id token's `iss` must equal this
+OIDC_OP_AUTHORIZATION_ENDPOINT = env.str("OIDC_OP_AUTHORIZATION_ENDPOINT", default="")
+OIDC_OP_TOKEN_ENDPOINT = env.str("OIDC_OP_TOKEN_ENDPOINT", default="")
+OIDC_OP_USER_ENDPOINT = env.str("OIDC_OP_USER_ENDPOINT", default="")
+OIDC_OP_JWKS_ENDPOINT = env.str("OIDC_OP_JWKS_ENDPOINT", default="")
+OIDC_RP_SIGN_ALGO = env.str("OIDC_RP_SIGN_ALGO", default="RS256")
+OIDC_RP_SCOPES = env.str("OIDC_RP_SCOPES", default="openid email profile")
+OIDC_USE_PKCE = True  # authorization code + PKCE (S256) + nonce + state
+OIDC_TIMEOUT = env.float("OIDC_TIMEOUT_SECONDS", default=10.0)
+OIDC_STORE_ACCESS_TOKEN = False  # the provider's tokens never reach our session store
+OIDC_STORE_ID_TOKEN = False
+LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
+DELEGATE_OIDC_USERNAME_CLAIM = env.str("DELEGATE_OIDC_USERNAME_CLAIM", default="preferred_username")
+DELEGATE_OIDC_GROUPS_CLAIM = env.str("DELEGATE_OIDC_GROUPS_CLAIM", default="groups")
+# A local account with the same username is linked on first SSO login only when this is true
+# (e.g. when moving existing users to SSO); otherwise that login is refused and audited.
+DELEGATE_OIDC_LINK_EXISTING = env.bool("DELEGATE_OIDC_LINK_EXISTING", default=False)
+# The Django group whose members are auditors (it carries automations.view_all_requests).
+DELEGATE_AUDITOR_GROUP = env.str("DELEGATE_AUDITOR_GROUP", default="auditors")
 
 # STATIC FILES
 STATIC_URL = "/static/"
@@ -161,10 +202,14 @@ CONTENT_SECURITY_POLICY = {
 
 # REST FRAMEWORK
 REST_FRAMEWORK = {
+    # Token first: its WWW-Authenticate header makes "no credentials" a 401 rather than a 403.
+    # Session-authenticated writes are CSRF-checked by SessionAuthentication.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
+    # The API speaks JSON only: one body format to validate, and no form posts from other sites.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -184,6 +229,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Error statuses and bodies for every operation (schemathesis checks them against the server).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "automations.api.schema.postprocess_error_responses"],
 }
 
 # CELERY
@@ -192,8 +240,22 @@ SPECTACULAR_SETTINGS = {
 REDIS_URL = env.str("REDIS_URL", default="")
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
+# https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#visibility-timeout
+REDIS_BROKER_TRANSPORT_OPTIONS = {
+    # Unacked messages of a killed worker come back after this; keep it above task_time_limit.
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600),
+    # ...checked this often (kombu's default is 10 s x 10).
+    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_SECONDS", default=30),
+    "unacked_restore_throttle": 1,
+    # A publish (in a web request, on commit) must fail fast when Redis is down or hung:
+    # one connection attempt and bounded socket waits. Without socket_timeout a hung
+    # Redis blocks apply_async forever; measured in docs/operations.md.
+    "max_retries": 0,
+    "socket_connect_timeout": env.float("CELERY_BROKER_SOCKET_TIMEOUT", default=2.0),
+    "socket_timeout": env.float("CELERY_BROKER_SOCKET_TIMEOUT", default=2.0),
+}
 CELERY_BROKER_TRANSPORT_OPTIONS = (
-    {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600)}
+    REDIS_BROKER_TRANSPORT_OPTIONS
     if CELERY_BROKER_URL.startswith("redis")
     else {"data_folder_in": str(BROKER_DIR), "data_folder_out": str(BROKER_DIR),
           "processed_folder": str(BROKER_DIR / "processed"), "store_processed": False}
@@ -211,11 +273,10 @@ CELERY_TASK_TIME_LIMIT = 120
 CELERY_TASK_SOFT_TIME_LIMIT = 90
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Publishing happens in web requests: keep it short so a dead broker cannot hang them.
+# Publishing happens in web requests: keep it short so a dead broker cannot hang them
+# (with the transport options above; the outbox sweeper publishes whatever failed).
 CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
 CELERY_TASK_PUBLISH_RETRY = False
-CELERY_REDIS_SOCKET_TIMEOUT = 2.0
-CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 2.0
 CELERY_BEAT_SCHEDULE = {
     "sync-execution-statuses": {
         "task": "automations.sync_execution_statuses",
@@ -226,6 +287,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("DELEGATE_OUTBOX_SWEEP_SECONDS", default=10.0),
     },
     "expire-requests": {"task": "automations.expire_requests", "schedule": 60.0},
+    # Signed digests of the audit chain's head, outside the database (docs/audit.md).
+    "write-audit-digest": {"task": "automations.write_audit_digest",
+                           "schedule": env.float("DELEGATE_AUDIT_DIGEST_SECONDS", default=300.0)},
+    # Escalations, approvals held by a freeze, aws:approve steps waiting; lost notifications.
+    "approvals-tick": {"task": "automations.approvals_tick",
+                       "schedule": env.float("DELEGATE_APPROVALS_TICK_SECONDS", default=15.0)},
+    "sweep-notifications": {"task": "automations.sweep_notifications", "schedule": 60.0},
     "sync-runbook-catalog": {
         "task": "automations.sync_runbook_catalog",
         "schedule": env.float("DELEGATE_CATALOG_SYNC_SECONDS", default=3600.0),
@@ -237,7 +305,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # The sandbox (manage.py sandbox) stands in for AWS when these point at it; see docs/configuration.md.
 DELEGATE_DEFAULT_REGION = env.str("AWS_DEFAULT_REGION", default="eu-west-1")
 # Put back after throttling or the concurrency limit: a delay held in the database, not a countdown.
-DELEGATE_DISPATCH_RETRY_SECONDS = env.float("DELEGATE_DISPATCH_RETRY_SECONDS", default=15.0)
+DELEGATE_DISPATCH_RETRY_SECONDS = env.float("DELEGATE_DISPATCH_RETRY_SECONDS", default=5.0)
 # Delegate's own cap on running executions per account and region, under AWS's 100.
 DELEGATE_MAX_RUNNING_PER_REGION = env.int("DELEGATE_MAX_RUNNING_PER_REGION", default=80)
 # Shared pacing of AWS calls per account, region and API class (calls per second).
@@ -249,7 +317,20 @@ DELEGATE_AWS_RATE_LIMITS = {
 }
 DELEGATE_REQUEST_EXPIRY_HOURS = env.float("DELEGATE_REQUEST_EXPIRY_HOURS", default=72.0)
 DELEGATE_APPROVAL_VALIDITY_HOURS = env.float("DELEGATE_APPROVAL_VALIDITY_HOURS", default=24.0)
+# Approval policy and notifications (docs/approvals-and-policy.md). Per-policy values override these.
+DELEGATE_MAX_SCHEDULE_DAYS = env.float("DELEGATE_MAX_SCHEDULE_DAYS", default=30.0)
+DELEGATE_MAX_DELEGATION_DAYS = env.float("DELEGATE_MAX_DELEGATION_DAYS", default=90.0)
+DELEGATE_BASE_URL = env.str("DELEGATE_BASE_URL", default="http://127.0.0.1:8000")
+DELEGATE_NOTIFY_MAX_ATTEMPTS = env.int("DELEGATE_NOTIFY_MAX_ATTEMPTS", default=8)
+DELEGATE_NOTIFY_BACKOFF_SECONDS = env.float("DELEGATE_NOTIFY_BACKOFF_SECONDS", default=5.0)
+DELEGATE_NOTIFY_TIMEOUT_SECONDS = env.float("DELEGATE_NOTIFY_TIMEOUT_SECONDS", default=5.0)
 DELEGATE_OUTBOX_GRACE_SECONDS = env.float("DELEGATE_OUTBOX_GRACE_SECONDS", default=60.0)
+# Longest put-back delay (the backoff doubles from DELEGATE_DISPATCH_RETRY_SECONDS up to this).
+DELEGATE_DISPATCH_RETRY_MAX_SECONDS = env.float("DELEGATE_DISPATCH_RETRY_MAX_SECONDS", default=300.0)
+# A claimed dispatch whose worker vanished is re-driven (same ClientToken) after this; above task_time_limit.
+DELEGATE_DISPATCH_LEASE_SECONDS = env.float("DELEGATE_DISPATCH_LEASE_SECONDS", default=150.0)
+# If set, /metrics requires "Authorization: Bearer <token>".
+DELEGATE_METRICS_TOKEN = env.str("DELEGATE_METRICS_TOKEN", default="")
 DELEGATE_AUDIT_DIGEST_KEY = env.str("DELEGATE_AUDIT_DIGEST_KEY", default="")
 DELEGATE_AUDIT_DIGEST_DIR = env.str("DELEGATE_AUDIT_DIGEST_DIR", default=str(VAR_DIR / "audit-digests"))
 

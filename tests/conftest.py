@@ -74,10 +74,17 @@ def sandbox():
 
 @pytest.fixture
 def sb(sandbox):
-    """The sandbox with its fault knobs reset for this test."""
+    """The sandbox with its fault knobs reset and its call log emptied for this test."""
     sandbox.faults.reset()
+    sandbox.calls.clear()
     yield sandbox
     sandbox.faults.reset()
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    # PBKDF2's deliberate slowness is for attackers, not for fixtures.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(autouse=True)

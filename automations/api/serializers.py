@@ -3,20 +3,57 @@ from rest_framework import serializers
 
 from automations.models import Approval, AuditEvent, AutomationRequest, Execution, Runbook, TeamRunbook
 
+MAX_ID = 2**63 - 1  # BigAutoField
+
 
 class StrictSerializer(serializers.Serializer):
     """Rejects keys it does not declare (no mass assignment of status, requester, fingerprint, ...)."""
 
+    # Keys tolerated without being fields: DRF's own `?format=` override on query strings.
+    tolerated: frozenset[str] = frozenset()
+
     def to_internal_value(self, data):
         if hasattr(data, "keys"):
-            unknown = sorted(set(data.keys()) - set(self.fields))
+            unknown = sorted(set(data.keys()) - set(self.fields) - self.tolerated)
             if unknown:
                 raise serializers.ValidationError({key: ["Unknown or read-only field."] for key in unknown})
         return super().to_internal_value(data)
 
 
+class StrictQuery(StrictSerializer):
+    """Query-string parameters: an unknown or malformed one is a 400, never silently ignored.
+
+    A typo such as `?stauts=failed` would otherwise return everything, which is worse than an error.
+    """
+
+    tolerated = frozenset({"format"})
+
+
+class RequestListQuery(StrictQuery):
+    status = serializers.ChoiceField(choices=AutomationRequest.Status.choices, required=False)
+    team = serializers.SlugField(max_length=64, required=False)
+    mine = serializers.BooleanField(required=False, default=False)
+    cursor = serializers.CharField(max_length=512, required=False)
+
+
+class RunbookDetailQuery(StrictQuery):
+    version = serializers.RegexField(r"^(default|latest|[1-9][0-9]{0,5})$", required=False, default="default",
+                                     help_text="default, latest or a version number")
+
+
+class AuditExportQuery(StrictQuery):
+    tolerated = frozenset()  # `format` is a field here
+    format = serializers.ChoiceField(choices=["csv", "jsonl"], required=False, default="csv")
+
+
 class DecisionInput(StrictSerializer):
     comment = serializers.CharField(max_length=4000, allow_blank=True, required=False, default="")
+
+
+class ApproveInput(DecisionInput):
+    emergency = serializers.BooleanField(required=False, default=False,
+                                         help_text="Inside a change freeze: override it (the comment is the reason; "
+                                                   "takes effect with two approvers' overrides).")
 
 
 class CancelInput(StrictSerializer):
@@ -24,7 +61,7 @@ class CancelInput(StrictSerializer):
 
 
 class RequestCreateInput(StrictSerializer):
-    runbook = serializers.IntegerField(min_value=1, help_text="Runbook id from /api/v1/runbooks/.")
+    runbook = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="Runbook id from /api/v1/runbooks/.")
     team = serializers.SlugField(max_length=64, required=False,
                                  help_text="Team name; needed only when several of your teams offer the runbook.")
     version = serializers.RegexField(r"^(default|latest|[1-9][0-9]{0,5})$", required=False, default="default")
@@ -35,7 +72,9 @@ class RequestCreateInput(StrictSerializer):
     max_errors = serializers.CharField(max_length=7, required=False, allow_blank=True, default="")
     alarm_name = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
     justification = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
-    rerun_of = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+    rerun_of = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False, allow_null=True, default=None)
+    run_at = serializers.DateTimeField(required=False, allow_null=True, default=None,
+                                       help_text="Approve now, run at this time (ISO 8601 with a time zone).")
 
 
 class RunbookPolicySerializer(serializers.ModelSerializer):
@@ -119,7 +158,7 @@ class RequestSerializer(serializers.ModelSerializer):
                   "document_version", "version_choice", "account_id", "region", "automation_role_arn", "parameters",
                   "target_parameter_name", "targets", "max_concurrency", "max_errors", "alarm_name", "resources",
                   "justification", "fingerprint", "client_token", "rerun_of", "created_at", "approved_at",
-                  "dispatched_at", "finished_at", "approvals", "execution"]
+                  "dispatched_at", "finished_at", "approvals", "execution", "run_at"]
         read_only_fields = fields
 
     def get_execution(self, obj) -> dict | None:
@@ -129,6 +168,14 @@ class RequestSerializer(serializers.ModelSerializer):
         except Execution.DoesNotExist:
             return None
         return ExecutionSerializer(execution).data
+
+
+class RequestPageSerializer(serializers.Serializer):
+    """One page of requests, newest first; follow `next` until it is null."""
+
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = RequestSerializer(many=True)
 
 
 class AuditEventSerializer(serializers.ModelSerializer):

@@ -3,21 +3,32 @@ from django.db import transaction
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import generics, serializers, status
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import NotFound
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.pagination import CursorPagination
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from automations import audit, selectors, services
+from automations.api import schema  # noqa: F401  (registers the strict-body schema extension)
 from automations.api import serializers as s
 from automations.audit import ClientInfo
 from automations.audit_search import AuditEventFilter, export_csv, export_jsonl
 from automations.errors import InvalidRequest
-from automations.models import Execution, Runbook, RunbookVersion
+from automations.models import AuditEvent, Execution, Runbook, RunbookVersion, TeamRunbook
 
-ERROR = inline_serializer("Error", {"code": serializers.CharField(), "detail": serializers.CharField(),
-                                    "errors": serializers.DictField(required=False)})
+# The error body; automations.api.schema also adds every error status an operation can answer with.
+ERROR = schema.ErrorSerializer
+
+
+def _query(serializer_class, request) -> dict:
+    """Validate the query string strictly (unknown or malformed parameters are a 400)."""
+    query = serializer_class(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    return query.validated_data
 
 
 class RunbookListApi(generics.ListAPIView):
@@ -26,19 +37,19 @@ class RunbookListApi(generics.ListAPIView):
     serializer_class = s.RunbookPolicySerializer
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no user
+            return TeamRunbook.objects.none()
+        _query(s.StrictQuery, self.request)
         return selectors.runbook_policies_for(self.request.user)
 
 
 class RunbookDetailApi(APIView):
-    @extend_schema(
-        parameters=[OpenApiParameter("version", str, description="default, latest or a version number")],
-        responses={200: s.RunbookDetailSerializer, 404: ERROR},
-    )
+    @extend_schema(parameters=[s.RunbookDetailQuery], responses={200: s.RunbookDetailSerializer, 404: ERROR})
     def get(self, request, pk: int):
         """One runbook with the parameter schema of the chosen version (the default unless asked)."""
         offered = selectors.runbook_policies_for(request.user).values("runbook_id")
         runbook = get_object_or_404(Runbook.objects.filter(pk__in=offered), pk=pk)
-        choice = request.query_params.get("version", "default")
+        choice = _query(s.RunbookDetailQuery, request)["version"]
         number = {"default": runbook.default_version, "latest": runbook.latest_version}.get(choice, choice)
         version = get_object_or_404(RunbookVersion, runbook=runbook, version=number)
         return Response(s.RunbookDetailSerializer(runbook, context={"version": version}).data)
@@ -50,25 +61,24 @@ class RequestPagination(CursorPagination):
 
 
 class RequestListCreateApi(APIView):
-    @extend_schema(
-        parameters=[OpenApiParameter("status", str), OpenApiParameter("team", str),
-                    OpenApiParameter("cursor", str), OpenApiParameter("mine", bool)],
-        responses={200: s.RequestSerializer(many=True)},
-    )
+    @extend_schema(operation_id="v1_requests_list", parameters=[s.RequestListQuery],
+                   responses={200: s.RequestPageSerializer})
     def get(self, request):
         """Requests visible to the caller: their own, their teams' if they lead, all for auditors."""
+        query = _query(s.RequestListQuery, request)
         queryset = selectors.requests_visible_to(request.user).prefetch_related("approvals__approver")
-        if request.query_params.get("status"):
-            queryset = queryset.filter(status=request.query_params["status"])
-        if request.query_params.get("team"):
-            queryset = queryset.filter(team__name=request.query_params["team"])
-        if request.query_params.get("mine") in ("1", "true"):
+        if query.get("status"):
+            queryset = queryset.filter(status=query["status"])
+        if query.get("team"):
+            queryset = queryset.filter(team__name=query["team"])
+        if query["mine"]:
             queryset = queryset.filter(requester=request.user)
         paginator = RequestPagination()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(s.RequestSerializer(page, many=True).data)
 
-    @extend_schema(request=s.RequestCreateInput, responses={201: s.RequestSerializer, 400: ERROR, 403: ERROR})
+    @extend_schema(request=s.RequestCreateInput,
+                   responses={201: s.RequestSerializer, 400: ERROR, 403: ERROR, 404: ERROR})
     def post(self, request):
         """Submit a request. Roles, document name and version are never taken from the client."""
         payload = s.RequestCreateInput(data=request.data)
@@ -92,7 +102,7 @@ class RequestListCreateApi(APIView):
             parameters=data["parameters"], target_parameter_name=data["target_parameter_name"],
             targets=data["targets"], max_concurrency=data["max_concurrency"], max_errors=data["max_errors"],
             alarm_name=data["alarm_name"], justification=data["justification"], rerun_of=rerun_of,
-            client=ClientInfo.from_request(request),
+            client=ClientInfo.from_request(request), run_at=data["run_at"],
         )
         created = selectors.requests_visible_to(request.user).get(pk=created.pk)
         return Response(s.RequestSerializer(created).data, status=status.HTTP_201_CREATED)
@@ -120,11 +130,13 @@ class _RequestActionApi(APIView):
         return Response(s.RequestSerializer(fresh).data)
 
 
-@extend_schema(request=s.DecisionInput, responses={200: s.RequestSerializer, 403: ERROR, 404: ERROR, 409: ERROR})
+@extend_schema(request=s.ApproveInput, responses={200: s.RequestSerializer, 403: ERROR, 404: ERROR, 409: ERROR})
 class RequestApproveApi(_RequestActionApi):
+    input_serializer = s.ApproveInput
+
     def act(self, request, automation_request, data):
         services.request_approve(request=automation_request, actor=request.user, comment=data["comment"],
-                                 client=ClientInfo.from_request(request))
+                                 emergency=data["emergency"], client=ClientInfo.from_request(request))
 
 
 @extend_schema(request=s.DecisionInput, responses={200: s.RequestSerializer, 403: ERROR, 404: ERROR, 409: ERROR})
@@ -162,8 +174,26 @@ class ExecutionDetailApi(APIView):
 
 
 class AuditPagination(CursorPagination):
+    """Keyset pages on sequence (indexed, unique): no COUNT(*), no OFFSET, stable under inserts."""
+
     ordering = "-sequence"
     page_size = 100
+    page_size_query_param = "limit"
+    max_page_size = 500
+
+    def decode_cursor(self, request):
+        # DRF answers a garbled cursor with 404, or a 500 for a non-numeric position; make it a 400.
+        try:
+            cursor = super().decode_cursor(request)
+        except NotFound:
+            cursor = None
+            valid = False
+        else:
+            valid = cursor is None or (cursor.position is None or str(cursor.position).isdigit())
+        if not valid:
+            raise InvalidRequest("The cursor is not valid; start again from the first page.", code="invalid_cursor",
+                                 errors={"cursor": ["Invalid cursor."]})
+        return cursor
 
 
 class AuditListApi(generics.ListAPIView):
@@ -174,27 +204,46 @@ class AuditListApi(generics.ListAPIView):
     filterset_class = AuditEventFilter
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no user
+            return AuditEvent.objects.none()
         return selectors.audit_events_visible_to(self.request.user)
 
 
+class _JsonOnly(BaseContentNegotiation):
+    """The export's `format` parameter names the file format; DRF would read it as a renderer and 404."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class AuditExportApi(APIView):
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _JsonOnly
+
     @extend_schema(
         parameters=[OpenApiParameter("format", str, enum=["csv", "jsonl"])],
         responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR},
     )
     def get(self, request):
-        """Stream the filtered log as CSV or JSON Lines; the export itself is audited."""
+        """Stream the filtered log as CSV or JSON Lines; the export is audited, and covers what came before it."""
         fmt = request.query_params.get("format", "csv")
         if fmt not in ("csv", "jsonl"):
             raise InvalidRequest("format is csv or jsonl.", errors={"format": ["Use csv or jsonl."]})
         events = AuditEventFilter(request.query_params, queryset=selectors.audit_events_visible_to(request.user))
         if not events.is_valid():
             raise InvalidRequest("Some filters are not valid.", errors={k: list(v) for k, v in events.errors.items()})
-        filters = {key: value for key, value in request.query_params.items() if key != "format"}
+        filters = {key: value[:300] for key, value in list(request.query_params.items())[:30] if key != "format"}
         with transaction.atomic():
-            audit.record(action="audit.exported", actor=request.user, client=ClientInfo.from_request(request),
-                         details={"format": fmt, "filters": filters})
-        stream = export_csv(events.qs) if fmt == "csv" else export_jsonl(events.qs)
-        response = StreamingHttpResponse(stream, content_type="text/csv" if fmt == "csv" else "application/x-ndjson")
-        response["Content-Disposition"] = f'attachment; filename="delegate-audit.{fmt}"'
+            exported = audit.record(action="audit.exported", actor=request.user, client=ClientInfo.from_request(request),
+                                    details={"format": fmt, "filters": filters})
+        # Everything before the export's own event: re-running the same export reproduces the file.
+        queryset = events.qs.filter(sequence__lt=exported.sequence)
+        stream = export_csv(queryset) if fmt == "csv" else export_jsonl(queryset)
+        response = StreamingHttpResponse(stream, content_type="text/csv; charset=utf-8" if fmt == "csv"
+                                         else "application/x-ndjson; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="delegate-audit-{exported.sequence - 1}.{fmt}"'
+        response["Cache-Control"] = "no-store"
         return response

@@ -45,6 +45,8 @@ class AutomationRequest(models.Model):
     # Resource ids the request acts on (from resource-typed parameters and targets): audit and scope checks.
     resources = models.JSONField(default=list, blank=True)
     justification = models.TextField(blank=True)
+    # "Approve now, run at": dispatch waits until this time (None = as soon as approved).
+    run_at = models.DateTimeField(null=True, blank=True)
     fingerprint = models.CharField(max_length=64, editable=False)
     status = models.CharField(max_length=20, choices=Status, default=Status.SUBMITTED, db_index=True)
     status_reason = models.TextField(blank=True)

@@ -1,5 +1,7 @@
 from django.db import models
 
+from automations.models.policy import TeamRunbookPolicy
+
 
 class Runbook(models.Model):
     """An SSM Automation document the catalog sync has seen (ListDocuments), in one account and region.
@@ -62,8 +64,11 @@ class RunbookVersion(models.Model):
         return f"{self.runbook.short_name} v{self.version}"
 
 
-class TeamRunbook(models.Model):
-    """Policy: a team may request this runbook, under these rules. Edited by admins; changes are audited."""
+class TeamRunbook(TeamRunbookPolicy):
+    """Policy: a team may request this runbook, under these rules. Edited by admins; changes are audited.
+
+    Scope, approver pool, escalation and timeouts come from TeamRunbookPolicy (models/policy.py).
+    """
 
     class VersionChoice(models.TextChoices):
         DEFAULT = "default", "Default version (resolved at submit)"

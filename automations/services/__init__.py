@@ -3,8 +3,9 @@ request's status only via transitions.transition, which writes the audit event i
 transaction, and (3) hands work to Celery or AWS only after commit (dispatch via the outbox).
 Functions take the acting user explicitly as `actor`.
 """
-from automations.services.catalog import runbook_catalog_sync
+from automations.services.catalog import runbook_catalog_sync, runbook_sync
 from automations.services.dispatch import (
+    dispatch_outbox_mark_enqueued,
     dispatch_outbox_sweep,
     request_dispatch,
     request_mark_dispatch_failed,
@@ -20,7 +21,7 @@ from automations.services.requests import (
 from automations.services.status import execution_statuses_sync
 
 __all__ = (
-    "dispatch_outbox_sweep", "execution_statuses_sync", "request_approve", "request_cancel", "request_dispatch",
+    "dispatch_outbox_mark_enqueued", "dispatch_outbox_sweep", "execution_statuses_sync", "request_approve", "request_cancel", "request_dispatch",
     "request_expire_stale", "request_mark_dispatch_failed", "request_reject", "request_submit", "request_withdraw",
-    "runbook_catalog_sync",
+    "runbook_catalog_sync", "runbook_sync",
 )

@@ -2,8 +2,11 @@
 
 Document metadata is synced for every runbook (Owned by me, Shared with me, Amazon); content
 and parameter schemas only for versions not seen before of runbooks an admin offers to some
-team (SSM document versions never change once created). A document that disappears is marked
-unavailable, never deleted: requests and audit events point at it.
+team (the Amazon list is long, and SSM document versions never change once created, so a
+re-sync costs one ListDocumentVersions per offered runbook and a GetDocument per *new* version).
+A document that disappears is marked unavailable and a version that disappears is marked not
+offered, never deleted: requests and audit events point at them. Runs as a periodic task
+(automations.sync_runbook_catalog), `manage.py sync_runbooks` and the admin's sync button.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from automations import audit, aws
 from automations.models import Account, Runbook, RunbookVersion
 from automations.runbooks import (
     UnsupportedRunbook,
+    category_of,
     content_hash,
     load_document,
     parse_parameters,
@@ -26,6 +30,8 @@ from automations.runbooks import (
 
 log = structlog.get_logger(__name__)
 OWNER_FILTERS = (("Self", Runbook.Owner.SELF), ("Private", Runbook.Owner.PRIVATE), ("Amazon", Runbook.Owner.AMAZON))
+VERSION_GONE = "This version no longer exists in SSM."
+_REPORTED_NAMES = 50  # names listed in the audit event; the counts are always complete
 
 
 @dataclass
@@ -33,85 +39,124 @@ class SyncReport:
     documents: int = 0
     new_versions: int = 0
     unavailable: int = 0
+    fetched: int = 0  # GetDocument calls: a re-sync with nothing new makes none
+    changes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+    def as_details(self) -> dict:
+        return {"documents": self.documents, "new_versions": self.new_versions, "unavailable": self.unavailable,
+                "fetched": self.fetched, "changes": self.changes[:_REPORTED_NAMES], "errors": self.errors[:20]}
 
 
 def runbook_catalog_sync(*, actor=None, accounts=None, only_offered: bool = True) -> SyncReport:
-    """Sync every account and region; returns what changed. Safe to run repeatedly."""
+    """Sync every account and region; returns what changed. Safe to run repeatedly and concurrently."""
     report = SyncReport()
     for account in accounts if accounts is not None else Account.objects.all():
         for region in account.regions:
             try:
                 _sync_region(account, region, report, only_offered=only_offered)
             except aws.AwsError as error:
-                report.errors.append(f"{account.account_id}/{region}: {error}")
-                log.warning("catalog.sync_failed", account_id=account.account_id, region=region, error=str(error))
+                report.errors.append(f"{account.account_id}/{region}: {error.code}")
+                log.warning("catalog.sync_failed", account_id=account.account_id, region=region, error=error.code)
     with transaction.atomic():
-        audit.record(action="catalog.synced", actor=actor, details={
-            "documents": report.documents, "new_versions": report.new_versions,
-            "unavailable": report.unavailable, "errors": report.errors[:20],
-        })
+        audit.record(action="catalog.synced", actor=actor, details=report.as_details())
+    return report
+
+
+def runbook_sync(*, runbook: Runbook, actor=None) -> SyncReport:
+    """Fetch the versions of one runbook now (e.g. right after an admin offers it to a team)."""
+    report = SyncReport()
+    try:
+        _sync_versions(runbook, runbook.account.dispatch_role_arn, report, tags=None)
+    except aws.AwsError as error:
+        report.errors.append(f"{runbook.name}: {error.code}")
+    with transaction.atomic():
+        audit.record(action="catalog.synced", actor=actor, details={**report.as_details(), "runbook": runbook.name})
     return report
 
 
 def _sync_region(account: Account, region: str, report: SyncReport, *, only_offered: bool) -> None:
     role = account.dispatch_role_arn
     seen: set[str] = set()
+    tags: dict[str, dict] = {}
     for owner_filter, owner_kind in OWNER_FILTERS:
         for doc in aws.list_automation_documents(region=region, role_arn=role, owner=owner_filter):
-            name = doc["Name"]
+            name = str(doc["Name"])
             if owner_kind == Runbook.Owner.PRIVATE and not name.startswith("arn:"):
                 # Shared documents must be addressed by ARN (aws-api.md §15.5).
                 name = f"arn:aws:ssm:{region}:{doc.get('Owner', '')}:document/{name}"
             if name in seen:
                 continue
             seen.add(name)
+            tags[name] = {t.get("Key", ""): t.get("Value", "") for t in doc.get("Tags") or []}
             report.documents += 1
             Runbook.objects.update_or_create(
                 account=account, region=region, name=name,
                 defaults={
-                    "owner": doc.get("Owner", ""), "owner_kind": owner_kind,
-                    "display_name": doc.get("DisplayName", "") or "",
-                    "default_version": doc.get("DocumentVersion", "") or "",
+                    "owner": str(doc.get("Owner", ""))[:64], "owner_kind": owner_kind,
+                    "display_name": str(doc.get("DisplayName", "") or "")[:1024],
+                    "default_version": str(doc.get("DocumentVersion", "") or "")[:16],
                     "available": True, "synced_at": timezone.now(),
                 },
             )
-    report.unavailable += Runbook.objects.filter(account=account, region=region, available=True).exclude(
-        name__in=seen).update(available=False, synced_at=timezone.now())
+    # Only after all three listings succeeded: a failed listing must not mark everything unavailable.
+    gone = Runbook.objects.filter(account=account, region=region, available=True).exclude(name__in=seen)
+    names = list(gone.values_list("name", flat=True))
+    report.unavailable += gone.update(available=False, synced_at=timezone.now())
+    report.changes.extend(f"unavailable: {name}" for name in names)
     runbooks = Runbook.objects.filter(account=account, region=region, available=True)
     if only_offered:
         runbooks = runbooks.filter(team_policies__isnull=False).distinct()
     for runbook in runbooks:
-        _sync_versions(runbook, role, report)
-
-
-def _sync_versions(runbook: Runbook, role: str, report: SyncReport) -> None:
-    known = set(runbook.versions.values_list("version", flat=True))
-    versions = aws.list_document_versions(region=runbook.region, role_arn=role, name=runbook.name)
-    latest = max((int(v["DocumentVersion"]) for v in versions if str(v["DocumentVersion"]).isdigit()), default=0)
-    default = next((v["DocumentVersion"] for v in versions if v.get("IsDefaultVersion")), runbook.default_version)
-    for info in versions:
-        number = str(info["DocumentVersion"])
-        if number in known:
-            continue
-        doc = aws.get_document(region=runbook.region, role_arn=role, name=runbook.name, version=number)
-        content, document_format = doc["Content"], doc.get("DocumentFormat", "JSON")
         try:
-            document = load_document(content, document_format)
-            schema = parse_parameters(document)
-            problems = pattern_problems(schema)
-            steps = step_summary(document)
-            description = str(document.get("description", ""))
-        except UnsupportedRunbook as error:
-            schema, steps, description, problems = {}, [], "", [str(error)]
-        RunbookVersion.objects.create(
-            runbook=runbook, version=number, content=content, document_format=document_format,
-            content_hash=content_hash(content), description=description, parameters=schema, steps=steps,
-            problems=problems,
-        )
-        report.new_versions += 1
+            _sync_versions(runbook, role, report, tags=tags.get(runbook.name))
+        except aws.AwsError as error:  # one broken document must not stop the rest
+            report.errors.append(f"{runbook.name}: {error.code}")
+            log.warning("catalog.runbook_sync_failed", runbook=runbook.name, error=error.code)
+
+
+def _sync_versions(runbook: Runbook, role: str, report: SyncReport, *, tags: dict | None) -> None:
+    versions = aws.list_document_versions(region=runbook.region, role_arn=role, name=runbook.name)
+    listed = {str(v["DocumentVersion"]) for v in versions}
+    known = {v.version: v for v in runbook.versions.only("id", "version", "problems")}
+    numbers = [int(n) for n in listed if n.isdigit()]
+    latest = str(max(numbers)) if numbers else runbook.latest_version
+    default = next((str(v["DocumentVersion"]) for v in versions if v.get("IsDefaultVersion")), runbook.default_version)
+    new = sorted((n for n in listed if n not in known), key=lambda n: int(n) if n.isdigit() else 0)
+    for number in new:
+        doc = aws.get_document(region=runbook.region, role_arn=role, name=runbook.name, version=number)
+        report.fetched += 1
+        _, created = RunbookVersion.objects.get_or_create(
+            runbook=runbook, version=number, defaults=_version_fields(doc["Content"], doc.get("DocumentFormat", "JSON")))
+        if created:  # a concurrent sync may have stored it a moment ago
+            report.new_versions += 1
+            report.changes.append(f"new version: {runbook.name} v{number}")
+    for number, version in known.items():
+        if number not in listed and VERSION_GONE not in version.problems:
+            RunbookVersion.objects.filter(pk=version.pk).update(problems=[*version.problems, VERSION_GONE])
+            report.changes.append(f"version gone: {runbook.name} v{number}")
+    fields = {"default_version": default, "latest_version": latest, "synced_at": timezone.now()}
+    # The catalog shows the default version's description and category (re-read: it may have moved).
     default_version = runbook.versions.filter(version=default).first()
-    Runbook.objects.filter(pk=runbook.pk).update(
-        default_version=default, latest_version=str(latest) if latest else default,
-        description=default_version.description if default_version else runbook.description,
-    )
+    if default_version is not None:
+        fields["description"] = default_version.description
+        try:
+            document = load_document(default_version.content, default_version.document_format)
+            fields["category"] = category_of(document, tags, name=runbook.name)
+        except UnsupportedRunbook:
+            fields["category"] = "General"
+    Runbook.objects.filter(pk=runbook.pk).update(**fields)
+
+
+def _version_fields(content: str, document_format: str) -> dict:
+    """What we store for one version. Content we cannot parse is stored, flagged and not offered."""
+    try:
+        document = load_document(content, document_format)
+        schema = parse_parameters(document)
+        problems = pattern_problems(schema)
+        steps = step_summary(document)
+        description = str(document.get("description", ""))[:20000]
+    except UnsupportedRunbook as error:
+        schema, steps, description, problems = {}, [], "", [str(error)]
+    return {"content": content, "document_format": str(document_format)[:8], "content_hash": content_hash(content),
+            "description": description, "parameters": schema, "steps": steps, "problems": problems}

@@ -1,136 +1,285 @@
 """Dispatch: start an approved request's execution in AWS exactly once, paced to AWS's quotas.
 
-The approval committed an outbox row; the Celery message only wakes a worker. The worker
-claims the request (compare-and-set approved → dispatching), re-checks everything against the
-database (status, fingerprint, scope), calls AWS outside any transaction with the request's
-fixed ClientToken, and records the execution id. Throttling and the concurrency limit put the
-request back with a delay held in the database; the sweeper republishes it when it is due.
+The approval committed an outbox row; the Celery message only wakes a worker and carries
+nothing but the request id, so a forged or replayed message is harmless. The worker:
+
+1. takes a per-request lock (PostgreSQL advisory lock, held for the whole attempt): a
+   duplicate delivery while another worker is mid-call is a no-op;
+2. claims the request (compare-and-set approved → dispatching) under Delegate's running cap,
+   re-checking everything against the database (status, fingerprint, approvals, role, scope);
+3. calls AWS outside any transaction with the request's fixed ClientToken (each attempt
+   paced by the shared schedule, automations.pacing);
+4. records the execution id (dispatching → running).
+
+A failure is put back with a jittered delay held in the outbox row (never a long Celery
+countdown): `dispatching → approved` when AWS surely did not act (throttled, over quota, STS
+refused), or kept `dispatching` and retried with the same ClientToken when it may have (a
+timeout, a 5xx, a worker that died mid-call). The sweeper republishes rows that are due,
+including `calling` rows whose worker died (their lease ran out).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
+import time
+import zlib
 
 import structlog
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from automations import aws, inventory, pacing
+from automations import audit, aws, inventory, metrics, policy
 from automations.models import AutomationRequest, DispatchOutbox, Execution
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for
+from automations.services import policies
 from automations.services.transitions import transition
 
 log = structlog.get_logger(__name__)
 Status = AutomationRequest.Status
 State = DispatchOutbox.State
 
+# Advisory lock keys. The per-request lock uses the one-bigint key space (prefix "DP" above any
+# real id; the audit chain's key is elsewhere in it); the per-region cap lock uses the two-int
+# key space, which PostgreSQL keeps separate from the bigint one.
+_REQUEST_LOCK_BASE = 0x4450 << 48
+_CAP_LOCK_CLASS = 0x43415053  # "CAPS"
+_LOCK_PATIENCE_SECONDS = 2.0
+# Statuses a request can only have if nobody ever approved it: a message for it is forged.
+_NEVER_APPROVED = (Status.SUBMITTED, Status.REJECTED, Status.WITHDRAWN)
 
-def _refusal(request: AutomationRequest) -> str | None:
-    """Why this request must not be started, judged from the database alone (never the message)."""
-    if fingerprint_for(request) != request.fingerprint:
-        return "The request changed after approval (fingerprint mismatch)."
-    approvals = list(request.approvals.values_list("fingerprint", flat=True))
-    if any(fingerprint != request.fingerprint for fingerprint in approvals):
-        return "An approval was given for different content (fingerprint mismatch)."
-    if any(a.approver_id == request.requester_id for a in request.approvals.all()):
-        return "The requester approved their own request."
-    role = request.parameters.get(AUTOMATION_ROLE_PARAMETER)
-    if role is not None and role != [request.account.automation_role_arn]:
-        return "AutomationAssumeRole is not the account's configured automation role."
-    return None
+
+def _postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+@contextlib.contextmanager
+def _attempt_lock(request_id: int):
+    """Hold a session-level advisory lock for one dispatch attempt; yields False if another
+    worker holds it. If this process dies, PostgreSQL drops the lock with its connection."""
+    if not _postgres():
+        yield True  # the demo's SQLite runs one worker
+        return
+    key = _REQUEST_LOCK_BASE + int(request_id)
+    # A holder that just died (SIGKILLed child, redelivered at once) may need a moment for
+    # PostgreSQL to notice its closed socket: look again briefly before calling it busy.
+    deadline = time.monotonic() + _LOCK_PATIENCE_SECONDS
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+            held = cursor.fetchone()[0]
+        if held or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    try:
+        yield held
+    finally:
+        if held:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+            except DatabaseError:  # the connection died, and the lock with it
+                pass
+
+
+def _lock_region_cap(request: AutomationRequest) -> None:
+    """Serialise 'count running, then claim' per account and region (inside the transaction)."""
+    if _postgres():
+        region_key = zlib.crc32(f"{request.account_id}:{request.region}".encode())
+        region_key = region_key - (1 << 32) if region_key >= (1 << 31) else region_key
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_CAP_LOCK_CLASS, region_key])
 
 
 def _running_count(request: AutomationRequest) -> int:
     return AutomationRequest.objects.filter(
         account_id=request.account_id, region=request.region, status__in=(Status.DISPATCHING, Status.RUNNING)
-    ).exclude(pk=request.pk).count()
+    ).count()
 
 
-def _put_back(request_id: int, *, reason: str, details: dict, delay: float | None = None) -> None:
-    """dispatching → approved with a jittered next attempt in the outbox (not a Celery countdown)."""
-    base = settings.DELEGATE_DISPATCH_RETRY_SECONDS if delay is None else delay
-    next_attempt = timezone.now() + dt.timedelta(seconds=base * random.uniform(1.0, 2.0))
+def _backoff(attempts: int) -> dt.timedelta:
+    """Capped exponential backoff with equal jitter, so put-back requests do not return in step."""
+    ceiling = min(settings.DELEGATE_DISPATCH_RETRY_MAX_SECONDS,
+                  settings.DELEGATE_DISPATCH_RETRY_SECONDS * 2 ** min(max(attempts - 1, 0), 12))
+    return dt.timedelta(seconds=ceiling / 2 + random.uniform(0, ceiling / 2))
+
+
+def _lease() -> dt.timedelta:
+    # Longer than one attempt may take (task_time_limit): a live worker is never re-driven.
+    return dt.timedelta(seconds=settings.DELEGATE_DISPATCH_LEASE_SECONDS)
+
+
+def _refusal(request: AutomationRequest) -> str | None:
+    """Why this request must not be started, judged from the database alone (never the message)."""
+    if fingerprint_for(request) != request.fingerprint:
+        return "The request changed after approval (fingerprint mismatch)."
+    approvals = list(request.approvals.all())
+    if not approvals and request.approved_at is None:
+        return "The request has no approval."
+    if any(approval.fingerprint != request.fingerprint for approval in approvals):
+        return "An approval was given for different content (fingerprint mismatch)."
+    if any(approval.approver_id == request.requester_id for approval in approvals):
+        return "The requester approved their own request."
+    role = request.parameters.get(AUTOMATION_ROLE_PARAMETER)
+    if role is not None and role != [request.account.automation_role_arn]:
+        return "AutomationAssumeRole is not the account's configured automation role."
+    return policy.dispatch_refusal(request)  # the team policy still allows it: scope, approval validity
+
+
+def _put_back(request_id: int, *, attempts: int, reason: str, details: dict) -> str:
+    """dispatching → approved with a jittered next attempt in the outbox: AWS surely did not act."""
+    next_attempt = timezone.now() + _backoff(attempts)
     with transaction.atomic():
         request = AutomationRequest.objects.select_for_update().get(pk=request_id)
         if request.status != Status.DISPATCHING:
-            return
+            return "skipped"
         transition(request, to=Status.APPROVED, actor=None, action="dispatch.deferred",
-                   details={"reason": reason, "retry_at": next_attempt, **details})
+                   details={"reason": reason, "retry_at": next_attempt, "attempt": attempts, **details})
         DispatchOutbox.objects.filter(pk=request_id).update(state=State.PENDING, next_attempt_at=next_attempt,
                                                             last_error=reason[:1000])
+    log.info("dispatch.deferred", automation_request=request_id, reason=reason, retry_at=next_attempt.isoformat())
+    return "deferred"
 
 
-def _fail(request_id: int, *, action: str, reason: str, details: dict | None = None, call=None) -> None:
+def _hold(request_id: int, *, attempts: int, reason: str, details: dict) -> str:
+    """Stay dispatching and retry later with the same ClientToken: AWS may have started it.
+
+    Going back to approved would let the request be cancelled or expire while an execution
+    we never recorded runs in AWS; the same token converges on that execution instead.
+    """
+    next_attempt = timezone.now() + _backoff(attempts)
     with transaction.atomic():
         request = AutomationRequest.objects.select_for_update().get(pk=request_id)
         if request.status != Status.DISPATCHING:
-            return
+            return "skipped"
+        audit.record(action="dispatch.uncertain", actor=None, request=request,
+                     details={"reason": reason, "retry_at": next_attempt, "attempt": attempts,
+                              "client_token": str(request.client_token), **details})
+        DispatchOutbox.objects.filter(pk=request_id).update(state=State.CALLING, next_attempt_at=next_attempt,
+                                                            last_error=reason[:1000])
+    log.warning("dispatch.uncertain", automation_request=request_id, reason=reason,
+                retry_at=next_attempt.isoformat())
+    return "uncertain"
+
+
+def _fail(request_id: int, *, action: str, reason: str, details: dict | None = None, call=None) -> str:
+    with transaction.atomic():
+        request = AutomationRequest.objects.select_for_update().get(pk=request_id)
+        if request.status != Status.DISPATCHING:
+            return "skipped"
         transition(request, to=Status.DISPATCH_FAILED, actor=None, action=action,
                    details={"reason": reason, **(details or {})}, aws=call,
                    status_reason=reason[:2000], finished_at=timezone.now())
         DispatchOutbox.objects.filter(pk=request_id).update(state=State.FAILED, last_error=reason[:1000])
+    log.warning(action, automation_request=request_id, reason=reason)
+    return "refused" if action == "dispatch.refused" else "failed"
 
 
-def request_dispatch(*, request_id: int) -> None:
-    """Start the SSM execution at most once per request, however often the task is delivered."""
+def request_dispatch(*, request_id: int) -> str:
+    """Start the SSM execution at most once per request, however often the task is delivered.
+
+    Returns what happened (started, deferred, uncertain, capped, failed, refused, skipped);
+    the task and the metrics use it, nothing depends on it for correctness.
+    """
+    with _attempt_lock(request_id) as held:
+        if not held:
+            # Another worker is in the middle of this very request; if it dies, its own message
+            # is redelivered (acks_late) or the sweeper re-drives the row when its lease ends.
+            log.info("dispatch.busy", automation_request=request_id)
+            outcome = "skipped"
+        else:
+            outcome = _dispatch(request_id)
+    metrics.DISPATCH_OUTCOMES.labels(outcome=outcome).inc()
+    return outcome
+
+
+def _claim(request_id: int):
+    """In one transaction: decide whether to call AWS now. Returns (request, outbox attempts,
+    maybe_started) or an outcome string."""
+    now = timezone.now()
     with transaction.atomic():
-        request = AutomationRequest.objects.select_for_update().select_related(
-            "account", "team", "requester", "runbook", "runbook_version").filter(pk=request_id).first()
+        request = (AutomationRequest.objects.select_for_update(of=("self",))
+                   .select_related("account", "team", "requester", "runbook", "runbook_version")
+                   .filter(pk=request_id).first())
         if request is None:
-            log.warning("dispatch.unknown_request", request_id=request_id)
-            return
+            log.warning("dispatch.unknown_request", automation_request=request_id)
+            return "skipped"
+        outbox = DispatchOutbox.objects.select_for_update().filter(pk=request_id).first()
         if request.status == Status.APPROVED:
-            outbox = DispatchOutbox.objects.filter(pk=request_id).first()
-            if outbox is None or outbox.state in (State.CANCELLED, State.FAILED, State.STARTED):
-                return
-            if outbox.state == State.PENDING and outbox.next_attempt_at > timezone.now() + dt.timedelta(seconds=1):
-                return  # put back for later: an early duplicate message waits; the sweeper republishes it when due
+            if outbox is None or outbox.state not in (State.PENDING, State.ENQUEUED):
+                return "skipped"
+            if outbox.state == State.PENDING and outbox.next_attempt_at > now + dt.timedelta(seconds=1):
+                return "skipped"  # put back for later; the sweeper republishes it when due
+            run_at = getattr(request, "run_at", None)
+            if run_at and run_at > now:
+                DispatchOutbox.objects.filter(pk=request_id).update(state=State.PENDING, next_attempt_at=run_at)
+                return "skipped"
+            if policies.dispatch_held(request, outbox):
+                return "held"  # a change freeze without emergency override (audited once per hold)
+            _lock_region_cap(request)
             if _running_count(request) >= settings.DELEGATE_MAX_RUNNING_PER_REGION:
-                # Our own cap under AWS's concurrency quota: wait without calling AWS.
+                # Our own cap under AWS's concurrency quota: wait without calling AWS or auditing noise.
                 DispatchOutbox.objects.filter(pk=request_id).update(
-                    state=State.PENDING, next_attempt_at=timezone.now() + dt.timedelta(
-                        seconds=settings.DELEGATE_DISPATCH_RETRY_SECONDS * random.uniform(0.5, 1.5)),
-                    last_error="Delegate's running-execution cap reached")
-                return
+                    state=State.PENDING, next_attempt_at=now + _backoff(1),
+                    last_error="Delegate's running-execution cap reached; waiting for a slot")
+                return "capped"
             request = transition(request, to=Status.DISPATCHING, actor=None, action="dispatch.claimed",
-                                 dispatched_at=timezone.now())
-            DispatchOutbox.objects.filter(pk=request_id).update(state=State.CALLING, attempts=outbox.attempts + 1)
-        elif request.status != Status.DISPATCHING:
-            # A duplicate or forged message for a request that is not approved: harmless, but recorded.
-            if request.status == Status.SUBMITTED:
-                from automations import audit
-
+                                 details={"attempt": outbox.attempts + 1}, dispatched_at=now)
+            maybe_started = False
+        elif request.status == Status.DISPATCHING:
+            # Redelivered after a worker died, or re-driven by the sweeper after an uncertain
+            # attempt: that attempt may have reached AWS. The same ClientToken makes this safe.
+            if outbox is None:
+                return "skipped"
+            audit.record(action="dispatch.resumed", actor=None, request=request,
+                         details={"attempt": outbox.attempts + 1, "client_token": str(request.client_token),
+                                  "previous_error": outbox.last_error[:500]})
+            maybe_started = True
+        else:
+            if request.status in _NEVER_APPROVED or (request.status == Status.EXPIRED and not request.approved_at):
+                # Only a forged or replayed message names a request nobody approved.
                 audit.record(action="dispatch.refused", actor=None, request=request,
                              details={"reason": "not approved", "status": request.status})
-            return
-        # (still dispatching: redelivered after a crash mid-call; the ClientToken makes the retry safe)
-        refusal = _refusal(request)
-    if refusal:
-        _fail(request_id, action="dispatch.refused", reason=refusal)
-        return
+                log.warning("dispatch.refused", automation_request=request_id, status=request.status)
+                return "refused"
+            log.info("dispatch.duplicate", automation_request=request_id, status=request.status)
+            return "skipped"
+        attempts = outbox.attempts + 1
+        DispatchOutbox.objects.filter(pk=request_id).update(state=State.CALLING, attempts=attempts,
+                                                            next_attempt_at=now + _lease(), last_error="")
+        return request, attempts, maybe_started
 
-    # Targets are re-checked now, not only at submit: tags may have changed since.
-    try:
-        outside = inventory.out_of_scope(request.resources, tag=request.team.scope_tag, region=request.region,
-                                         role_arn=request.account.dispatch_role_arn) if request.resources else []
-    except aws.TransientAwsError as error:
-        _put_back(request_id, reason=f"inventory check failed: {error.code}", details={"error": error.code})
-        return
-    except aws.PermanentAwsError as error:
-        _fail(request_id, action="dispatch.failed", reason=f"Inventory check failed: {error.code} {error.message}")
-        return
-    if outside:
-        _fail(request_id, action="dispatch.refused", reason=f"Targets left the team's scope: {', '.join(outside)}",
-              details={"resources": outside})
-        return
+
+def _dispatch(request_id: int) -> str:
+    claimed = _claim(request_id)
+    if isinstance(claimed, str):
+        return claimed
+    request, attempts, maybe_started = claimed
+
+    refusal = _refusal(request)
+    if refusal:
+        return _fail(request_id, action="dispatch.refused", reason=refusal)
+
+    if not maybe_started and request.resources:
+        # Targets are re-checked now, not only at submit: tags may have changed since. (A
+        # resumed attempt skips this: its first attempt checked, and may already be running.)
+        try:
+            outside = inventory.out_of_scope(request.resources, tag=request.team.scope_tag, region=request.region,
+                                             role_arn=request.account.dispatch_role_arn)
+            outside += [r for r in policy.targets_outside_policy(request) if r not in outside]  # policy tags, id patterns
+        except aws.TransientAwsError as error:
+            return _put_back(request_id, attempts=attempts, reason=f"inventory check failed: {error.code}",
+                             details={"error": error.code})
+        except aws.PermanentAwsError as error:
+            return _fail(request_id, action="dispatch.failed",
+                         reason=f"Inventory check failed: {error.code} {error.message}")
+        if outside:
+            return _fail(request_id, action="dispatch.refused",
+                         reason=f"Targets left the team's scope: {', '.join(outside)}", details={"resources": outside})
 
     requester = request.requester.get_username()
-    try:
-        pacing.acquire("start", account_id=request.account.account_id, region=request.region)
-    except pacing.PacingTimeout as error:
-        _put_back(request_id, reason=str(error), details={"error": "PacingTimeout"}, delay=2.0)
-        return
     # No transaction is open during the network calls. A retry reaches this line again with
     # the same client_token, which is what stops SSM starting a duplicate.
     try:
@@ -152,54 +301,95 @@ def request_dispatch(*, request_id: int) -> None:
             execution_tags=aws.session_tags(**{"delegate:request-id": str(request.pk), "delegate:requester": requester,
                                                "delegate:team": request.team.name}),
         )
-    except aws.TransientAwsError as error:
-        _put_back(request_id, reason=f"AWS asked us to slow down: {error.code}",
-                  details={"error": error.code, "aws_request_id": error.aws_request_id})
-        return
     except aws.PermanentAwsError as error:
-        _fail(request_id, action="dispatch.failed", reason=f"AWS refused to start the run: {error.code} {error.message}",
-              details={"error": error.code, "aws_request_id": error.aws_request_id})
-        return
+        if error.code == "IdempotentParameterMismatch":
+            # One request never sends two different parameter sets under its token: this is a bug.
+            log.error("dispatch.idempotency_mismatch", automation_request=request_id, client_token=str(request.client_token))
+        return _fail(request_id, action="dispatch.failed",
+                     reason=f"AWS refused to start the run: {error.code} {error.message}".strip(),
+                     details={"error": error.code, "aws_request_id": error.aws_request_id,
+                              "operation": error.operation})
+    except aws.TransientAwsError as error:
+        details = {"error": error.code, "aws_request_id": error.aws_request_id, "operation": error.operation}
+        if maybe_started or error.maybe_accepted:
+            return _hold(request_id, attempts=attempts, reason=f"AWS did not confirm the start: {error.code}",
+                         details=details)
+        return _put_back(request_id, attempts=attempts, reason=f"AWS asked us to wait: {error.code}", details=details)
 
+    return _record_start(request_id, call)
+
+
+def _record_start(request_id: int, call: aws.AwsCall) -> str:
     with transaction.atomic():
         request = AutomationRequest.objects.select_for_update().get(pk=request_id)
         if request.status != Status.DISPATCHING:
-            return  # a parallel delivery got the same execution id back and recorded it first
+            return "skipped"  # cannot happen under the attempt lock; harmless if it did
         Execution.objects.get_or_create(request=request, defaults={"execution_id": call.execution_id,
                                                                    "aws_status": "Pending"})
         transition(request, to=Status.RUNNING, actor=None, action="dispatch.started", aws=call,
                    details={"execution_id": call.execution_id, "document": request.runbook.name,
                             "version": request.runbook_version.version, "assumed_role_arn": call.assumed_role_arn})
         DispatchOutbox.objects.filter(pk=request_id).update(state=State.STARTED, last_error="")
+        approved_at = request.approved_at
+    if approved_at:
+        metrics.DISPATCH_LATENCY.observe(max(0.0, (timezone.now() - approved_at).total_seconds()))
+    log.info("dispatch.started", automation_request=request_id, execution_id=call.execution_id,
+             aws_request_id=call.aws_request_id)
+    return "started"
 
 
 def request_mark_dispatch_failed(*, request_id: int, reason: str) -> None:
-    """The task gave up (e.g. the database stayed away): fail a request still dispatching, nothing else."""
+    """Fail a request still dispatching (an operator's decision; the task never calls this on its own,
+    because after an unexpected error AWS may already be running the execution)."""
     _fail(request_id, action="dispatch.failed", reason=reason)
 
 
+def dispatch_outbox_mark_enqueued(*, request_id: int) -> None:
+    """After a successful on-commit publish: the message is in the queue, so the sweeper leaves
+    the row alone for one grace period (unless a worker already claimed it)."""
+    grace = dt.timedelta(seconds=settings.DELEGATE_OUTBOX_GRACE_SECONDS)
+    DispatchOutbox.objects.filter(pk=request_id, state=State.PENDING, next_attempt_at__lte=timezone.now()).update(
+        state=State.ENQUEUED, next_attempt_at=timezone.now() + grace)
+
+
 def dispatch_outbox_sweep(*, publish, limit: int = 100) -> int:
-    """Republish outbox rows that are due: never published, lost by the broker, or put back for later.
+    """Republish outbox rows that are due: never published, lost by the broker, put back for
+    later, or `calling` with a lease that ran out (the worker died mid-dispatch).
 
     Row locks with SKIP LOCKED let several sweepers run side by side on PostgreSQL.
     """
     now = timezone.now()
     grace = dt.timedelta(seconds=settings.DELEGATE_OUTBOX_GRACE_SECONDS)
     with transaction.atomic():
-        due = DispatchOutbox.objects.filter(state__in=(State.PENDING, State.ENQUEUED), next_attempt_at__lte=now,
-                                            request__status=Status.APPROVED).order_by("next_attempt_at")
+        due = DispatchOutbox.objects.filter(
+            Q(state__in=(State.PENDING, State.ENQUEUED), request__status=Status.APPROVED)
+            | Q(state=State.CALLING, request__status=Status.DISPATCHING),
+            next_attempt_at__lte=now,
+        ).order_by("next_attempt_at")
         if connection.features.has_select_for_update_skip_locked:
             due = due.select_for_update(skip_locked=True, of=("self",))
         rows = list(due[:limit])
-        # Claim them for one grace period; if this publish is lost too, the next sweep retries.
-        DispatchOutbox.objects.filter(pk__in=[row.pk for row in rows]).update(state=State.ENQUEUED,
-                                                                              next_attempt_at=now + grace)
+        waiting = [row.pk for row in rows if row.state != State.CALLING]
+        calling = [row.pk for row in rows if row.state == State.CALLING]
+        # Claim them for one grace period (a lease for calling rows); if this publish is lost
+        # too, the next sweep after that retries.
+        DispatchOutbox.objects.filter(pk__in=waiting).update(state=State.ENQUEUED, next_attempt_at=now + grace)
+        DispatchOutbox.objects.filter(pk__in=calling).update(next_attempt_at=now + _lease())
     published = 0
-    for row in rows:
+    for index, row in enumerate(rows):
         try:
             publish(row.pk)
-            published += 1
-        except Exception as error:  # the broker is down: leave the row for the next sweep
-            log.warning("outbox.publish_failed", request_id=row.pk, error=str(error))
+        except Exception as error:  # noqa: BLE001 - the broker is down: leave the rest for the next sweep
+            log.warning("outbox.publish_failed", automation_request=row.pk, error=str(error)[:300])
+            # Nothing was queued for these: due again at once, for the next sweep.
+            unsent = rows[index:]
+            DispatchOutbox.objects.filter(pk__in=[r.pk for r in unsent if r.state != State.CALLING],
+                                          state=State.ENQUEUED).update(state=State.PENDING, next_attempt_at=now)
+            DispatchOutbox.objects.filter(pk__in=[r.pk for r in unsent if r.state == State.CALLING],
+                                          state=State.CALLING).update(next_attempt_at=now)
             break
+        published += 1
+        metrics.OUTBOX_REPUBLISHED.labels(state=row.state).inc()
+    if published:
+        log.info("outbox.swept", published=published, resumed=len(calling))
     return published

@@ -6,15 +6,33 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from automations import audit, aws, inventory, pacing, policy
+from automations import audit, aws, inventory, policy
 from automations.audit import ClientInfo
 from automations.errors import DomainError, InvalidRequest, NotAllowed, OutOfScope, TransitionNotAllowed
-from automations.models import Approval, AutomationRequest, DispatchOutbox, RunbookVersion, Team
+from automations.models import (
+    Approval,
+    AutomationRequest,
+    DelegatedApproval,
+    DispatchOutbox,
+    FreezeOverride,
+    RunbookVersion,
+    Team,
+    TeamRunbook,
+)
+from automations.services import notifications, policies
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for
 from automations.services.transitions import transition
-from automations.validation import ALARM_NAME, MAX_CONCURRENCY, MAX_ERRORS, validate_parameters
+from automations.validation import (
+    ALARM_NAME,
+    MAX_CONCURRENCY,
+    MAX_ERRORS,
+    validate_alarm_name,
+    validate_parameters,
+    validate_target_values,
+)
 
 Status = AutomationRequest.Status
 
@@ -63,6 +81,10 @@ def _resolve_version(runbook, team_policy, choice: str) -> RunbookVersion:
     return version
 
 
+# The request form renders the version a submit would resolve to: one resolver for both.
+resolve_version = _resolve_version
+
+
 def _rate_control(schema: dict, parameters: dict, *, target_parameter_name: str, targets, max_concurrency: str,
                   max_errors: str, team: Team, region: str, role_arn: str) -> tuple[list, dict]:
     """Validate rate control; tag targets are resolved to the team's instances here, at submit."""
@@ -100,6 +122,11 @@ def _rate_control(schema: dict, parameters: dict, *, target_parameter_name: str,
     elif key != "ParameterValues":
         raise InvalidRequest("Targets are resource ids (ParameterValues) or a tag (tag:Key).",
                              errors={"targets": ["Unsupported target key."]})
+    if spec is not None and key == "ParameterValues":
+        # Each value becomes the target parameter of one run: it must pass that parameter's checks.
+        problems = validate_target_values(spec, values)
+        if problems:
+            raise InvalidRequest("Some targets are not valid.", errors={"targets": problems})
     # With rate control SSM fills the target parameter per target; it must not be sent as well.
     parameters = {name: value for name, value in parameters.items() if name != target_parameter_name}
     return [{"Key": "ParameterValues", "Values": values}], parameters
@@ -109,12 +136,15 @@ def request_submit(
     *, actor, team: Team, runbook_id: int, parameters: dict, version: str = "default",
     target_parameter_name: str = "", targets: list | None = None, max_concurrency: str = "", max_errors: str = "",
     alarm_name: str = "", justification: str = "", rerun_of: AutomationRequest | None = None,
-    client: ClientInfo | None = None, preview: bool = False,
+    client: ClientInfo | None = None, preview: bool = False, expected_fingerprint: str | None = None,
+    run_at: dt.datetime | None = None,
 ) -> AutomationRequest:
     """A member of `team` asks to run a runbook the team may request. With preview=True nothing is saved.
 
     The version is resolved now; roles are filled in from the account; every resource is
     checked against the team's scope. What is fingerprinted is exactly what SSM will receive.
+    expected_fingerprint (the browser's preview step): refuse if the request differs from
+    what the requester was shown.
     """
     team_policy = policy.team_policy(team, runbook_id)
     context = {"team": team.name}
@@ -128,7 +158,7 @@ def request_submit(
     try:
         runbook_version = _resolve_version(runbook, team_policy, version)
         schema = runbook_version.parameters
-        wire = validate_parameters(schema, parameters)
+        wire = validate_parameters(schema, parameters, target_parameter=target_parameter_name)
         rc_targets, wire = _rate_control(
             schema, wire, target_parameter_name=target_parameter_name, targets=targets or [],
             max_concurrency=max_concurrency, max_errors=max_errors, team=team, region=runbook.region,
@@ -141,7 +171,7 @@ def request_submit(
             raise InvalidRequest("Some parameters are not valid.",
                                  errors={name: ["This parameter is required."] for name in missing})
         if alarm_name and not ALARM_NAME.match(alarm_name):
-            raise InvalidRequest("Alarm names are 1–255 printable characters.", errors={"alarm_name": ["Invalid."]})
+            raise InvalidRequest("The alarm name is not valid.", errors={"alarm_name": validate_alarm_name(alarm_name)})
         if len(justification) > 4000:
             raise InvalidRequest("Keep the justification under 4,000 characters.", errors={"justification": ["Too long."]})
         for name, spec in schema.items():
@@ -160,7 +190,8 @@ def request_submit(
                                  code="too_many_targets")
     except DomainError as error:
         audited = error.code in ("server_owned_parameter", "version_not_offered")
-        if audited and not preview:
+        # A role value is never an accident (the form has no field for it): audit it even in a preview.
+        if (audited and not preview) or error.code == "server_owned_parameter":
             raise _refused(actor=actor, client=client, action="request.refused", error=error,
                            fields=sorted(error.errors), **context)
         raise
@@ -175,15 +206,24 @@ def request_submit(
         if preview:
             raise error
         raise _refused(actor=actor, client=client, action="request.refused", error=error, resources=outside, **context)
+    # The policy's own rules (accounts, regions, target tags and id patterns, run-at, enough approvers).
+    error = policies.submit_refusal(team_policy=team_policy, team=team, account=account, region=runbook.region,
+                                    resources=resources, requester=actor, run_at=run_at)
+    if error is not None:
+        raise error if preview else _refused(actor=actor, client=client, action="request.refused", error=error,
+                                             resources=resources, **context)
 
     request = AutomationRequest(
         team=team, requester=actor, runbook=runbook, runbook_version=runbook_version, version_choice=str(version),
         account=account, region=runbook.region, parameters=wire, target_parameter_name=target_parameter_name,
         targets=rc_targets, max_concurrency=max_concurrency if target_parameter_name else "",
         max_errors=max_errors if target_parameter_name else "", alarm_name=alarm_name, resources=resources,
-        justification=justification, rerun_of=rerun_of,
+        justification=justification, rerun_of=rerun_of, run_at=run_at,
     )
     request.fingerprint = fingerprint_for(request)
+    if expected_fingerprint is not None and expected_fingerprint != request.fingerprint:
+        raise InvalidRequest("The request changed since you previewed it; check the new preview and submit again.",
+                             code="changed_since_preview")
     if preview:
         return request
     with transaction.atomic():
@@ -191,11 +231,12 @@ def request_submit(
         audit.record(action="request.submitted", actor=actor, request=request, client=client, details={
             "version": runbook_version.version, "version_choice": str(version), "parameters": wire,
             "targets": rc_targets, "fingerprint": request.fingerprint, "rerun_of": rerun_of.pk if rerun_of else None,
+            "run_at": run_at,
         })
+        notifications.notify_on_commit("request.submitted", request.pk)
         if team_policy.approvals_required == 0:
-            _approve(request, actor=None, client=None, details={"rule": f"team-runbook-policy:{team_policy.pk}",
-                                                                 "reason": "policy requires no approval"},
-                     action="request.auto_approved")
+            # Auto-approval names the rule that matched (unless a change freeze holds it).
+            request = _take_effect(request, actor=None, client=None)
     return request
 
 
@@ -206,7 +247,8 @@ def request_submit(
 def _approve(request: AutomationRequest, *, actor, client, details: dict, action: str = "request.approved"):
     request = transition(request, to=Status.APPROVED, actor=actor, client=client, action=action,
                          details=details, approved_at=timezone.now())
-    DispatchOutbox.objects.create(request=request, next_attempt_at=timezone.now())
+    # "Approve now, run at": the outbox row waits until the run-at time; the sweeper publishes it then.
+    DispatchOutbox.objects.create(request=request, next_attempt_at=max(timezone.now(), request.run_at or timezone.now()))
     from automations import tasks  # tasks import services; import late to avoid a cycle
 
     # Fast path; robust=True: a broker error is logged, never raised into the response.
@@ -215,48 +257,132 @@ def _approve(request: AutomationRequest, *, actor, client, details: dict, action
     return request
 
 
-def request_approve(*, request: AutomationRequest, actor, comment: str = "", client: ClientInfo | None = None):
-    """A lead of the team, other than the requester, approves; enough distinct approvals make it approved."""
+def _take_effect(request: AutomationRequest, *, actor, client, now: dt.datetime | None = None,
+                 released: bool = False) -> AutomationRequest:
+    """Make a locked, submitted request approved if its approvals satisfy the policy now.
+
+    Approvals count only if bound to the request's fingerprint. Inside a change freeze they take
+    effect only with emergency overrides from two approvers; otherwise the request waits and
+    the approvals tick releases it when the freeze ends.
+    """
+    team_policy = policy.policy_for(request)
+    required = team_policy.approvals_required if team_policy else 1
+    approvals = [a for a in request.approvals.select_related("approver") if a.fingerprint == request.fingerprint]
+    if len(approvals) < required:
+        return request
+    overrides = {a.approver.get_username(): a.freeze_override.reason
+                 for a in approvals if hasattr(a, "freeze_override")}
+    details = {"approvals": len(approvals), "required": required,
+               "approvers": [a.approver.get_username() for a in approvals]}
+    action = "request.approved"
+    if required == 0:
+        action = "request.auto_approved"
+        details.update(rule=f"team-runbook-policy:{team_policy.pk}", reason="policy requires no approval")
+    frozen = policy.freeze_at(request.team, at=now)
+    if frozen:
+        window, until = frozen
+        if len(overrides) < policy.FREEZE_OVERRIDE_APPROVERS:
+            audit.record(action="request.approval_held", actor=actor, request=request, client=client, details={
+                "reason": "change freeze", "freeze": window.as_dict(), "until": until,
+                "emergency_overrides": len(overrides), "needed": policy.FREEZE_OVERRIDE_APPROVERS})
+            return request
+        details.update(emergency_override=True, freeze=window.as_dict(), override_reasons=overrides)
+    if released:
+        details["released"] = "the change freeze ended"
+    return _approve(request, actor=actor, client=client, details=details, action=action)
+
+
+def request_approve(*, request: AutomationRequest, actor, comment: str = "", emergency: bool = False,
+                    client: ClientInfo | None = None):
+    """Someone in the request's approver pool, never the requester, approves once.
+
+    Enough distinct approvals make it approved (unless a change freeze holds it). With
+    `emergency`, inside a freeze, the approval also overrides the freeze; `comment` is the reason.
+    """
+    comment = comment[:4000]
+    if emergency and not comment.strip():
+        raise InvalidRequest("An emergency override needs a reason.", code="reason_required",
+                             errors={"comment": ["Say why this cannot wait for the freeze to end."]})
     try:
         with transaction.atomic():
-            # Lock the row so two approvers of an N-approver policy count each other correctly.
+            # Lock the row: two approvers at once count each other correctly, and exactly one of
+            # them makes the transition and the outbox row.
             request = AutomationRequest.objects.select_for_update().get(pk=request.pk)
             if request.status != Status.SUBMITTED:
                 raise TransitionNotAllowed(current=request.status, target=Status.APPROVED)
             if actor.pk == request.requester_id:
                 raise NotAllowed("You cannot approve your own request.", code="self_approval")
-            if not policy.is_lead(actor, request.team):
-                raise NotAllowed("Only a lead of this team can approve.", code="not_a_lead")
-            if request.approvals.filter(approver=actor).exists():
+            frozen = policy.freeze_at(request.team) if emergency else None
+            if emergency and frozen is None:
+                raise NotAllowed("No change freeze applies to this request; approve it normally.", code="no_freeze")
+            existing = request.approvals.filter(approver=actor).first()
+            if existing is not None:
+                if emergency and not hasattr(existing, "freeze_override"):
+                    # An approver who approved before the freeze adds their override to that approval.
+                    FreezeOverride.objects.create(approval=existing, freeze=frozen[0], reason=comment)
+                    audit.record(action="request.emergency_override", actor=actor, request=request, client=client,
+                                 details={"reason": comment, "freeze": frozen[0].as_dict()})
+                    return _take_effect(request, actor=actor, client=client)
                 raise NotAllowed("You have already approved this request.", code="already_approved")
-            Approval.objects.create(request=request, approver=actor, requester_id=request.requester_id,
-                                    fingerprint=request.fingerprint, comment=comment[:4000])
-            count = request.approvals.count()
-            required = policy.approvals_required(request)
-            audit.record(action="request.approval_added", actor=actor, request=request, client=client,
-                         details={"comment": comment[:4000], "approvals": count, "required": required,
-                                  "fingerprint": request.fingerprint})
-            if count >= required:
-                request = _approve(request, actor=actor, client=client,
-                                   details={"approvals": count, "required": required})
-            return request
+            seat = policy.free_seat(actor, request)
+            if seat is None:
+                if policy.seats(actor, request):
+                    raise NotAllowed("Someone already approved in the place of the person you stand in for.",
+                                     code="already_approved")
+                raise NotAllowed("You are not an approver for this request.", code="not_a_lead")
+            approval = Approval.objects.create(request=request, approver=actor, requester_id=request.requester_id,
+                                               fingerprint=request.fingerprint, comment=comment)
+            if seat.delegation is not None:
+                DelegatedApproval.objects.create(approval=approval, delegation=seat.delegation,
+                                                 on_behalf_of=seat.on_behalf_of)
+            if emergency:
+                FreezeOverride.objects.create(approval=approval, freeze=frozen[0], reason=comment)
+            count = request.approvals.filter(fingerprint=request.fingerprint).count()
+            audit.record(action="request.approval_added", actor=actor, request=request, client=client, details={
+                "comment": comment, "approvals": count, "required": policy.approvals_required(request),
+                "fingerprint": request.fingerprint, **seat.as_dict(),
+                **({"emergency_override": True, "freeze": frozen[0].as_dict()} if emergency else {})})
+            return _take_effect(request, actor=actor, client=client)
     except NotAllowed as error:
         raise _refused(actor=actor, error=error, action="approval.refused", client=client, request=request)
 
 
 def request_reject(*, request: AutomationRequest, actor, comment: str = "", client: ClientInfo | None = None):
+    """Anyone who may approve may reject instead (a freeze never blocks a rejection)."""
     try:
         with transaction.atomic():
             request = AutomationRequest.objects.select_for_update().get(pk=request.pk)
             if request.status != Status.SUBMITTED:
                 raise TransitionNotAllowed(current=request.status, target=Status.REJECTED)
-            if not policy.can_reject(actor, request):
-                raise NotAllowed("Only a lead of this team, other than the requester, can reject.",
-                                 code="self_approval" if actor.pk == request.requester_id else "not_a_lead")
+            if actor.pk == request.requester_id:
+                raise NotAllowed("You cannot decide your own request; withdraw it instead.", code="self_approval")
+            seats = policy.seats(actor, request)
+            if not seats:
+                raise NotAllowed("You are not an approver for this request.", code="not_a_lead")
             return transition(request, to=Status.REJECTED, actor=actor, client=client,
-                              details={"comment": comment[:4000]}, status_reason=comment[:4000])
+                              details={"comment": comment[:4000], **seats[0].as_dict()}, status_reason=comment[:4000])
     except NotAllowed as error:
         raise _refused(actor=actor, error=error, action="rejection.refused", client=client, request=request)
+
+
+def requests_release_held(*, now: dt.datetime | None = None) -> int:
+    """Approve submitted requests whose approvals were held by a change freeze that has ended
+    (and zero-approval requests submitted during one)."""
+    now = now or timezone.now()
+    zero = TeamRunbook.objects.filter(team=OuterRef("team"), runbook=OuterRef("runbook"), approvals_required=0)
+    candidates = (AutomationRequest.objects.filter(status=Status.SUBMITTED)
+                  .filter(Q(approvals__isnull=False) | Q(Exists(zero))).values_list("pk", "team_id").distinct())
+    released = 0
+    for pk, team_id in list(candidates):
+        if policy.freeze_at(Team(pk=team_id), at=now):
+            continue  # still frozen: nothing to do, and nothing to audit again
+        with transaction.atomic():
+            request = AutomationRequest.objects.select_for_update().get(pk=pk)
+            if request.status != Status.SUBMITTED:
+                continue
+            if _take_effect(request, actor=None, client=None, now=now, released=True).status == Status.APPROVED:
+                released += 1
+    return released
 
 
 def request_withdraw(*, request: AutomationRequest, actor, client: ClientInfo | None = None):
@@ -289,7 +415,7 @@ def request_cancel(*, request: AutomationRequest, actor, reason: str = "", clien
             raise TransitionNotAllowed(current=request.status, target=Status.CANCELLED)
         execution_id = request.execution.execution_id
     username = actor.get_username()
-    pacing.acquire("stop", account_id=request.account.account_id, region=request.region)
+    # The Stop call is paced (1 call/s per account and region) inside the gateway, automations.pacing.
     try:
         call = aws.stop_automation(
             region=request.region, role_arn=request.account.dispatch_role_arn,
@@ -311,18 +437,22 @@ def request_cancel(*, request: AutomationRequest, actor, reason: str = "", clien
 
 
 def request_expire_stale(*, now: dt.datetime | None = None) -> int:
-    """Expire requests left unapproved too long, and approvals that were never dispatched in time."""
+    """Expire requests left unapproved past their policy's expiry, and approvals not dispatched
+    within their validity (counted from approval or the run-at time): those need re-approval."""
     now = now or timezone.now()
     expired = 0
-    submitted_before = now - dt.timedelta(hours=settings.DELEGATE_REQUEST_EXPIRY_HOURS)
-    approved_before = now - dt.timedelta(hours=settings.DELEGATE_APPROVAL_VALIDITY_HOURS)
-    stale = list(AutomationRequest.objects.filter(status=Status.SUBMITTED, created_at__lt=submitted_before)
-                 .values_list("pk", flat=True))
-    stale += list(AutomationRequest.objects.filter(status=Status.APPROVED, approved_at__lt=approved_before)
-                  .values_list("pk", flat=True))
-    for pk in stale:
+    candidates = AutomationRequest.objects.filter(status__in=(Status.SUBMITTED, Status.APPROVED)).select_related("team")
+    for request in candidates.iterator():
+        if request.status == Status.SUBMITTED:
+            hours = policy.request_expiry_hours(policy.policy_for(request))
+            due = request.created_at + dt.timedelta(hours=hours) < now
+        else:
+            deadline = policy.dispatch_deadline(request)
+            due = deadline is not None and deadline < now
+        if not due:
+            continue
         with transaction.atomic():
-            request = AutomationRequest.objects.select_for_update().get(pk=pk)
+            request = AutomationRequest.objects.select_for_update().get(pk=request.pk)
             if request.status not in (Status.SUBMITTED, Status.APPROVED):
                 continue
             reason = "not approved in time" if request.status == Status.SUBMITTED else "approval validity ran out"
@@ -331,6 +461,6 @@ def request_expire_stale(*, now: dt.datetime | None = None) -> int:
                            status_reason=reason, finished_at=now)
             except TransitionNotAllowed:
                 continue
-            DispatchOutbox.objects.filter(pk=pk).update(state=DispatchOutbox.State.CANCELLED)
+            DispatchOutbox.objects.filter(pk=request.pk).update(state=DispatchOutbox.State.CANCELLED)
             expired += 1
     return expired

@@ -2,17 +2,22 @@
 
 One DescribeAutomationExecutions call covers up to 10 executions; step details are fetched only
 for executions whose status or current step changed. Nothing running means no calls at all.
+Every call goes through the shared read-only session (aws.read_client) and is paced by the
+shared schedule (3 calls/s per account and region, automations.pacing) in the gateway.
+Only one sync runs at a time across all workers (an advisory lock): overlapping beat ticks
+would double the calls for nothing.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections import defaultdict
 
 import structlog
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from automations import aws, pacing
+from automations import aws, metrics
 from automations.models import AutomationRequest, Execution
 from automations.services.transitions import transition
 
@@ -44,14 +49,46 @@ def _step_view(step: dict) -> dict:
     }
 
 
+_SYNC_LOCK_KEY = 0x5353 << 48  # "SS": one status sync at a time (the one-bigint advisory key space)
+
+
+@contextlib.contextmanager
+def _single_flight():
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [_SYNC_LOCK_KEY])
+        held = cursor.fetchone()[0]
+    try:
+        yield held
+    finally:
+        if held:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [_SYNC_LOCK_KEY])
+            except DatabaseError:
+                pass
+
+
 def execution_statuses_sync() -> int:
     """Poll every running execution once; return how many changed."""
+    with _single_flight() as held:
+        if not held:
+            metrics.STATUS_SYNC_CYCLES.labels(outcome="busy").inc()
+            return 0
+        return _sync()
+
+
+def _sync() -> int:
     running = list(
         Execution.objects.select_related("request", "request__account")
         .filter(request__status=Status.RUNNING)
     )
     if not running:
+        metrics.STATUS_SYNC_CYCLES.labels(outcome="idle").inc()
         return 0
+    metrics.STATUS_SYNC_CYCLES.labels(outcome="ran").inc()
     by_location: dict[tuple[str, str, str], list[Execution]] = defaultdict(list)
     for execution in running:
         request = execution.request
@@ -62,10 +99,8 @@ def execution_statuses_sync() -> int:
         ids = list(by_id)
         metadata: list[dict] = []
         try:
-            for start in range(0, len(ids), 10):
-                pacing.acquire("read", account_id=account_id, region=region)
-                metadata += aws.describe_executions(region=region, role_arn=role_arn, execution_ids=ids[start:start + 10])
-        except (aws.AwsError, pacing.PacingTimeout) as error:
+            metadata = aws.describe_executions(region=region, role_arn=role_arn, execution_ids=ids)
+        except aws.AwsError as error:
             log.warning("status_sync.describe_failed", account_id=account_id, region=region, error=str(error))
             continue
         for item in metadata:
@@ -80,25 +115,26 @@ def execution_statuses_sync() -> int:
 def _apply(execution: Execution, item: dict, *, account_id: str, region: str, role_arn: str) -> bool:
     aws_status = item.get("AutomationExecutionStatus", "")
     current_step = item.get("CurrentStepName", "") or ""
-    if aws_status == execution.aws_status and current_step == execution.current_step and execution.steps:
+    if aws_status == execution.aws_status and current_step == execution.current_step and execution.revision:
+        # Nothing moved since the last look: no step call (revision 0 = never fetched).
         execution.last_synced_at = timezone.now()
         Execution.objects.filter(pk=execution.pk).update(last_synced_at=execution.last_synced_at)
         return False
     try:
-        pacing.acquire("read", account_id=account_id, region=region)
         steps = [_step_view(step) for step in aws.step_executions(region=region, role_arn=role_arn,
                                                                   execution_id=execution.execution_id)]
-    except (aws.AwsError, pacing.PacingTimeout) as error:
+    except aws.AwsError as error:
         log.warning("status_sync.steps_failed", execution_id=execution.execution_id, error=str(error))
+        if not FINAL_STATUS.get(aws_status):
+            return False  # record nothing, so the next cycle sees the change again and retries the steps
         steps = execution.steps
     final = FINAL_STATUS.get(aws_status)
     outputs = item.get("Outputs", {}) or {}
     if final and not outputs:
         try:
-            pacing.acquire("read", account_id=account_id, region=region)
             outputs = aws.get_execution(region=region, role_arn=role_arn,
                                         execution_id=execution.execution_id).get("Outputs", {}) or {}
-        except (aws.AwsError, pacing.PacingTimeout):
+        except aws.AwsError:
             outputs = {}
     with transaction.atomic():
         locked = Execution.objects.select_for_update().select_related("request").get(pk=execution.pk)

@@ -6,6 +6,7 @@ from django.db import transaction
 from automations import audit
 from automations.errors import TransitionNotAllowed
 from automations.models import TRANSITIONS, AutomationRequest
+from automations.services import notifications
 
 
 def transition(request: AutomationRequest, *, to: str, actor, action: str | None = None,
@@ -30,4 +31,5 @@ def transition(request: AutomationRequest, *, to: str, actor, action: str | None
         action=action or f"request.{to}", actor=actor, request=request,
         details={"from": old, "to": to, **(details or {})}, client=client, aws=aws,
     )
+    notifications.on_transition(request, old, to)  # after commit only; never raises into this transaction
     return request

@@ -4,7 +4,8 @@ from automations import services
 
 
 class Command(BaseCommand):
-    help = "Sync the runbook catalog from SSM (ListDocuments, ListDocumentVersions, GetDocument)."
+    help = ("Sync the runbook catalog from SSM (ListDocuments, ListDocumentVersions, GetDocument). "
+            "Re-runs fetch only versions not seen before. Exits 1 if any account or runbook failed.")
 
     def add_arguments(self, parser):
         parser.add_argument("--all-content", action="store_true",
@@ -12,8 +13,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, all_content=False, **options):
         report = services.runbook_catalog_sync(only_offered=not all_content)
-        self.stdout.write(f"{report.documents} documents, {report.new_versions} new versions, "
-                          f"{report.unavailable} marked unavailable")
+        for change in report.changes:
+            self.stdout.write(f"  {change}")
+        self.stdout.write(f"{report.documents} documents, {report.new_versions} new versions "
+                          f"({report.fetched} fetched), {report.unavailable} marked unavailable")
         for error in report.errors:
             self.stderr.write(f"error: {error}")
         if report.errors:

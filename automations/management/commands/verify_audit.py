@@ -1,19 +1,116 @@
-from django.core.management.base import BaseCommand
+"""manage.py verify_audit: the chain, the signed digests and (optionally) an archive, in one check."""
+import json
+from pathlib import Path
 
-from automations import audit
+from django.core.management.base import BaseCommand, CommandError
+
+from automations import audit, audit_archive, audit_digests
+from automations.models import AuditEvent
 
 
 class Command(BaseCommand):
-    help = "Verify the audit log's hash chain; exit 1 and name the first bad event if it is broken."
+    help = ("Verify the audit log: the hash chain (edits, deletions, reordering) and the signed digests"
+            " (deleted newest events, rewritten chains). Exits 1 naming the first bad sequence number.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--from", dest="start", type=int, help="First sequence number to check.")
-        parser.add_argument("--to", dest="end", type=int, help="Last sequence number to check.")
-        parser.add_argument("--anchor", help="Hash of the event before --from (e.g. from an archive manifest).")
+        parser.add_argument("--from", dest="start", type=int,
+                            help="First sequence to check (default: the oldest event in the database).")
+        parser.add_argument("--to", dest="end", type=int, help="Last sequence to check (default: the newest).")
+        parser.add_argument("--anchor", help="Hash of the event before --from, from a trusted source.")
+        parser.add_argument("--archive", type=Path,
+                            help="An archive manifest (archive_audit): verify its file, and anchor the database"
+                                 " chain right after it.")
+        parser.add_argument("--digest-dir", type=Path, help="Digest directory (default DELEGATE_AUDIT_DIGEST_DIR).")
+        parser.add_argument("--public-key", help="Verify digests with this key (ed25519-pub:…) instead of the"
+                                                 " configured DELEGATE_AUDIT_DIGEST_KEY.")
+        parser.add_argument("--no-digests", action="store_true", help="Check the chain only.")
+        parser.add_argument("--require-digests", action="store_true",
+                            help="Fail when no digest key or no digest is available.")
 
-    def handle(self, *args, start=None, end=None, anchor=None, **options):
-        problem = audit.verify_chain(start=start, end=end, anchor_hash=anchor)
-        if problem:
-            self.stderr.write(f"FAILED: first bad event is sequence {problem.sequence}: {problem.reason}")
-            raise SystemExit(1)
-        self.stdout.write(self.style.SUCCESS("OK: the audit chain is intact."))
+    def fail(self, *problems: audit.ChainProblem):
+        first, *others = sorted(problems, key=lambda problem: problem.sequence)
+        self.stderr.write(f"FAILED: first bad event is sequence {first.sequence}: {first.reason}")
+        for other in others:
+            self.stderr.write(f"also: sequence {other.sequence}: {other.reason}")
+        raise SystemExit(1)
+
+    def _missing_oldest(self, start: int) -> audit.ChainProblem:
+        """The oldest events are gone and no archive accounts for them: name the first one missing."""
+        archived = (AuditEvent.objects.filter(action="audit.archived", details__last_sequence__lt=start - 1)
+                    .order_by("-sequence").values_list("sequence", "details").first())
+        if archived:
+            sequence, details = archived
+            last = details["last_sequence"]
+            return audit.ChainProblem(last + 1, f"events {last + 1}..{start - 1} are missing; the last archive"
+                                                f" (recorded in event {sequence}) ends at {last}")
+        return audit.ChainProblem(1, f"events 1..{start - 1} are missing and no archive record anchors the"
+                                     f" chain at {start}")
+
+    def handle(self, *args, start=None, end=None, anchor=None, archive=None, digest_dir=None, public_key=None,
+               no_digests=False, require_digests=False, **options):
+        signer, how = None, None
+        if not no_digests:
+            signer = audit_digests.signer_from(public_key) if public_key else audit_digests.configured_signer()
+
+        if archive is not None:
+            report = audit_archive.verify_archive(archive, signer)
+            if report.problem:
+                self.fail(report.problem)
+            manifest = json.loads(archive.read_bytes())
+            self.stdout.write(f"archive {archive.name}: events {manifest['first_sequence']}..{manifest['last_sequence']}"
+                              " verified")
+            if start is None:
+                start = manifest["last_sequence"] + 1
+            if start == manifest["last_sequence"] + 1 and anchor is None:
+                anchor, how = manifest["last_hash"], f"the archive manifest {archive.name}"
+
+        oldest = AuditEvent.objects.order_by("sequence").values_list("sequence", flat=True).first()
+        explicit_start = start is not None
+        if start is None:
+            start = oldest or 1
+        if anchor is not None and archive is None:
+            how = "the given anchor"
+        if anchor is None and start == 1:
+            anchor, how = audit.GENESIS_HASH, "genesis"
+        if anchor is None:
+            anchor = audit.archived_anchor(start)
+            how = f"the audit.archived record for events ..{start - 1}" if anchor else None
+        problems = []
+        if anchor is None and not explicit_start:
+            problems.append(self._missing_oldest(start))
+        if anchor is None:
+            how = f"the stored prev_hash of event {start} (trusted: pass --anchor or --archive to check it)"
+
+        report = audit.check_chain(start=start, end=end, anchor_hash=anchor)
+        if report.problem:
+            problems.append(report.problem)
+
+        digests_line = "digests: not checked (--no-digests)"
+        if not no_digests:
+            if signer is None:
+                digests_line = ("digests: DELEGATE_AUDIT_DIGEST_KEY is not set, so deletion of the newest events"
+                                " cannot be detected")
+                if require_digests:
+                    raise CommandError("--require-digests: no digest key configured.")
+            else:
+                directory = digest_dir or audit_digests.digest_dir()
+                digests = audit_digests.verify_digests(signer=signer, directory=directory, start=start, end=end)
+                if digests.problem:
+                    problems.append(digests.problem)
+                if digests.digests == 0 and require_digests:
+                    raise CommandError(f"--require-digests: no digest files in {directory}.")
+                digests_line = (f"digests: {digests.digests} verified in {directory}, the newest pins event"
+                                f" {digests.last_pinned}")
+                if report.last_sequence and report.last_sequence > digests.last_pinned:
+                    digests_line += f"; events after {digests.last_pinned} are not pinned by a digest yet"
+                for note in digests.notes:
+                    self.stdout.write(f"note: {note}")
+        if problems:
+            self.fail(*problems)
+        if report.checked:
+            self.stdout.write(f"chain: events {report.first_sequence}..{report.last_sequence} ({report.checked})"
+                              f" verified, anchored at {how}")
+        else:
+            self.stdout.write("chain: no events in range")
+        self.stdout.write(digests_line)
+        self.stdout.write(self.style.SUCCESS("OK: the audit log is intact."))

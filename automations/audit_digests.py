@@ -1,0 +1,336 @@
+"""Signed digests of the audit chain, written outside the database (CloudTrail's digest files in miniature).
+
+The hash chain alone shows that rows were edited, deleted or reordered, but not that the
+newest rows were deleted, nor that someone with write access recomputed every hash after an
+edit (the chain is unkeyed). So from time to time (Celery beat, DELEGATE_AUDIT_DIGEST_SECONDS)
+a digest file pins the chain's head: its sequence and hash, signed with a key the database
+does not hold (DELEGATE_AUDIT_DIGEST_KEY), and chained to the previous digest's signature
+so that a deleted digest file is noticed too. Point DELEGATE_AUDIT_DIGEST_DIR at storage the
+database host cannot rewrite (a separate log host, or a directory synced to S3 Object Lock).
+
+Before signing, the writer re-verifies the chain from the previous digest's head to the new
+head, so a digest never launders tampering that happened since the last one.
+
+Key formats (docs/audit.md): ``ed25519:<base64 32-byte private seed>`` (preferred: auditors
+verify with the public key alone) or ``hmac-sha256:<secret of 32+ characters>``.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
+from django.utils import timezone
+
+from automations import audit
+from automations.canonical import canonical_json
+from automations.models import AuditEvent
+
+log = structlog.get_logger(__name__)
+
+FORMAT = "delegate-audit-digest/1"
+PREFIX = "delegate-audit-digest-"
+_DIGEST_LOCK_KEY = 0x4445_4C44_4947_4553  # "DELDIGES": one digest writer at a time
+
+
+class DigestError(Exception):
+    """A digest cannot be written: the chain disagrees with the last digest, or no key."""
+
+
+#
+# Keys
+#
+
+@dataclass(frozen=True)
+class Signer:
+    algorithm: str
+    key_id: str
+    _secret: bytes = field(repr=False, default=b"")
+    _private: object = field(repr=False, default=None)
+    _public: object = field(repr=False, default=None)
+
+    def sign(self, data: bytes) -> str:
+        if self.algorithm == "hmac-sha256":
+            return base64.b64encode(hmac.new(self._secret, data, hashlib.sha256).digest()).decode()
+        if self._private is None:
+            raise DigestError("Only the public key is configured: this process can verify digests, not write them.")
+        return base64.b64encode(self._private.sign(data)).decode()
+
+    def verify(self, data: bytes, signature: str) -> bool:
+        try:
+            raw = base64.b64decode(signature, validate=True)
+        except (ValueError, TypeError):
+            return False
+        if self.algorithm == "hmac-sha256":
+            return hmac.compare_digest(raw, hmac.new(self._secret, data, hashlib.sha256).digest())
+        from cryptography.exceptions import InvalidSignature
+
+        try:
+            self._public.verify(raw, data)
+            return True
+        except InvalidSignature:
+            return False
+
+    @property
+    def public_key(self) -> str:
+        """`ed25519-pub:<base64>` for auditors' verify-only use; empty for HMAC (the key is the secret)."""
+        if self.algorithm != "ed25519":
+            return ""
+        from cryptography.hazmat.primitives import serialization
+
+        raw = self._public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return "ed25519-pub:" + base64.b64encode(raw).decode()
+
+
+def signer_from(value: str) -> Signer:
+    """Parse a key setting: ed25519:<seed>, ed25519-pub:<public key> (verify only), or hmac-sha256:<secret>."""
+    value = (value or "").strip()
+    kind, _, material = value.partition(":")
+    if kind in ("ed25519", "ed25519-pub"):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+        try:
+            raw = base64.b64decode(material, validate=True)
+            if kind == "ed25519":
+                private = Ed25519PrivateKey.from_private_bytes(raw)
+                public = private.public_key()
+            else:
+                private, public = None, Ed25519PublicKey.from_public_bytes(raw)
+        except ValueError as error:
+            raise ImproperlyConfigured(f"The audit digest key is not a valid {kind} key (base64 of 32 bytes).") from error
+        public_raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return Signer("ed25519", "ed25519:" + hashlib.sha256(public_raw).hexdigest()[:16],
+                      _private=private, _public=public)
+    if kind == "hmac-sha256":
+        secret = material.encode()
+        if len(secret) < 32:
+            raise ImproperlyConfigured("An HMAC audit digest key needs at least 32 characters.")
+        key_id = hashlib.sha256(b"delegate-audit-digest-key-id:" + secret).hexdigest()[:16]
+        return Signer("hmac-sha256", "hmac-sha256:" + key_id, _secret=secret)
+    raise ImproperlyConfigured("DELEGATE_AUDIT_DIGEST_KEY must start with ed25519: or hmac-sha256: (docs/audit.md).")
+
+
+def configured_signer() -> Signer | None:
+    value = settings.DELEGATE_AUDIT_DIGEST_KEY
+    return signer_from(value) if value else None
+
+
+def generate_ed25519_key() -> tuple[str, str]:
+    """A new (private setting, public key) pair for DELEGATE_AUDIT_DIGEST_KEY."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    private = Ed25519PrivateKey.generate()
+    seed = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                 serialization.NoEncryption())
+    value = "ed25519:" + base64.b64encode(seed).decode()
+    return value, signer_from(value).public_key
+
+
+#
+# Files
+#
+
+def digest_dir() -> Path:
+    return Path(settings.DELEGATE_AUDIT_DIGEST_DIR)
+
+
+def _number(path: Path) -> int:
+    return int(path.stem[len(PREFIX):])
+
+
+def list_digests(directory: Path | None = None) -> list[Path]:
+    """Every digest file, oldest first (YYYY/MM/DD/delegate-audit-digest-NNNNNNNNN.json)."""
+    directory = directory or digest_dir()
+    if not directory.exists():
+        return []
+    return sorted(directory.rglob(f"{PREFIX}*.json"), key=_number)
+
+
+def _latest(directory: Path) -> Path | None:
+    """The newest digest, looking only into the newest day directory that has one."""
+    if not directory.exists():
+        return None
+    days = sorted((p for p in directory.glob("*/*/*") if p.is_dir()), reverse=True)
+    for day in days:
+        files = sorted(day.glob(f"{PREFIX}*.json"), key=_number)
+        if files:
+            return files[-1]
+    return None
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_bytes())
+
+
+def signed_bytes(digest: dict) -> bytes:
+    return canonical_json({key: value for key, value in digest.items() if key != "signature"})
+
+
+#
+# Writing
+#
+
+def write_digest(*, signer: Signer | None = None, directory: Path | None = None, force: bool = False) -> Path | None:
+    """Pin the current head in a new signed digest file; None when nothing happened since the last one."""
+    signer = signer or configured_signer()
+    if signer is None:
+        raise DigestError("DELEGATE_AUDIT_DIGEST_KEY is not set; no digest written.")
+    directory = directory or digest_dir()
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_DIGEST_LOCK_KEY])
+        previous_path = _latest(directory)
+        previous = load(previous_path) if previous_path else None
+        head = AuditEvent.objects.order_by("-sequence").values("sequence", "hash", "occurred_at").first()
+        last_pinned = previous["last_sequence"] if previous else 0
+        if head is None and previous is None:
+            return None
+        if head is None or head["sequence"] < last_pinned:
+            raise DigestError(f"The audit log's head ({head['sequence'] if head else 'empty'}) is behind the last"
+                              f" digest ({last_pinned}): newest events were deleted. Run verify_audit.")
+        if head["sequence"] == last_pinned and not force:
+            return None
+        # Re-check what was appended since the last digest before vouching for it.
+        if previous:
+            start, anchor = last_pinned + 1, previous["last_hash"]
+        else:  # the first digest vouches for everything still in the database
+            start = AuditEvent.objects.order_by("sequence").values_list("sequence", flat=True).first()
+            anchor = audit.GENESIS_HASH if start == 1 else audit.archived_anchor(start)
+            if anchor is None:
+                raise DigestError(f"Events before {start} are missing and no archive record anchors the chain.")
+        report = audit.check_chain(start=start, end=head["sequence"], anchor_hash=anchor)
+        if report.problem:
+            raise DigestError(f"Refusing to sign: sequence {report.problem.sequence}: {report.problem.reason}")
+        now = timezone.now()
+        number = (previous["number"] + 1) if previous else 1
+        digest = {
+            "format": FORMAT,
+            "number": number,
+            "created_at": now,
+            "first_sequence": last_pinned + 1,
+            "last_sequence": head["sequence"],
+            "last_hash": head["hash"],
+            "last_occurred_at": head["occurred_at"],
+            "previous_file": str(previous_path.relative_to(directory)) if previous_path else None,
+            "previous_signature": previous["signature"] if previous else None,
+            "algorithm": signer.algorithm,
+            "key_id": signer.key_id,
+        }
+        digest = json.loads(canonical_json(digest))
+        digest["signature"] = signer.sign(signed_bytes(digest))
+        path = directory / now.strftime("%Y/%m/%d") / f"{PREFIX}{number:09d}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: a digest file is written once and never replaced.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(json.dumps(digest, indent=1, sort_keys=True).encode() + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    log.info("audit.digest_written", number=number, last_sequence=head["sequence"], path=str(path))
+    return path
+
+
+def write_digest_if_configured() -> int:
+    """The beat task's body: 0 when no key is set (logged) or nothing is new, else the digest number."""
+    signer = configured_signer()
+    if signer is None:
+        log.warning("audit.digest_skipped", reason="DELEGATE_AUDIT_DIGEST_KEY is not set")
+        return 0
+    path = write_digest(signer=signer)
+    return _number(path) if path else 0
+
+
+#
+# Verification
+#
+
+@dataclass
+class DigestReport:
+    problem: audit.ChainProblem | None = None
+    digests: int = 0
+    last_pinned: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def verify_digests(*, signer: Signer, directory: Path | None = None, start: int | None = None,
+                   end: int | None = None) -> DigestReport:
+    """Check every digest's signature and linkage, and that the database still has the pinned heads.
+
+    Heads below `start` (archived and purged ranges) are checked for signature only.
+    """
+    directory = directory or digest_dir()
+    report = DigestReport()
+    problems: list[audit.ChainProblem] = []
+    previous, previous_path = None, None
+    pinned: list[tuple[int, str, dict]] = []
+    for path in list_digests(directory):
+        name = str(path.relative_to(directory))
+        try:
+            digest = load(path)
+            number, first, last = digest["number"], digest["first_sequence"], digest["last_sequence"]
+        except (ValueError, KeyError, OSError) as error:
+            problems.append(audit.ChainProblem((previous or {}).get("last_sequence", 0) + 1,
+                                               f"digest file {name} is unreadable ({type(error).__name__})"))
+            break
+        report.digests += 1
+        where = f"digest {number} ({name})"
+        if digest.get("key_id") != signer.key_id:
+            problems.append(audit.ChainProblem(first, f"{where} was signed with key {digest.get('key_id')},"
+                                                      f" not the configured {signer.key_id}"))
+            break
+        if not signer.verify(signed_bytes(digest), digest.get("signature", "")):
+            problems.append(audit.ChainProblem(first, f"{where} has an invalid signature (the file was altered)"))
+            break
+        if previous is not None:
+            if number != previous["number"] + 1:
+                problems.append(audit.ChainProblem(previous["last_sequence"] + 1,
+                                                   f"digest {previous['number'] + 1} is missing before {where}"))
+                break
+            if digest.get("previous_signature") != previous["signature"] or first != previous["last_sequence"] + 1:
+                problems.append(audit.ChainProblem(first, f"{where} does not follow digest {previous['number']}"
+                                                          f" ({previous_path})"))
+                break
+        elif digest.get("previous_signature") is not None and number != 1:
+            report.notes.append(f"the oldest digest on file is {where}; earlier digest files are not present")
+        pinned.append((last, digest["last_hash"], {"number": number, "first": first, "created_at": digest["created_at"]}))
+        previous, previous_path = digest, name
+    if previous is not None:
+        report.last_pinned = previous["last_sequence"]
+
+    in_range = [(seq, expected, info) for seq, expected, info in pinned
+                if (start is None or seq >= start) and (end is None or seq <= end)]
+    db_max = AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first() or 0
+    for offset in range(0, len(in_range), 1000):
+        if problems:
+            break
+        chunk = in_range[offset:offset + 1000]
+        stored = dict(AuditEvent.objects.filter(sequence__in=[seq for seq, _, _ in chunk])
+                      .values_list("sequence", "hash"))
+        for seq, expected, info in chunk:
+            if seq not in stored:
+                if seq > db_max:
+                    problems.append(audit.ChainProblem(
+                        db_max + 1, f"events {db_max + 1}..{seq} were signed in digest {info['number']}"
+                                    f" ({info['created_at']}) but are missing: the newest events were deleted"))
+                else:
+                    problems.append(audit.ChainProblem(seq, f"event {seq}, pinned by digest {info['number']}, is missing"))
+                break
+            if stored[seq] != expected:
+                problems.append(audit.ChainProblem(
+                    seq, f"event {seq}'s hash differs from digest {info['number']}: the chain was rewritten"
+                         f" between events {info['first']} and {seq}"))
+                break
+    if problems:
+        report.problem = min(problems, key=lambda problem: problem.sequence)
+    return report

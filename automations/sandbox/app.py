@@ -1,0 +1,184 @@
+"""`Sandbox`: the public face of the local AWS endpoint (server + engine + state + faults)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Self
+
+from . import inventory
+from .engine import Engine
+from .executions import TERMINAL, snapshot
+from .faults import Faults
+from .server import SandboxServer
+from .state import CallLog, State
+
+FINISHED = tuple(sorted(TERMINAL))  # what wait_for_execution waits for by default
+SAVE_INTERVAL_SECONDS = 0.5  # debounce: at most two state-file writes a second
+
+
+class Sandbox:
+    """A local endpoint speaking SSM, STS and EC2 wire protocols on one port.
+
+    sb = Sandbox(port=0, time_scale=50).start()
+    boto3.client("ssm", endpoint_url=sb.url, region_name="eu-west-1", ...)
+    sb.stop()
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        state_file: str | None = None,
+        time_scale: float = 1.0,
+        account_id: str = "123456789012",
+        seed: bool = True,
+    ):
+        self.host, self.port, self.state_file = host, port, state_file
+        self.state = State(account_id=account_id, time_scale=time_scale, seed=seed)
+        self.faults = Faults()
+        self.calls = CallLog()
+        self.engine = Engine(self.state, self.faults)
+        self._server: SandboxServer | None = None
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # Lifecycle -------------------------------------------------------------------------------------
+
+    def start(self) -> Sandbox:
+        if self.state_file:
+            self.state.load(self.state_file)  # running executions resume where they were
+        self._server = SandboxServer((self.host, self.port), self)
+        self.port = self._server.server_address[1]
+        self._stopping.clear()
+        # A short poll interval makes stop() quick (shutdown waits for the next poll).
+        self._spawn(lambda: self._server.serve_forever(poll_interval=0.05), "sandbox-http")
+        self.engine.start()
+        if self.state_file:
+            self._spawn(self._save_loop, "sandbox-save")
+        return self
+
+    def _spawn(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.faults.release_all()  # blocked calls must finish so the server threads can stop
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+        self.engine.stop()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads.clear()
+        if self.state_file:
+            self.state.save(self.state_file)
+
+    def _save_loop(self) -> None:
+        while not self._stopping.wait(SAVE_INTERVAL_SECONDS):
+            if self.state.dirty:
+                self.state.save(self.state_file)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # Assertions for tests --------------------------------------------------------------------------
+
+    def executions(self, region: str | None = None) -> list[dict]:
+        """Snapshots of automation executions (oldest first), in one region or all."""
+        with self.state.lock:
+            if region is None:
+                regions = list(self.state.regions.values())
+            else:
+                regions = [self.state.regions[region]] if region in self.state.regions else []
+            found = [snapshot(e, r) for r in regions for e in r.executions.values()]
+        return sorted(found, key=lambda e: e["ExecutionStartTime"])
+
+    def execution(self, execution_id: str) -> dict:
+        with self.state.lock:
+            for region in self.state.regions.values():
+                if execution_id in region.executions:
+                    return snapshot(region.executions[execution_id], region)
+        raise KeyError(f"no automation execution {execution_id}")
+
+    def wait_for_execution(self, execution_id: str, statuses=FINISHED, timeout: float = 30) -> dict:
+        """Poll until the execution reaches one of `statuses`; TimeoutError names where it got stuck."""
+        deadline = time.monotonic() + timeout
+        while True:
+            execution = self.execution(execution_id)
+            if execution["AutomationExecutionStatus"] in statuses:
+                return execution
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"execution {execution_id} is {execution['AutomationExecutionStatus']} "
+                    f"(step {execution.get('CurrentStepName')}) after {timeout}s, "
+                    f"not one of {statuses}"
+                )
+            time.sleep(0.01)
+
+    def _find_instance(self, instance_id: str) -> dict:
+        for region in self.state.regions.values():
+            if instance_id in region.instances:
+                inventory.settle(region)
+                return region.instances[instance_id]
+        raise KeyError(f"no instance {instance_id}")
+
+    def instance_state(self, instance_id: str) -> str:
+        with self.state.lock:
+            return self._find_instance(instance_id)["State"]["Name"]
+
+    def state_history(self, instance_id: str) -> list[str]:
+        with self.state.lock:
+            return list(self._find_instance(instance_id)["_history"])
+
+    def inventory(self, region: str | None = None) -> list[dict]:
+        """Instances with their id, region, state, type, tags and state history."""
+        with self.state.lock:
+            regions = [self.state.region(region)] if region else list(self.state.regions.values())
+            rows = []
+            for r in regions:
+                inventory.settle(r)
+                for instance in r.instances.values():
+                    rows.append(
+                        {
+                            "InstanceId": instance["InstanceId"],
+                            "Region": r.name,
+                            "State": instance["State"]["Name"],
+                            "InstanceType": instance["InstanceType"],
+                            "Tags": {t["Key"]: t["Value"] for t in instance["Tags"]},
+                            "History": list(instance["_history"]),
+                        }
+                    )
+        return rows
+
+
+def serve_until_signalled(sandbox: Sandbox, announce=print) -> None:
+    """Start, print the URL, serve until Ctrl-C or SIGTERM, then stop (saving the state file)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    sandbox.start()
+    announce(
+        f"Delegate sandbox (SSM, STS, EC2) listening on {sandbox.url} "
+        f"(account {sandbox.state.account_id}, time scale {sandbox.state.time_scale:g}"
+        f"{', state file ' + sandbox.state_file if sandbox.state_file else ''})"
+    )
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        sandbox.stop()
+        announce(
+            "Delegate sandbox stopped"
+            + (f"; state saved to {sandbox.state_file}" if sandbox.state_file else "")
+        )

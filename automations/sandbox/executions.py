@@ -1,0 +1,276 @@
+"""Automation execution records: how they are created and how the API shows them (aws-api.md §3–§7).
+
+A record is the `AutomationExecution` shape plus internal `_` keys the engine uses (the
+document content it runs, typed parameter values, step outputs, where it is in the runbook).
+The extra public fields `SourceIdentity`, `SessionTags`, `RoleSessionName`, `Tags` and
+`Region` record who started it; botocore ignores fields it does not know.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+
+from .state import Caller
+
+STATUSES = (
+    "Pending",
+    "InProgress",
+    "Waiting",
+    "Success",
+    "TimedOut",
+    "Cancelling",
+    "Cancelled",
+    "Failed",
+    "PendingApproval",
+    "Approved",
+    "Rejected",
+    "Scheduled",
+    "RunbookInProgress",
+    "PendingChangeCalendarOverride",
+    "ChangeCalendarOverrideApproved",
+    "ChangeCalendarOverrideRejected",
+    "CompletedWithSuccess",
+    "CompletedWithFailure",
+    "Exited",
+)
+TERMINAL = frozenset(
+    {
+        "Success",
+        "TimedOut",
+        "Cancelled",
+        "Failed",
+        "Rejected",
+        "ChangeCalendarOverrideRejected",
+        "CompletedWithSuccess",
+        "CompletedWithFailure",
+        "Exited",
+    }
+)
+NO_OUTPUT = "No output available yet because the step is not successfully executed"
+
+# AutomationExecutionMetadata members (DescribeAutomationExecutions has no Parameters or steps).
+METADATA_KEYS = (
+    "AutomationExecutionId",
+    "DocumentName",
+    "DocumentVersion",
+    "AutomationExecutionStatus",
+    "ExecutionStartTime",
+    "ExecutionEndTime",
+    "ExecutedBy",
+    "LogFile",
+    "Outputs",
+    "Mode",
+    "ParentAutomationExecutionId",
+    "CurrentStepName",
+    "CurrentAction",
+    "FailureMessage",
+    "TargetParameterName",
+    "Targets",
+    "TargetMaps",
+    "ResolvedTargets",
+    "MaxConcurrency",
+    "MaxErrors",
+    "Target",
+    "AutomationType",
+    "AlarmConfiguration",
+    "SourceIdentity",
+    "SessionTags",
+    "RoleSessionName",
+    "Tags",
+)
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL
+
+
+def new_step(definition: dict) -> dict:
+    on_failure = definition.get("onFailure", "Abort")
+    step = {
+        "StepName": definition["name"],
+        "Action": definition["action"],
+        "OnFailure": on_failure,
+        "MaxAttempts": int(definition.get("maxAttempts", 1)),
+        "IsEnd": flag(definition.get("isEnd", False)),
+        # isCritical defaults to true, except that onFailure: Continue makes a step non-critical.
+        "IsCritical": flag(definition.get("isCritical", on_failure != "Continue")),
+        "StepExecutionId": str(uuid.uuid4()),
+        "StepStatus": "Pending",
+        "Inputs": {},
+        "Outputs": {},
+        "OverriddenParameters": {},
+    }
+    if "timeoutSeconds" in definition:
+        step["TimeoutSeconds"] = int(definition["timeoutSeconds"])
+    if definition.get("nextStep"):
+        step["NextStep"] = definition["nextStep"]
+    if definition["action"] == "aws:branch":
+        inputs = definition.get("inputs") or {}
+        choices = [c.get("NextStep") for c in inputs.get("Choices") or [] if isinstance(c, dict)]
+        step["ValidNextSteps"] = [c for c in choices + [inputs.get("Default")] if c]
+    return step
+
+
+def flag(value) -> bool:
+    return value if isinstance(value, bool) else str(value).lower() == "true"
+
+
+def new_execution(
+    region,
+    *,
+    document_name: str,
+    document_version: str,
+    content: dict,
+    typed: dict,
+    wire: dict,
+    mode: str,
+    caller,
+    client_token: str | None = None,
+    tags: list | None = None,
+    parent: dict | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """Create a Pending execution and hand it to the engine (via `state.active`)."""
+    execution_id = str(uuid.uuid4())
+    steps = content.get("mainSteps") or []
+    execution = {
+        "AutomationExecutionId": execution_id,
+        "DocumentName": document_name,
+        "DocumentVersion": document_version,
+        "ExecutionStartTime": time.time(),
+        "AutomationExecutionStatus": "Pending",
+        "StepExecutions": [new_step(step) for step in steps],
+        "StepExecutionsTruncated": False,
+        "Parameters": wire,
+        "Outputs": {},
+        "Mode": mode,
+        "ExecutedBy": caller.arn,
+        "AutomationType": "Local",
+        "LogFile": "",
+        "Targets": [],
+        "ResolvedTargets": {"ParameterValues": [], "Truncated": False},
+        "SourceIdentity": caller.source_identity,
+        "SessionTags": caller.session_tags,
+        "RoleSessionName": caller.session_name,
+        "Tags": tags or [],
+        "Region": region.name,
+        "_content": content,
+        "_typed": typed,
+        "_variables": {name: spec.get("default") for name, spec in (content.get("variables") or {}).items()},
+        "_outputs": {},
+        "_next": steps[0]["name"] if steps else None,
+        "_current": None,
+        "_client_token": client_token,
+    }
+    if parent is not None:
+        execution["ParentAutomationExecutionId"] = parent["AutomationExecutionId"]
+    execution.update(extra or {})
+    region.executions[execution_id] = execution
+    region.state.active[(region.name, execution_id)] = None
+    region.state.mark_dirty()
+    return execution
+
+
+def _public(value):
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items() if not k.startswith("_") and v is not None}
+    if isinstance(value, list):
+        return [_public(v) for v in value]
+    return value
+
+
+def progress_counters(execution: dict, region) -> dict:
+    if "_children" in execution:  # a rate-control parent counts its child executions
+        statuses = [region.executions[c]["AutomationExecutionStatus"] for c in execution["_children"]]
+        total = len(execution.get("_targets", []))
+    else:
+        statuses = [s["StepStatus"] for s in execution["StepExecutions"]]
+        total = len(statuses)
+    return {
+        "TotalSteps": total,
+        "SuccessSteps": statuses.count("Success"),
+        "FailedSteps": statuses.count("Failed"),
+        "CancelledSteps": statuses.count("Cancelled"),
+        "TimedOutSteps": statuses.count("TimedOut"),
+    }
+
+
+def view(execution: dict, region) -> dict:
+    """The GetAutomationExecution `AutomationExecution` shape."""
+    out = _public(copy.deepcopy(execution))
+    out["ProgressCounters"] = progress_counters(execution, region)
+    return out
+
+
+def metadata(execution: dict) -> dict:
+    out = _public(copy.deepcopy({k: execution.get(k) for k in METADATA_KEYS}))
+    return out
+
+
+def snapshot(execution: dict, region) -> dict:
+    """What `Sandbox.executions()` returns: the API view plus the ClientToken it was started with."""
+    out = view(execution, region)
+    out["ClientToken"] = execution.get("_client_token")
+    return out
+
+
+# Transitions shared by the engine, rate control and the API ------------------------------------
+
+
+def output_values(value) -> list[str]:
+    """A typed step output as the API's list of strings (aws-api.md §15 item 21)."""
+    if isinstance(value, bool):
+        return ["true" if value else "false"]
+    if isinstance(value, dict):
+        return [json.dumps(value)]
+    if isinstance(value, list):
+        return [json.dumps(v) if isinstance(v, (dict, list)) else str(v) for v in value]
+    return [str(value)]
+
+
+def refresh_outputs(execution: dict) -> None:
+    """The runbook's top-level `outputs` ("step.Output") from the step outputs known so far."""
+    outputs = {}
+    for reference in execution["_content"].get("outputs") or []:
+        step, _, name = str(reference).partition(".")
+        produced = execution["_outputs"].get(step, {})
+        outputs[reference] = output_values(produced[name]) if name in produced else [NO_OUTPUT]
+    execution["Outputs"] = outputs
+
+
+def set_running(execution: dict, status: str = "InProgress") -> None:
+    """InProgress or Waiting, unless a Stop already moved the execution to Cancelling."""
+    if execution["AutomationExecutionStatus"] != "Cancelling":
+        execution["AutomationExecutionStatus"] = status
+
+
+def finish(region, execution: dict, status: str, message: str | None = None) -> None:
+    execution["AutomationExecutionStatus"] = status
+    execution["ExecutionEndTime"] = time.time()
+    if message and status != "Success":
+        execution["FailureMessage"] = message
+    refresh_outputs(execution)
+    execution["_next"] = None
+    execution["_current"] = None
+    region.state.active.pop((region.name, execution["AutomationExecutionId"]), None)
+    region.state.mark_dirty()
+
+
+def request_cancel(execution: dict) -> None:
+    """StopAutomationExecution: Cancelling now, Cancelled once the engine has stopped the step."""
+    if not is_terminal(execution["AutomationExecutionStatus"]):
+        execution["AutomationExecutionStatus"] = "Cancelling"
+        execution["_cancel"] = True
+
+
+def caller_of(execution: dict):
+    """The identity that started an execution, for the child executions it starts."""
+    session = {
+        "RoleSessionName": execution.get("RoleSessionName"),
+        "SourceIdentity": execution.get("SourceIdentity"),
+        "Tags": execution.get("SessionTags") or [],
+    }
+    return Caller("", execution["ExecutedBy"], session)

@@ -1,0 +1,315 @@
+"""Writes around approval policy: submit-time scope checks, dispatch holds, delegations,
+escalations, approvals released when a freeze ends, and aws:approve steps answered from the portal.
+
+The rules themselves are in automations.policy; request decisions (approve, reject, expire) are
+in automations.services.requests. Everything here audits in the transaction that makes the change.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import structlog
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from automations import audit, aws, pacing, policy
+from automations.audit import ClientInfo
+from automations.errors import DomainError, InvalidRequest, NotAllowed, OutOfScope, TransitionNotAllowed
+from automations.models import (
+    ApprovalDelegation,
+    AutomationRequest,
+    DispatchOutbox,
+    Escalation,
+    Execution,
+    StepApproval,
+    StepDecision,
+    Team,
+    TeamRunbook,
+)
+from automations.services import notifications
+
+log = structlog.get_logger(__name__)
+Status = AutomationRequest.Status
+APPROVE_ACTION = "aws:approve"
+# AWS reports a step waiting on aws:approve as Waiting (older consoles: PendingApproval).
+WAITING_STEP_STATUSES = frozenset({"Waiting", "PendingApproval"})
+
+
+#
+# Submit and dispatch
+#
+
+def submit_refusal(*, team_policy: TeamRunbook, team: Team, account, region: str, resources: list[str],
+                   requester, run_at: dt.datetime | None) -> DomainError | None:
+    """The first policy rule a new request breaks, as the error to raise, or None.
+
+    Scope (accounts, regions, id patterns, required tags) is enforced here and again at dispatch.
+    """
+    problems = policy.scope_problems(team_policy, team=team, account=account, region=region, resources=resources)
+    if "account" in problems or "region" in problems:
+        rule = "account" if "account" in problems else "region"
+        return OutOfScope(problems[rule], code=f"{rule}_not_allowed", errors={rule: [problems[rule]]})
+    if "target_id_patterns" in problems:
+        return OutOfScope(problems["target_id_patterns"], code="target_not_allowed",
+                          errors={"resources": policy.ids_not_matching(team_policy, resources)})
+    if "max_targets" in problems:
+        return InvalidRequest(problems["max_targets"], code="too_many_targets")
+    try:
+        missing = policy.targets_missing_tags(team_policy, resources=resources, region=region,
+                                              role_arn=account.dispatch_role_arn)
+    except aws.AwsError:
+        return DomainError("The resource inventory could not be checked; try again shortly.", code="inventory_unavailable")
+    if missing:
+        wanted = "; ".join(f"{key} = {' or '.join(values)}" for key, values in sorted(team_policy.target_tags.items()))
+        return OutOfScope(f"These targets lack the tags this runbook requires ({wanted}): {', '.join(missing)}.",
+                          code="target_not_allowed", errors={"resources": missing})
+    if run_at is not None:
+        now = timezone.now()
+        if run_at.tzinfo is None:
+            return InvalidRequest("Give the run-at time with a time zone.", code="invalid_run_at",
+                                  errors={"run_at": ["Needs a time zone."]})
+        if run_at < now - dt.timedelta(minutes=1):
+            return InvalidRequest("The run-at time is in the past.", code="invalid_run_at",
+                                  errors={"run_at": ["In the past."]})
+        if run_at > now + dt.timedelta(days=settings.DELEGATE_MAX_SCHEDULE_DAYS):
+            return InvalidRequest(f"Schedule at most {settings.DELEGATE_MAX_SCHEDULE_DAYS:g} days ahead.",
+                                  code="invalid_run_at", errors={"run_at": ["Too far ahead."]})
+    required = team_policy.approvals_required
+    if required:
+        eligible = policy.eligible_approver_count(team, team_policy, requester)
+        if eligible < required:
+            # A lead's own request goes to the other leads (or the named pool); if there are not
+            # enough of them it could never be approved, so say so now instead of letting it expire.
+            return NotAllowed(f"This runbook needs {required} approvers other than you, but only {eligible} can approve.",
+                              code="not_enough_approvers")
+    return None
+
+
+def dispatch_held(request: AutomationRequest, outbox: DispatchOutbox) -> bool:
+    """Inside the dispatch transaction: keep an approved request waiting (run-at time, change
+    freeze) by moving its outbox row to when it may go. True = do not dispatch now."""
+    hold = policy.dispatch_hold(request)
+    if hold is None:
+        return False
+    reason, until, details = hold
+    if outbox.state != DispatchOutbox.State.PENDING or outbox.next_attempt_at < until:
+        DispatchOutbox.objects.filter(pk=request.pk).update(state=DispatchOutbox.State.PENDING, next_attempt_at=until,
+                                                            last_error=f"held: {reason}")
+        audit.record(action="dispatch.held", actor=None, request=request,
+                     details={"reason": reason, "until": until, **details})
+    return True
+
+
+#
+# Delegation
+#
+
+def delegation_create(*, actor, team: Team, delegate, ends_at: dt.datetime, starts_at: dt.datetime | None = None,
+                      reason: str = "", client: ClientInfo | None = None) -> ApprovalDelegation:
+    """A pool member hands their approvals for `team` to another member of the team for a period."""
+    now = timezone.now()
+    starts_at = starts_at or now
+    if not policy.can_delegate(actor, team):
+        raise NotAllowed("Only someone who approves for this team can delegate approvals.", code="not_a_lead")
+    if delegate.pk == actor.pk:
+        raise InvalidRequest("Delegate to someone else.", code="delegate_self", errors={"delegate": ["Not yourself."]})
+    if not delegate.is_active or not policy.is_member(delegate, team):
+        raise InvalidRequest("The delegate must be an active member of the team.", code="delegate_not_member",
+                             errors={"delegate": ["Not a member of this team."]})
+    if ends_at <= starts_at or ends_at <= now:
+        raise InvalidRequest("The delegation must end in the future, after it starts.", code="invalid_period",
+                             errors={"ends_at": ["Before the start."]})
+    if ends_at - starts_at > dt.timedelta(days=settings.DELEGATE_MAX_DELEGATION_DAYS):
+        raise InvalidRequest(f"Delegate for at most {settings.DELEGATE_MAX_DELEGATION_DAYS:g} days.",
+                             code="invalid_period", errors={"ends_at": ["Too long."]})
+    with transaction.atomic():
+        delegation = ApprovalDelegation.objects.create(delegator=actor, delegate=delegate, team=team,
+                                                       starts_at=starts_at, ends_at=ends_at, reason=reason[:500])
+        audit.record(action="delegation.created", actor=actor, client=client, team=team.name, details={
+            "delegation": delegation.pk, "delegator": actor.get_username(), "delegate": delegate.get_username(),
+            "starts_at": starts_at, "ends_at": ends_at, "reason": reason[:500]})
+    return delegation
+
+
+def delegation_revoke(*, actor, delegation: ApprovalDelegation, client: ClientInfo | None = None) -> ApprovalDelegation:
+    if actor.pk != delegation.delegator_id and not actor.is_superuser:
+        raise NotAllowed("Only the person who delegated can revoke it.", code="not_allowed")
+    with transaction.atomic():
+        delegation = ApprovalDelegation.objects.select_for_update().get(pk=delegation.pk)
+        if delegation.revoked_at is None:
+            delegation.revoked_at = timezone.now()
+            delegation.save(update_fields=["revoked_at"])
+            audit.record(action="delegation.revoked", actor=actor, client=client, team=delegation.team.name,
+                         details={"delegation": delegation.pk, "delegator": delegation.delegator.get_username(),
+                                  "delegate": delegation.delegate.get_username()})
+    return delegation
+
+
+#
+# Escalation
+#
+
+def requests_escalate_stale(*, now: dt.datetime | None = None) -> int:
+    """Escalate requests pending longer than their policy allows: the next pool hears and may approve."""
+    now = now or timezone.now()
+    escalated = 0
+    policies = TeamRunbook.objects.filter(escalate_after_hours__isnull=False, escalation_group__isnull=False)
+    for team_policy in policies.select_related("escalation_group"):
+        cutoff = now - dt.timedelta(hours=team_policy.escalate_after_hours)
+        stale = AutomationRequest.objects.filter(team_id=team_policy.team_id, runbook_id=team_policy.runbook_id,
+                                                 status=Status.SUBMITTED, created_at__lt=cutoff,
+                                                 escalation__isnull=True).values_list("pk", flat=True)
+        for pk in list(stale):
+            with transaction.atomic():
+                request = AutomationRequest.objects.select_for_update().get(pk=pk)
+                if request.status != Status.SUBMITTED or Escalation.objects.filter(request=request).exists():
+                    continue
+                group = team_policy.escalation_group
+                Escalation.objects.create(request=request, group=group, escalated_at=now)
+                audit.record(action="request.escalated", actor=None, request=request, details={
+                    "group": group.name, "waited_hours": round((now - request.created_at).total_seconds() / 3600, 2),
+                    "rule": f"team-runbook-policy:{team_policy.pk}", "escalate_after_hours": team_policy.escalate_after_hours})
+                notifications.notify_on_commit("request.escalated", request.pk, group=group.name, group_id=group.pk)
+                escalated += 1
+    return escalated
+
+
+#
+# aws:approve steps inside running runbooks
+#
+
+def _waiting_approve_steps(execution: Execution) -> list[dict]:
+    return [step for step in execution.steps or []
+            if step.get("action") == APPROVE_ACTION and step.get("status") in WAITING_STEP_STATUSES
+            and step.get("step_execution_id")]
+
+
+def step_approvals_sync(*, now: dt.datetime | None = None) -> int:
+    """Turn waiting aws:approve steps (from the status sync's Execution.steps) into queue entries,
+    notify the pool once per step, and close entries whose step stopped waiting."""
+    now = now or timezone.now()
+    opened = 0
+    for execution in Execution.objects.select_related("request").filter(request__status=Status.RUNNING):
+        waiting = {step["step_execution_id"]: step for step in _waiting_approve_steps(execution)}
+        for step_id, step in waiting.items():
+            with transaction.atomic():
+                entry, created = StepApproval.objects.get_or_create(
+                    execution=execution, step_execution_id=step_id[:64],
+                    defaults={"step_name": str(step.get("name", ""))[:128], "first_seen_at": now})
+                if created:
+                    audit.record(action="step.waiting", actor=None, request=execution.request,
+                                 aws=aws.AwsCall(operation="DescribeAutomationStepExecutions",
+                                                 execution_id=execution.execution_id),
+                                 details={"step": entry.step_name, "step_execution_id": step_id})
+                    notifications.notify_on_commit("step.waiting", execution.request_id, step=entry.step_name)
+                    opened += 1
+        StepApproval.objects.filter(execution=execution, state=StepApproval.State.WAITING).exclude(
+            step_execution_id__in=list(waiting)).update(state=StepApproval.State.CLOSED, closed_at=now)
+    StepApproval.objects.filter(state=StepApproval.State.WAITING).exclude(
+        execution__request__status=Status.RUNNING).update(state=StepApproval.State.CLOSED, closed_at=now)
+    return opened
+
+
+def _min_required(request: AutomationRequest, step_name: str) -> int:
+    """The step's MinRequiredApprovals from the runbook version we dispatched (default 1)."""
+    from automations.runbooks import UnsupportedRunbook, load_document
+
+    version = request.runbook_version
+    try:
+        document = load_document(version.content, version.document_format)
+    except UnsupportedRunbook:
+        return 1
+    for step in document.get("mainSteps") or []:
+        if isinstance(step, dict) and step.get("name") == step_name:
+            value = (step.get("inputs") or {}).get("MinRequiredApprovals", 1)
+            if isinstance(value, str) and value.strip().startswith("{{"):
+                name = value.strip().strip("{} ")
+                value = (request.parameters.get(name) or ["1"])[0]
+            try:
+                return max(1, int(value))
+            except (TypeError, ValueError):
+                return 1
+    return 1
+
+
+def step_decide(*, step_approval: StepApproval, actor, decision: str, comment: str = "",
+                client: ClientInfo | None = None) -> StepDecision:
+    """A pool member answers an aws:approve step: SendAutomationSignal under a session naming them.
+
+    The same rules as request approval: in the pool, never the requester, once per person.
+    """
+    if decision not in StepDecision.Decision.values:
+        raise InvalidRequest("Approve or Reject.", code="invalid_decision")
+    request = step_approval.execution.request
+    try:
+        with transaction.atomic():
+            entry = StepApproval.objects.select_for_update().select_related("execution").get(pk=step_approval.pk)
+            request = AutomationRequest.objects.select_related("team", "account", "requester").get(pk=request.pk)
+            if entry.state != StepApproval.State.WAITING or request.status != Status.RUNNING:
+                raise TransitionNotAllowed(current=entry.state, target=decision.lower(),
+                                           detail="This step is no longer waiting for approval.")
+            if actor.pk == request.requester_id:
+                raise NotAllowed("You cannot approve a step of your own request.", code="self_approval")
+            if not policy.seats(actor, request):
+                raise NotAllowed("Only the request's approvers can answer this step.", code="not_a_lead")
+            if entry.decisions.filter(approver=actor).exists():
+                raise NotAllowed("You have already answered this step.", code="already_approved")
+            execution_id = entry.execution.execution_id
+    except NotAllowed as error:
+        with transaction.atomic():
+            audit.record(action="step.refused", actor=actor, request=request, client=client,
+                         details={"code": error.code, "detail": error.detail, "step": step_approval.step_name})
+        raise
+    username = actor.get_username()
+    try:
+        pacing.acquire("signal", account_id=request.account.account_id, region=request.region)
+        call = aws.send_signal(
+            region=request.region, role_arn=request.account.dispatch_role_arn,
+            session_name=aws.role_session_name("delegate-approve", str(request.pk), username),
+            source_identity=aws.sts_source_identity(username),
+            tags=aws.session_tags(requester=request.requester.get_username(), approver=username, team=request.team.name,
+                                  **{"request-id": str(request.pk)}),
+            execution_id=execution_id, signal=decision, payload={"Comment": [comment[:1000] or f"{decision} by {username}"]},
+        )
+    except (aws.AwsError, pacing.PacingTimeout) as error:
+        with transaction.atomic():
+            audit.record(action="step.signal_failed", actor=actor, request=request, client=client,
+                         details={"step": entry.step_name, "decision": decision,
+                                  "error": getattr(error, "code", type(error).__name__)})
+        raise DomainError(f"AWS did not accept the answer: {getattr(error, 'code', 'timeout')}.", code="aws_error") from error
+    with transaction.atomic():
+        made = StepDecision.objects.create(step_approval=entry, approver=actor, requester_id=request.requester_id,
+                                           decision=decision, comment=comment[:4000])
+        if decision == StepDecision.Decision.REJECT:
+            StepApproval.objects.filter(pk=entry.pk).update(state=StepApproval.State.REJECTED, closed_at=timezone.now())
+        elif entry.decisions.filter(decision=StepDecision.Decision.APPROVE).count() >= _min_required(request, entry.step_name):
+            StepApproval.objects.filter(pk=entry.pk).update(state=StepApproval.State.APPROVED, closed_at=timezone.now())
+        audit.record(action="step.approved" if decision == "Approve" else "step.rejected", actor=actor,
+                     request=request, client=client, aws=call,
+                     details={"step": entry.step_name, "step_execution_id": entry.step_execution_id,
+                              "comment": comment[:4000], "signal": decision})
+    return made
+
+
+#
+# The periodic tick
+#
+
+def approvals_tick(*, now: dt.datetime | None = None) -> dict:
+    """Escalate stale requests, release approvals a freeze held, surface waiting aws:approve steps."""
+    from automations.services.requests import requests_release_held
+
+    now = now or timezone.now()
+    return {
+        "escalated": requests_escalate_stale(now=now),
+        "released": requests_release_held(now=now),
+        "steps": step_approvals_sync(now=now),
+    }
+
+
+def delegate_candidates(team: Team, actor):
+    """Who `actor` may delegate to: active members of the team other than themselves."""
+    return (get_user_model().objects.filter(is_active=True, memberships__team=team)
+            .exclude(pk=actor.pk).order_by("username").distinct())

@@ -1,0 +1,115 @@
+"""The unmodified AWS CLI against the sandbox, by --endpoint-url and by AWS_ENDPOINT_URL* variables.
+
+Locally a missing `aws` skips these tests; under CI=true it fails them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = []
+
+
+@pytest.fixture
+def aws(sandbox, tmp_path):
+    venv_cli = Path(sys.executable).with_name("aws")
+    program = str(venv_cli) if venv_cli.exists() else shutil.which("aws")
+    if program is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI requires the AWS CLI (pip install awscli)")
+        pytest.skip("needs the AWS CLI")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_DEFAULT_REGION="eu-west-1",
+        AWS_CONFIG_FILE=str(tmp_path / "config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+
+    def run(*args: str, endpoint: bool = True, extra_env: dict | None = None, fails: bool = False):
+        """The parsed JSON output, or with fails=True the error text of a failing command."""
+        command = [program, *(["--endpoint-url", sandbox.url] if endpoint else []), "--output", "json", *args]
+        done = subprocess.run(
+            command, env={**env, **(extra_env or {})}, capture_output=True, text=True, timeout=60, check=False
+        )
+        if fails:
+            assert done.returncode != 0, done.stdout
+            return done.stderr
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout) if done.stdout.strip() else {}
+
+    return run
+
+
+def test_cli_lists_and_fetches_documents(aws):
+    listed = aws("ssm", "list-documents", "--filters", "Key=Owner,Values=Amazon")
+    names = {d["Name"] for d in listed["DocumentIdentifiers"]}
+    assert "AWS-RestartEC2Instance" in names and len(names) == 13
+    document = aws("ssm", "get-document", "--name", "AWS-EnableS3BucketKeys", "--document-format", "YAML")
+    assert document["DocumentFormat"] == "YAML" and "mainSteps:" in document["Content"]
+    versions = aws("ssm", "list-document-versions", "--name", "Delegate-RestartService")
+    assert len(versions["DocumentVersions"]) == 3
+
+
+def test_cli_starts_and_reads_an_execution(aws, sandbox, team_instances):
+    instance = team_instances("platform")[0]
+    started = aws(
+        "ssm",
+        "start-automation-execution",
+        "--document-name",
+        "AWS-RestartEC2Instance",
+        "--parameters",
+        f"InstanceId={instance}",
+    )
+    execution_id = started["AutomationExecutionId"]
+    sandbox.wait_for_execution(execution_id, timeout=10)
+    got = aws("ssm", "get-automation-execution", "--automation-execution-id", execution_id)
+    assert got["AutomationExecution"]["AutomationExecutionStatus"] == "Success"
+    described = aws(
+        "ssm", "describe-automation-executions", "--filters", f"Key=ExecutionId,Values={execution_id}"
+    )
+    assert described["AutomationExecutionMetadataList"][0]["AutomationExecutionId"] == execution_id
+
+
+def test_cli_sts_and_ec2_through_endpoint_variables(aws, sandbox):
+    via_env = {"AWS_ENDPOINT_URL": sandbox.url}
+    identity = aws("sts", "get-caller-identity", endpoint=False, extra_env=via_env)
+    assert identity["Arn"] == "arn:aws:iam::123456789012:user/sandbox"
+    assumed = aws(
+        "sts",
+        "assume-role",
+        "--role-arn",
+        "arn:aws:iam::123456789012:role/DelegateDispatch",
+        "--role-session-name",
+        "cli-test",
+        "--source-identity",
+        "alice",
+        endpoint=False,
+        extra_env={"AWS_ENDPOINT_URL_STS": sandbox.url},
+    )
+    assert assumed["SourceIdentity"] == "alice"
+    reservations = aws(
+        "ec2",
+        "describe-instances",
+        "--filters",
+        "Name=tag:Team,Values=data",
+        endpoint=False,
+        extra_env={"AWS_ENDPOINT_URL_EC2": sandbox.url},
+    )["Reservations"]
+    assert len(reservations) == 3
+
+
+def test_cli_shows_aws_errors(aws):
+    error = aws("ssm", "start-automation-execution", "--document-name", "No-Such-Runbook", fails=True)
+    assert "AutomationDefinitionNotFoundException" in error
+    error = aws("ec2", "describe-instances", "--instance-ids", "i-0123456789abcdef0", fails=True)
+    assert "InvalidInstanceID.NotFound" in error

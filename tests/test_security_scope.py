@@ -1,0 +1,163 @@
+"""Every object outside the caller's scope answers 404, in the UI and the API alike (matrix row 16).
+
+The sweep walks every URL pattern of the project. A new route that takes an id fails
+test_every_route_with_ids_is_in_the_sweep until it is added to OBJECTS or LISTINGS below.
+"""
+from datetime import timedelta
+from types import SimpleNamespace
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from automations.models import ApprovalDelegation, AuditEvent, Execution, StepApproval
+from tests import factories as f
+from tests.security_helpers import project_routes
+
+MARKER = "scope-marker-7f3c9d"  # in team platform's request: must never reach anyone outside it
+MISSING = 10**9  # an id that does not exist
+
+# Route name → which of team platform's objects fills each parameter.
+OBJECTS = {
+    "automations:request_new": {"policy_pk": "policy"},
+    "automations:picker": {"policy_pk": "policy", "parameter": "=InstanceId"},
+    "automations:request_detail": {"pk": "request"},
+    "automations:request_status": {"pk": "request"},
+    "automations:request_approve": {"pk": "request"},
+    "automations:request_reject": {"pk": "request"},
+    "automations:request_withdraw": {"pk": "request"},
+    "automations:request_cancel": {"pk": "request"},
+    "automations:request_rerun": {"pk": "request"},
+    "automations:step_decide": {"pk": "step"},
+    "automations:delegation_revoke": {"pk": "delegation"},
+    "automations:audit_event": {"sequence": "event"},
+    "automations:audit_request": {"pk": "request"},
+    "api:runbook_detail": {"pk": "runbook"},
+    "api:request_detail": {"pk": "request"},
+    "api:request_approve": {"pk": "request"},
+    "api:request_reject": {"pk": "request"},
+    "api:request_withdraw": {"pk": "request"},
+    "api:request_cancel": {"pk": "request"},
+    "api:execution_detail": {"execution_id": "execution"},
+}
+# Routes whose parameter is a search key, not an object: the page exists for everyone allowed to
+# search, and must show nothing of other teams.
+LISTINGS = {
+    "automations:audit_resource": {"resource_id": "resource"},
+}
+
+
+@pytest.fixture
+def platform(world, submit):
+    """Team platform's objects: a request with a marker, its execution and aws:approve step, a
+    runbook only platform may request, a delegation of bob's, and the audit event of the submit."""
+    request = submit(justification=MARKER)
+    execution = Execution.objects.create(request=request, execution_id="5c2c1c1e-0000-4000-8000-00000000a11c")
+    step = StepApproval.objects.create(execution=execution, step_execution_id="step-1", step_name="approve")
+    own_runbook = f.RunbookFactory(account=world.account, name="Delegate-PlatformOnly", owner_kind="self")
+    f.TeamRunbookFactory(team=world.platform, runbook=own_runbook)
+    delegation = ApprovalDelegation.objects.create(delegator=world.bob, delegate=world.frank, team=world.platform,
+                                                   ends_at=timezone.now() + timedelta(days=1))
+    return SimpleNamespace(
+        request=request.pk, policy=world.platform_policy.pk, step=step.pk, delegation=delegation.pk,
+        runbook=own_runbook.pk, execution=execution.execution_id, resource=world.web1,
+        event=AuditEvent.objects.get(request=request, action="request.submitted").sequence,
+    )
+
+
+def _values(route, platform, *, missing=False) -> dict:
+    spec = {**OBJECTS, **LISTINGS}[route.name]
+    values = {}
+    for name, source in spec.items():
+        if source.startswith("="):
+            values[name] = source[1:]
+        elif missing:
+            values[name] = "00000000-0000-4000-8000-000000000000" if name == "execution_id" else \
+                ("i-0000000000000000f" if name == "resource_id" else MISSING)
+        else:
+            values[name] = getattr(platform, source)
+    return values
+
+
+def _client(user, api: bool):
+    if api:
+        client = APIClient()
+        client.force_authenticate(user)
+    else:
+        client = Client()
+        client.force_login(user)
+    return client
+
+
+def _content(response) -> bytes:
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+def test_every_route_with_ids_is_in_the_sweep():
+    unswept = [route.template for route in project_routes()
+               if route.params and route.name not in OBJECTS and route.name not in LISTINGS]
+    assert unswept == [], "add these routes to OBJECTS or LISTINGS in tests/test_security_scope.py"
+    for name, spec in {**OBJECTS, **LISTINGS}.items():
+        route = next((r for r in project_routes() if r.name == name), None)
+        assert route is not None and set(route.params) == set(spec), name
+
+
+@pytest.mark.parametrize("outsider", ["erin", "dave"])  # lead and member of team data
+def test_other_teams_objects_are_404_for_every_method(world, platform, outsider):
+    user = getattr(world, outsider)
+    before = AuditEvent.objects.exclude(action__startswith="authz.").count()
+    for route in project_routes():
+        if route.name not in OBJECTS:
+            continue
+        client = _client(user, route.is_api)
+        theirs, missing = route.url(**_values(route, platform)), route.url(**_values(route, platform, missing=True))
+        for method in ("get", "post"):
+            kwargs = {"format": "json"} if route.is_api else {}
+            answer = getattr(client, method)(theirs, {}, **kwargs)
+            baseline = getattr(client, method)(missing, {}, **kwargs)
+            # Indistinguishable from an id that does not exist: no oracle for enumerating ids.
+            assert answer.status_code == baseline.status_code, (method, theirs, answer.status_code)
+            if outsider == "erin" or answer.status_code != 403:
+                # A lead reaches every page type, so only the object can be missing; a member may be
+                # refused a whole page type (403 whatever the id), or a method (405).
+                assert answer.status_code in ((404, 405) if method == "post" else (404,)), (method, theirs)
+            assert MARKER.encode() not in _content(answer)
+            if route.is_api and answer.status_code == 404:
+                assert answer.json() == {"code": "not_found", "detail": "Not found."}
+    # Nothing of platform's changed (denials may be audited as authz.*, nothing else).
+    assert AuditEvent.objects.exclude(action__startswith="authz.").count() == before
+
+
+def test_the_sweep_uses_objects_their_team_can_reach(world, platform):
+    # Otherwise the 404s above would prove nothing: bob, platform's lead, gets each of them.
+    for route in project_routes():
+        if route.name not in OBJECTS:
+            continue
+        client = _client(world.bob, route.is_api)
+        url = route.url(**_values(route, platform))
+        response = client.get(url)
+        if response.status_code == 405:
+            continue  # POST-only actions; their lookup is the same selector as the GET pages above
+        assert response.status_code != 404, url
+
+
+@pytest.mark.parametrize("outsider", ["erin", "dave"])
+def test_no_page_or_list_shows_another_teams_data(world, platform, outsider):
+    user = getattr(world, outsider)
+    for route in project_routes():
+        if route.name in OBJECTS or route.name in ("logout", "oidc_authentication_init",
+                                                   "oidc_authentication_callback"):
+            continue
+        url = route.url(**_values(route, platform)) if route.name in LISTINGS else route.url()
+        for query in ("", "?scope=all", "?format=jsonl"):
+            response = _client(user, route.is_api).get(url + query)
+            assert response.status_code < 500, url
+            assert MARKER.encode() not in _content(response), (url + query, response.status_code)
+
+
+def test_admin_pages_of_team_objects_need_staff(world, platform):
+    client = Client()
+    client.force_login(world.erin)
+    response = client.get(f"/admin/automations/automationrequest/{platform.request}/change/")
+    assert response.status_code == 302 and "/login/" in response["Location"]
