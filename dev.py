@@ -66,7 +66,8 @@ def demo() -> None:
     sandbox_port = os.environ.get("SANDBOX_PORT", "4566")
     var = ROOT / "var"
     var.mkdir(exist_ok=True)
-    (var / "broker" / "processed").mkdir(parents=True, exist_ok=True)
+    for folder in ("processed", "control"):
+        (var / "broker" / folder).mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "portal.settings",
@@ -91,16 +92,19 @@ def demo() -> None:
         say("stopping")
         for _name, process in reversed(processes):
             if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+                # The main process only: Celery and gunicorn stop their own children cleanly.
+                process.terminate()
         deadline = time.monotonic() + 10
         for _name, process in processes:
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+        for _name, process in processes:  # stragglers in each process group
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         sys.exit(0)
 
     signal.signal(signal.SIGINT, stop_all)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Iterator
 
@@ -19,6 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from automations.canonical import _default as canonical_default
 from automations.canonical import canonical_json, json_roundtrip
 from automations.models import AuditEvent
 
@@ -106,8 +108,15 @@ def _clean_json(value):
     return value
 
 
+# canonical_json's exact settings, built once: json.dumps would build a new encoder per event,
+# which is a fifth of verify_audit's time over a million events. test_audit_integrity checks
+# that both give the same bytes.
+_canonical_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                                     default=canonical_default).encode
+
+
 def compute_hash(prev_hash: str, fields: dict) -> str:
-    return hashlib.sha256(prev_hash.encode() + canonical_json(fields)).hexdigest()
+    return hashlib.sha256(prev_hash.encode() + _canonical_encode(fields).encode()).hexdigest()
 
 
 def chained_fields(event: AuditEvent) -> dict:
@@ -208,8 +217,39 @@ class ChainReport:
 _ROW_FIELDS = (*CHAINED_FIELDS, "prev_hash", "hash")
 
 
+# On PostgreSQL the rows are read with plain SQL: the timestamp comes back already in canonical
+# form and the JSON as text, which makes verification about three times faster than going
+# through the ORM's converters (bench/audit.py measures it over 1M events).
+_PG_ROWS = (
+    "SELECT sequence, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), actor_id,"
+    " actor_name, action, request_id, team, runbook, resources::text, account_id, region, details::text,"
+    " client_ip, user_agent, role_session_name, source_identity, aws_request_id, execution_id, prev_hash, hash"
+    f" FROM {AuditEvent._meta.db_table} WHERE sequence > %s AND sequence <= %s ORDER BY sequence LIMIT %s"
+)
+_RESOURCES, _DETAILS = CHAINED_FIELDS.index("resources"), CHAINED_FIELDS.index("details")
+
+
+def _pg_chain_rows(start: int | None, end: int | None, chunk_size: int) -> Iterator[tuple]:
+    after, end = (start - 1) if start is not None else -(2**63), end if end is not None else 2**63 - 1
+    loads = json.loads
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(_PG_ROWS, [after, end, chunk_size])
+            batch = cursor.fetchall()
+        if not batch:
+            return
+        for row in batch:
+            values = list(row[:-2])
+            values[_RESOURCES], values[_DETAILS] = loads(values[_RESOURCES]), loads(values[_DETAILS])
+            yield dict(zip(CHAINED_FIELDS, values)), row[-2], row[-1]
+        after = batch[-1][0]
+
+
 def chain_rows(start: int | None, end: int | None, chunk_size: int = 10000) -> Iterator[tuple]:
     """(fields, prev_hash, hash) per event in sequence order, in keyset chunks (constant memory)."""
+    if connection.vendor == "postgresql":
+        yield from _pg_chain_rows(start, end, chunk_size)
+        return
     after = (start - 1) if start is not None else None
     while True:
         rows = AuditEvent.objects.order_by("sequence")

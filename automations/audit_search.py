@@ -30,28 +30,35 @@ class _IntegerFilter(django_filters.NumberFilter):
     field_class = forms.IntegerField
 
 
-def _integer(field_name: str) -> _IntegerFilter:
-    return _IntegerFilter(field_name=field_name, min_value=1, max_value=_BIGINT_MAX)
+def _integer(field_name: str, label: str) -> _IntegerFilter:
+    return _IntegerFilter(field_name=field_name, label=label, min_value=1, max_value=_BIGINT_MAX)
+
+
+def _text(field_name: str, label: str, max_length: int, **kwargs) -> django_filters.CharFilter:
+    return django_filters.CharFilter(field_name=field_name, label=label, max_length=max_length, **kwargs)
 
 
 class AuditEventFilter(django_filters.FilterSet):
-    """Allow-listed filters only: never a user-chosen field name or order_by. Lengths are bounded."""
+    """Allow-listed filters only: never a user-chosen field name or order_by. Lengths are bounded.
 
-    actor = django_filters.CharFilter(field_name="actor_name", max_length=150)
-    actor_id = _integer("actor_id")
-    action = django_filters.CharFilter(field_name="action", max_length=60)
-    action_prefix = django_filters.CharFilter(field_name="action", lookup_expr="startswith", max_length=60)
-    team = django_filters.CharFilter(field_name="team", max_length=64)
-    runbook = django_filters.CharFilter(field_name="runbook", max_length=256)
-    request = _integer("request_id")
-    resource = django_filters.CharFilter(method="filter_resource", max_length=256)
-    account_id = django_filters.CharFilter(field_name="account_id", max_length=12)
-    region = django_filters.CharFilter(field_name="region", max_length=32)
-    execution_id = django_filters.CharFilter(field_name="execution_id", max_length=36)
-    aws_request_id = django_filters.CharFilter(field_name="aws_request_id", max_length=128)
-    source_identity = django_filters.CharFilter(field_name="source_identity", max_length=256)
-    since = django_filters.IsoDateTimeFilter(method="filter_since")
-    until = django_filters.IsoDateTimeFilter(method="filter_until")
+    Labels are explicit: django-filter would otherwise derive them on every request.
+    """
+
+    actor = _text("actor_name", "Actor (username at the time)", 150)
+    actor_id = _integer("actor_id", "Actor user id")
+    action = _text("action", "Action", 60)
+    action_prefix = _text("action", "Action starts with", 60, lookup_expr="startswith")
+    team = _text("team", "Team", 64)
+    runbook = _text("runbook", "Runbook", 256)
+    request = _integer("request_id", "Request id")
+    resource = _text("resources", "Resource id", 256, method="filter_resource")
+    account_id = _text("account_id", "AWS account id", 12)
+    region = _text("region", "AWS region", 32)
+    execution_id = _text("execution_id", "Automation execution id", 36)
+    aws_request_id = _text("aws_request_id", "AWS request id", 128)
+    source_identity = _text("source_identity", "STS source identity", 256)
+    since = django_filters.IsoDateTimeFilter(method="filter_since", label="Since (ISO 8601)")
+    until = django_filters.IsoDateTimeFilter(method="filter_until", label="Until (ISO 8601, exclusive)")
 
     class Meta:
         model = AuditEvent
@@ -60,17 +67,16 @@ class AuditEventFilter(django_filters.FilterSet):
     def filter_resource(self, queryset, name, value):
         return with_resource(queryset, value) if value else queryset
 
+    # Time bounds become sequence bounds only (no occurred_at condition left for the planner to
+    # prefer): then "team X in March" is one range scan of (team, sequence). Exact because
+    # audit.record never lets occurred_at go backwards along the sequence.
     def filter_since(self, queryset, name, value):
         first = _first_sequence_at_or_after(value)
-        if first is None:
-            return queryset.none()
-        return queryset.filter(sequence__gte=first, occurred_at__gte=value)
+        return queryset.none() if first is None else queryset.filter(sequence__gte=first)
 
     def filter_until(self, queryset, name, value):
         first_after = _first_sequence_at_or_after(value)
-        if first_after is not None:
-            queryset = queryset.filter(sequence__lt=first_after)
-        return queryset.filter(occurred_at__lt=value)
+        return queryset if first_after is None else queryset.filter(sequence__lt=first_after)
 
 
 def with_resource(queryset: QuerySet[AuditEvent], resource_id: str) -> QuerySet[AuditEvent]:

@@ -14,6 +14,7 @@ from django import forms
 
 from automations import inventory
 from automations.models import RunbookVersion
+from automations.runbooks import ordered_parameters
 
 PARAM_PREFIX = "param_"
 OTHER_SUFFIX = "__other"  # free-text values beside a suggesting picker
@@ -204,7 +205,8 @@ class AutomationRequestForm(forms.Form):
         self.use_required_attribute = False  # the service decides what is missing, with its own words
         self.runbook_version = runbook_version
         self.parameter_names: list[str] = []
-        for name, spec in runbook_version.parameters.items():
+        for name, spec in ordered_parameters(runbook_version.parameters, runbook_version.content or "",
+                                             runbook_version.document_format or "JSON"):
             if spec.get("server_owned"):
                 continue
             self.fields[PARAM_PREFIX + name] = field_for(name, spec)

@@ -140,8 +140,9 @@ def parse_parameters(document: dict) -> dict[str, dict]:
     """The parameter schema of one runbook version, in the shape we store.
 
     Each entry keeps the SSM keys (type, description, default, allowedValues as strings,
-    allowedPattern, displayType, min/max items and chars) plus `required` (no default) and
-    `server_owned` (a role: the server fills it in, a submitted value is refused).
+    allowedPattern, displayType, min/max items and chars) plus `required` (no default),
+    `server_owned` (a role: the server fills it in, a submitted value is refused) and
+    `position` (the order in the document).
     """
     raw = document.get("parameters") or {}
     if not isinstance(raw, dict):
@@ -149,11 +150,24 @@ def parse_parameters(document: dict) -> dict[str, dict]:
     if len(raw) > MAX_PARAMETERS:
         raise UnsupportedRunbook(f"At most {MAX_PARAMETERS} parameters")
     schema: dict[str, dict] = {}
-    for name, spec in raw.items():
+    for position, (name, spec) in enumerate(raw.items()):
         if not isinstance(name, str) or not _PARAMETER_NAME.match(name):
             raise UnsupportedRunbook(f"{str(name)[:60]!r}: parameter names are 1-50 letters, digits, '_', '.' or '-'")
         schema[name] = _clean_spec(name, spec)
+        # PostgreSQL's jsonb does not keep key order; the form shows parameters in the document's.
+        schema[name]["position"] = position
     return schema
+
+
+def ordered_parameters(schema: dict[str, dict], content: str = "", document_format: str = "JSON") -> list[tuple[str, dict]]:
+    """The schema's parameters in the document's order (versions stored before `position` read the content)."""
+    if all("position" in spec for spec in schema.values()):
+        return sorted(schema.items(), key=lambda item: item[1]["position"])
+    try:
+        rank = {name: i for i, name in enumerate(load_document(content, document_format).get("parameters") or {})}
+    except UnsupportedRunbook:
+        rank = {}
+    return sorted(schema.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
 
 
 def pattern_problems(schema: dict[str, dict]) -> list[str]:

@@ -166,3 +166,37 @@ def write_audit_digest() -> int:
     from automations import audit_digests
 
     return audit_digests.write_digest_if_configured()
+
+
+# Notifications and the approvals tick (automations.services.notifications / policies): thin
+# wrappers like the rest. Added here because services and the beat schedule name them.
+
+@shared_task(bind=True, name="automations.deliver_notification", acks_late=True, max_retries=None,
+             ignore_result=True, soft_time_limit=30, time_limit=40)
+def deliver_notification(self, delivery_id, *args, **kwargs) -> str:
+    from automations.services import notifications
+
+    number = _valid_id(delivery_id)
+    if number is None:
+        log.warning("notify.bad_message", raw=repr(delivery_id)[:100])
+        return "refused"
+    try:
+        return notifications.notification_deliver(delivery_id=number)
+    except notifications.RetryLater as later:
+        # The row is pending again with its next attempt in the database (the sweeper's safety
+        # net); the countdown (capped under the visibility timeout) is only the fast path.
+        raise self.retry(countdown=later.countdown, exc=None) from None
+
+
+@shared_task(name="automations.sweep_notifications", ignore_result=True, soft_time_limit=50, time_limit=60)
+def sweep_notifications() -> int:
+    from automations.services import notifications
+
+    return notifications.notifications_sweep()
+
+
+@shared_task(name="automations.approvals_tick", ignore_result=True, soft_time_limit=50, time_limit=60)
+def approvals_tick() -> dict:
+    from automations.services import policies
+
+    return policies.approvals_tick()

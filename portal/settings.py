@@ -124,6 +124,7 @@ AXES_FAILURE_LIMIT = env.int("DELEGATE_LOGIN_FAILURE_LIMIT", default=5)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_COOLOFF_TIME = env.float("DELEGATE_LOGIN_COOLOFF_HOURS", default=0.25)
 AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # its start-up banner is noise in every process
 AXES_IPWARE_PROXY_COUNT = env.int("DELEGATE_TRUSTED_PROXY_COUNT", default=0)
 # The same trusted-proxy rule as the audit log, so behind a proxy the "IP" is the client's, not the proxy's.
 AXES_CLIENT_IP_CALLABLE = "automations.sso.client_ip"
@@ -258,7 +259,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
     REDIS_BROKER_TRANSPORT_OPTIONS
     if CELERY_BROKER_URL.startswith("redis")
     else {"data_folder_in": str(BROKER_DIR), "data_folder_out": str(BROKER_DIR),
-          "processed_folder": str(BROKER_DIR / "processed"), "store_processed": False}
+          "processed_folder": str(BROKER_DIR / "processed"), "store_processed": False,
+          "control_folder": str(BROKER_DIR / "control")}
 )
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 CELERY_TASK_ACKS_LATE = True  # safe: dispatch is idempotent (status claim + SSM ClientToken)

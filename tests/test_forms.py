@@ -1,5 +1,8 @@
 """automations.forms: fields generated from stored schemas; they shape input, the service judges it."""
+from pathlib import Path
+
 import pytest
+import yaml
 from django.http import QueryDict
 from django.template.loader import render_to_string
 
@@ -16,6 +19,7 @@ from automations.forms import (
 from automations.models import RunbookVersion
 from tests.test_validation import SCHEMAS
 
+FIXTURE_DIR = Path(__file__).resolve().parent.parent / "automations/sandbox/documents/own"
 ROTATE = SCHEMAS["Delegate-RotateLogs.yaml"]
 
 
@@ -56,6 +60,14 @@ class TestFieldFor:
         field = field_for("Mode", ROTATE["Mode"])
         assert field.widget.choices[0] == ("", "Default (rotate)")
         assert field_for("Compress", ROTATE["Compress"]).widget.choices[0] == ("", "Default (true)")
+
+    def test_fields_follow_the_documents_order_even_without_stored_positions(self):
+        content = Path(FIXTURE_DIR / "Delegate-RotateLogs.yaml").read_text()
+        legacy = {name: {k: v for k, v in spec.items() if k != "position"} for name, spec in ROTATE.items()}
+        version = RunbookVersion(version="1", parameters=dict(sorted(legacy.items())), content=content,
+                                 document_format="YAML")
+        expected = [n for n in yaml.safe_load(content)["parameters"] if n != "AutomationAssumeRole"]
+        assert AutomationRequestForm(runbook_version=version).parameter_names == expected
 
     def test_roles_get_no_field(self):
         form = _form(SCHEMAS["aws-CopySnapshot.json"])

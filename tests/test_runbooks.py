@@ -9,6 +9,7 @@ from automations.runbooks import (
     element_type,
     is_role_parameter,
     load_document,
+    ordered_parameters,
     parse_parameters,
     pattern_problems,
     step_summary,
@@ -42,7 +43,7 @@ class TestFixtures:
     def test_required_means_no_default(self):
         restart = SCHEMAS["aws-RestartEC2Instance.json"]
         assert restart["InstanceId"] == {"type": "StringList", "description": restart["InstanceId"]["description"],
-                                         "required": True, "server_owned": False}
+                                         "required": True, "server_owned": False, "position": 0}
         assert SCHEMAS["aws-CopySnapshot.json"]["Description"]["required"] is False
 
     def test_rotate_logs_keeps_every_constraint_in_a_stable_shape(self):
@@ -55,6 +56,8 @@ class TestFixtures:
         assert schema["Notes"]["displayType"] == "textarea"
         assert schema["Compress"]["default"] is True
         assert json.loads(json.dumps(schema)) == schema  # stores in a JSONField unchanged
+        assert [name for name, _ in ordered_parameters(schema)][:3] == [
+            "AutomationAssumeRole", "InstanceIds", "CollectorInstanceId"]
 
 
 class TestUntrustedContent:

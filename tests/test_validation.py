@@ -52,7 +52,7 @@ COMMON_PATTERNS = [
     (r"^[a-zA-Z0-9_\-.]{3,128}$", 512), (r"^(([0-9]|[1-9][0-9]|1[0-9]{2}|2[0-4][0-9]|25[0-5])\.){3}([0-9]|[1-9][0-9]|1[0-9]{2}|2[0-4][0-9]|25[0-5])$", 512),
 ]
 PATTERNS = FIXTURE_PATTERNS + COMMON_PATTERNS
-HYPOTHESIS = settings(max_examples=60, deadline=500, database=None,
+HYPOTHESIS = settings(max_examples=60, deadline=2000, database=None,
                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -146,7 +146,7 @@ class TestCatastrophicPatterns:
         spec = {"type": "String", "required": True, "allowedPattern": pattern}
         started = time.perf_counter()
         value, errors = validate_value("P", spec, "a" * 60 + "b")
-        assert time.perf_counter() - started < 0.2
+        assert time.perf_counter() - started < 0.5  # 50 ms timeout; slack for a loaded CI machine
         assert value is None and "in time" in errors[0]
         assert validate_value("P", spec, "aaaa") == (["aaaa"], [])
 
@@ -157,7 +157,7 @@ class TestCatastrophicPatterns:
         started = time.perf_counter()
         with pytest.raises(InvalidRequest):
             validate_parameters(schema, raw)
-        assert time.perf_counter() - started < validation.FALLBACK_BUDGET_SECONDS + 0.2
+        assert time.perf_counter() - started < validation.FALLBACK_BUDGET_SECONDS + 0.5
 
     def test_a_huge_value_is_refused_before_any_regex_runs(self, monkeypatch):
         monkeypatch.setattr(validation, "compiled_pattern", lambda pattern: pytest.fail("regex ran"))

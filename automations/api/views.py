@@ -208,6 +208,15 @@ class AuditListApi(generics.ListAPIView):
             return AuditEvent.objects.none()
         return selectors.audit_events_visible_to(self.request.user)
 
+    def list(self, request, *args, **kwargs):
+        # Plain rows rather than model instances through the serializer: same JSON, about half
+        # the time per page (bench/audit.py; the serializer still documents the schema).
+        fields = s.AuditEventSerializer.Meta.fields
+        columns = [{"actor": "actor_id", "request": "request_id"}.get(name, name) for name in fields]
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()).values(*columns))
+        rows = [{name: row[column] for name, column in zip(fields, columns)} for row in page]
+        return self.get_paginated_response(rows)
+
 
 class _JsonOnly(BaseContentNegotiation):
     """The export's `format` parameter names the file format; DRF would read it as a renderer and 404."""

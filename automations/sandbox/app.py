@@ -70,6 +70,7 @@ class Sandbox:
         if self._server:
             self._server.shutdown()
             self._server.server_close()
+            self._server.close_connections()
         self.engine.stop()
         for thread in self._threads:
             thread.join(timeout=5)

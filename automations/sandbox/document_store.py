@@ -230,6 +230,13 @@ def default_value_text(value) -> str:
     return str(value)
 
 
+def _optional(record: dict, version: dict) -> dict:
+    """Members AWS leaves out when they have no value."""
+    values = {"VersionName": version.get("VersionName"), "DisplayName": record.get("DisplayName"),
+              "TargetType": record.get("TargetType")}  # fmt: skip
+    return {key: value for key, value in values.items() if value}
+
+
 def description(record: dict, version: dict) -> dict:
     content = content_of(version)
     parameters = []
@@ -256,14 +263,7 @@ def description(record: dict, version: dict) -> dict:
         "DocumentFormat": version["DocumentFormat"],
         "Tags": record["Tags"],
     }
-    for key, value in (
-        ("VersionName", version.get("VersionName")),
-        ("DisplayName", record.get("DisplayName")),
-        ("TargetType", record.get("TargetType")),
-    ):
-        if value:
-            out[key] = value
-    return out
+    return out | _optional(record, version)
 
 
 def identifier(record: dict) -> dict:
@@ -279,11 +279,4 @@ def identifier(record: dict) -> dict:
         "DocumentFormat": version["DocumentFormat"],
         "Tags": record["Tags"],
     }
-    for key, value in (
-        ("VersionName", version.get("VersionName")),
-        ("DisplayName", record.get("DisplayName")),
-        ("TargetType", record.get("TargetType")),
-    ):
-        if value:
-            out[key] = value
-    return out
+    return out | _optional(record, version)

@@ -224,14 +224,15 @@ def _lookup(records: dict, ids: list[str], code: str, label: str) -> list[dict]:
     return [records[i] for i in ids]
 
 
+def _named_or_all(records: dict, ids: list[str], code: str, label: str) -> list[dict]:
+    """The records the request names (NotFound if one is missing), or all of them in id order."""
+    return _lookup(records, ids, code, label) if ids else [records[key] for key in sorted(records)]
+
+
 def describe_volumes(req: Request) -> dict:
     p = req.params
     ids = _ids(p.get("VolumeIds"))
-    records = (
-        _lookup(req.region.volumes, ids, "InvalidVolume.NotFound", "volume")
-        if ids
-        else sorted(req.region.volumes.values(), key=lambda r: r["VolumeId"])
-    )
+    records = _named_or_all(req.region.volumes, ids, "InvalidVolume.NotFound", "volume")
     records = [r for r in records if _matches(r, p.get("Filters"), VOLUME_FILTERS)]
     chunk, token = _paged(req, records, "DescribeVolumes", 5, 500)
     return {"Volumes": public(chunk), **({"NextToken": token} if token else {})}
@@ -241,11 +242,7 @@ def describe_snapshots(req: Request) -> dict:
     p = req.params
     inventory.settle(req.region)
     ids = _ids(p.get("SnapshotIds"))
-    records = (
-        _lookup(req.region.snapshots, ids, "InvalidSnapshot.NotFound", "snapshot")
-        if ids
-        else sorted(req.region.snapshots.values(), key=lambda r: r["SnapshotId"])
-    )
+    records = _named_or_all(req.region.snapshots, ids, "InvalidSnapshot.NotFound", "snapshot")
     owners = {req.region.account_id if o == "self" else o for o in _ids(p.get("OwnerIds"))}
     records = [
         r
@@ -260,11 +257,7 @@ def describe_images(req: Request) -> dict:
     p = req.params
     inventory.settle(req.region)
     ids = _ids(p.get("ImageIds"))
-    records = (
-        _lookup(req.region.images, ids, "InvalidAMIID.NotFound", "image id")
-        if ids
-        else sorted(req.region.images.values(), key=lambda r: r["ImageId"])
-    )
+    records = _named_or_all(req.region.images, ids, "InvalidAMIID.NotFound", "image id")
     owners = {
         req.region.account_id if o == "self" else (inventory.AMAZON_OWNER if o == "amazon" else o)
         for o in _ids(p.get("Owners"))

@@ -39,6 +39,7 @@ class Engine:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="sandbox-engine", daemon=True)
         self._thread.start()
 

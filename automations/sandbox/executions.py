@@ -8,7 +8,6 @@ The extra public fields `SourceIdentity`, `SessionTags`, `RoleSessionName`, `Tag
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 import uuid
@@ -200,14 +199,14 @@ def progress_counters(execution: dict, region) -> dict:
 
 def view(execution: dict, region) -> dict:
     """The GetAutomationExecution `AutomationExecution` shape."""
-    out = _public(copy.deepcopy(execution))
+    out = _public(execution)  # builds new dicts and lists, so callers get a copy
     out["ProgressCounters"] = progress_counters(execution, region)
     return out
 
 
 def metadata(execution: dict) -> dict:
-    out = _public(copy.deepcopy({k: execution.get(k) for k in METADATA_KEYS}))
-    return out
+    """The DescribeAutomationExecutions `AutomationExecutionMetadata` shape."""
+    return _public({k: execution.get(k) for k in METADATA_KEYS})
 
 
 def snapshot(execution: dict, region) -> dict:

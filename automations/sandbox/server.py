@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import threading
 import time
 import traceback
 import uuid
@@ -40,6 +42,30 @@ class SandboxServer(ThreadingHTTPServer):
     def __init__(self, address, sandbox):
         super().__init__(address, Handler)
         self.sandbox = sandbox
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    # Keep-alive connections outlive serve_forever(); remember them so stop() can close them
+    # and a pooled client cannot keep talking to a stopped sandbox.
+    def get_request(self):
+        connection, address = super().get_request()
+        with self._connections_lock:
+            self._connections.add(connection)
+        return connection, address
+
+    def shutdown_request(self, request):
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by the client
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -164,15 +190,9 @@ def dispatch(sandbox, headers, query: str, body: bytes) -> tuple[int, bytes, str
         if service == "ec2" and params.get("DryRun"):
             raise AwsError("DryRunOperation", "Request would have succeeded, but DryRun flag is set.", 412)
         with state.lock:
+            region = state.region(region_name)
             req = Request(
-                state,
-                state.region(region_name),
-                service,
-                operation,
-                params,
-                caller,
-                request_id,
-                sandbox.faults,
+                state, region, service, operation, params, caller, request_id, faults=sandbox.faults
             )
             result = handler(req)
             if not operation.startswith(("Describe", "List", "Get")):

@@ -5,7 +5,6 @@ Lookup, seeding and the response views live in document_store.py.
 
 from __future__ import annotations
 
-import copy
 import re
 import time
 
@@ -270,7 +269,7 @@ def list_document_versions(req: Request) -> dict:
         max_results=p.get("MaxResults"),
         next_token=p.get("NextToken"),
     )
-    return {"DocumentVersions": copy.deepcopy(chunk), **({"NextToken": token} if token else {})}
+    return {"DocumentVersions": chunk, **({"NextToken": token} if token else {})}
 
 
 OPERATIONS = {

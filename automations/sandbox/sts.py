@@ -200,21 +200,15 @@ def _tags(tags: list, transitive: list, caller: Caller) -> tuple[list[dict], lis
             raise _invalid("Duplicate tag keys found. Please note that Tag keys are case insensitive.")
         seen.add(key.lower())
         clean.append({"Key": key, "Value": value})
-    # Transitive tags of the calling session pass on to the chained one; re-passing one fails.
-    inherited = [
-        tag
-        for tag in caller.session_tags
-        if tag["Key"].lower() in {k.lower() for k in (caller.session or {}).get("TransitiveTagKeys", [])}
-    ]
-    for tag in inherited:
-        if tag["Key"].lower() in seen:
-            raise _invalid(f"Tag key '{tag['Key']}' was passed transitively and cannot be set again.")
-    keys = {tag["Key"].lower() for tag in clean}
-    for key in transitive:
-        if key.lower() not in keys:
-            raise _invalid(f"Transitive tag key '{key}' is not one of the session tags.")
-    inherited_keys = [tag["Key"] for tag in inherited]
-    return inherited + clean, inherited_keys + list(transitive)
+    # Transitive tags of a calling (chained) session carry over; setting one of them again fails.
+    carried = {key.lower() for key in (caller.session or {}).get("TransitiveTagKeys", [])}
+    inherited = [tag for tag in caller.session_tags if tag["Key"].lower() in carried]
+    if any(tag["Key"].lower() in seen for tag in inherited):
+        raise _invalid("A tag the calling session passes on transitively cannot be set again.")
+    unknown = [key for key in transitive if key.lower() not in seen]
+    if unknown:
+        raise _invalid(f"Transitive tag key '{unknown[0]}' is not one of the session tags.")
+    return inherited + clean, [tag["Key"] for tag in inherited] + list(transitive)
 
 
 def _policies(p: dict) -> None:

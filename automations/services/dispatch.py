@@ -224,6 +224,8 @@ def _claim(request_id: int):
                 DispatchOutbox.objects.filter(pk=request_id).update(
                     state=State.PENDING, next_attempt_at=now + _backoff(1),
                     last_error="Delegate's running-execution cap reached; waiting for a slot")
+                log.info("dispatch.capped", automation_request=request_id,
+                         cap=settings.DELEGATE_MAX_RUNNING_PER_REGION)
                 return "capped"
             request = transition(request, to=Status.DISPATCHING, actor=None, action="dispatch.claimed",
                                  details={"attempt": outbox.attempts + 1}, dispatched_at=now)

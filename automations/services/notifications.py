@@ -92,15 +92,30 @@ def _enqueue(event: str, request_id: int | None, context: dict) -> None:
             break  # the broker is down: the sweeper publishes the rest; don't wait once per row
 
 
+# After a failed publish, skip publishing for a while: with the broker down, every request
+# would otherwise wait for a connection timeout per event. The sweeper delivers the rows later.
+BROKER_BACKOFF_SECONDS = 30.0
+_broker_down_until = 0.0
+
+
 def publish(delivery_id: int) -> bool:
+    global _broker_down_until
     from automations import tasks
 
+    if time.monotonic() < _broker_down_until:
+        return False
     try:
         tasks.deliver_notification.apply_async((delivery_id,), retry=False)
         return True
     except Exception as error:  # broker unreachable: the row stays pending for the sweeper
+        _broker_down_until = time.monotonic() + BROKER_BACKOFF_SECONDS
         log.warning("notify.publish_failed", delivery_id=delivery_id, error=str(error))
         return False
+
+
+def reset_publish_backoff() -> None:
+    global _broker_down_until
+    _broker_down_until = 0.0
 
 
 def create_deliveries(event: str, request_id: int | None, context: dict) -> list[int]:
@@ -332,6 +347,7 @@ def notifications_sweep(*, publish=publish, limit: int = 200) -> int:
     NotificationDelivery.objects.filter(state=State.SENDING, claimed_at__lt=now - grace).update(state=State.PENDING)
     due = list(NotificationDelivery.objects.filter(state=State.PENDING, next_attempt_at__lte=now - grace)
                .order_by("next_attempt_at").values_list("pk", flat=True)[:limit])
+    reset_publish_backoff()  # the sweeper always tries: it is how a recovered broker is noticed
     published = 0
     for delivery_id in due:
         if not publish(delivery_id):

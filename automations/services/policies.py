@@ -120,10 +120,11 @@ def delegation_create(*, actor, team: Team, delegate, ends_at: dt.datetime, star
                              errors={"delegate": ["Not a member of this team."]})
     if ends_at <= starts_at or ends_at <= now:
         raise InvalidRequest("The delegation must end in the future, after it starts.", code="invalid_period",
-                             errors={"ends_at": ["Before the start."]})
+                             errors={"ends_at": ["Must be in the future."]})
     if ends_at - starts_at > dt.timedelta(days=settings.DELEGATE_MAX_DELEGATION_DAYS):
         raise InvalidRequest(f"Delegate for at most {settings.DELEGATE_MAX_DELEGATION_DAYS:g} days.",
-                             code="invalid_period", errors={"ends_at": ["Too long."]})
+                             code="invalid_period",
+                             errors={"ends_at": [f"At most {settings.DELEGATE_MAX_DELEGATION_DAYS:g} days."]})
     with transaction.atomic():
         delegation = ApprovalDelegation.objects.create(delegator=actor, delegate=delegate, team=team,
                                                        starts_at=starts_at, ends_at=ends_at, reason=reason[:500])

@@ -6,7 +6,8 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Count, F, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from automations import audit, aws, inventory, policy
@@ -369,9 +370,11 @@ def requests_release_held(*, now: dt.datetime | None = None) -> int:
     """Approve submitted requests whose approvals were held by a change freeze that has ended
     (and zero-approval requests submitted during one)."""
     now = now or timezone.now()
-    zero = TeamRunbook.objects.filter(team=OuterRef("team"), runbook=OuterRef("runbook"), approvals_required=0)
+    required = TeamRunbook.objects.filter(team=OuterRef("team"), runbook=OuterRef("runbook")).values("approvals_required")
+    # Only requests whose approvals already suffice: the rest wait for approvers, not for the tick.
     candidates = (AutomationRequest.objects.filter(status=Status.SUBMITTED)
-                  .filter(Q(approvals__isnull=False) | Q(Exists(zero))).values_list("pk", "team_id").distinct())
+                  .annotate(count=Count("approvals"), required=Coalesce(Subquery(required[:1]), 1))
+                  .filter(count__gte=F("required")).values_list("pk", "team_id"))
     released = 0
     for pk, team_id in list(candidates):
         if policy.freeze_at(Team(pk=team_id), at=now):
@@ -441,8 +444,10 @@ def request_expire_stale(*, now: dt.datetime | None = None) -> int:
     within their validity (counted from approval or the run-at time): those need re-approval."""
     now = now or timezone.now()
     expired = 0
-    candidates = AutomationRequest.objects.filter(status__in=(Status.SUBMITTED, Status.APPROVED)).select_related("team")
+    policies_by_key = {(p.team_id, p.runbook_id): p for p in TeamRunbook.objects.all()}
+    candidates = AutomationRequest.objects.filter(status__in=(Status.SUBMITTED, Status.APPROVED))
     for request in candidates.iterator():
+        request._policy_cache = policies_by_key.get((request.team_id, request.runbook_id))
         if request.status == Status.SUBMITTED:
             hours = policy.request_expiry_hours(policy.policy_for(request))
             due = request.created_at + dt.timedelta(hours=hours) < now

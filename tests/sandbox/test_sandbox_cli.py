@@ -50,66 +50,35 @@ def aws(sandbox, tmp_path):
     return run
 
 
+# Each CLI run costs about half a second of start-up, so these tests make few, telling calls.
+
+
 def test_cli_lists_and_fetches_documents(aws):
     listed = aws("ssm", "list-documents", "--filters", "Key=Owner,Values=Amazon")
     names = {d["Name"] for d in listed["DocumentIdentifiers"]}
     assert "AWS-RestartEC2Instance" in names and len(names) == 13
     document = aws("ssm", "get-document", "--name", "AWS-EnableS3BucketKeys", "--document-format", "YAML")
     assert document["DocumentFormat"] == "YAML" and "mainSteps:" in document["Content"]
-    versions = aws("ssm", "list-document-versions", "--name", "Delegate-RestartService")
-    assert len(versions["DocumentVersions"]) == 3
 
 
 def test_cli_starts_and_reads_an_execution(aws, sandbox, team_instances):
     instance = team_instances("platform")[0]
-    started = aws(
-        "ssm",
-        "start-automation-execution",
-        "--document-name",
-        "AWS-RestartEC2Instance",
-        "--parameters",
-        f"InstanceId={instance}",
-    )
+    started = aws("ssm", "start-automation-execution", "--document-name", "AWS-RestartEC2Instance",
+                  "--parameters", f"InstanceId={instance}")  # fmt: skip
     execution_id = started["AutomationExecutionId"]
     sandbox.wait_for_execution(execution_id, timeout=10)
     got = aws("ssm", "get-automation-execution", "--automation-execution-id", execution_id)
     assert got["AutomationExecution"]["AutomationExecutionStatus"] == "Success"
-    described = aws(
-        "ssm", "describe-automation-executions", "--filters", f"Key=ExecutionId,Values={execution_id}"
-    )
-    assert described["AutomationExecutionMetadataList"][0]["AutomationExecutionId"] == execution_id
 
 
 def test_cli_sts_and_ec2_through_endpoint_variables(aws, sandbox):
-    via_env = {"AWS_ENDPOINT_URL": sandbox.url}
-    identity = aws("sts", "get-caller-identity", endpoint=False, extra_env=via_env)
+    identity = aws("sts", "get-caller-identity", endpoint=False, extra_env={"AWS_ENDPOINT_URL": sandbox.url})
     assert identity["Arn"] == "arn:aws:iam::123456789012:user/sandbox"
-    assumed = aws(
-        "sts",
-        "assume-role",
-        "--role-arn",
-        "arn:aws:iam::123456789012:role/DelegateDispatch",
-        "--role-session-name",
-        "cli-test",
-        "--source-identity",
-        "alice",
-        endpoint=False,
-        extra_env={"AWS_ENDPOINT_URL_STS": sandbox.url},
-    )
-    assert assumed["SourceIdentity"] == "alice"
-    reservations = aws(
-        "ec2",
-        "describe-instances",
-        "--filters",
-        "Name=tag:Team,Values=data",
-        endpoint=False,
-        extra_env={"AWS_ENDPOINT_URL_EC2": sandbox.url},
-    )["Reservations"]
+    reservations = aws("ec2", "describe-instances", "--filters", "Name=tag:Team,Values=data",
+                       endpoint=False, extra_env={"AWS_ENDPOINT_URL_EC2": sandbox.url})["Reservations"]  # fmt: skip
     assert len(reservations) == 3
 
 
 def test_cli_shows_aws_errors(aws):
     error = aws("ssm", "start-automation-execution", "--document-name", "No-Such-Runbook", fails=True)
     assert "AutomationDefinitionNotFoundException" in error
-    error = aws("ec2", "describe-instances", "--instance-ids", "i-0123456789abcdef0", fails=True)
-    assert "InvalidInstanceID.NotFound" in error

@@ -612,7 +612,9 @@ def test_many_concurrent_executions_share_one_engine_thread(create_runbook, ssm,
         ],
     )
     threads_before = threading.active_count()
-    ids = [ssm.start_automation_execution(DocumentName="Team-Hold")["AutomationExecutionId"] for _ in range(150)]
+    ids = [
+        ssm.start_automation_execution(DocumentName="Team-Hold")["AutomationExecutionId"] for _ in range(150)
+    ]
     for execution_id in ids:
         sandbox.wait_for_execution(execution_id, statuses=("Waiting",), timeout=10)
     assert sum(e["AutomationExecutionStatus"] == "Waiting" for e in sandbox.executions()) == 150
