@@ -82,8 +82,9 @@ class TeamRunbookInline(admin.TabularInline):
 
 @admin.register(Runbook)
 class RunbookAdmin(AuditedAdmin):
-    list_display = ["name", "owner_kind", "account", "region", "default_version", "latest_version", "available"]
-    list_filter = ["owner_kind", "available", "region"]
+    list_display = ["name", "owner_kind", "category", "account", "region", "default_version", "latest_version",
+                    "available"]
+    list_filter = ["owner_kind", "available", "category", "region"]
     search_fields = ["name"]
     readonly_fields = ["name", "owner", "owner_kind", "default_version", "latest_version", "synced_at", "description"]
     inlines = [TeamRunbookInline]

@@ -13,15 +13,16 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from automations.canonical import _default as canonical_default
-from automations.canonical import canonical_json, json_roundtrip
+from automations.canonical import json_roundtrip
 from automations.models import AuditEvent
 
 if TYPE_CHECKING:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from django.db import transaction
 from django.utils import timezone
@@ -75,14 +75,15 @@ def file_sha256(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def verify_archive(manifest_path: Path, signer: audit_digests.Signer | None = None) -> audit.ChainReport:
+def verify_archive(manifest_path: Path, signer: audit_digests.Signer | list | None = None) -> audit.ChainReport:
     """Check an archive on its own: manifest signature, file hash, and the chain inside the file."""
     manifest = json.loads(manifest_path.read_bytes())
     if manifest.get("format") != FORMAT:
         raise ArchiveError(f"{manifest_path} is not a Delegate audit archive manifest.")
-    if signer is not None and manifest.get("signature"):
-        if manifest.get("key_id") != signer.key_id or not signer.verify(audit_digests.signed_bytes(manifest),
-                                                                         manifest["signature"]):
+    trusted = {one.key_id: one for one in (signer if isinstance(signer, list) else [signer] if signer else [])}
+    if trusted and manifest.get("signature"):
+        key = trusted.get(manifest.get("key_id"))
+        if key is None or not key.verify(audit_digests.signed_bytes(manifest), manifest["signature"]):
             return audit.ChainReport(problem=audit.ChainProblem(manifest["first_sequence"],
                                                                 "the archive manifest's signature is invalid"))
     data = manifest_path.parent / manifest["file"]

@@ -263,12 +263,14 @@ class DigestReport:
     notes: list[str] = field(default_factory=list)
 
 
-def verify_digests(*, signer: Signer, directory: Path | None = None, start: int | None = None,
+def verify_digests(*, signer: Signer | list[Signer], directory: Path | None = None, start: int | None = None,
                    end: int | None = None) -> DigestReport:
     """Check every digest's signature and linkage, and that the database still has the pinned heads.
 
-    Heads below `start` (archived and purged ranges) are checked for signature only.
+    `signer` may be several trusted keys (after a key rotation, the old public key and the new
+    key). Heads below `start` (archived and purged ranges) are checked for signature only.
     """
+    trusted = {one.key_id: one for one in (signer if isinstance(signer, list) else [signer])}
     directory = directory or digest_dir()
     report = DigestReport()
     problems: list[audit.ChainProblem] = []
@@ -285,11 +287,12 @@ def verify_digests(*, signer: Signer, directory: Path | None = None, start: int 
             break
         report.digests += 1
         where = f"digest {number} ({name})"
-        if digest.get("key_id") != signer.key_id:
+        key = trusted.get(digest.get("key_id"))
+        if key is None:
             problems.append(audit.ChainProblem(first, f"{where} was signed with key {digest.get('key_id')},"
-                                                      f" not the configured {signer.key_id}"))
+                                                      f" not the configured {', '.join(trusted)}"))
             break
-        if not signer.verify(signed_bytes(digest), digest.get("signature", "")):
+        if not key.verify(signed_bytes(digest), digest.get("signature", "")):
             problems.append(audit.ChainProblem(first, f"{where} has an invalid signature (the file was altered)"))
             break
         if previous is not None:

@@ -5,6 +5,7 @@ automations.validation, called by services.request_submit, judges every value, s
 the API accept and refuse exactly the same input with the same messages. Role parameters never
 get a field, and a posted value for one is passed on so the service refuses and audits it.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,9 @@ Resources = Callable[[str, str], list]
 def _lines(value) -> list[str]:
     """Textarea text and repeated inputs as one list of non-empty, stripped lines."""
     items = value if isinstance(value, list) else [value]
-    return [line.strip() for item in items if isinstance(item, str) for line in item.splitlines() if line.strip()]
+    return [
+        line.strip() for item in items if isinstance(item, str) for line in item.splitlines() if line.strip()
+    ]
 
 
 class ParameterField(forms.Field):
@@ -52,7 +55,9 @@ class ParameterField(forms.Field):
 
 class TextParameterField(ParameterField):
     def to_python(self, value):
-        return value.strip() if isinstance(value, str) and self.spec.get("displayType") != "textarea" else value
+        return (
+            value.strip() if isinstance(value, str) and self.spec.get("displayType") != "textarea" else value
+        )
 
 
 class ListParameterField(ParameterField):
@@ -63,7 +68,7 @@ class ListParameterField(ParameterField):
 
 
 class ChoiceParameterField(ParameterField):
-    """allowedValues and Boolean: a select (or checkboxes for a list); any posted value reaches the service."""
+    """allowedValues and Boolean: a select (checkboxes for a list); any posted value reaches the service."""
 
     def __init__(self, *, choices, multiple: bool = False, **kwargs):
         widget = forms.CheckboxSelectMultiple(choices=choices) if multiple else forms.Select(choices=choices)
@@ -80,8 +85,9 @@ class PickerWidget(forms.Widget):
     """Checked ids (repeated inputs) plus free-text lines; rendered by _picker.html, not by Django."""
 
     def value_from_datadict(self, data, files, name):
-        return _lines(data.getlist(name) if hasattr(data, "getlist") else data.get(name)) + \
-            _lines(data.get(name + OTHER_SUFFIX, ""))
+        return _lines(data.getlist(name) if hasattr(data, "getlist") else data.get(name)) + _lines(
+            data.get(name + OTHER_SUFFIX, "")
+        )
 
     def value_omitted_from_data(self, data, files, name):
         return name not in data and name + OTHER_SUFFIX not in data
@@ -111,7 +117,9 @@ def field_for(name: str, spec: dict) -> ParameterField:
     common = {"parameter": name, "spec": spec}
     picker = inventory.picker_for(name, spec)
     if picker:
-        initial = [str(v) for v in default] if isinstance(default, list) else ([str(default)] if default else [])
+        initial = (
+            [str(v) for v in default] if isinstance(default, list) else ([str(default)] if default else [])
+        )
         return PickerField(picker=picker, initial=initial, **common)
     if spec.get("allowedValues"):
         choices = [(value, value) for value in spec["allowedValues"]]
@@ -120,24 +128,37 @@ def field_for(name: str, spec: dict) -> ParameterField:
             return ChoiceParameterField(choices=choices, multiple=True, initial=initial, **common)
         if not spec.get("required"):
             choices = [("", f"Default ({_text(default)})")] + choices
-        return ChoiceParameterField(choices=choices, initial="" if not spec.get("required") else None, **common)
+        return ChoiceParameterField(
+            choices=choices, initial="" if not spec.get("required") else None, **common
+        )
     if kind == "Boolean":
         choices = [("true", "true"), ("false", "false")]
         if not spec.get("required"):
             choices = [("", f"Default ({_text(default)})")] + choices
         return ChoiceParameterField(choices=choices, **common)
     if kind == "Integer":
-        return TextParameterField(initial=default, widget=forms.NumberInput(attrs={"step": 1, "inputmode": "numeric"}),
-                                  **common)
+        return TextParameterField(
+            initial=default, widget=forms.NumberInput(attrs={"step": 1, "inputmode": "numeric"}), **common
+        )
     if multiple:
         initial = "\n".join(str(v) for v in default) if isinstance(default, list) else default
-        return ListParameterField(initial=initial, widget=forms.Textarea(
-            attrs={"rows": 3, "placeholder": "One value per line", "spellcheck": "false"}), **common)
+        return ListParameterField(
+            initial=initial,
+            widget=forms.Textarea(
+                attrs={"rows": 3, "placeholder": "One value per line", "spellcheck": "false"}
+            ),
+            **common,
+        )
     if kind in ("StringMap", "MapList"):
         initial = json.dumps(default) if default not in (None, "") else ""
         placeholder = '{"Key": "value"}' if kind == "StringMap" else '[{"Key": "value"}]'
-        return TextParameterField(initial=initial, widget=forms.Textarea(
-            attrs={"rows": 3, "placeholder": placeholder, "class": "mono", "spellcheck": "false"}), **common)
+        return TextParameterField(
+            initial=initial,
+            widget=forms.Textarea(
+                attrs={"rows": 3, "placeholder": placeholder, "class": "mono", "spellcheck": "false"}
+            ),
+            **common,
+        )
     if spec.get("displayType") == "textarea":
         return TextParameterField(initial=default, widget=forms.Textarea(attrs={"rows": 4}), **common)
     attrs = {"spellcheck": "false", "autocomplete": "off"} if kind.startswith("AWS::") else {}
@@ -152,7 +173,9 @@ def _text(value) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)[:40]
 
 
-def picker_state(field: PickerField, selected: list[str], resources: Resources | None, query: str = "") -> dict:
+def picker_state(
+    field: PickerField, selected: list[str], resources: Resources | None, query: str = ""
+) -> dict:
     """What _picker.html shows: the selected ids first (kept across searches), then matches."""
     options, error = [], ""
     if resources is not None:
@@ -161,11 +184,16 @@ def picker_state(field: PickerField, selected: list[str], resources: Resources |
         except Exception:  # noqa: BLE001 - aws.AwsError or a cache error: show a plain-words fallback
             error = "Your team's inventory could not be loaded just now; type the ids instead."
     known = {option["id"]: option for option in options}
-    chosen = [known.get(value) or {"id": value, "label": value, "state": "", "type": "", "unlisted": True}
-              for value in selected]
+    chosen = [
+        known.get(value) or {"id": value, "label": value, "state": "", "type": "", "unlisted": True}
+        for value in selected
+    ]
     rest = [option for option in options if option["id"] not in set(selected)]
     return {
-        "selected": chosen, "options": rest, "error": error, "query": query,
+        "selected": chosen,
+        "options": rest,
+        "error": error,
+        "query": query,
         "kind_label": inventory.KIND_LABELS.get(field.picker.kind, "resources"),
         "free_text": not field.picker.strict or bool(error),
     }
@@ -177,49 +205,90 @@ class AutomationRequestForm(forms.Form):
     version = forms.CharField(initial="default", widget=forms.HiddenInput, required=False, max_length=8)
     previewed = forms.CharField(widget=forms.HiddenInput, required=False, max_length=64)
     mode = forms.ChoiceField(
-        required=False, initial=MODE_SIMPLE, widget=forms.RadioSelect, label="Execution mode",
-        choices=[(MODE_SIMPLE, "Simple: one run with the parameters above"),
-                 (MODE_RATE, "Rate control: one run per target, a few at a time")],
+        required=False,
+        initial=MODE_SIMPLE,
+        widget=forms.RadioSelect,
+        label="Execution mode",
+        choices=[
+            (MODE_SIMPLE, "Simple: one run with the parameters above"),
+            (MODE_RATE, "Rate control: one run per target, a few at a time"),
+        ],
     )
-    target_parameter_name = forms.ChoiceField(required=False, label="Target parameter",
-                                              help_text="The parameter each run receives one target in.")
-    target_key = forms.ChoiceField(required=False, initial=TARGET_IDS, widget=forms.RadioSelect, label="Targets",
-                                   choices=[(TARGET_IDS, "Resource ids"), (TARGET_TAG, "Your team's instances with a tag")])
-    target_tag_key = forms.CharField(required=False, max_length=128, label="Tag key",
-                                     widget=forms.TextInput(attrs={"autocomplete": "off"}))
+    target_parameter_name = forms.ChoiceField(
+        required=False, label="Target parameter", help_text="The parameter each run receives one target in."
+    )
+    target_key = forms.ChoiceField(
+        required=False,
+        initial=TARGET_IDS,
+        widget=forms.RadioSelect,
+        label="Targets",
+        choices=[(TARGET_IDS, "Resource ids"), (TARGET_TAG, "Your team's instances with a tag")],
+    )
+    target_tag_key = forms.CharField(
+        required=False, max_length=128, label="Tag key", widget=forms.TextInput(attrs={"autocomplete": "off"})
+    )
     target_values = forms.CharField(
-        required=False, label="Target values", widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false"}),
+        required=False,
+        label="Target values",
+        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false"}),
         help_text="Resource ids, or tag values, one per line. For ids, leave empty to use what you picked "
-                  "in the target parameter above.")
-    max_concurrency = forms.CharField(required=False, max_length=16, initial="1", label="Concurrency",
-                                      help_text="Targets at a time: a number (5) or a percentage (10%).")
-    max_errors = forms.CharField(required=False, max_length=16, initial="0", label="Error threshold",
-                                 help_text="Stop after this many failed targets: a number (0 = the first) or a percentage.")
-    alarm_name = forms.CharField(required=False, max_length=300, label="CloudWatch alarm (optional)",
-                                 help_text="The run stops if this alarm goes into ALARM.")
-    justification = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False, max_length=4000,
-                                    help_text="Why this run is needed; approvers see it.")
+        "in the target parameter above.",
+    )
+    max_concurrency = forms.CharField(
+        required=False,
+        max_length=16,
+        initial="1",
+        label="Concurrency",
+        help_text="Targets at a time: a number (5) or a percentage (10%).",
+    )
+    max_errors = forms.CharField(
+        required=False,
+        max_length=16,
+        initial="0",
+        label="Error threshold",
+        help_text="Stop after this many failed targets: a number (0 = the first) or a percentage.",
+    )
+    alarm_name = forms.CharField(
+        required=False,
+        max_length=300,
+        label="CloudWatch alarm (optional)",
+        help_text="The run stops if this alarm goes into ALARM.",
+    )
+    justification = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        required=False,
+        max_length=4000,
+        help_text="Why this run is needed; approvers see it.",
+    )
 
     def __init__(self, *args, runbook_version: RunbookVersion, resources: Resources | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.use_required_attribute = False  # the service decides what is missing, with its own words
         self.runbook_version = runbook_version
         self.parameter_names: list[str] = []
-        for name, spec in ordered_parameters(runbook_version.parameters, runbook_version.content or "",
-                                             runbook_version.document_format or "JSON"):
+        for name, spec in ordered_parameters(
+            runbook_version.parameters,
+            runbook_version.content or "",
+            runbook_version.document_format or "JSON",
+        ):
             if spec.get("server_owned"):
                 continue
             self.fields[PARAM_PREFIX + name] = field_for(name, spec)
             self.parameter_names.append(name)
-        targetable = [n for n in self.parameter_names
-                      if runbook_version.parameters[n]["type"] not in ("Boolean", "MapList", "StringMap")]
+        targetable = [
+            n
+            for n in self.parameter_names
+            if runbook_version.parameters[n]["type"] not in ("Boolean", "MapList", "StringMap")
+        ]
         self.fields["target_parameter_name"].choices = [("", "—")] + [(n, n) for n in targetable]
         for name in self.parameter_names:
             key, field = PARAM_PREFIX + name, self.fields[PARAM_PREFIX + name]
             if not isinstance(field, PickerField):
                 continue
             if self.is_bound:  # checked boxes stay in the list; typed values stay in their textarea
-                selected = _lines(self.data.getlist(key) if hasattr(self.data, "getlist") else self.data.get(key))
+                selected = _lines(
+                    self.data.getlist(key) if hasattr(self.data, "getlist") else self.data.get(key)
+                )
                 other = self.data.get(key + OTHER_SUFFIX, "")
             else:
                 selected, other = _lines(self.initial.get(key, field.initial) or []), ""
@@ -229,8 +298,17 @@ class AutomationRequestForm(forms.Form):
         return [self[PARAM_PREFIX + name] for name in self.parameter_names]
 
     def rate_fields(self):
-        return [self[name] for name in ("target_parameter_name", "target_key", "target_tag_key", "target_values",
-                                        "max_concurrency", "max_errors")]
+        return [
+            self[name]
+            for name in (
+                "target_parameter_name",
+                "target_key",
+                "target_tag_key",
+                "target_values",
+                "max_concurrency",
+                "max_errors",
+            )
+        ]
 
     def service_arguments(self) -> dict:
         """Cleaned input in the service's shape; blank optional values are left to their defaults."""
@@ -243,11 +321,19 @@ class AutomationRequestForm(forms.Form):
         # A posted value for a parameter without a field (a role, or a name this version lacks)
         # goes to the service, which refuses it exactly as the API would, and audits roles.
         for key in self.data:
-            name = key[len(PARAM_PREFIX):]
-            if key.startswith(PARAM_PREFIX) and not key.endswith(OTHER_SUFFIX) and name not in self.parameter_names:
+            name = key[len(PARAM_PREFIX) :]
+            if (
+                key.startswith(PARAM_PREFIX)
+                and not key.endswith(OTHER_SUFFIX)
+                and name not in self.parameter_names
+            ):
                 parameters[name[:60]] = self.data.get(key)
-        arguments = {"version": data.get("version") or "default", "parameters": parameters,
-                     "justification": data.get("justification", ""), "alarm_name": data.get("alarm_name", "").strip()}
+        arguments = {
+            "version": data.get("version") or "default",
+            "parameters": parameters,
+            "justification": data.get("justification", ""),
+            "alarm_name": data.get("alarm_name", "").strip(),
+        }
         if data.get("mode") == MODE_RATE:
             target = data.get("target_parameter_name", "")
             values = _lines(data.get("target_values") or "")
@@ -258,9 +344,12 @@ class AutomationRequestForm(forms.Form):
                 if not values and target in parameters:
                     picked = parameters.pop(target)
                     values = picked if isinstance(picked, list) else _lines(picked)
-            arguments.update(target_parameter_name=target, targets=[{"Key": key, "Values": values}],
-                             max_concurrency=data.get("max_concurrency", "").strip(),
-                             max_errors=data.get("max_errors", "").strip())
+            arguments.update(
+                target_parameter_name=target,
+                targets=[{"Key": key, "Values": values}],
+                max_concurrency=data.get("max_concurrency", "").strip(),
+                max_errors=data.get("max_errors", "").strip(),
+            )
         return arguments
 
     def add_service_errors(self, errors: dict, *, parameters: dict | None = None) -> None:
@@ -281,8 +370,14 @@ class AutomationRequestForm(forms.Form):
         """Out-of-scope ids are reported on the parameter (or the targets) that holds them."""
         for resource_id in ids:
             message = f"{resource_id} is not in your team's scope (or does not exist here)."
-            holder = next((name for name, value in parameters.items()
-                           if resource_id in (value if isinstance(value, list) else _lines(value))), None)
+            holder = next(
+                (
+                    name
+                    for name, value in parameters.items()
+                    if resource_id in (value if isinstance(value, list) else _lines(value))
+                ),
+                None,
+            )
             if holder and PARAM_PREFIX + holder in self.fields:
                 self.add_error(PARAM_PREFIX + holder, message)
             elif self.data.get("mode") == MODE_RATE:

@@ -3,6 +3,7 @@ another account that shared it). Render them, then clean the HTML with nh3 (an a
 sanitiser): no raw HTML, scripts, styles, event handlers, images or non-web links survive.
 The CSP would block most of that anyway; this makes the output safe on its own.
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,8 +16,35 @@ from django.utils.safestring import SafeString, mark_safe
 
 MAX_SOURCE_CHARS = 20_000  # SSM documents are at most 64 KB; a description is a fraction of that
 _TAGS = {
-    "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "b", "i", "code", "pre", "blockquote",
-    "ul", "ol", "li", "a", "table", "thead", "tbody", "tr", "th", "td", "dl", "dt", "dd",
+    "p",
+    "br",
+    "hr",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "strong",
+    "em",
+    "b",
+    "i",
+    "code",
+    "pre",
+    "blockquote",
+    "ul",
+    "ol",
+    "li",
+    "a",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "dl",
+    "dt",
+    "dd",
 }
 _PARAGRAPH = re.compile(r"<p>(.*?)</p>", re.DOTALL)
 _ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}}
@@ -25,11 +53,19 @@ _ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}}
 @functools.lru_cache(maxsize=256)
 def _render(source: str) -> str:
     # Headings are demoted two levels: the page already has its h1 and h2.
-    html = markdown_lib.markdown(source, extensions=["tables", "fenced_code", "sane_lists"], output_format="html")
-    html = html.replace("<h1", "<h3").replace("</h1>", "</h3>").replace("<h2", "<h4").replace("</h2>", "</h4>")
+    html = markdown_lib.markdown(
+        source, extensions=["tables", "fenced_code", "sane_lists"], output_format="html"
+    )
+    html = (
+        html.replace("<h1", "<h3").replace("</h1>", "</h3>").replace("<h2", "<h4").replace("</h2>", "</h4>")
+    )
     return nh3.clean(
-        html, tags=_TAGS, attributes=_ATTRIBUTES, url_schemes={"http", "https", "mailto"},
-        link_rel="noopener noreferrer nofollow", strip_comments=True,
+        html,
+        tags=_TAGS,
+        attributes=_ATTRIBUTES,
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer nofollow",
+        strip_comments=True,
     )
 
 

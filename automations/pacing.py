@@ -5,21 +5,25 @@ account and region, console included (aws-api.md §9). Every SSM Automation call
 sends passes through `pace_aws_call` just before it goes on the wire (a botocore `before-send`
 hook), so botocore's own retries are paced too.
 
-The schedule is a reservation (GCRA, "generic cell rate"): Redis keeps, per key, the earliest
-time the next call may leave. A caller atomically takes that slot and moves it one interval
-on, then sleeps until its slot. Slots are spaced by exactly 1/rate on Redis's clock, whichever
-process or host takes them, so the rate holds across all workers with no burst; callers are
-served in arrival order and nobody polls. Without Redis (the one-worker demo) the same schedule
-lives in the process.
+The schedule: Redis keeps, per key, the earliest time the next call may leave. A caller asks
+"may I go now?": if that time has come, the script moves it one interval on and says yes;
+otherwise it says how long to wait, and the caller sleeps and asks again. The answer is given
+on Redis's clock at the moment the caller is about to send, so calls from any number of
+processes and hosts leave at least 1/rate apart (no burst), however late a sleeping caller
+wakes up. (Reserving future slots instead would be fairer, but a caller that oversleeps its
+slot then sends right next to the following one.) Without Redis (the one-worker demo) the same
+schedule lives in the process.
 """
 from __future__ import annotations
 
+import random
 import threading
 import time
+from typing import NamedTuple
 
 from django.conf import settings
 
-from automations import aws
+from automations import aws, metrics
 
 # The AWS operations we pace, by class (aws-api.md §9). Anything else is not paced here.
 API_CLASS = {
@@ -34,24 +38,20 @@ API_CLASS = {
 # Cancels wait in a web request, so their wait is short.
 MAX_WAIT = {"start": 30.0, "stop": 10.0, "signal": 10.0, "read": 30.0}
 
-# KEYS[1]: the key. ARGV[1]: interval (s); ARGV[2]: the longest wait the caller accepts (s).
-# Redis's own clock (TIME inside the script, allowed since Redis 5 with effects replication):
-# every worker agrees on "now", and no caller can move the schedule backwards.
-# Returns {1, wait} when a slot was reserved, {0, wait} when it would be too far away (nothing reserved).
-_RESERVE = """
+# KEYS[1]: the key. ARGV[1]: interval (s). Redis's own clock (TIME inside the script, allowed
+# since Redis 5 with effects replication): every worker agrees on "now".
+# Returns {1, now} when the caller may send now (and the next call is pushed one interval on),
+# else {0, seconds until the next call may leave}.
+_TAKE = """
 local interval = tonumber(ARGV[1])
-local max_wait = tonumber(ARGV[2])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local slot = tonumber(redis.call('GET', KEYS[1]) or now)
-if slot < now then slot = now end
-local wait = slot - now
-if wait > max_wait then
-  return {0, tostring(wait)}
+local next_at = tonumber(redis.call('GET', KEYS[1]) or 0)
+if now >= next_at then
+  redis.call('SET', KEYS[1], string.format('%.6f', now + interval), 'PX', math.ceil(interval * 1000) + 1000)
+  return {1, string.format('%.6f', now)}
 end
-local ttl = math.ceil((slot + interval - now) * 1000) + 1000
-redis.call('SET', KEYS[1], string.format('%.6f', slot + interval), 'PX', ttl)
-return {1, tostring(wait)}
+return {0, tostring(next_at - now)}
 """
 
 
@@ -65,20 +65,25 @@ class PacingTimeout(aws.TransientAwsError):
         self.attempt = attempt
 
 
+class Answer(NamedTuple):
+    granted: bool
+    wait: float  # seconds until a call may leave (when not granted)
+    at: float  # when it was granted, on the schedule's clock (epoch seconds)
+
+
 class _LocalSchedule:
     def __init__(self):
         self._lock = threading.Lock()
         self._next: dict[str, float] = {}
 
-    def reserve(self, key: str, interval: float, max_wait: float) -> tuple[bool, float]:
+    def take(self, key: str, interval: float) -> Answer:
         with self._lock:
             now = time.monotonic()
-            slot = max(self._next.get(key, now), now)
-            wait = slot - now
-            if wait > max_wait:
-                return False, wait
-            self._next[key] = slot + interval
-            return True, wait
+            next_at = self._next.get(key, 0.0)
+            if now >= next_at:
+                self._next[key] = now + interval
+                return Answer(True, 0.0, time.time())
+            return Answer(False, next_at - now, 0.0)
 
 
 _local = _LocalSchedule()
@@ -95,7 +100,7 @@ def _redis():
 
             # Short timeouts: a dead Redis must turn into a PacingTimeout, not a hung worker.
             _redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-            _script = _redis_client.register_script(_RESERVE)
+            _script = _redis_client.register_script(_TAKE)
         return _script
 
 
@@ -111,40 +116,44 @@ def key_for(api_class: str, *, account_id: str, region: str) -> str:
     return f"delegate:pace:{account_id}:{region}:{api_class}"
 
 
-def reserve(api_class: str, *, account_id: str, region: str, max_wait: float) -> tuple[bool, float]:
-    """Take the next slot for (account, region, class) unless it is more than max_wait away.
+def take(api_class: str, *, account_id: str, region: str) -> Answer:
+    """May a call of this class leave now? If so the schedule moves on; if not, how long to wait.
 
-    Returns (reserved, seconds until the slot). Raises PacingTimeout if Redis is unreachable.
+    Raises PacingTimeout if Redis is unreachable.
     """
     rate = float(settings.DELEGATE_AWS_RATE_LIMITS[api_class])
-    interval = 1.0 / rate if rate > 0 else float("inf")
+    interval = 1.0 / rate if rate > 0 else 3600.0
     key = key_for(api_class, account_id=account_id, region=region)
     if not settings.REDIS_URL:
-        return _local.reserve(key, interval, max_wait)
+        return _local.take(key, interval)
     import redis
 
     try:
-        reserved, wait = _redis()(keys=[key], args=[interval, max_wait])
+        granted, value = _redis()(keys=[key], args=[interval])
     except redis.RedisError as error:
         raise PacingTimeout(f"pacing schedule unreachable: {type(error).__name__}") from error
-    return bool(int(reserved)), float(wait)
+    if int(granted):
+        return Answer(True, 0.0, float(value))
+    return Answer(False, float(value), 0.0)
 
 
 def acquire(api_class: str, *, account_id: str, region: str, timeout: float | None = None,
             operation: str = "", attempt: int = 1) -> float:
-    """Wait for this call's slot; return the seconds waited. PacingTimeout if it is too far away."""
-    from automations import metrics
-
+    """Wait until this call may leave; return the seconds waited. PacingTimeout after `timeout`."""
     max_wait = MAX_WAIT.get(api_class, 30.0) if timeout is None else timeout
-    reserved, wait = reserve(api_class, account_id=account_id, region=region, max_wait=max_wait)
-    if not reserved:
-        metrics.PACING_TIMEOUTS.labels(api_class=api_class).inc()
-        raise PacingTimeout(f"no {api_class} slot for {account_id}/{region} within {max_wait:g}s "
-                            f"(next in {wait:.1f}s)", operation=operation, attempt=attempt)
-    if wait > 0:
-        time.sleep(wait)
-    metrics.PACING_WAIT.labels(api_class=api_class).observe(wait)
-    return wait
+    started = time.monotonic()
+    while True:
+        granted, wait, _ = take(api_class, account_id=account_id, region=region)
+        waited = time.monotonic() - started
+        if granted:
+            metrics.PACING_WAIT.labels(api_class=api_class).observe(waited)
+            return waited
+        if waited + wait > max_wait:
+            metrics.PACING_TIMEOUTS.labels(api_class=api_class).inc()
+            raise PacingTimeout(f"no {api_class} slot for {account_id}/{region} within {max_wait:g}s",
+                                operation=operation, attempt=attempt)
+        # A little jitter: callers woken for the same moment do not all ask in the same millisecond.
+        time.sleep(wait + random.uniform(0, min(wait, 0.01)))
 
 
 def pace_aws_call(*, service: str, operation: str, region: str, role_arn: str, attempt: int) -> None:

@@ -6,6 +6,7 @@ written by AWS, our admins or another account that shared it: parse it as untrus
 (size bound, no YAML aliases, every constraint type-checked) so a strange document becomes a
 "not offered" version instead of a crash in a web request later.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,18 @@ if TYPE_CHECKING:
     from automations.models import AutomationRequest
 
 PLAIN_TYPES = frozenset({"String", "StringList", "Integer", "Boolean", "MapList", "StringMap"})
-KEPT_KEYS = ("type", "description", "default", "allowedValues", "allowedPattern", "displayType",
-             "minItems", "maxItems", "minChars", "maxChars")
+KEPT_KEYS = (
+    "type",
+    "description",
+    "default",
+    "allowedValues",
+    "allowedPattern",
+    "displayType",
+    "minItems",
+    "maxItems",
+    "minChars",
+    "maxChars",
+)
 _COUNT_KEYS = ("minItems", "maxItems", "minChars", "maxChars")
 # Always filled in by the server with the account's automation role; never user input.
 AUTOMATION_ROLE_PARAMETER = "AutomationAssumeRole"
@@ -33,9 +44,17 @@ MAX_PARAMETERS = 200  # StartAutomationExecution accepts 1-200 parameters
 _PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,50}$")  # the API's key length is 1-50
 # Role-like parameters are server-owned (reliability-security.md §2.4): whoever chooses the role
 # chooses the privileges. Instance profiles are roles too (attaching one grants its role).
-_ROLE_NAME = re.compile(r"(AssumeRole|Role|RoleArn|RoleName|InstanceProfile|InstanceProfileArn|InstanceProfileName)$")
-_ROLE_TYPES = frozenset({"AWS::IAM::Role::Arn", "AWS::IAM::Role::Name", "AWS::IAM::InstanceProfile::Arn",
-                         "AWS::IAM::InstanceProfile::Name"})
+_ROLE_NAME = re.compile(
+    r"(AssumeRole|Role|RoleArn|RoleName|InstanceProfile|InstanceProfileArn|InstanceProfileName)$"
+)
+_ROLE_TYPES = frozenset(
+    {
+        "AWS::IAM::Role::Arn",
+        "AWS::IAM::Role::Name",
+        "AWS::IAM::InstanceProfile::Arn",
+        "AWS::IAM::InstanceProfile::Name",
+    }
+)
 
 
 class UnsupportedRunbook(ValueError):
@@ -96,7 +115,11 @@ def _is_aws_type(kind: str) -> bool:
 
 
 def _count(name: str, key: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not re.fullmatch(r"\d{1,6}", str(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, str))
+        or not re.fullmatch(r"\d{1,6}", str(value))
+    ):
         raise UnsupportedRunbook(f"{name}: {key} must be a whole number, not {str(value)[:40]!r}")
     return int(value)
 
@@ -121,14 +144,19 @@ def _clean_spec(name: str, spec: dict) -> dict:
             entry[key] = _count(name, key, spec[key])
     if "allowedValues" in spec:
         values = spec["allowedValues"]
-        if not isinstance(values, list) or not values or not all(
-                isinstance(v, (str, int, float, bool)) for v in values):
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, (str, int, float, bool)) for v in values)
+        ):
             raise UnsupportedRunbook(f"{name}: allowedValues must be a non-empty list of plain values")
         entry["allowedValues"] = [_scalar_text(v) for v in values]
     if "allowedPattern" in spec:
         pattern = spec["allowedPattern"]
         if not isinstance(pattern, str) or len(pattern) > MAX_PATTERN_CHARS:
-            raise UnsupportedRunbook(f"{name}: allowedPattern must be text of at most {MAX_PATTERN_CHARS} characters")
+            raise UnsupportedRunbook(
+                f"{name}: allowedPattern must be text of at most {MAX_PATTERN_CHARS} characters"
+            )
     if "displayType" in spec and spec["displayType"] not in ("textfield", "textarea"):
         entry.pop("displayType")
     entry["required"] = "default" not in spec
@@ -152,19 +180,25 @@ def parse_parameters(document: dict) -> dict[str, dict]:
     schema: dict[str, dict] = {}
     for position, (name, spec) in enumerate(raw.items()):
         if not isinstance(name, str) or not _PARAMETER_NAME.match(name):
-            raise UnsupportedRunbook(f"{str(name)[:60]!r}: parameter names are 1-50 letters, digits, '_', '.' or '-'")
+            raise UnsupportedRunbook(
+                f"{str(name)[:60]!r}: parameter names are 1-50 letters, digits, '_', '.' or '-'"
+            )
         schema[name] = _clean_spec(name, spec)
         # PostgreSQL's jsonb does not keep key order; the form shows parameters in the document's.
         schema[name]["position"] = position
     return schema
 
 
-def ordered_parameters(schema: dict[str, dict], content: str = "", document_format: str = "JSON") -> list[tuple[str, dict]]:
-    """The schema's parameters in the document's order (versions stored before `position` read the content)."""
+def ordered_parameters(
+    schema: dict[str, dict], content: str = "", document_format: str = "JSON"
+) -> list[tuple[str, dict]]:
+    """The parameters in the document's order (versions stored before `position` read the content)."""
     if all("position" in spec for spec in schema.values()):
         return sorted(schema.items(), key=lambda item: item[1]["position"])
     try:
-        rank = {name: i for i, name in enumerate(load_document(content, document_format).get("parameters") or {})}
+        rank = {
+            name: i for i, name in enumerate(load_document(content, document_format).get("parameters") or {})
+        }
     except UnsupportedRunbook:
         rank = {}
     return sorted(schema.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
@@ -197,20 +231,41 @@ def step_summary(document: dict) -> list[dict]:
 # What a step's action touches, for the catalog's category filter when a document has no
 # Category tag. aws:executeAwsApi and friends name the service in their inputs.
 _ACTION_SERVICES = {
-    "aws:changeInstanceState": "EC2", "aws:createImage": "EC2", "aws:copyImage": "EC2", "aws:deleteImage": "EC2",
-    "aws:runInstances": "EC2", "aws:createTags": "EC2", "aws:runCommand": "Systems Manager",
-    "aws:createStack": "CloudFormation", "aws:deleteStack": "CloudFormation",
-    "aws:invokeLambdaFunction": "Lambda", "aws:executeStateMachine": "Step Functions",
+    "aws:changeInstanceState": "EC2",
+    "aws:createImage": "EC2",
+    "aws:copyImage": "EC2",
+    "aws:deleteImage": "EC2",
+    "aws:runInstances": "EC2",
+    "aws:createTags": "EC2",
+    "aws:runCommand": "Systems Manager",
+    "aws:createStack": "CloudFormation",
+    "aws:deleteStack": "CloudFormation",
+    "aws:invokeLambdaFunction": "Lambda",
+    "aws:executeStateMachine": "Step Functions",
 }
-_SERVICE_NAMES = {"ec2": "EC2", "s3": "S3", "rds": "RDS", "ssm": "Systems Manager", "lambda": "Lambda",
-                  "iam": "IAM", "cloudformation": "CloudFormation", "dynamodb": "DynamoDB", "ecs": "ECS",
-                  "eks": "EKS", "kms": "KMS", "cloudwatch": "CloudWatch", "logs": "CloudWatch"}
+_SERVICE_NAMES = {
+    "ec2": "EC2",
+    "s3": "S3",
+    "rds": "RDS",
+    "ssm": "Systems Manager",
+    "lambda": "Lambda",
+    "iam": "IAM",
+    "cloudformation": "CloudFormation",
+    "dynamodb": "DynamoDB",
+    "ecs": "ECS",
+    "eks": "EKS",
+    "kms": "KMS",
+    "cloudwatch": "CloudWatch",
+    "logs": "CloudWatch",
+}
 
 
 # Services named in a document's name, most specific first (RebootRdsInstance is RDS, not EC2).
 _NAME_CATEGORIES = (
-    (re.compile(r"S3|Bucket"), "S3"), (re.compile(r"Rds|RDS|DBInstance|Aurora"), "RDS"),
-    (re.compile(r"Patch"), "Patching"), (re.compile(r"Lambda"), "Lambda"),
+    (re.compile(r"S3|Bucket"), "S3"),
+    (re.compile(r"Rds|RDS|DBInstance|Aurora"), "RDS"),
+    (re.compile(r"Patch"), "Patching"),
+    (re.compile(r"Lambda"), "Lambda"),
     (re.compile(r"EC2|Ec2|EBS|Ebs|Volume|Snapshot|Image|Ami|Instance"), "EC2"),
 )
 # Steps that are plumbing rather than what the runbook is about (a stack that runs a Lambda).
@@ -234,7 +289,9 @@ def category_of(document: dict, tags: dict[str, str] | None = None, *, name: str
         inputs = step.get("inputs") if isinstance(step.get("inputs"), dict) else {}
         service = _ACTION_SERVICES.get(action)
         if action in ("aws:executeAwsApi", "aws:waitForAwsResourceProperty", "aws:assertAwsResourceProperty"):
-            service = _SERVICE_NAMES.get(str(inputs.get("Service", "")).lower(), str(inputs.get("Service", ""))[:32])
+            service = _SERVICE_NAMES.get(
+                str(inputs.get("Service", "")).lower(), str(inputs.get("Service", ""))[:32]
+            )
         if service:
             counts[service] = counts.get(service, 0) + 1
     if not counts:
@@ -246,22 +303,50 @@ def content_hash(content: str) -> str:
     return hashlib.sha256(content.encode()).hexdigest()
 
 
-def fingerprint_of(*, document: str, version: str, parameters: dict, targets: list, target_parameter_name: str,
-                   max_concurrency: str, max_errors: str, alarm: str, account: str, region: str) -> str:
+def fingerprint_of(
+    *,
+    document: str,
+    version: str,
+    parameters: dict,
+    targets: list,
+    target_parameter_name: str,
+    max_concurrency: str,
+    max_errors: str,
+    alarm: str,
+    account: str,
+    region: str,
+) -> str:
     """SHA-256 over what an approver approves (DESIGN.md); the worker recomputes it before dispatch."""
-    return hashlib.sha256(canonical_json({
-        "document": document, "version": version, "parameters": parameters,
-        "targets": targets,
-        "rate_control": {"target_parameter_name": target_parameter_name, "max_concurrency": max_concurrency,
-                         "max_errors": max_errors},
-        "alarm": alarm, "account": account, "region": region,
-    })).hexdigest()
+    return hashlib.sha256(
+        canonical_json(
+            {
+                "document": document,
+                "version": version,
+                "parameters": parameters,
+                "targets": targets,
+                "rate_control": {
+                    "target_parameter_name": target_parameter_name,
+                    "max_concurrency": max_concurrency,
+                    "max_errors": max_errors,
+                },
+                "alarm": alarm,
+                "account": account,
+                "region": region,
+            }
+        )
+    ).hexdigest()
 
 
 def fingerprint_for(request: AutomationRequest) -> str:
     return fingerprint_of(
-        document=request.runbook.name, version=request.runbook_version.version, parameters=request.parameters,
-        targets=request.targets, target_parameter_name=request.target_parameter_name,
-        max_concurrency=request.max_concurrency, max_errors=request.max_errors, alarm=request.alarm_name,
-        account=request.account.account_id, region=request.region,
+        document=request.runbook.name,
+        version=request.runbook_version.version,
+        parameters=request.parameters,
+        targets=request.targets,
+        target_parameter_name=request.target_parameter_name,
+        max_concurrency=request.max_concurrency,
+        max_errors=request.max_errors,
+        alarm=request.alarm_name,
+        account=request.account.account_id,
+        region=request.region,
     )

@@ -246,7 +246,7 @@ def sync_access(user, groups: list[str]) -> dict:
             user.is_staff = user.is_superuser = want
             user.save(update_fields=["is_staff", "is_superuser"])
             changes["admin"] = {"before": has, "after": want}
-    return {key: value for key, value in changes.items() if value}
+    return {key: sorted(value) if isinstance(value, list) else value for key, value in changes.items() if value}
 
 
 def _audit_failure(request, reason: str, **details) -> None:

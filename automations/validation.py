@@ -12,6 +12,7 @@ allowedPattern is hostile input to a backtracking engine (ReDoS, reliability-sec
 Patterns are applied as a full match, like Java's Matcher.matches(); where AWS would search
 instead this is stricter, never looser ("at least as strict": reliability-security.md §2.5).
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,18 +41,40 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 # Shapes of the AWS resource types (the element type of List<…>); other AWS:: types are text.
 RESOURCE_FORMATS = {
-    "AWS::EC2::Instance::Id": (re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?$"), "an instance id like i-0123456789abcdef0"),
-    "AWS::EC2::Volume::Id": (re.compile(r"^vol-[0-9a-f]{8}([0-9a-f]{9})?$"), "a volume id like vol-0123456789abcdef0"),
-    "AWS::EC2::Snapshot::Id": (re.compile(r"^snap-[0-9a-f]{8}([0-9a-f]{9})?$"),
-                               "a snapshot id like snap-0123456789abcdef0"),
-    "AWS::EC2::Image::Id": (re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$"), "an image id like ami-0123456789abcdef0"),
-    "AWS::EC2::SecurityGroup::Id": (re.compile(r"^sg-[0-9a-f]{8}([0-9a-f]{9})?$"), "a security group id like sg-…"),
+    "AWS::EC2::Instance::Id": (
+        re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?$"),
+        "an instance id like i-0123456789abcdef0",
+    ),
+    "AWS::EC2::Volume::Id": (
+        re.compile(r"^vol-[0-9a-f]{8}([0-9a-f]{9})?$"),
+        "a volume id like vol-0123456789abcdef0",
+    ),
+    "AWS::EC2::Snapshot::Id": (
+        re.compile(r"^snap-[0-9a-f]{8}([0-9a-f]{9})?$"),
+        "a snapshot id like snap-0123456789abcdef0",
+    ),
+    "AWS::EC2::Image::Id": (
+        re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$"),
+        "an image id like ami-0123456789abcdef0",
+    ),
+    "AWS::EC2::SecurityGroup::Id": (
+        re.compile(r"^sg-[0-9a-f]{8}([0-9a-f]{9})?$"),
+        "a security group id like sg-…",
+    ),
     "AWS::EC2::Subnet::Id": (re.compile(r"^subnet-[0-9a-f]{8}([0-9a-f]{9})?$"), "a subnet id like subnet-…"),
     "AWS::EC2::VPC::Id": (re.compile(r"^vpc-[0-9a-f]{8}([0-9a-f]{9})?$"), "a VPC id like vpc-…"),
-    "AWS::S3::Bucket::Name": (re.compile(r"^(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"),
-                              "a bucket name: 3-63 lowercase letters, digits, dots and hyphens"),
-    "AWS::RDS::DBInstance::Id": (re.compile(r"^[a-zA-Z][a-zA-Z0-9]*(-[a-zA-Z0-9]+)*$"), "a DB instance identifier"),
-    "AWS::IAM::Role::Arn": (re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$"), "an IAM role ARN"),
+    "AWS::S3::Bucket::Name": (
+        re.compile(r"^(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"),
+        "a bucket name: 3-63 lowercase letters, digits, dots and hyphens",
+    ),
+    "AWS::RDS::DBInstance::Id": (
+        re.compile(r"^[a-zA-Z][a-zA-Z0-9]*(-[a-zA-Z0-9]+)*$"),
+        "a DB instance identifier",
+    ),
+    "AWS::IAM::Role::Arn": (
+        re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$"),
+        "an IAM role ARN",
+    ),
 }
 
 
@@ -84,7 +107,7 @@ def clamp_repetitions(pattern: str, limit: int = MAX_VALUE_CHARS + 1) -> str:
     while i < len(pattern):
         char = pattern[i]
         if char == "\\":
-            out.append(pattern[i:i + 2])
+            out.append(pattern[i : i + 2])
             i += 2
             continue
         if in_class:
@@ -192,11 +215,13 @@ def _check_text(spec: dict, value, errors: list[str], deadline: _Deadline) -> st
             if not matches_pattern(spec["allowedPattern"], text, deadline=deadline):
                 errors.append(f"Does not have the required form (pattern {spec['allowedPattern']}).")
         except TimeoutError:
-            errors.append("This value could not be checked against the runbook's pattern in time; "
-                          "try a shorter value.")
+            errors.append(
+                "This value could not be checked against the runbook's pattern in time; try a shorter value."
+            )
         except PatternUnsupported:
-            errors.append("This runbook's pattern for this parameter cannot be checked safely; "
-                          "ask an administrator.")
+            errors.append(
+                "This runbook's pattern for this parameter cannot be checked safely; ask an administrator."
+            )
     shape = RESOURCE_FORMATS.get(_element_type(spec["type"]))
     if shape and text and not shape[0].match(text):
         errors.append(f"Enter {shape[1]}.")
@@ -211,7 +236,9 @@ def _single(raw) -> tuple[object, list[str]]:
     return raw, []
 
 
-def validate_value(name: str, spec: dict, raw, *, deadline: _Deadline | None = None) -> tuple[list[str] | None, list[str]]:
+def validate_value(
+    name: str, spec: dict, raw, *, deadline: _Deadline | None = None
+) -> tuple[list[str] | None, list[str]]:
     """One parameter: (wire value, or None when omitted so SSM uses the default; error messages)."""
     deadline = deadline or _Deadline()
     kind = spec["type"]
@@ -281,7 +308,9 @@ def _validate_json(kind: str, spec: dict, raw) -> tuple[list[str] | None, list[s
         except (ValueError, RecursionError):
             return None, ["Enter valid JSON."]
     if kind == "StringMap":
-        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
             return None, ['Enter a JSON object of text values, e.g. {"Environment": "prod"}.']
     else:
         if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
@@ -307,22 +336,33 @@ def _validate_json(kind: str, spec: dict, raw) -> tuple[list[str] | None, list[s
     return [encoded], []
 
 
-def validate_parameters(schema: dict[str, dict], raw: dict, *, target_parameter: str = "") -> dict[str, list[str]]:
+def validate_parameters(
+    schema: dict[str, dict], raw: dict, *, target_parameter: str = ""
+) -> dict[str, list[str]]:
     """All parameters of one version: SSM wire values, or InvalidRequest with per-field errors.
 
     Server-owned parameters (roles) must not appear at all; the service fills them in. With rate
     control, `target_parameter` is filled per target by SSM, so it must be left empty here.
     """
     if not isinstance(raw, dict):
-        raise InvalidRequest("Parameters must be an object of name → value.",
-                             errors={"parameters": ["Expected an object of name → value."]})
+        raise InvalidRequest(
+            "Parameters must be an object of name → value.",
+            errors={"parameters": ["Expected an object of name → value."]},
+        )
     if len(raw) > MAX_PARAMETERS:
-        raise InvalidRequest(f"At most {MAX_PARAMETERS} parameters.", errors={"parameters": ["Too many parameters."]})
-    owned = sorted(name for name in raw if isinstance(name, str) and name in schema and schema[name].get("server_owned"))
+        raise InvalidRequest(
+            f"At most {MAX_PARAMETERS} parameters.", errors={"parameters": ["Too many parameters."]}
+        )
+    owned = sorted(
+        name for name in raw if isinstance(name, str) and name in schema and schema[name].get("server_owned")
+    )
     if owned:
         raise ServerOwnedParameter(
             f"{', '.join(owned)} {'is' if len(owned) == 1 else 'are'} set by Delegate, not by requesters.",
-            errors={name: ["This value is chosen by Delegate's administrators and cannot be set."] for name in owned},
+            errors={
+                name: ["This value is chosen by Delegate's administrators and cannot be set."]
+                for name in owned
+            },
         )
     unknown = sorted(str(name)[:60] for name in raw if name not in schema)
     errors: dict[str, list[str]] = {name: ["This runbook version has no such parameter."] for name in unknown}
@@ -347,8 +387,11 @@ def validate_parameters(schema: dict[str, dict], raw: dict, *, target_parameter:
 
 def validate_target_values(spec: dict, values: list) -> list[str]:
     """Rate-control target values go into the target parameter one at a time: check each as one value."""
-    single = {**spec, "type": _element_type(spec["type"]) if _is_list(spec["type"]) else spec["type"],
-              "required": True}
+    single = {
+        **spec,
+        "type": _element_type(spec["type"]) if _is_list(spec["type"]) else spec["type"],
+        "required": True,
+    }
     single.pop("minItems", None)
     single.pop("maxItems", None)
     deadline = _Deadline()

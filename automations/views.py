@@ -129,15 +129,37 @@ def _has_execution(automation_request) -> bool:
 @login_required
 def request_detail(request, pk: int):
     automation_request = get_object_or_404(selectors.requests_visible_to(request.user), pk=pk)
-    return render(request, "automations/request_detail.html", _detail_context(request, automation_request))
+    return render(request, "automations/request_detail.html",
+                  {**_detail_context(request, automation_request), "live_key": live_key(automation_request)})
+
+
+def live_key(automation_request) -> str:
+    """What the live part shows, in a few hex digits: status, approvals, AWS status and steps."""
+    import hashlib
+
+    execution = automation_request.execution if _has_execution(automation_request) else None
+    shown = [automation_request.status, automation_request.status_reason,
+             automation_request.approvals.count() if automation_request.status == "submitted" else 0]
+    if execution is not None:
+        shown += [execution.aws_status, execution.current_step, execution.failure_message,
+                  [(step.get("name"), step.get("status")) for step in execution.steps or []]]
+    return hashlib.sha256(repr(shown).encode()).hexdigest()[:16]
 
 
 @login_required
 @require_GET
 def request_status_partial(request, pk: int):
-    """The live part of the request page; htmx polls it while the run is active."""
+    """The live part of the request page; htmx polls it until the request is final.
+
+    The poll says which state it shows (`shown`); nothing changed answers 204, which htmx leaves
+    alone, so an approver's half-typed comment survives and the inventory is not re-read.
+    """
     automation_request = get_object_or_404(selectors.requests_visible_to(request.user), pk=pk)
-    return render(request, "partials/request_status.html", _detail_context(request, automation_request))
+    key = live_key(automation_request)
+    if request.GET.get("shown") == key:
+        return HttpResponse(status=204)
+    return render(request, "partials/request_status.html",
+                  {**_detail_context(request, automation_request), "live_key": key})
 
 
 def _decide(request, pk: int, action):

@@ -214,7 +214,7 @@ def verify_run() -> dict:
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _query_shapes(rng: random.Random):
@@ -231,7 +231,7 @@ def _query_shapes(rng: random.Random):
         return {"since": begin.isoformat(), "until": (begin + dt.timedelta(hours=hours)).isoformat()}
 
     return [
-        ("newest page", lambda: {}),
+        ("newest page", dict),
         ("actor", lambda: {"actor": f"user{_zipf_index(rng, ACTORS):03d}"}),
         ("actor (rare)", lambda: {"actor": f"user{rng.randrange(400, ACTORS):03d}"}),
         ("action", lambda: {"action": rng.choice(("login.fail", "request.rejected", "authz.denied", "dispatch.started"))}),

@@ -3,6 +3,7 @@ same instant; approve against withdraw), IDOR, aws:approve steps answered from t
 lead deciding a multi-approver request end to end through the UI (also on the seeded demo data).
 """
 import datetime as dt
+import os
 import threading
 import time
 
@@ -32,7 +33,8 @@ from tests import factories as f
 from tests.conftest import seeded_instance
 
 Status = AutomationRequest.Status
-RACE_ROUNDS = 25
+# reliability-security.md §6 row 9 asks for 200 rounds; the default keeps the suite fast.
+RACE_ROUNDS = int(os.environ.get("DELEGATE_RACE_ROUNDS", "100"))
 
 
 def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.1):
@@ -75,6 +77,15 @@ def quiet_publish(monkeypatch):
     monkeypatch.setattr(tasks, "publish_dispatch", published.append)
     monkeypatch.setattr(notifications, "publish", lambda delivery_id: True)
     return published
+
+
+def copies(request, n: int):
+    """n more submitted requests like `request` (the given state, made directly: submit costs AWS calls)."""
+    for _ in range(n):
+        yield AutomationRequest.objects.create(
+            team=request.team, requester=request.requester, runbook=request.runbook,
+            runbook_version=request.runbook_version, account=request.account, region=request.region,
+            parameters=request.parameters, resources=request.resources, fingerprint=request.fingerprint)
 
 
 def client_for(user):
@@ -137,8 +148,7 @@ class TestRaces:
     """Separate connections, committed data, a barrier: the real thing, looped."""
 
     def test_two_approvers_at_once_make_one_transition_and_one_outbox_row(self, world, submit, quiet_publish):
-        for _ in range(RACE_ROUNDS):
-            request = submit()
+        for request in copies(submit(), RACE_ROUNDS):
             results = race(lambda: services.request_approve(request=request, actor=world.bob),
                            lambda: services.request_approve(request=request, actor=world.frank))
             won = [r for r in results if isinstance(r, AutomationRequest)]
@@ -153,8 +163,7 @@ class TestRaces:
     def test_two_of_two_approvers_at_once_both_count_once(self, world, submit, quiet_publish):
         world.platform_policy.approvals_required = 2
         world.platform_policy.save()
-        for _ in range(RACE_ROUNDS):
-            request = submit()
+        for request in copies(submit(), max(1, RACE_ROUNDS * 2 // 5)):
             results = race(lambda: services.request_approve(request=request, actor=world.bob),
                            lambda: services.request_approve(request=request, actor=world.frank))
             assert all(isinstance(r, AutomationRequest) for r in results), results
@@ -165,8 +174,7 @@ class TestRaces:
 
     def test_approve_against_withdraw_has_one_winner(self, world, submit, quiet_publish):
         outcomes = set()
-        for _ in range(RACE_ROUNDS):
-            request = submit()
+        for request in copies(submit(), max(1, RACE_ROUNDS * 2 // 5)):
             results = race(lambda: services.request_approve(request=request, actor=world.bob),
                            lambda: services.request_withdraw(request=request, actor=world.alice))
             errors = [r for r in results if isinstance(r, Exception)]
@@ -179,10 +187,10 @@ class TestRaces:
             finals = AuditEvent.objects.filter(request=request, action__in=("request.approved", "request.withdrawn"))
             assert finals.count() == 1
         assert outcomes  # which one wins is the scheduler's business; never both
+        print(f"approve vs withdraw winners over {max(1, RACE_ROUNDS * 2 // 5)} rounds: {sorted(outcomes)}")
 
     def test_two_approvers_at_once_over_http_answer_200_and_409(self, world, submit, quiet_publish):
-        for _ in range(10):
-            request = submit()
+        for request in copies(submit(), 10):
             url = f"/api/v1/requests/{request.pk}/approve/"
             codes = race(lambda: client_for(world.bob).post(url, {}, format="json").status_code,
                          lambda: client_for(world.frank).post(url, {}, format="json").status_code)

@@ -234,6 +234,18 @@ class TestDigests:
         code, _, err = verify()
         assert code == 1 and "not the configured" in err
 
+    def test_key_rotation_keeps_old_digests_verifiable(self, postgres, digests, settings, ed25519_key):
+        seed_chain(3)
+        audit_digests.write_digest()
+        new_private, _ = audit_digests.generate_ed25519_key()
+        settings.DELEGATE_AUDIT_DIGEST_KEY = new_private
+        seed_chain(3)
+        second = audit_digests.load(audit_digests.write_digest())
+        assert second["previous_signature"] and second["key_id"] != audit_digests.signer_from(ed25519_key[0]).key_id
+        assert "not the configured" in verify()[2]
+        code, out, _ = verify("--public-key", ed25519_key[1])
+        assert code == 0 and "2 verified" in out
+
     def test_hmac_keys_work_and_bad_keys_are_refused(self, postgres, settings, tmp_path):
         from django.core.exceptions import ImproperlyConfigured
 

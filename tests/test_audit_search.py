@@ -94,6 +94,16 @@ class TestApiSearch:
         if params != {"since": (T0 + dt.timedelta(days=30)).isoformat()}:
             assert want  # the case exercises something
 
+    def test_rows_match_the_documented_serializer(self, seeded, auditor):
+        from rest_framework.renderers import JSONRenderer
+
+        from automations.api.serializers import AuditEventSerializer
+
+        seed_chain(1, lambda i: {"client_ip": "2001:db8::5", "details": {"nested": {"a": [1, "b"]}}})
+        row = auditor.get("/api/v1/audit/", {"limit": 1}).json()["results"][0]
+        event = AuditEvent.objects.get(sequence=row["sequence"])
+        assert row == json.loads(JSONRenderer().render(AuditEventSerializer(event).data))
+
     def test_cursor_pages_are_stable_while_events_arrive(self, seeded, auditor):
         first = auditor.get("/api/v1/audit/", {"limit": 10}).json()
         seed_chain(5)  # newer events must not shift the next page
@@ -114,7 +124,7 @@ class TestApiSearch:
         lead, member = APIClient(), APIClient()
         lead.force_authenticate(world.bob)  # leads platform
         member.force_authenticate(world.dave)
-        assert set(row["team"] for row in lead.get("/api/v1/audit/", {"limit": 500}).json()["results"]) == {"platform"}
+        assert {row["team"] for row in lead.get("/api/v1/audit/", {"limit": 500}).json()["results"]} == {"platform"}
         assert member.get("/api/v1/audit/").json()["results"] == []  # dave acted in none of these
 
 
@@ -203,3 +213,72 @@ class TestExport:
             assert big_bytes > 2.5 * small_bytes
             # Three times the rows, about the same peak: one cursor chunk and one output batch at a time.
             assert big_peak < small_peak * 1.5 + 512 * 1024, (fn.__name__, small_peak, big_peak)
+
+
+NASTY = ["back\\slash \\\" \\n", 'quote " and \'', "line\nbreak\r\ncr", "tab\there", "\ttab-first", "\rcr-first",
+         "ünïcödé ✓ 🚀", "del\x7fchar", "bell\x07", "=1+1", "-1", "@x", "+y", "", "plain"]
+
+
+def nasty(i: int) -> dict:
+    text = NASTY[i % len(NASTY)]
+    return {"actor_name": text, "action": f"a.{i}", "team": text[:64], "runbook": text, "resources": [text, "i-1"],
+            "details": {text: [text, i, None, True, 1.5], "nested": {"k": text}}, "user_agent": text,
+            "role_session_name": text[:64], "client_ip": ["192.0.2.1", "2001:db8::1", None][i % 3]}
+
+
+class TestExportFormats:
+    """PostgreSQL's COPY path and the Python path (SQLite demo) write the same data, hostile text included."""
+
+    @pytest.fixture
+    def both(self, db, monkeypatch):
+        from automations import audit_search
+
+        seed_chain(len(NASTY) * 2, nasty)
+        queryset = AuditEvent.objects.all()
+
+        def run(fn, fast: bool):
+            monkeypatch.setattr(audit_search, "_pg_fast_path", lambda: fast)
+            out = b"".join(chunk if isinstance(chunk, bytes) else chunk.encode() for chunk in fn(queryset))
+            return out.decode()
+
+        return run
+
+    def test_jsonl_paths_agree_and_round_trip(self, both):
+        require_pg()
+        fast = [json.loads(line) for line in both(export_jsonl, True).splitlines()]
+        slow = [json.loads(line) for line in both(export_jsonl, False).splitlines()]
+        assert fast == slow
+        stored = {e.sequence: e for e in AuditEvent.objects.all()}
+        for line in fast:
+            event = stored[line["sequence"]]
+            assert (line["actor_name"], line["runbook"], line["resources"], line["details"], line["client_ip"]) == \
+                   (event.actor_name, event.runbook, event.resources, event.details, event.client_ip)
+            assert line["occurred_at"] == event.occurred_at.isoformat(timespec="microseconds")
+
+    def test_csv_paths_agree_and_defuse_formulas(self, both):
+        require_pg()
+        fast = list(csv.reader(io.StringIO(both(export_csv, True))))
+        slow = list(csv.reader(io.StringIO(both(export_csv, False))))
+        assert fast[0] == slow[0] and len(fast) == len(slow) == len(NASTY) * 2 + 1
+        json_columns = {fast[0].index("resources"), fast[0].index("details")}
+        for fast_row, slow_row in zip(fast[1:], slow[1:]):
+            for column, (a, b) in enumerate(zip(fast_row, slow_row)):
+                assert (json.loads(a) == json.loads(b)) if column in json_columns else (a == b), (fast[0][column], a, b)
+        names = [row[fast[0].index("actor_name")] for row in fast[1:]]
+        assert "'=1+1" in names and "'-1" in names and "'@x" in names and "'+y" in names
+        assert "'\ttab-first" in names and "'\rcr-first" in names
+
+    def test_a_client_that_goes_away_leaves_the_connection_usable(self, seeded):
+        for fn in (export_csv, export_jsonl):
+            stream = fn(AuditEvent.objects.all())
+            next(stream)
+            stream.close()
+            assert AuditEvent.objects.count() == 60
+
+
+def require_pg():
+    from django.db import connection
+
+    from tests.conftest import require
+
+    require(connection.vendor == "postgresql", "PostgreSQL (COPY export path)")

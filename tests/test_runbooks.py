@@ -1,4 +1,5 @@
 """automations.runbooks: parsing real runbook content (untrusted) into the stored parameter schema."""
+
 import json
 
 import pytest
@@ -18,8 +19,12 @@ from tests.test_validation import FIXTURE_FILES, SCHEMAS
 
 
 def _doc(parameters: dict, **extra) -> dict:
-    return {"schemaVersion": "0.3", "parameters": parameters,
-            "mainSteps": [{"name": "s", "action": "aws:sleep", "inputs": {"Duration": "PT1S"}}], **extra}
+    return {
+        "schemaVersion": "0.3",
+        "parameters": parameters,
+        "mainSteps": [{"name": "s", "action": "aws:sleep", "inputs": {"Duration": "PT1S"}}],
+        **extra,
+    }
 
 
 class TestFixtures:
@@ -42,8 +47,13 @@ class TestFixtures:
 
     def test_required_means_no_default(self):
         restart = SCHEMAS["aws-RestartEC2Instance.json"]
-        assert restart["InstanceId"] == {"type": "StringList", "description": restart["InstanceId"]["description"],
-                                         "required": True, "server_owned": False, "position": 0}
+        assert restart["InstanceId"] == {
+            "type": "StringList",
+            "description": restart["InstanceId"]["description"],
+            "required": True,
+            "server_owned": False,
+            "position": 0,
+        }
         assert SCHEMAS["aws-CopySnapshot.json"]["Description"]["required"] is False
 
     def test_rotate_logs_keeps_every_constraint_in_a_stable_shape(self):
@@ -57,7 +67,10 @@ class TestFixtures:
         assert schema["Compress"]["default"] is True
         assert json.loads(json.dumps(schema)) == schema  # stores in a JSONField unchanged
         assert [name for name, _ in ordered_parameters(schema)][:3] == [
-            "AutomationAssumeRole", "InstanceIds", "CollectorInstanceId"]
+            "AutomationAssumeRole",
+            "InstanceIds",
+            "CollectorInstanceId",
+        ]
 
 
 class TestUntrustedContent:
@@ -76,17 +89,20 @@ class TestUntrustedContent:
         with pytest.raises(UnsupportedRunbook):
             load_document("[1, 2]", "JSON")
 
-    @pytest.mark.parametrize(("spec", "message"), [
-        ({"type": "Float"}, "unsupported parameter type"),
-        ({"type": "AWS::"}, "unsupported parameter type"),
-        ({"type": "String", "minChars": "lots"}, "whole number"),
-        ({"type": "String", "maxItems": -1}, "whole number"),
-        ({"type": "String", "allowedValues": "a,b"}, "allowedValues"),
-        ({"type": "String", "allowedValues": [{"a": 1}]}, "allowedValues"),
-        ({"type": "String", "allowedPattern": ["^a$"]}, "allowedPattern"),
-        ({"type": "String", "allowedPattern": "a" * 5000}, "allowedPattern"),
-        ("String", "must be an object"),
-    ])
+    @pytest.mark.parametrize(
+        ("spec", "message"),
+        [
+            ({"type": "Float"}, "unsupported parameter type"),
+            ({"type": "AWS::"}, "unsupported parameter type"),
+            ({"type": "String", "minChars": "lots"}, "whole number"),
+            ({"type": "String", "maxItems": -1}, "whole number"),
+            ({"type": "String", "allowedValues": "a,b"}, "allowedValues"),
+            ({"type": "String", "allowedValues": [{"a": 1}]}, "allowedValues"),
+            ({"type": "String", "allowedPattern": ["^a$"]}, "allowedPattern"),
+            ({"type": "String", "allowedPattern": "a" * 5000}, "allowedPattern"),
+            ("String", "must be an object"),
+        ],
+    )
     def test_bad_definitions_are_refused_with_a_reason(self, spec, message):
         with pytest.raises(UnsupportedRunbook, match=message):
             parse_parameters(_doc({"P": spec}))
@@ -98,7 +114,9 @@ class TestUntrustedContent:
             parse_parameters(_doc({"a b": {"type": "String"}}))
 
     def test_values_are_normalised_to_text(self):
-        schema = parse_parameters(_doc({"P": {"type": "Boolean", "allowedValues": [True, False], "minChars": "2"}}))
+        schema = parse_parameters(
+            _doc({"P": {"type": "Boolean", "allowedValues": [True, False], "minChars": "2"}})
+        )
         assert schema["P"]["allowedValues"] == ["true", "false"] and schema["P"]["minChars"] == 2
 
     def test_a_pattern_no_engine_can_compile_is_a_problem(self):
@@ -111,12 +129,24 @@ class TestUntrustedContent:
 
 
 class TestRoles:
-    @pytest.mark.parametrize("name", ["AutomationAssumeRole", "LambdaAssumeRole", "ExecutionRole", "ServiceRoleArn",
-                                      "RoleName", "IamInstanceProfileName", "InstanceProfile"])
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "AutomationAssumeRole",
+            "LambdaAssumeRole",
+            "ExecutionRole",
+            "ServiceRoleArn",
+            "RoleName",
+            "IamInstanceProfileName",
+            "InstanceProfile",
+        ],
+    )
     def test_role_like_names(self, name):
         assert is_role_parameter(name, {"type": "String"})
 
-    @pytest.mark.parametrize("kind", ["AWS::IAM::Role::Arn", "List<AWS::IAM::Role::Arn>", "AWS::IAM::Role::Name"])
+    @pytest.mark.parametrize(
+        "kind", ["AWS::IAM::Role::Arn", "List<AWS::IAM::Role::Arn>", "AWS::IAM::Role::Name"]
+    )
     def test_role_types(self, kind):
         assert is_role_parameter("Whatever", {"type": kind})
 
@@ -128,13 +158,20 @@ class TestRoles:
 def test_element_type_and_steps_and_category():
     assert element_type("List<AWS::EC2::Instance::Id>") == "AWS::EC2::Instance::Id"
     assert element_type("StringList") == "String"
-    document = _doc({}, mainSteps=[{"name": "a", "action": "aws:executeAwsApi", "inputs": {"Service": "s3"}}, "junk"])
+    document = _doc(
+        {}, mainSteps=[{"name": "a", "action": "aws:executeAwsApi", "inputs": {"Service": "s3"}}, "junk"]
+    )
     assert step_summary(document) == [{"name": "a", "action": "aws:executeAwsApi"}]
     assert category_of(document) == "S3"
     assert category_of(document, {"Category": "Storage"}) == "Storage"
     assert category_of(document, name="AWS-RebootRdsInstance") == "RDS"
     assert category_of(_doc({}, mainSteps=[])) == "General"
-    plumbing = _doc({}, mainSteps=[{"name": "c", "action": "aws:createStack", "inputs": {}},
-                                   {"name": "d", "action": "aws:deleteStack", "inputs": {}},
-                                   {"name": "e", "action": "aws:changeInstanceState", "inputs": {}}])
+    plumbing = _doc(
+        {},
+        mainSteps=[
+            {"name": "c", "action": "aws:createStack", "inputs": {}},
+            {"name": "d", "action": "aws:deleteStack", "inputs": {}},
+            {"name": "e", "action": "aws:changeInstanceState", "inputs": {}},
+        ],
+    )
     assert category_of(plumbing) == "EC2"

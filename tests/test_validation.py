@@ -3,6 +3,7 @@
 Property tests (Hypothesis) cover the fixture runbooks' real patterns and schemas; the ReDoS
 tests time a catastrophic-backtracking pattern against both engines.
 """
+
 import glob
 import json
 import re
@@ -10,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -30,11 +30,14 @@ from automations.validation import (
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures" / "runbooks"
-FIXTURE_FILES = sorted(
-    [p for p in glob.glob(str(SHARED_FIXTURES / "*.*")) if not p.endswith(".md")]
-    or glob.glob(str(ROOT / "automations/sandbox/documents/amazon/*.*"))
-) + sorted(glob.glob(str(ROOT / "automations/sandbox/documents/own/*.*"))) \
-  + sorted(glob.glob(str(ROOT / "automations/sandbox/documents/shared/*.*")))
+FIXTURE_FILES = (
+    sorted(
+        [p for p in glob.glob(str(SHARED_FIXTURES / "*.*")) if not p.endswith(".md")]
+        or glob.glob(str(ROOT / "automations/sandbox/documents/amazon/*.*"))
+    )
+    + sorted(glob.glob(str(ROOT / "automations/sandbox/documents/own/*.*")))
+    + sorted(glob.glob(str(ROOT / "automations/sandbox/documents/shared/*.*")))
+)
 
 
 def _schema(path: str) -> dict:
@@ -44,16 +47,31 @@ def _schema(path: str) -> dict:
 
 SCHEMAS = {Path(p).name: _schema(p) for p in FIXTURE_FILES}
 # Every allowedPattern in the fixture runbooks, with the parameter's maxChars (or SSM's 512).
-FIXTURE_PATTERNS = sorted({(spec["allowedPattern"], int(spec.get("maxChars", 512)))
-                           for schema in SCHEMAS.values() for spec in schema.values() if "allowedPattern" in spec})
+FIXTURE_PATTERNS = sorted(
+    {
+        (spec["allowedPattern"], int(spec.get("maxChars", 512)))
+        for schema in SCHEMAS.values()
+        for spec in schema.values()
+        if "allowedPattern" in spec
+    }
+)
 # Patterns AWS runbooks commonly use besides the fixtures'.
 COMMON_PATTERNS = [
-    (r"^i-[a-z0-9]{8,17}$", 512), (r"^arn:aws[a-z0-9-]*:sns:[a-z0-9-]+:\d{12}:[\w-]+$", 512),
-    (r"^[a-zA-Z0-9_\-.]{3,128}$", 512), (r"^(([0-9]|[1-9][0-9]|1[0-9]{2}|2[0-4][0-9]|25[0-5])\.){3}([0-9]|[1-9][0-9]|1[0-9]{2}|2[0-4][0-9]|25[0-5])$", 512),
+    (r"^i-[a-z0-9]{8,17}$", 512),
+    (r"^arn:aws[a-z0-9-]*:sns:[a-z0-9-]+:\d{12}:[\w-]+$", 512),
+    (r"^[a-zA-Z0-9_\-.]{3,128}$", 512),
+    (
+        r"^(([0-9]|[1-9][0-9]|1[0-9]{2}|2[0-4][0-9]|25[0-5])\.){3}([0-9]|[1-9][0-9]|1[0-9]{2}|2[0-4][0-9]|25[0-5])$",
+        512,
+    ),
 ]
 PATTERNS = FIXTURE_PATTERNS + COMMON_PATTERNS
-HYPOTHESIS = settings(max_examples=60, deadline=2000, database=None,
-                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+HYPOTHESIS = settings(
+    max_examples=60,
+    deadline=2000,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -65,6 +83,7 @@ def test_the_fixture_runbooks_are_all_here():
 #
 # Patterns: generated matches are accepted, everything else is refused cleanly
 #
+
 
 @pytest.mark.parametrize(("pattern", "max_chars"), PATTERNS, ids=[p[:30] for p, _ in PATTERNS])
 @HYPOTHESIS
@@ -90,13 +109,33 @@ def test_re2_agrees_with_python_re_on_the_fixture_patterns(pattern, max_chars, v
 
 
 @HYPOTHESIS
-@given(name=st.sampled_from(sorted(SCHEMAS)), raw=st.dictionaries(
-    st.text(max_size=20) | st.sampled_from(["InstanceId", "InstanceIds", "AutomationAssumeRole", "Labels",
-                                            "Schedule", "RetentionDays", "Compress", "Paths", "KmsKeyId"]),
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=600)
-    | st.lists(st.text(max_size=30) | st.integers(), max_size=60)
-    | st.dictionaries(st.text(max_size=5), st.text(max_size=5) | st.integers(), max_size=4),
-    max_size=6))
+@given(
+    name=st.sampled_from(sorted(SCHEMAS)),
+    raw=st.dictionaries(
+        st.text(max_size=20)
+        | st.sampled_from(
+            [
+                "InstanceId",
+                "InstanceIds",
+                "AutomationAssumeRole",
+                "Labels",
+                "Schedule",
+                "RetentionDays",
+                "Compress",
+                "Paths",
+                "KmsKeyId",
+            ]
+        ),
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=True)
+        | st.text(max_size=600)
+        | st.lists(st.text(max_size=30) | st.integers(), max_size=60)
+        | st.dictionaries(st.text(max_size=5), st.text(max_size=5) | st.integers(), max_size=4),
+        max_size=6,
+    ),
+)
 def test_arbitrary_input_is_accepted_or_refused_with_our_error_only(name, raw):
     schema = SCHEMAS[name]
     try:
@@ -123,6 +162,7 @@ def test_any_text_for_any_fixture_parameter_never_raises_anything_else(text):
 #
 # ReDoS: length first, then a linear engine or a hard timeout
 #
+
 
 class TestCatastrophicPatterns:
     def test_nested_quantifier_is_linear_on_re2(self):
@@ -152,7 +192,9 @@ class TestCatastrophicPatterns:
 
     def test_a_whole_request_shares_one_time_budget(self):
         pattern = r"^(?=a)(a|aa)+$"
-        schema = {f"P{i}": {"type": "StringList", "required": True, "allowedPattern": pattern} for i in range(4)}
+        schema = {
+            f"P{i}": {"type": "StringList", "required": True, "allowedPattern": pattern} for i in range(4)
+        }
         raw = {name: ["a" * 60 + "b"] * 10 for name in schema}  # 40 slow matches
         started = time.perf_counter()
         with pytest.raises(InvalidRequest):
@@ -183,6 +225,7 @@ class TestCatastrophicPatterns:
 # Types and constraints, in plain words
 #
 
+
 def _v(spec, raw):
     return validate_value("P", {"required": False, **spec}, raw)
 
@@ -201,7 +244,10 @@ class TestTypes:
         assert _v({"type": "String"}, {"a": 1})[1] == ["Enter text, not a list or an object."]
 
     def test_required_and_optional(self):
-        assert validate_value("P", {"type": "String", "required": True}, "") == (None, ["This parameter is required."])
+        assert validate_value("P", {"type": "String", "required": True}, "") == (
+            None,
+            ["This parameter is required."],
+        )
         assert validate_value("P", {"type": "String", "required": False}, None) == (None, [])
 
     def test_integer_with_allowed_values_as_rotate_logs_declares_it(self):
@@ -222,7 +268,9 @@ class TestTypes:
         ok = ["i-0123456789abcdef0", "i-0123456789abcdef1"]
         assert validate_value("InstanceIds", spec, ok) == (ok, [])
         assert validate_value("InstanceIds", spec, "\n".join(ok)) == (ok, [])  # the form's one-per-line
-        assert validate_value("InstanceIds", spec, ["i-%017x" % n for n in range(6)])[1] == ["Give at most 5 values."]
+        assert validate_value("InstanceIds", spec, ["i-%017x" % n for n in range(6)])[1] == [
+            "Give at most 5 values."
+        ]
         _, errors = validate_value("InstanceIds", spec, ["i-0123456789abcdef0", "web-1"])
         assert errors[0].startswith("'web-1': Does not have the required form")
         assert validate_value("InstanceIds", spec, ok[:1] * 2)[1] == ["Each value only once, please."]
@@ -231,7 +279,8 @@ class TestTypes:
     def test_aws_resource_types_check_their_shape(self):
         assert _v({"type": "AWS::EC2::Instance::Id"}, "i-0123456789abcdef0") == (["i-0123456789abcdef0"], [])
         assert _v({"type": "AWS::EC2::Instance::Id"}, "vol-0123456789abcdef0")[1] == [
-            "Enter an instance id like i-0123456789abcdef0."]
+            "Enter an instance id like i-0123456789abcdef0."
+        ]
         assert _v({"type": "List<AWS::EC2::Instance::Id>"}, ["i-01234567"]) == (["i-01234567"], [])
         assert _v({"type": "AWS::S3::Bucket::Name"}, "platform-logs") == (["platform-logs"], [])
         assert _v({"type": "AWS::S3::Bucket::Name"}, "Bad_Bucket")[1][0].startswith("Enter a bucket name")
@@ -243,20 +292,34 @@ class TestTypes:
         schedule = SCHEMAS["Delegate-RotateLogs.yaml"]["Schedule"]  # maxItems 7
         assert validate_value("Labels", labels, {"b": "2", "a": "1"}) == (['{"a":"1","b":"2"}'], [])
         assert validate_value("Labels", labels, '{"env": "prod"}') == (['{"env":"prod"}'], [])
-        assert validate_value("Labels", labels, {"n": 1})[1][0].startswith("Enter a JSON object of text values")
+        assert validate_value("Labels", labels, {"n": 1})[1][0].startswith(
+            "Enter a JSON object of text values"
+        )
         assert validate_value("Labels", labels, "{nope")[1] == ["Enter valid JSON."]
         assert validate_value("Schedule", schedule, [{"Day": "Mon"}]) == (['[{"Day":"Mon"}]'], [])
-        assert validate_value("Schedule", schedule, json.dumps([{"Day": "Mon"}] * 8))[1] == ["Give at most 7 entries."]
-        assert validate_value("Schedule", schedule, '{"Day": "Mon"}')[1][0].startswith("Enter a JSON list of objects")
-        assert validate_value("Schedule", schedule, "x" * 600)[1] == ["Too long: at most 512 characters of JSON."]
+        assert validate_value("Schedule", schedule, json.dumps([{"Day": "Mon"}] * 8))[1] == [
+            "Give at most 7 entries."
+        ]
+        assert validate_value("Schedule", schedule, '{"Day": "Mon"}')[1][0].startswith(
+            "Enter a JSON list of objects"
+        )
+        assert validate_value("Schedule", schedule, "x" * 600)[1] == [
+            "Too long: at most 512 characters of JSON."
+        ]
 
 
 class TestValidateParameters:
     def test_role_values_are_refused_naming_them(self):
         schema = SCHEMAS["aws-CopySnapshot.json"]
         with pytest.raises(ServerOwnedParameter) as error:
-            validate_parameters(schema, {"SnapshotId": "snap-01234567", "LambdaAssumeRole": "arn:aws:iam::1:role/x",
-                                         "AutomationAssumeRole": ""})
+            validate_parameters(
+                schema,
+                {
+                    "SnapshotId": "snap-01234567",
+                    "LambdaAssumeRole": "arn:aws:iam::1:role/x",
+                    "AutomationAssumeRole": "",
+                },
+            )
         assert set(error.value.errors) == {"AutomationAssumeRole", "LambdaAssumeRole"}
         assert error.value.code == "server_owned_parameter"
 
@@ -271,9 +334,18 @@ class TestValidateParameters:
         }
 
     def test_optional_values_left_out_keep_the_runbook_defaults(self):
-        wire = validate_parameters(SCHEMAS["Delegate-RotateLogs.yaml"], {
-            "InstanceIds": ["i-0123456789abcdef0"], "CollectorInstanceId": "i-0123456789abcdef1", "Notes": ""})
-        assert wire == {"InstanceIds": ["i-0123456789abcdef0"], "CollectorInstanceId": ["i-0123456789abcdef1"]}
+        wire = validate_parameters(
+            SCHEMAS["Delegate-RotateLogs.yaml"],
+            {
+                "InstanceIds": ["i-0123456789abcdef0"],
+                "CollectorInstanceId": "i-0123456789abcdef1",
+                "Notes": "",
+            },
+        )
+        assert wire == {
+            "InstanceIds": ["i-0123456789abcdef0"],
+            "CollectorInstanceId": ["i-0123456789abcdef1"],
+        }
 
     def test_rate_control_target_parameter_is_left_to_the_targets(self):
         schema = SCHEMAS["aws-RestartEC2Instance.json"]
@@ -285,7 +357,9 @@ class TestValidateParameters:
     def test_target_values_are_checked_one_by_one_against_the_parameter(self):
         spec = SCHEMAS["Delegate-PatchWithApproval.yaml"]["InstanceIds"]
         assert validate_target_values(spec, ["i-0123456789abcdef0"]) == []
-        assert validate_target_values(spec, ["web-1"])[0].startswith("'web-1': Does not have the required form")
+        assert validate_target_values(spec, ["web-1"])[0].startswith(
+            "'web-1': Does not have the required form"
+        )
 
     def test_not_an_object(self):
         with pytest.raises(InvalidRequest) as error:

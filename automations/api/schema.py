@@ -21,6 +21,10 @@ _DESCRIPTIONS = {
     "409": "The request is not in a status this action applies to (code `transition_not_allowed`).",
     "415": "The body is not JSON.",
 }
+# Answered by the HTTP server in front of Django, not by the API: no JSON body.
+_SERVER_LIMITS = {
+    "414": "The request line is longer than the server accepts (gunicorn: 4094 bytes by default).",
+}
 
 
 # Every API error (automations/api/errors.py): a stable machine `code`, a human `detail`, and
@@ -87,11 +91,38 @@ def postprocess_error_responses(result, generator, request, public):
         for method, operation in operations.items():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                if parameter.get("in") == "query" and schema.get("type") == "string" and "enum" not in schema:
+                    # Every query string is validated strictly: a blank value is a 400, not "no filter".
+                    schema.setdefault("minLength", 1)
             responses = operation["responses"]
             for code in _errors_for(path, method, operation):
                 responses.setdefault(code, _error_response(_DESCRIPTIONS[code]))
+            for code, description in _SERVER_LIMITS.items():
+                responses.setdefault(code, {"description": description})
             for code, response in responses.items():
                 if code in _DESCRIPTIONS and response.get("description") in ("", None):
                     response["description"] = _DESCRIPTIONS[code]
     return result
 
+
+
+def filterset_parameters(filterset_class) -> list:
+    """OpenAPI query parameters for a django-filter FilterSet used outside a list view (the export)."""
+    from django import forms
+    from django_filters import IsoDateTimeFilter
+    from drf_spectacular.utils import OpenApiParameter
+
+    parameters = []
+    for name, field in filterset_class.base_filters.items():
+        if issubclass(field.field_class, forms.IntegerField):
+            schema = {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1}
+        elif isinstance(field, IsoDateTimeFilter):
+            schema = {"type": "string", "format": "date-time"}
+        else:
+            schema = {"type": "string", "minLength": 1}
+            if field.extra.get("max_length"):
+                schema["maxLength"] = field.extra["max_length"]
+        parameters.append(OpenApiParameter(name, schema, description=str(field.label or "")))
+    return parameters

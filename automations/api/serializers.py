@@ -6,18 +6,50 @@ from automations.models import Approval, AuditEvent, AutomationRequest, Executio
 MAX_ID = 2**63 - 1  # BigAutoField
 
 
+def _json_type(field) -> tuple[type, ...] | None:
+    """The JSON type a body value must already have for `field`; None when any value may do."""
+    if isinstance(field, serializers.JSONField):
+        return None
+    if isinstance(field, serializers.BooleanField):
+        return (bool,)
+    if isinstance(field, serializers.IntegerField):
+        return (int,)
+    if isinstance(field, serializers.DictField):
+        return (dict,)
+    if isinstance(field, serializers.ListField):
+        return (list,)
+    if isinstance(field, (serializers.CharField, serializers.ChoiceField, serializers.DateTimeField)):
+        return (str,)
+    return None
+
+
 class StrictSerializer(serializers.Serializer):
-    """Rejects keys it does not declare (no mass assignment of status, requester, fingerprint, ...)."""
+    """Rejects keys it does not declare (no mass assignment of status, requester, fingerprint, ...), and
+    values of the wrong JSON type: DRF would read `0` as "0" or False and `"1"` as 1, which the schema
+    does not promise and a client should not rely on."""
 
     # Keys tolerated without being fields: DRF's own `?format=` override on query strings.
     tolerated: frozenset[str] = frozenset()
+    strict_types = True  # JSON bodies; query strings are all text
 
     def to_internal_value(self, data):
         if hasattr(data, "keys"):
             unknown = sorted(set(data.keys()) - set(self.fields) - self.tolerated)
             if unknown:
                 raise serializers.ValidationError({key: ["Unknown or read-only field."] for key in unknown})
+        if self.strict_types and isinstance(data, dict):
+            mistyped = {}
+            for name, value in data.items():
+                expected = _json_type(self.fields[name]) if name in self.fields else None
+                wrong_bool = isinstance(value, bool) and expected is not None and bool not in expected
+                if value is not None and expected and (not isinstance(value, expected) or wrong_bool):
+                    mistyped[name] = [f"Expected a JSON {_JSON_NAMES[expected[0]]}."]
+            if mistyped:
+                raise serializers.ValidationError(mistyped)
         return super().to_internal_value(data)
+
+
+_JSON_NAMES = {bool: "boolean", int: "integer", dict: "object", list: "array", str: "string"}
 
 
 class StrictQuery(StrictSerializer):
@@ -27,6 +59,7 @@ class StrictQuery(StrictSerializer):
     """
 
     tolerated = frozenset({"format"})
+    strict_types = False
 
 
 class RequestListQuery(StrictQuery):
@@ -39,11 +72,6 @@ class RequestListQuery(StrictQuery):
 class RunbookDetailQuery(StrictQuery):
     version = serializers.RegexField(r"^(default|latest|[1-9][0-9]{0,5})$", required=False, default="default",
                                      help_text="default, latest or a version number")
-
-
-class AuditExportQuery(StrictQuery):
-    tolerated = frozenset()  # `format` is a field here
-    format = serializers.ChoiceField(choices=["csv", "jsonl"], required=False, default="csv")
 
 
 class DecisionInput(StrictSerializer):

@@ -24,9 +24,21 @@ from automations.models import AuditEvent, Execution, Runbook, RunbookVersion, T
 ERROR = schema.ErrorSerializer
 
 
+def _repeated(request) -> dict:
+    """Every parameter is single-valued: `?status=a&status=b` is an error, not "the last one wins"."""
+    return {key: ["Give this parameter once."] for key, values in request.query_params.lists() if len(values) > 1}
+
+
 def _query(serializer_class, request) -> dict:
-    """Validate the query string strictly (unknown or malformed parameters are a 400)."""
-    query = serializer_class(data=request.query_params)
+    """Validate the query string strictly (unknown or malformed parameters are a 400).
+
+    A plain dict, not the QueryDict: DRF treats an empty form value as "absent", so `?team=` would
+    silently mean "all teams"; here it is a blank value and refused.
+    """
+    repeated = _repeated(request)
+    if repeated:
+        raise InvalidRequest("Some query parameters are not valid.", errors=repeated)
+    query = serializer_class(data=request.query_params.dict())
     query.is_valid(raise_exception=True)
     return query.validated_data
 
@@ -181,6 +193,13 @@ class AuditPagination(CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 500
 
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.max_page_size)
+        return parameters
+
     def decode_cursor(self, request):
         # DRF answers a garbled cursor with 404, or a 500 for a non-numeric position; make it a 400.
         try:
@@ -196,6 +215,23 @@ class AuditPagination(CursorPagination):
         return cursor
 
 
+def _strict_filters(request, *, allowed: set[str]) -> None:
+    """django-filter ignores unknown parameters and blank values; a misspelt or empty filter must not
+    silently widen an auditor's search to everything."""
+    errors = _repeated(request)
+    for key, value in request.query_params.items():
+        if key not in AuditEventFilter.base_filters and key not in allowed:
+            errors[key] = ["Unknown query parameter."]
+        elif value == "":
+            errors[key] = ["This field may not be blank."]
+        elif key == AuditPagination.page_size_query_param and not (
+                value.isascii() and value.isdigit() and 1 <= int(value) <= AuditPagination.max_page_size):
+            # DRF would quietly fall back to the default page size.
+            errors[key] = [f"A whole number from 1 to {AuditPagination.max_page_size}."]
+    if errors:
+        raise InvalidRequest("Some filters are not valid.", errors=errors)
+
+
 class AuditListApi(generics.ListAPIView):
     """The audit log, newest first, with allow-listed filters and cursor pagination."""
 
@@ -209,6 +245,7 @@ class AuditListApi(generics.ListAPIView):
         return selectors.audit_events_visible_to(self.request.user)
 
     def list(self, request, *args, **kwargs):
+        _strict_filters(request, allowed={"cursor", "limit", "format"})
         # Plain rows rather than model instances through the serializer: same JSON, about half
         # the time per page (bench/audit.py; the serializer still documents the schema).
         fields = s.AuditEventSerializer.Meta.fields
@@ -233,11 +270,13 @@ class AuditExportApi(APIView):
     content_negotiation_class = _JsonOnly
 
     @extend_schema(
-        parameters=[OpenApiParameter("format", str, enum=["csv", "jsonl"])],
+        parameters=[OpenApiParameter("format", str, enum=["csv", "jsonl"]),
+                    *schema.filterset_parameters(AuditEventFilter)],
         responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR},
     )
     def get(self, request):
         """Stream the filtered log as CSV or JSON Lines; the export is audited, and covers what came before it."""
+        _strict_filters(request, allowed={"format"})
         fmt = request.query_params.get("format", "csv")
         if fmt not in ("csv", "jsonl"):
             raise InvalidRequest("format is csv or jsonl.", errors={"format": ["Use csv or jsonl."]})

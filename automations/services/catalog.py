@@ -8,6 +8,7 @@ A document that disappears is marked unavailable and a version that disappears i
 offered, never deleted: requests and audit events point at them. Runs as a periodic task
 (automations.sync_runbook_catalog), `manage.py sync_runbooks` and the admin's sync button.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,7 +30,11 @@ from automations.runbooks import (
 )
 
 log = structlog.get_logger(__name__)
-OWNER_FILTERS = (("Self", Runbook.Owner.SELF), ("Private", Runbook.Owner.PRIVATE), ("Amazon", Runbook.Owner.AMAZON))
+OWNER_FILTERS = (
+    ("Self", Runbook.Owner.SELF),
+    ("Private", Runbook.Owner.PRIVATE),
+    ("Amazon", Runbook.Owner.AMAZON),
+)
 VERSION_GONE = "This version no longer exists in SSM."
 _REPORTED_NAMES = 50  # names listed in the audit event; the counts are always complete
 
@@ -44,8 +49,14 @@ class SyncReport:
     errors: list[str] = field(default_factory=list)
 
     def as_details(self) -> dict:
-        return {"documents": self.documents, "new_versions": self.new_versions, "unavailable": self.unavailable,
-                "fetched": self.fetched, "changes": self.changes[:_REPORTED_NAMES], "errors": self.errors[:20]}
+        return {
+            "documents": self.documents,
+            "new_versions": self.new_versions,
+            "unavailable": self.unavailable,
+            "fetched": self.fetched,
+            "changes": self.changes[:_REPORTED_NAMES],
+            "errors": self.errors[:20],
+        }
 
 
 def runbook_catalog_sync(*, actor=None, accounts=None, only_offered: bool = True) -> SyncReport:
@@ -57,7 +68,9 @@ def runbook_catalog_sync(*, actor=None, accounts=None, only_offered: bool = True
                 _sync_region(account, region, report, only_offered=only_offered)
             except aws.AwsError as error:
                 report.errors.append(f"{account.account_id}/{region}: {error.code}")
-                log.warning("catalog.sync_failed", account_id=account.account_id, region=region, error=error.code)
+                log.warning(
+                    "catalog.sync_failed", account_id=account.account_id, region=region, error=error.code
+                )
     with transaction.atomic():
         audit.record(action="catalog.synced", actor=actor, details=report.as_details())
     return report
@@ -71,7 +84,9 @@ def runbook_sync(*, runbook: Runbook, actor=None) -> SyncReport:
     except aws.AwsError as error:
         report.errors.append(f"{runbook.name}: {error.code}")
     with transaction.atomic():
-        audit.record(action="catalog.synced", actor=actor, details={**report.as_details(), "runbook": runbook.name})
+        audit.record(
+            action="catalog.synced", actor=actor, details={**report.as_details(), "runbook": runbook.name}
+        )
     return report
 
 
@@ -91,12 +106,16 @@ def _sync_region(account: Account, region: str, report: SyncReport, *, only_offe
             tags[name] = {t.get("Key", ""): t.get("Value", "") for t in doc.get("Tags") or []}
             report.documents += 1
             Runbook.objects.update_or_create(
-                account=account, region=region, name=name,
+                account=account,
+                region=region,
+                name=name,
                 defaults={
-                    "owner": str(doc.get("Owner", ""))[:64], "owner_kind": owner_kind,
+                    "owner": str(doc.get("Owner", ""))[:64],
+                    "owner_kind": owner_kind,
                     "display_name": str(doc.get("DisplayName", "") or "")[:1024],
                     "default_version": str(doc.get("DocumentVersion", "") or "")[:16],
-                    "available": True, "synced_at": timezone.now(),
+                    "available": True,
+                    "synced_at": timezone.now(),
                 },
             )
     # Only after all three listings succeeded: a failed listing must not mark everything unavailable.
@@ -121,13 +140,18 @@ def _sync_versions(runbook: Runbook, role: str, report: SyncReport, *, tags: dic
     known = {v.version: v for v in runbook.versions.only("id", "version", "problems")}
     numbers = [int(n) for n in listed if n.isdigit()]
     latest = str(max(numbers)) if numbers else runbook.latest_version
-    default = next((str(v["DocumentVersion"]) for v in versions if v.get("IsDefaultVersion")), runbook.default_version)
+    default = next(
+        (str(v["DocumentVersion"]) for v in versions if v.get("IsDefaultVersion")), runbook.default_version
+    )
     new = sorted((n for n in listed if n not in known), key=lambda n: int(n) if n.isdigit() else 0)
     for number in new:
         doc = aws.get_document(region=runbook.region, role_arn=role, name=runbook.name, version=number)
         report.fetched += 1
         _, created = RunbookVersion.objects.get_or_create(
-            runbook=runbook, version=number, defaults=_version_fields(doc["Content"], doc.get("DocumentFormat", "JSON")))
+            runbook=runbook,
+            version=number,
+            defaults=_version_fields(doc["Content"], doc.get("DocumentFormat", "JSON")),
+        )
         if created:  # a concurrent sync may have stored it a moment ago
             report.new_versions += 1
             report.changes.append(f"new version: {runbook.name} v{number}")
@@ -158,5 +182,12 @@ def _version_fields(content: str, document_format: str) -> dict:
         description = str(document.get("description", ""))[:20000]
     except UnsupportedRunbook as error:
         schema, steps, description, problems = {}, [], "", [str(error)]
-    return {"content": content, "document_format": str(document_format)[:8], "content_hash": content_hash(content),
-            "description": description, "parameters": schema, "steps": steps, "problems": problems}
+    return {
+        "content": content,
+        "document_format": str(document_format)[:8],
+        "content_hash": content_hash(content),
+        "description": description,
+        "parameters": schema,
+        "steps": steps,
+        "problems": problems,
+    }

@@ -21,8 +21,9 @@ class Command(BaseCommand):
                             help="An archive manifest (archive_audit): verify its file, and anchor the database"
                                  " chain right after it.")
         parser.add_argument("--digest-dir", type=Path, help="Digest directory (default DELEGATE_AUDIT_DIGEST_DIR).")
-        parser.add_argument("--public-key", help="Verify digests with this key (ed25519-pub:…) instead of the"
-                                                 " configured DELEGATE_AUDIT_DIGEST_KEY.")
+        parser.add_argument("--public-key", action="append", default=[],
+                            help="Trust this key for digests (ed25519-pub:…, or an earlier key after a rotation);"
+                                 " repeat for several. The configured DELEGATE_AUDIT_DIGEST_KEY is trusted too.")
         parser.add_argument("--no-digests", action="store_true", help="Check the chain only.")
         parser.add_argument("--require-digests", action="store_true",
                             help="Fail when no digest key or no digest is available.")
@@ -50,10 +51,13 @@ class Command(BaseCommand):
                no_digests=False, require_digests=False, **options):
         signer, how = None, None
         if not no_digests:
-            signer = audit_digests.signer_from(public_key) if public_key else audit_digests.configured_signer()
+            keys = [audit_digests.signer_from(value) for value in public_key or []]
+            configured = audit_digests.configured_signer()
+            keys += [configured] if configured else []
+            signer = keys or None
 
         if archive is not None:
-            report = audit_archive.verify_archive(archive, signer)
+            report = audit_archive.verify_archive(archive, signer)  # any trusted key
             if report.problem:
                 self.fail(report.problem)
             manifest = json.loads(archive.read_bytes())
