@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import django_filters
 from django import forms
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import QuerySet
 from django.db.models.expressions import RawSQL
@@ -193,8 +194,12 @@ def _select(events: QuerySet[AuditEvent], expressions: list[str]) -> tuple[str, 
 
 
 def _pg_csv(events: QuerySet[AuditEvent]) -> Iterator[bytes]:
-    sql, params = _select(events, [_csv_expression(name) for name in EXPORT_FIELDS])
     piece = bytearray(",".join(EXPORT_FIELDS).encode() + b"\n")
+    try:
+        sql, params = _select(events, [_csv_expression(name) for name in EXPORT_FIELDS])
+    except EmptyResultSet:  # e.g. `since` after the newest event: Django knows there is nothing to select
+        yield bytes(piece)
+        return
     with connection.cursor() as cursor, cursor.cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", params) as copy:
         for block in copy:  # libpq hands over one row at a time
             piece += block
@@ -207,7 +212,10 @@ def _pg_csv(events: QuerySet[AuditEvent]) -> Iterator[bytes]:
 def _pg_jsonl(events: QuerySet[AuditEvent]) -> Iterator[bytes]:
     # Selecting plain columns keeps their names, so row_to_json writes the keys (sorted like the
     # Python path); inet and timestamptz render as "10.0.0.1" and ISO 8601 in the session's UTC.
-    sql, params = events.order_by("sequence").values_list(*sorted(EXPORT_FIELDS)).query.sql_with_params()
+    try:
+        sql, params = events.order_by("sequence").values_list(*sorted(EXPORT_FIELDS)).query.sql_with_params()
+    except EmptyResultSet:  # a queryset.none(): nothing to export
+        return
     query = f"COPY (SELECT row_to_json(e)::text FROM ({sql}) e ORDER BY e.sequence) TO STDOUT"
     piece = bytearray()
     with connection.cursor() as cursor, cursor.cursor.copy(query, params) as copy:

@@ -136,9 +136,10 @@ def picker_choices(kind: str, *, tag: tuple[str, str], account_id: str, region: 
     items = cache.get(key)
     if items is None:
         found = team_resources(kind, tag=tag, region=region, role_arn=role_arn)
+        gone = ("terminated", "shutting-down", "deleted", "deleting")
         items = sorted(
-            ({"id": item["id"], "label": _label(item), "state": item.get("state", ""), "type": item.get("type", "")}
-             for item in found if item.get("state") not in ("terminated", "shutting-down", "deleted", "deleting")),
+            ({"id": item["id"], "label": _label(item), "state": item.get("state", ""),
+              "type": item.get("type", "")} for item in found if item.get("state") not in gone),
             key=lambda item: item["label"].lower(),
         )
         cache.set(key, items, PICKER_CACHE_SECONDS)

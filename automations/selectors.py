@@ -56,9 +56,17 @@ def runbook_policies_for(user: AbstractBaseUser) -> QuerySet[TeamRunbook]:
 
 
 def audit_events_visible_to(user: AbstractBaseUser) -> QuerySet[AuditEvent]:
-    """Auditors and superusers see the whole log; leads see their teams' events; others their own."""
+    """Auditors and superusers see the whole log; leads see their teams' events; others their own.
+
+    "Their own" stops at their teams: an authz.denied event of someone probing another team's
+    request carries that team's runbook and resources, and whether the id exists. It belongs to
+    the probed team's trail (and the auditors'), never to the prober's, or the log would answer
+    what the 404 hid.
+    """
     queryset = AuditEvent.objects.all()
     if user.is_superuser or policy.is_auditor(user):
         return queryset
     led = list(teams_led_by(user).values_list("name", flat=True))
-    return queryset.filter(Q(actor_id=user.pk) | Q(team__in=led))
+    mine = [*teams_of(user).values_list("name", flat=True), ""]
+    own = Q(actor_id=user.pk, team__in=mine) & ~Q(action__startswith="authz.")
+    return queryset.filter(own | Q(team__in=led))

@@ -134,12 +134,12 @@ def request_detail(request, pk: int):
 
 
 def live_key(automation_request) -> str:
-    """What the live part shows, in a few hex digits: status, approvals, AWS status and steps."""
+    """What the live part shows, in a few hex digits: status, the newest timeline event, AWS status and steps."""
     import hashlib
 
     execution = automation_request.execution if _has_execution(automation_request) else None
-    shown = [automation_request.status, automation_request.status_reason,
-             automation_request.approvals.count() if automation_request.status == "submitted" else 0]
+    last_event = automation_request.audit_events.order_by("-sequence").values_list("sequence", flat=True).first()
+    shown = [automation_request.status, automation_request.status_reason, last_event]
     if execution is not None:
         shown += [execution.aws_status, execution.current_step, execution.failure_message,
                   [(step.get("name"), step.get("status")) for step in execution.steps or []]]

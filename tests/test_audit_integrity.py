@@ -334,3 +334,34 @@ class TestArchive:
         call_command("archive_audit", "--before", cutoff, "--out", str(tmp_path))
         manifest = json.loads(next(tmp_path.glob("*.manifest.json")).read_text())
         assert manifest["last_sequence"] == AuditEvent.objects.filter(occurred_at__lt=cutoff).order_by("-sequence")[0].sequence
+
+
+class TestRecordHostileInput:
+    def test_nul_surrogates_and_overlong_values_never_break_the_write(self):
+        from automations.audit import ClientInfo
+
+        with transaction.atomic():
+            event = audit.record(
+                action="x" * 100, actor=None, actor_name="n\x00ame" + "y" * 200, team="t\ud800eam",
+                runbook="r" * 1000, resources=["i-\x00"] * 600, region="r\x00",
+                client=ClientInfo(ip="192.0.2.1", user_agent="ua\x00\ud83d" + "z" * 1000),
+                details={"k\x00ey": ["v\x00", "\udfff", ("tuple", "\ud800")], 3: {"nested\x00": "\x00"}},
+            )
+        stored = AuditEvent.objects.get(pk=event.pk)
+        assert len(stored.action) == 60 and len(stored.actor_name) == 150 and len(stored.user_agent) == 512
+        assert "\x00" not in stored.actor_name and stored.team == "t?eam"
+        assert len(stored.resources) == 500 and stored.resources[0] == "i-\ufffd"
+        assert stored.details == {"k\ufffdey": ["v\ufffd", "?", ["tuple", "?"]], "3": {"nested\ufffd": "\ufffd"}}
+        assert audit.verify_chain() is None
+
+    def test_time_never_goes_backwards_along_the_sequence(self):
+        import datetime as dt
+
+        from django.utils import timezone
+
+        future = timezone.now() + dt.timedelta(minutes=5)  # a writer whose clock ran ahead
+        seed_chain(1, start=future)
+        with transaction.atomic():
+            event = audit.record(action="test.after", actor=None)
+        assert event.occurred_at == future
+        assert audit.verify_chain() is None

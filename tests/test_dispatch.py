@@ -342,3 +342,21 @@ class TestResume:
         assert request.execution.execution_id == first
         token = str(request.client_token)
         assert len([e for e in sb.executions() if e.get("ClientToken") == token]) == 1
+
+
+class TestSweepCommand:
+    def test_sweep_outbox_once_without_beat(self, approved, monkeypatch):
+        from io import StringIO
+
+        from django.core.management import call_command
+
+        request = approved()
+        out = StringIO()
+        call_command("sweep_outbox", "--dry-run", stdout=out)
+        assert f"#{request.pk} pending" in out.getvalue() and "1 due" in out.getvalue()
+        published = []
+        monkeypatch.setattr(tasks, "_publish", lambda pk, source: published.append((pk, source)))
+        out = StringIO()
+        call_command("sweep_outbox", stdout=out)
+        assert published == [(request.pk, "command")] and "published 1" in out.getvalue()
+        assert outbox(request).state == State.ENQUEUED

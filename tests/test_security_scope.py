@@ -164,3 +164,20 @@ def test_admin_pages_of_team_objects_need_staff(world, platform):
     client.force_login(world.erin)
     response = client.get(f"/admin/automations/automationrequest/{platform.request}/change/")
     assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+@pytest.mark.parametrize("outsider", ["erin", "dave"])
+def test_the_probers_own_audit_trail_does_not_answer_what_the_404_hid(world, platform, outsider):
+    user = getattr(world, outsider)
+    api = _clients(user)[True]
+    for pk in (platform.request, MISSING):  # one real id of platform's, one that does not exist
+        assert api.get(f"/api/v1/requests/{pk}/").status_code == 404
+        assert api.post(f"/api/v1/requests/{pk}/approve/", {}, format="json").status_code == 404
+    trail = api.get("/api/v1/audit/?limit=500").json()["results"]
+    export = b"".join(api.get("/api/v1/audit/export/?format=jsonl").streaming_content).decode()
+    assert not [event for event in trail if event["team"] == "platform" or event["request"] == platform.request]
+    assert not [event for event in trail if event["action"].startswith("authz.")]  # existing or not: no oracle
+    assert f'"request_id":{platform.request}' not in export.replace(" ", "") and '"platform"' not in export
+    # The probed team's lead (and the auditors) do see the probe of their request.
+    seen = _clients(world.bob)[True].get("/api/v1/audit/?action=authz.denied").json()["results"]
+    assert {(event["actor_name"], event["request"]) for event in seen} == {(outsider, platform.request)}

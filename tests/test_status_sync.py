@@ -148,6 +148,15 @@ class TestCalls:
         request.execution.refresh_from_db()
         assert request.execution.steps and request.execution.revision == 1
 
+    def test_step_details_past_the_cycle_budget_wait_for_the_next_cycle(self, running, sb, monkeypatch):
+        running(3)
+        sb.calls.clear()
+        monkeypatch.setattr(status_sync, "STEP_BUDGET_SECONDS", -1.0)  # spent before it starts
+        assert services.execution_statuses_sync() == 0
+        assert len(sb.calls.of(DESCRIBE)) == 1 and sb.calls.of(STEPS) == []
+        monkeypatch.setattr(status_sync, "STEP_BUDGET_SECONDS", 25.0)
+        assert services.execution_statuses_sync() == 3
+
     def test_only_one_sync_at_a_time(self, running, sb):
         if connection.vendor != "postgresql":
             pytest.skip("advisory locks are PostgreSQL's")
@@ -213,7 +222,7 @@ class TestFinalStatuses:
 
 class TestLivePage:
     def test_steps_outputs_and_failure_update_on_the_request_page(self, world, running, sb):
-        [request] = running(1, seconds=100)  # 2 s at the sandbox's time scale
+        [request] = running(1, seconds=300)  # 6 s at the sandbox's time scale
         web = Client()
         web.force_login(world.alice)
         url = reverse("automations:request_status", args=[request.pk])

@@ -94,8 +94,11 @@ def postprocess_error_responses(result, generator, request, public):
             for parameter in operation.get("parameters", []):
                 schema = parameter.get("schema", {})
                 if parameter.get("in") == "query" and schema.get("type") == "string" and "enum" not in schema:
-                    # Every query string is validated strictly: a blank value is a 400, not "no filter".
+                    # Every query string is validated strictly: a blank value is a 400, not "no filter",
+                    # and so is a NUL character (Django's form and serializer fields refuse it).
                     schema.setdefault("minLength", 1)
+                    if "pattern" not in schema and "format" not in schema:
+                        schema["pattern"] = "^[^\\u0000]*$"
             responses = operation["responses"]
             for code in _errors_for(path, method, operation):
                 responses.setdefault(code, _error_response(_DESCRIPTIONS[code]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
 from collections import defaultdict
 
 import structlog
@@ -50,6 +51,10 @@ def _step_view(step: dict) -> dict:
 
 
 _SYNC_LOCK_KEY = 0x5353 << 48  # "SS": one status sync at a time (the one-bigint advisory key space)
+# Step details for many new executions at 3 calls/s take a while (100 executions ≈ 35 s); past
+# this much time in one cycle the rest wait for the next cycle, so a cycle stays well inside the
+# task's time limit. Describe calls are always made: they are what notices a change at all.
+STEP_BUDGET_SECONDS = 25.0
 
 
 @contextlib.contextmanager
@@ -81,6 +86,7 @@ def execution_statuses_sync() -> int:
 
 
 def _sync() -> int:
+    deadline = time.monotonic() + STEP_BUDGET_SECONDS
     running = list(
         Execution.objects.select_related("request", "request__account")
         .filter(request__status=Status.RUNNING)
@@ -107,12 +113,13 @@ def _sync() -> int:
             execution = by_id.get(item.get("AutomationExecutionId"))
             if execution is None:
                 continue
-            if _apply(execution, item, account_id=account_id, region=region, role_arn=role_arn):
+            if _apply(execution, item, account_id=account_id, region=region, role_arn=role_arn, deadline=deadline):
                 changed += 1
     return changed
 
 
-def _apply(execution: Execution, item: dict, *, account_id: str, region: str, role_arn: str) -> bool:
+def _apply(execution: Execution, item: dict, *, account_id: str, region: str, role_arn: str,
+           deadline: float | None = None) -> bool:
     aws_status = item.get("AutomationExecutionStatus", "")
     current_step = item.get("CurrentStepName", "") or ""
     if aws_status == execution.aws_status and current_step == execution.current_step and execution.revision:
@@ -120,6 +127,8 @@ def _apply(execution: Execution, item: dict, *, account_id: str, region: str, ro
         execution.last_synced_at = timezone.now()
         Execution.objects.filter(pk=execution.pk).update(last_synced_at=execution.last_synced_at)
         return False
+    if deadline is not None and time.monotonic() > deadline:
+        return False  # out of this cycle's budget: recorded nothing, so the next cycle sees the change
     try:
         steps = [_step_view(step) for step in aws.step_executions(region=region, role_arn=role_arn,
                                                                   execution_id=execution.execution_id)]
@@ -130,7 +139,7 @@ def _apply(execution: Execution, item: dict, *, account_id: str, region: str, ro
         steps = execution.steps
     final = FINAL_STATUS.get(aws_status)
     outputs = item.get("Outputs", {}) or {}
-    if final and not outputs:
+    if final and "Outputs" not in item:  # Describe's metadata normally carries them; ask only if not
         try:
             outputs = aws.get_execution(region=region, role_arn=role_arn,
                                         execution_id=execution.execution_id).get("Outputs", {}) or {}

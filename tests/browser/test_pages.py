@@ -110,6 +110,7 @@ def test_main_pages_accessible_and_phone_sized(story, pages, live_server):
         page.set_viewport_size(PHONE)
         if problem := horizontal_overflow(page):
             overflows.append(problem)
+        findings += axe_findings(page)  # the phone layout hides and wraps things: check it too
         if name in ("request-form", "my-requests", "approve-request"):
             screenshot(page, f"phone-{name}")
     assert not findings, "axe found serious/critical problems:\n" + "\n".join(findings)
