@@ -11,79 +11,13 @@ from django.views.decorators.http import require_GET, require_POST
 from automations import health, policy, selectors, services, views_approvals
 from automations.audit import ClientInfo
 from automations.errors import DomainError
-from automations.forms import AutomationRequestForm, DecisionForm
-from automations.models import AutomationRequest, RunbookVersion, TeamRunbook
+from automations.forms import DecisionForm
+from automations.models import AutomationRequest
 
 
 @login_required
 def home(request):
     return redirect("automations:catalog")
-
-
-@login_required
-def catalog(request):
-    """The runbooks my teams may request: tabs by owner, text search."""
-    policies = selectors.runbook_policies_for(request.user)
-    tab = request.GET.get("tab", "all")
-    if tab in ("self", "private", "amazon"):
-        policies = policies.filter(runbook__owner_kind=tab)
-    query = request.GET.get("q", "").strip()[:100]
-    if query:
-        policies = policies.filter(runbook__name__icontains=query) | policies.filter(runbook__description__icontains=query)
-    return render(request, "automations/catalog.html", {"policies": policies, "tab": tab, "query": query})
-
-
-def _policy_for(user, pk: int) -> TeamRunbook:
-    return get_object_or_404(selectors.runbook_policies_for(user), pk=pk)
-
-
-def _version_for(team_policy: TeamRunbook, choice: str) -> RunbookVersion:
-    runbook = team_policy.runbook
-    if team_policy.version_choice == TeamRunbook.VersionChoice.PINNED:
-        number = team_policy.pinned_version
-    else:
-        number = {"default": runbook.default_version, "latest": runbook.latest_version}.get(choice, choice)
-    return get_object_or_404(RunbookVersion, runbook=runbook, version=number)
-
-
-@login_required
-def request_new(request, policy_pk: int):
-    """The generated form; POST with `preview` shows exactly what will be sent, then `submit` sends it."""
-    team_policy = _policy_for(request.user, policy_pk)
-    choice = (request.POST.get("version") or request.GET.get("version") or "default").strip()[:8]
-    runbook_version = _version_for(team_policy, choice)
-    initial = {"version": choice}
-    rerun_of = None
-    if request.GET.get("rerun"):
-        rerun_of = get_object_or_404(selectors.requests_visible_to(request.user), pk=request.GET["rerun"])
-        initial.update({f"param_{name}": "\n".join(values) for name, values in rerun_of.parameters.items()})
-        initial["justification"] = rerun_of.justification
-    form = AutomationRequestForm(request.POST or None, runbook_version=runbook_version, initial=initial)
-    preview = None
-    if request.method == "POST" and form.is_valid():
-        arguments = form.service_arguments()
-        client = ClientInfo.from_request(request)
-        if request.POST.get("rerun_of"):
-            rerun_of = get_object_or_404(selectors.requests_visible_to(request.user), pk=request.POST["rerun_of"])
-        try:
-            if "submit" in request.POST:
-                created = services.request_submit(actor=request.user, team=team_policy.team,
-                                                  runbook_id=team_policy.runbook_id, rerun_of=rerun_of,
-                                                  client=client, **arguments)
-                messages.success(request, f"Request #{created.pk} submitted.")
-                return redirect(created)
-            preview = services.request_submit(actor=request.user, team=team_policy.team,
-                                              runbook_id=team_policy.runbook_id, client=client, preview=True,
-                                              **arguments)
-        except DomainError as error:
-            form.add_service_errors(error.errors)
-            if not error.errors or error.code != "invalid":
-                form.add_error(None, error.detail)
-    return render(request, "automations/request_new.html", {
-        "policy": team_policy, "runbook": team_policy.runbook, "version": runbook_version, "form": form,
-        "preview": preview, "rerun_of": rerun_of,
-        "versions": team_policy.runbook.versions.order_by("-id"),
-    })
 
 
 @login_required

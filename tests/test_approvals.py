@@ -30,7 +30,7 @@ from automations.models import (
 )
 from automations.services import notifications, policies
 from tests import factories as f
-from tests.conftest import seeded_instance
+from tests.conftest import require, seeded_instance
 
 Status = AutomationRequest.Status
 # reliability-security.md §6 row 9 asks for 200 rounds; the default keeps the suite fast.
@@ -146,6 +146,10 @@ class TestSeparationOfDuties:
 @pytest.mark.django_db(transaction=True)
 class TestRaces:
     """Separate connections, committed data, a barrier: the real thing, looped."""
+
+    @pytest.fixture(autouse=True)
+    def _postgres_only(self):
+        require(connection.vendor == "postgresql", "PostgreSQL (row locks between connections)")
 
     def test_two_approvers_at_once_make_one_transition_and_one_outbox_row(self, world, submit, quiet_publish):
         for request in copies(submit(), RACE_ROUNDS):

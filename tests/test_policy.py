@@ -5,6 +5,7 @@ Factories give the starting state; services do the action; the AuditEvent rows a
 """
 import contextlib
 import datetime as dt
+import json
 
 import uuid
 
@@ -25,6 +26,7 @@ from automations.models import (
     FreezeWindow,
     Membership,
     NotificationDelivery,
+    NotificationWebhook,
 )
 from automations.services import notifications, policies
 from automations.services.requests import requests_release_held
@@ -470,3 +472,44 @@ class TestEscalation:
         assert policy.can_approve(gina, old) and not policy.can_approve(gina, new)
         assert services.request_approve(request=old, actor=gina).status == Status.APPROVED
         assert AuditEvent.objects.get(request=old, action="request.approval_added").details["via"] == "escalation"
+
+
+class TestAdmin:
+    """Policy configuration through the Django admin is audited with before/after, secrets redacted."""
+
+    @pytest.fixture
+    def admin_client(self, client, world):
+        admin = f.UserFactory(username="root", is_staff=True, is_superuser=True)
+        client.force_login(admin)
+        return client
+
+    def test_policy_and_freeze_changes_are_audited_with_before_and_after(self, admin_client, world):
+        url = f"/admin/automations/teamrunbook/{world.platform_policy.pk}/change/"
+        form = admin_client.get(url)
+        assert form.status_code == 200 and b"approver_group" in form.content
+        response = admin_client.post("/admin/automations/freezewindow/add/", {
+            "name": "Black Friday", "team": world.platform.pk, "starts_at_0": "2026-11-27", "starts_at_1": "00:00:00",
+            "ends_at_0": "2026-11-30", "ends_at_1": "00:00:00", "reason": "sales", "enabled": "on"})
+        assert response.status_code == 302, response.content[:2000]
+        event = AuditEvent.objects.get(action="config.created", details__model="automations.FreezeWindow")
+        assert event.details["after"]["name"] == "Black Friday" and event.details["before"] == {}
+
+    def test_webhook_secret_never_reaches_the_audit_log(self, admin_client, world):
+        secret = "correct-horse-battery-staple-42"
+        response = admin_client.post("/admin/automations/notificationwebhook/add/", {
+            "name": "slack", "url": "https://hooks.example.com/x", "secret": secret, "events": "[]", "enabled": "on"})
+        assert response.status_code == 302, response.content[:2000]
+        webhook = NotificationWebhook.objects.get()
+        assert webhook.secret == secret
+        page = admin_client.get(f"/admin/automations/notificationwebhook/{webhook.pk}/change/")
+        assert secret.encode() not in page.content
+        # Saving without typing the secret again keeps it.
+        admin_client.post(f"/admin/automations/notificationwebhook/{webhook.pk}/change/", {
+            "name": "slack ops", "url": "https://hooks.example.com/x", "secret": "", "events": "[]", "enabled": "on"})
+        webhook.refresh_from_db()
+        assert webhook.secret == secret and webhook.name == "slack ops"
+        events = AuditEvent.objects.filter(details__model="automations.NotificationWebhook").order_by("sequence")
+        assert [e.action for e in events] == ["config.created", "config.changed"]
+        assert all(secret not in json.dumps(e.details) for e in events)
+        assert events[1].details["before"]["name"] == "slack" and events[1].details["after"]["name"] == "slack ops"
+        assert events[0].details["secret_changed"] is True and events[1].details["secret_changed"] is False

@@ -1,0 +1,185 @@
+"""Load test: gunicorn + PostgreSQL (seeded by bench/load/seed.py) + the sandbox, driven by locust.
+
+    .venv/bin/python bench/load/seed.py                     # once: 100k requests, 1M audit events
+    .venv/bin/python bench/load/run.py [--users 50] [--run-time 60] [--max-requests 60000]
+    .venv/bin/python bench/load/run.py --queries            # SQL queries per page, no load
+
+Everything listens on 127.0.0.1 and is stopped at the end (by its own process group). Prints the
+p50/p95/p99 per page and the error rate as a Markdown table for docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/delegate_bench_load")
+BIN = Path(sys.executable).parent
+PAGES = ("catalog", "my requests", "approval queue", "request detail", "audit search")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer within {timeout:.0f}s")
+
+
+def server_env(sandbox_port: int) -> dict:
+    return {
+        **os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", "DATABASE_URL": URL, "DJANGO_DEBUG": "false",
+        "LOG_LEVEL": "WARNING", "DELEGATE_LOGIN_LOCKOUT": "false", "REDIS_URL": "",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{sandbox_port}", "AWS_ACCESS_KEY_ID": "AKIDLOADLOADLOAD0000",
+        "AWS_SECRET_ACCESS_KEY": "load-secret-not-real", "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_EC2_METADATA_DISABLED": "true", "DELEGATE_VAR_DIR": tempfile.mkdtemp(prefix="delegate-load-"),
+    }
+
+
+def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    with log.open("wb") as handle:
+        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def report(prefix: Path) -> str:
+    rows = list(csv.DictReader((prefix.parent / f"{prefix.name}_stats.csv").open()))
+    lines = ["| page | requests | errors | p50 ms | p95 ms | p99 ms | req/s |", "|---|---:|---:|---:|---:|---:|---:|"]
+    by_name = {row["Name"]: row for row in rows}
+    for name in (*PAGES, "sign in", "Aggregated"):
+        row = by_name.get(name)
+        if row is None:
+            continue
+        label = "**all pages**" if name == "Aggregated" else name
+        lines.append(f"| {label} | {int(row['Request Count']):,} | {int(row['Failure Count']):,} | "
+                     f"{row['50%']} | {row['95%']} | {row['99%']} | {float(row['Requests/s']):.1f} |")
+    total = by_name.get("Aggregated")
+    if total:
+        rate = int(total["Failure Count"]) / max(1, int(total["Request Count"]))
+        lines.append(f"\nerror rate: {rate:.3%} ({int(total['Failure Count'])} of {int(total['Request Count']):,})")
+    failures = prefix.parent / f"{prefix.name}_failures.csv"
+    if failures.exists():
+        for row in list(csv.DictReader(failures.open()))[:10]:
+            lines.append(f"failure: {row.get('Name')} {row.get('Error')} x{row.get('Occurrences')}")
+    return "\n".join(lines)
+
+
+def load(args) -> None:
+    work = Path(tempfile.mkdtemp(prefix="delegate-load-"))
+    sandbox_port, web_port = free_port(), free_port()
+    env = server_env(sandbox_port)
+    processes = []
+    try:
+        processes.append(start([sys.executable, "-m", "automations.sandbox", "--host", "127.0.0.1",
+                                "--port", str(sandbox_port)], env, work / "sandbox.log"))
+        wait_http(f"http://127.0.0.1:{sandbox_port}/_sandbox/health")
+        processes.append(start([str(BIN / "gunicorn"), "portal.wsgi:application", "--bind", f"127.0.0.1:{web_port}",
+                                "--workers", str(args.workers), "--threads", str(args.threads),
+                                "--worker-class", "gthread", "--timeout", "60"], env, work / "gunicorn.log"))
+        wait_http(f"http://127.0.0.1:{web_port}/healthz")
+        prefix = work / "locust"
+        began = time.monotonic()
+        subprocess.run([str(BIN / "locust"), "-f", str(ROOT / "bench/load/locustfile.py"), "--headless",
+                        "--users", str(args.users), "--spawn-rate", str(args.spawn_rate),
+                        "--run-time", f"{args.run_time}s", "--stop-timeout", "5",
+                        "--host", f"http://127.0.0.1:{web_port}", "--csv", str(prefix), "--only-summary",
+                        "--loglevel", "WARNING"],
+                       cwd=ROOT, env={**os.environ, "LOAD_MAX_REQUESTS": str(args.max_requests)},
+                       timeout=args.run_time + 120)
+        print(f"\nlocust ran {time.monotonic() - began:.0f}s: {args.users} users, gunicorn {args.workers} workers x "
+              f"{args.threads} threads, PostgreSQL {URL.rsplit('/', 1)[-1]}\n")
+        print(report(prefix))
+        errors = (work / "gunicorn.log").read_text(errors="replace").count("Traceback")
+        print(f"gunicorn tracebacks: {errors} (logs in {work})")
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+
+def queries(args) -> None:
+    """SQL statements and time per page for one user of each role (Django's test client, no server)."""
+    os.environ.update({key: value for key, value in server_env(free_port()).items() if key != "AWS_ENDPOINT_URL"})
+    os.environ["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"  # nothing listens: inventory reads fail fast
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from automations.models import AutomationRequest
+
+    User = get_user_model()
+    waiting = AutomationRequest.objects.filter(status="submitted", team__name="team07").first()
+    done = AutomationRequest.objects.filter(status="succeeded", requester__username="user007").first()
+    visits = [("user007", "catalog", "/runbooks/"), ("user007", "my requests", "/requests/"),
+              ("user007", "request detail", f"/requests/{done.pk}/"),
+              ("lead07", "approval queue", "/approvals/"), ("lead07", "request detail (waiting)", f"/requests/{waiting.pk}/"),
+              ("auditor0", "audit search", "/audit/"), ("auditor0", "audit search", "/audit/?actor=user123"),
+              ("auditor0", "audit search", "/audit/?resource=i-00000000000000b00"),
+              ("auditor0", "my requests (all)", "/requests/?scope=all")]
+    print("| page | who | queries | ms |\n|---|---|---:|---:|")
+    for username, name, path in visits:
+        client = Client()
+        client.force_login(User.objects.get(username=username))
+        client.get(path)  # warm caches
+        with CaptureQueriesContext(connection) as captured:
+            began = time.perf_counter()
+            response = client.get(path)
+            elapsed = (time.perf_counter() - began) * 1000
+        assert response.status_code == 200, (path, response.status_code)
+        print(f"| {name} `{path}` | {username} | {len(captured)} | {elapsed:.0f} |")
+        if args.verbose:
+            for query in captured.captured_queries:
+                print("    ", query["time"], query["sql"][:300])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--spawn-rate", type=float, default=10)
+    parser.add_argument("--run-time", type=int, default=60, help="seconds of load (bounded)")
+    parser.add_argument("--max-requests", type=int, default=60_000, help="stop after this many requests")
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--queries", action="store_true", help="count SQL per page instead of loading")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args()
+    if "bench" not in urlparse(URL).path:
+        sys.exit("the load database name must contain 'bench'")
+    queries(args) if args.queries else load(args)
+
+
+if __name__ == "__main__":
+    main()
