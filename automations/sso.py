@@ -20,6 +20,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Group, Permission
 from django.contrib.auth.validators import UnicodeUsernameValidator
+from django.core import checks
 from django.core.exceptions import SuspiciousOperation, ValidationError
 from django.db import transaction
 from django.http import Http404
@@ -36,6 +37,22 @@ from automations.models import Membership, SsoGroupRule, SsoIdentity, Team
 log = logging.getLogger(__name__)
 
 MAX_GROUPS = 1000  # a claim is attacker-influenced input too: bound it
+
+
+@checks.register(checks.Tags.security)
+def _check_sso_settings(app_configs, **kwargs):
+    """With SSO on, every endpoint and the issuer must be set, and the signature asymmetric."""
+    if not settings.DELEGATE_OIDC_ENABLED:
+        return []
+    names = ["OIDC_RP_CLIENT_SECRET", "OIDC_OP_ISSUER", "OIDC_OP_AUTHORIZATION_ENDPOINT", "OIDC_OP_TOKEN_ENDPOINT",
+             "OIDC_OP_USER_ENDPOINT", "OIDC_OP_JWKS_ENDPOINT"]
+    problems = [checks.Error(f"{name} is not set although OIDC_RP_CLIENT_ID is.", id="delegate.E101",
+                             hint="manage.py oidc_discover ISSUER prints the provider's values.")
+                for name in names if not getattr(settings, name, "")]
+    if not settings.OIDC_RP_SIGN_ALGO.startswith(("RS", "ES")):  # what mozilla-django-oidc verifies via JWKS
+        problems.append(checks.Error("OIDC_RP_SIGN_ALGO must be an asymmetric algorithm (RS256, ES256, ...).",
+                                     id="delegate.E102"))
+    return problems
 
 
 class SsoRefused(Exception):
@@ -289,6 +306,10 @@ class SsoCallbackView(OIDCAuthenticationCallbackView):
             _audit_failure(request, "provider_refused", error=request.GET["error"][:64])
         elif "code" not in request.GET or "state" not in request.GET:
             _audit_failure(request, "incomplete_callback")
+        elif request.GET["state"] not in request.session.get("oidc_states", {}):
+            # A state this browser was never given: forged, replayed, or another browser's.
+            _audit_failure(request, "state_mismatch")
+            return self.login_failure()
         try:
             return super().get(request)
         except SuspiciousOperation:

@@ -317,6 +317,7 @@ def test_worker_retries_with_backoff_until_delivered(world, submit, receiver, wo
     times = [got["at"] for got in endpoint.received]
     assert len(times) == 3 and all(got["valid"] for got in endpoint.received)
     gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    print(f"webhook attempts 3, gaps between attempts: {[round(g, 2) for g in gaps]} s")
     assert gaps[0] >= 0.35 and gaps[1] >= 0.75 and gaps[1] > gaps[0], gaps
     delivery.refresh_from_db()
     assert delivery.attempts == 3 and delivery.last_error == ""

@@ -350,3 +350,25 @@ def test_oidc_discover_prints_the_environment(idp):
         "OIDC_OP_JWKS_ENDPOINT": idp.discovery["jwks_uri"],
         "OIDC_RP_SIGN_ALGO": "RS256",
     }
+
+
+def test_half_configured_sso_fails_the_system_check(settings):
+    from django.core import checks
+
+    settings.DELEGATE_OIDC_ENABLED, settings.OIDC_RP_CLIENT_ID = True, "delegate"
+    settings.OIDC_RP_CLIENT_SECRET, settings.OIDC_OP_ISSUER = "s", ""
+    settings.OIDC_OP_AUTHORIZATION_ENDPOINT = settings.OIDC_OP_TOKEN_ENDPOINT = "https://idp.example/x"
+    settings.OIDC_OP_USER_ENDPOINT = settings.OIDC_OP_JWKS_ENDPOINT = "https://idp.example/x"
+    settings.OIDC_RP_SIGN_ALGO = "HS256"
+    ids = {message.id for message in checks.run_checks(tags=[checks.Tags.security])}
+    assert {"delegate.E101", "delegate.E102"} <= ids
+    settings.DELEGATE_OIDC_ENABLED = False
+    assert not {"delegate.E101", "delegate.E102"} & {m.id for m in checks.run_checks(tags=[checks.Tags.security])}
+
+
+def test_a_callback_in_a_browser_that_never_started_the_flow_is_refused(sso, world):
+    response = Client().get("/oidc/callback/?code=stolen-code&state=someone-elses-state", REMOTE_ADDR="192.0.2.9")
+    assert response.status_code == 302 and response["Location"] == "/accounts/login/?sso=failed"
+    event = AuditEvent.objects.get(action="login.sso_failed")
+    assert event.details == {"reason": "state_mismatch"} and event.client_ip == "192.0.2.9"
+    assert not SsoIdentity.objects.exists()

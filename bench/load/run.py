@@ -108,16 +108,18 @@ def load(args) -> None:
                                 "--worker-class", "gthread", "--timeout", "60"], env, work / "gunicorn.log"))
         wait_http(f"http://127.0.0.1:{web_port}/healthz")
         prefix = work / "locust"
+        load_before = os.getloadavg()
         began = time.monotonic()
         subprocess.run([str(BIN / "locust"), "-f", str(ROOT / "bench/load/locustfile.py"), "--headless",
                         "--users", str(args.users), "--spawn-rate", str(args.spawn_rate),
-                        "--run-time", f"{args.run_time}s", "--stop-timeout", "5",
+                        "--run-time", f"{args.run_time}s", "--stop-timeout", "5", "--reset-stats",
                         "--host", f"http://127.0.0.1:{web_port}", "--csv", str(prefix), "--only-summary",
                         "--loglevel", "WARNING"],
                        cwd=ROOT, env={**os.environ, "LOAD_MAX_REQUESTS": str(args.max_requests)},
                        timeout=args.run_time + 120)
         print(f"\nlocust ran {time.monotonic() - began:.0f}s: {args.users} users, gunicorn {args.workers} workers x "
-              f"{args.threads} threads, PostgreSQL {URL.rsplit('/', 1)[-1]}\n")
+              f"{args.threads} threads, PostgreSQL {URL.rsplit('/', 1)[-1]}; load average before "
+              f"{load_before[0]:.1f}, after {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
         print(report(prefix))
         errors = (work / "gunicorn.log").read_text(errors="replace").count("Traceback")
         print(f"gunicorn tracebacks: {errors} (logs in {work})")
@@ -128,8 +130,10 @@ def load(args) -> None:
 
 def queries(args) -> None:
     """SQL statements and time per page for one user of each role (Django's test client, no server)."""
-    os.environ.update({key: value for key, value in server_env(free_port()).items() if key != "AWS_ENDPOINT_URL"})
-    os.environ["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"  # nothing listens: inventory reads fail fast
+    from automations.sandbox import Sandbox
+
+    sandbox = Sandbox(host="127.0.0.1", port=0).start()
+    os.environ.update(server_env(int(sandbox.url.rsplit(":", 1)[1])))
     import django
 
     django.setup()
@@ -168,8 +172,9 @@ def queries(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=50)
-    parser.add_argument("--spawn-rate", type=float, default=10)
-    parser.add_argument("--run-time", type=int, default=60, help="seconds of load (bounded)")
+    parser.add_argument("--spawn-rate", type=float, default=2,
+                        help="people signing in per second; statistics restart once all are in")
+    parser.add_argument("--run-time", type=int, default=120, help="seconds of load (bounded)")
     parser.add_argument("--max-requests", type=int, default=60_000, help="stop after this many requests")
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)

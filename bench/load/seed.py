@@ -105,7 +105,19 @@ def seed_people_and_catalog():
     return [t.pk for t in teams], [r.pk for r in runbooks], [v.pk for v in versions], account.pk
 
 
-# Status by i % 100: 2% waiting for approval, 1% each rejected/withdrawn/expired/cancelled, 3% failed,
+def existing_catalog():
+    """Teams, runbooks, versions and account of an earlier seed (to re-seed only the requests)."""
+    from automations.models import Account, RunbookVersion, Team
+
+    account = Account.objects.filter(account_id="123456789012").first()
+    if account is None:
+        return None
+    versions = list(RunbookVersion.objects.filter(runbook__account=account).order_by("runbook__name"))
+    return ([t.pk for t in Team.objects.order_by("name")], [v.runbook_id for v in versions],
+            [v.pk for v in versions], account.pk)
+
+
+# Status by block (i / 50) % 100: 2% waiting for approval, 1% each rejected/withdrawn/expired/cancelled, 3% failed,
 # 1% running, the rest succeeded. Waiting ones are recent; the rest spread over three years.
 REQUESTS_SQL = """
 INSERT INTO automations_automationrequest
@@ -122,14 +134,16 @@ SELECT i, (%(teams)s::bigint[])[t + 1], u + 1, (%(runbooks)s::bigint[])[rb + 1],
        CASE WHEN status IN ('succeeded', 'failed', 'running', 'cancelled') THEN created + interval '6 minutes' END,
        CASE WHEN status IN ('submitted', 'running') THEN NULL ELSE created + interval '9 minutes' END
 FROM (
-  SELECT i, u, u %% %(n_teams)s AS t, ((u %% %(n_teams)s) + (i %% %(offered)s)) %% %(n_runbooks)s AS rb,
-         'i-' || lpad(to_hex((u %% %(n_teams)s) * 400 + (i %% 400)), 17, '0') AS res,
-         CASE WHEN i %% 100 < 2 THEN 'submitted' WHEN i %% 100 = 2 THEN 'rejected' WHEN i %% 100 = 3 THEN 'withdrawn'
-              WHEN i %% 100 = 4 THEN 'expired' WHEN i %% 100 < 8 THEN 'failed' WHEN i %% 100 = 8 THEN 'running'
-              WHEN i %% 100 = 9 THEN 'cancelled' ELSE 'succeeded' END AS status,
-         CASE WHEN i %% 100 < 2 THEN now() - (i %% 1000) * interval '1 minute'
+  SELECT i, u, u %% %(n_teams)s AS t, ((u %% %(n_teams)s) + (b %% %(offered)s)) %% %(n_runbooks)s AS rb,
+         'i-' || lpad(to_hex((u %% %(n_teams)s) * 400 + (b %% 400)), 17, '0') AS res,
+         CASE WHEN b %% 100 < 2 THEN 'submitted' WHEN b %% 100 = 2 THEN 'rejected' WHEN b %% 100 = 3 THEN 'withdrawn'
+              WHEN b %% 100 = 4 THEN 'expired' WHEN b %% 100 < 8 THEN 'failed' WHEN b %% 100 = 8 THEN 'running'
+              WHEN b %% 100 = 9 THEN 'cancelled' ELSE 'succeeded' END AS status,
+         CASE WHEN b %% 100 < 2 THEN now() - (i %% 1000) * interval '1 minute'
               ELSE now() - (%(n)s - i) * interval '15 minutes' END AS created
-  FROM (SELECT i, (i * 7919) %% %(n_members)s AS u FROM generate_series(1, %(n)s) AS i) AS numbered
+  -- u cycles through every team within each block of 50 consecutive i (19 and 50 are coprime);
+  -- b, the block number, picks status, runbook and resource independently of the team.
+  FROM (SELECT i, (i * 7919) %% %(n_members)s AS u, i / 50 AS b FROM generate_series(1, %(n)s) AS i) AS numbered
 ) AS rows
 """
 APPROVALS_SQL = """
@@ -170,6 +184,7 @@ def seed_requests(n: int, teams, runbooks, versions, account) -> None:
         cursor.execute("VACUUM ANALYZE automations_automationrequest")
         cursor.execute("VACUUM ANALYZE automations_approval")
         cursor.execute("VACUUM ANALYZE automations_execution")
+        cursor.execute("ANALYZE")  # users, teams, memberships too: stale statistics pick bad plans
 
 
 def main() -> None:
@@ -196,7 +211,7 @@ def main() -> None:
     if AutomationRequest.objects.exists():
         print(f"seed: {AutomationRequest.objects.count():,} requests already there (use --fresh to start over)")
     else:
-        seed_requests(args.requests, *seed_people_and_catalog())
+        seed_requests(args.requests, *(existing_catalog() or seed_people_and_catalog()))
     # The audit engineer's seeder: 1M hash-chained events through COPY, actors aligned with ours.
     env = {**os.environ, "BENCH_DATABASE_URL": URL}
     subprocess.run([sys.executable, str(ROOT / "bench" / "audit.py"), "seed", "--events", str(args.events)],

@@ -215,10 +215,11 @@ def celery_worker_and_beat(django_db_setup, django_db_blocker, sandbox, browser_
             proc.wait(timeout=10)
 
 
-@pytest.fixture(autouse=True)
-def _flush_despite_the_worker(monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def _flush_despite_the_worker():
     """The session's worker keeps polling (beat) while a test's teardown TRUNCATEs every table;
-    PostgreSQL may pick the TRUNCATE as a deadlock victim. Try the flush again in that case."""
+    PostgreSQL may pick the TRUNCATE as a deadlock victim. Try the flush again in that case.
+    Session-scoped: pytest-django's own database fixture is torn down after function fixtures."""
     from django.core.management.base import CommandError
     from django.test import TransactionTestCase
 
@@ -232,7 +233,9 @@ def _flush_despite_the_worker(monkeypatch):
                 if "deadlock" not in str(error.__cause__ or error) or attempt == 4:
                     raise
 
-    monkeypatch.setattr(TransactionTestCase, "_fixture_teardown", _fixture_teardown)
+    TransactionTestCase._fixture_teardown = _fixture_teardown
+    yield
+    TransactionTestCase._fixture_teardown = original
 
 
 @pytest.fixture

@@ -157,7 +157,12 @@ def worker_factory(redis_server, sandbox, transactional_db, tmp_path):
         started.append(worker)
         return worker.wait_ready() if wait else worker
 
-    yield SimpleNamespace(start=start, started=started)
+    def start_many(*names: str, **options) -> list[Worker]:
+        """Start several at once (interpreter start-up is the slow part), then wait for all."""
+        workers = [start(name, wait=False, **options) for name in names]
+        return [worker.wait_ready() for worker in workers]
+
+    yield SimpleNamespace(start=start, start_many=start_many, started=started)
     for worker in started:
         worker.kill()  # the test is over: no need to let anything finish
 

@@ -136,7 +136,7 @@ class TestWorkerCrashes:
         block.release()
         wait_status([request], Status.RUNNING, timeout=20)
         assert_started_exactly_once(sb, request)
-        second = starts_for(sb, request)[1]
+        second = sorted(starts_for(sb, request), key=lambda call: call["time"])[1]
         assert second["time"] - killed < 10
         print(f"pool child killed: second Start call {second['time'] - killed:.2f}s later")
         assert AuditEvent.objects.filter(request=request, action="dispatch.resumed").exists()
@@ -144,16 +144,17 @@ class TestWorkerCrashes:
     def test_whole_worker_killed(self, worker_factory, broker, approve, sb):
         """Rows 5 and 6: power loss after AWS accepted, before we recorded it. The message comes
         back after the visibility timeout; a new worker converges on the same execution."""
-        worker = worker_factory.start("a")
+        workers = worker_factory.start_many("a", "b")
         block = sb.faults.block(START)
         [request] = approve()
-        wait_until(block.arrived.is_set, timeout=20, what="the worker to be inside StartAutomationExecution")
-        worker.kill()
+        wait_until(block.arrived.is_set, timeout=20, what="a worker to be inside StartAutomationExecution")
+        [victim] = [w for w in workers if "automations.dispatch_request[" in w.output()]  # "Task …[id] received"
+        victim.kill()
         killed = time.monotonic()
         block.release()  # AWS carries out the call nobody is waiting for any more
         wait_until(lambda: len(executions_for(sb, request)) == 1, timeout=10, what="the orphaned execution")
         assert status_of(request) == Status.DISPATCHING
-        worker_factory.start("b")
+        # The survivor finds the unacknowledged message once the visibility timeout has passed.
         wait_status([request], Status.RUNNING, timeout=VISIBILITY_TIMEOUT + 15)
         recovered = time.monotonic() - killed
         assert recovered < VISIBILITY_TIMEOUT + 10, f"recovered after {recovered:.1f}s"
@@ -215,7 +216,7 @@ class TestWorkerCrashes:
 class TestDuplicatesAndForgeries:
     def test_duplicate_delivery_with_two_workers(self, worker_factory, broker, approve, sb):
         """Row 7: the same message twice, two workers: one execution, the second delivery a no-op."""
-        first, second = worker_factory.start("a"), worker_factory.start("b")
+        first, second = worker_factory.start_many("a", "b")
         block = sb.faults.block(START)
         [request] = approve()
         wait_until(block.arrived.is_set, timeout=20, what="a worker to be inside StartAutomationExecution")
@@ -270,8 +271,7 @@ class TestQuotas:
         sb.faults.concurrency_limit = 80
         ssm = boto3.client("ssm", region_name="eu-west-1", endpoint_url=sandbox.url)
         requests = approved_in_bulk(ours, 150)
-        for name in ("a", "b"):
-            worker_factory.start(name, concurrency=2, DELEGATE_MAX_RUNNING_PER_REGION=cap)
+        worker_factory.start_many("a", "b", concurrency=2, DELEGATE_MAX_RUNNING_PER_REGION=cap)
         for _ in range(40):
             ssm.start_automation_execution(DocumentName=theirs.runbook.name)
         assert sweep() + sweep() == 150  # publish them all at once: a burst
@@ -306,9 +306,8 @@ class TestQuotas:
         the user, the call rate never exceeds the bucket, no Celery countdown is used."""
         sb.faults.rate_limits = {START: 1.0}
         sb.faults.throttle_next(START, 4)
-        for name in ("a", "b"):
-            worker_factory.start(name, DELEGATE_RATE_START="1")
-        requests = approve(n=6)
+        worker_factory.start_many("a", "b", DELEGATE_RATE_START="1")
+        requests = approve(n=5)
         wait_status(requests, Status.RUNNING, timeout=60, tick=sweep)
         calls = sorted(sb.calls.of(START), key=lambda call: call["time"])
         gaps = [later["time"] - earlier["time"] for earlier, later in zip(calls, calls[1:])]
