@@ -60,6 +60,18 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
     raise SystemExit(f"{url} did not answer within {timeout:.0f}s")
 
 
+def demo_digest_key(var: Path, env: dict) -> str:
+    """A signing key for the demo's audit digests, made once and kept in var/ (production sets its own)."""
+    key_file = var / "audit-digest.key"
+    if not key_file.exists():
+        output = subprocess.run([str(PYTHON), "manage.py", "audit_digest", "--generate-key"], cwd=ROOT, env=env,
+                                check=True, capture_output=True, text=True).stdout
+        key = next(line.split("=", 1)[1] for line in output.splitlines() if line.startswith("DELEGATE_AUDIT_DIGEST_KEY="))
+        key_file.write_text(key)
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
 def demo() -> None:
     ensure_venv()
     port = os.environ.get("PORT", "8000")
@@ -82,6 +94,8 @@ def demo() -> None:
         "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console"),
         "PYTHONUNBUFFERED": "1",
     }
+    env.setdefault("DELEGATE_AUDIT_DIGEST_KEY", demo_digest_key(var, env))
+    env.setdefault("DELEGATE_AUDIT_DIGEST_SECONDS", "60")
     processes: list[tuple[str, subprocess.Popen]] = []
 
     def start(name: str, *args: str) -> None:

@@ -65,3 +65,18 @@ def test_free_seats_take_a_fixed_number_of_queries(world, submit):
             free_seats(world.bob, items)
         counts.append(len(captured))
     assert counts[0] == counts[1] <= 8, counts
+
+
+def test_approval_queue_page_queries_do_not_grow_with_the_queue(world, submit, client):
+    """The queue page and its navigation badge: the same number of queries for 2 or 12 requests."""
+    client.force_login(world.bob)
+    counts = []
+    for extra in (2, 10):
+        for _ in range(extra):
+            submit()
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get("/approvals/")
+        assert response.status_code == 200
+        counts.append(len(captured))
+    assert response.content.count(b'href="/requests/') >= 12
+    assert counts[0] == counts[1], counts
