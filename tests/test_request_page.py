@@ -1,0 +1,52 @@
+"""The request page's live part: polled until final, 204 when nothing changed, new content when
+something did (approval, dispatch, AWS status), and the timeline moves with it."""
+import re
+
+import pytest
+
+from automations import services
+
+pytestmark = pytest.mark.django_db
+
+
+def _poll(client, request_id, shown=""):
+    return client.get(f"/requests/{request_id}/status/" + (f"?shown={shown}" if shown else ""))
+
+
+def _key(response) -> str:
+    return re.search(rb'status/\?shown=([0-9a-f]+)"', response.content).group(1).decode()
+
+
+def test_unchanged_state_answers_204_and_a_change_answers_the_new_state(world, submit, client):
+    item = submit(justification="restart web-1")
+    client.force_login(world.alice)
+    page = client.get(f"/requests/{item.pk}/")
+    assert page.status_code == 200
+    key = _key(page)
+    assert b'hx-trigger="every 5s"' in page.content  # waiting for approval: a slower poll
+
+    assert _poll(client, item.pk, key).status_code == 204
+    services.request_approve(request=item, actor=world.bob, comment="fine")
+    changed = _poll(client, item.pk, key)
+    assert changed.status_code == 200
+    assert b"badge-approved" in changed.content
+    assert b"Approval added" in changed.content and b"fine" in changed.content  # the timeline moved too
+    assert b'hx-trigger="every 2s"' in changed.content  # active: the fast poll
+    assert _key(changed) != key
+    assert _poll(client, item.pk, _key(changed)).status_code == 204
+
+
+def test_a_final_request_stops_polling(world, submit, client):
+    item = submit()
+    services.request_withdraw(request=item, actor=world.alice)
+    client.force_login(world.alice)
+    page = client.get(f"/requests/{item.pk}/")
+    assert b"badge-withdrawn" in page.content
+    assert b"hx-get" not in page.content.split(b'id="live"', 1)[1].split(b">", 1)[0]
+
+
+def test_the_poll_is_scoped_like_the_page(world, submit, client):
+    item = submit()
+    client.force_login(world.dave)  # another team's requester
+    assert _poll(client, item.pk).status_code == 404
+    assert _poll(client, item.pk, "0" * 16).status_code == 404
