@@ -7,6 +7,7 @@ in a message header) and, for dispatch, the automation request id.
 """
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -21,6 +22,7 @@ log = structlog.get_logger(__name__)
 
 # The message header that carries the web request id into the worker's log lines.
 REQUEST_ID_HEADER = "delegate_request_id"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
 @before_task_publish.connect
@@ -37,9 +39,10 @@ def _bind_request_id(task=None, task_id=None, **kwargs):
     carried = getattr(task.request, REQUEST_ID_HEADER, None) if task is not None else None
     if carried is None and task is not None:
         carried = (getattr(task.request, "headers", None) or {}).get(REQUEST_ID_HEADER)
+    if not (isinstance(carried, str) and _SAFE_REQUEST_ID.match(carried)):
+        carried = uuid.uuid4().hex  # none, or not what we would have sent: the broker is untrusted
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=str(carried)[:64] if carried else uuid.uuid4().hex,
-                                           task=getattr(task, "name", ""), task_id=task_id)
+    structlog.contextvars.bind_contextvars(request_id=carried, task=getattr(task, "name", ""), task_id=task_id)
 
 
 @task_postrun.connect

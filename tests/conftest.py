@@ -52,6 +52,15 @@ def pytest_configure(config):
     _lift_audit_guard_for_flush()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Run tests/browser last. Its session-scoped `celery worker -B` keeps sweeping the outbox and
+    syncing statuses on the test database until the session ends, so it would dispatch other
+    tests' committed requests through its own broker (tests/integration saw exactly that)."""
+    browser = [item for item in items if "browser" in item.path.parts]
+    if browser:
+        items[:] = [item for item in items if "browser" not in item.path.parts] + browser
+
+
 @pytest.fixture(scope="session")
 def sandbox():
     """The local AWS endpoint, in this process, on a free loopback port, fast time scale."""

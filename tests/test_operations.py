@@ -106,6 +106,11 @@ class TestRequestIds:
         tasks._bind_request_id(task=task, task_id="t-1")
         assert structlog.contextvars.get_contextvars()["request_id"] == "web-request-1"
         tasks._unbind_request_id()
+        tasks._unbind_request_id()
+        # A forged header is not trusted into the logs.
+        tasks._bind_request_id(task=SimpleNamespace(name="x", request=SimpleNamespace(
+            **{tasks.REQUEST_ID_HEADER: '"}\n{"level": "critical"'})), task_id="t-3")
+        assert len(structlog.contextvars.get_contextvars()["request_id"]) == 32
         # A task nobody's request caused (beat) gets a fresh id.
         tasks._bind_request_id(task=SimpleNamespace(name="beat", request=SimpleNamespace(headers=None)), task_id="t-2")
         assert len(structlog.contextvars.get_contextvars()["request_id"]) == 32

@@ -50,6 +50,7 @@ def live_server_url(sb, tmp_path):
         "DJANGO_DEBUG": "false", "LOG_LEVEL": "WARNING", "DELEGATE_VAR_DIR": str(tmp_path),
         "DELEGATE_LOGIN_LOCKOUT": "false",
     }
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set in-process by the browser tests; not for a server
     log = open(tmp_path / "gunicorn.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "portal.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2", "--threads", "2",

@@ -307,6 +307,8 @@ def _production_env(**extra) -> dict:
     env = {**os.environ, "DELEGATE_SECURE": "true", "DJANGO_DEBUG": "false",
            "DJANGO_SECRET_KEY": secrets.token_urlsafe(64), "DJANGO_SETTINGS_MODULE": "portal.settings",
            "LOG_LEVEL": "WARNING", **extra}
+    # Set in this process by the browser tests (Playwright's event loop); never in a deployment.
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     return env
 
 

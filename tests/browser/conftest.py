@@ -5,6 +5,8 @@
   PostgreSQL test database; transactional tests, so the worker sees committed rows);
 - a redis-server of our own on a free loopback port and one real `celery worker -B` process
   (worker + embedded beat: dispatch, status sync every second, outbox sweep) on the test database;
+  package-scoped: they stop after the last browser test, so no later test shares the database,
+  the sandbox or Celery's broker setting with them;
 - the distribution's Chromium, driven by Playwright; never a browser download.
 
 Everything started here is stopped here, by its own pid / process group.
@@ -27,9 +29,6 @@ from tests.processes import RedisServer, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Playwright's sync API keeps an asyncio loop on this thread; Django's guard would then refuse
-# every ORM call of the test itself (seeding, assertions). Nothing here runs async code.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 CHROMIUM = os.environ.get("DELEGATE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -44,9 +43,14 @@ PASSWORD = "delegate-demo"  # seed_demo's password
 # Browser
 #
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
     require(os.path.exists(CHROMIUM), f"Chromium at {CHROMIUM} (apt-get install chromium)")
+    # Playwright's sync API keeps an asyncio loop on this thread; Django's guard would then refuse
+    # every ORM call of the test itself (seeding, assertions). Nothing here runs async code, and
+    # the switch is undone when the browser package is done.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:  # pragma: no cover - the test extra installs it
@@ -56,6 +60,10 @@ def browser():
     yield chromium
     chromium.close()
     playwright.stop()
+    if previous is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 class Pages:
@@ -132,7 +140,7 @@ def screenshot(page, name: str, *, full_page: bool = True) -> Path:
 # The stack behind the browser
 #
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser_redis(tmp_path_factory):
     require(shutil.which("redis-server") is not None, "redis-server on PATH")
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
@@ -140,7 +148,7 @@ def browser_redis(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def web_broker(browser_redis):
     """The web (this process) publishes dispatches to our Redis, as production's would."""
     from django.conf import settings
@@ -164,7 +172,7 @@ def web_broker(browser_redis):
     reset_pools()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def celery_worker_and_beat(django_db_setup, django_db_blocker, sandbox, browser_redis, web_broker,
                            tmp_path_factory):
     """One `celery worker -B` on the test database: dispatches, and syncs statuses every second."""
@@ -215,11 +223,11 @@ def celery_worker_and_beat(django_db_setup, django_db_blocker, sandbox, browser_
             proc.wait(timeout=10)
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True, scope="package")
 def _flush_despite_the_worker():
     """The session's worker keeps polling (beat) while a test's teardown TRUNCATEs every table;
     PostgreSQL may pick the TRUNCATE as a deadlock victim. Try the flush again in that case.
-    Session-scoped: pytest-django's own database fixture is torn down after function fixtures."""
+    Package-scoped: pytest-django's own database fixture is torn down after function fixtures."""
     from django.core.management.base import CommandError
     from django.test import TransactionTestCase
 
