@@ -13,5 +13,11 @@ def navigation(request):
         "nav_is_lead": is_lead,
         "nav_is_auditor": user.is_superuser or policy.is_auditor(user),
         "nav_is_approver": is_approver,
-        "nav_queue_count": selectors.approval_queue(user).count() if is_approver else 0,
+        "nav_queue_count": _queue_count(request, user) if is_approver else 0,
     }
+
+
+def _queue_count(request, user) -> int:
+    """The queue page has just counted its rows (views_approvals); elsewhere count them here."""
+    counted = getattr(request, "approval_queue_count", None)
+    return counted if counted is not None else selectors.approval_queue(user).count()

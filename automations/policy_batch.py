@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
 from automations import policy
-from automations.models import Approval, ApprovalDelegation, AutomationRequest, Escalation, Membership, TeamRunbook
+from automations.models import (
+    Approval,
+    ApprovalDelegation,
+    AutomationRequest,
+    Escalation,
+    Membership,
+    TeamRunbook,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser

@@ -22,9 +22,10 @@ def teams_led_by(user: AbstractBaseUser) -> QuerySet[Team]:
 
 def requests_visible_to(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
     """Requesters see their own; leads see their teams'; approvers what they decide; auditors everything."""
+    # The runbook's document text is not shown on request lists and pages; it can be tens of KB a row.
     queryset = AutomationRequest.objects.select_related(
         "team", "requester", "runbook", "runbook_version", "account"
-    )
+    ).defer("runbook_version__content", "runbook_version__description")
     if not user.is_authenticated:
         return queryset.none()
     if user.is_superuser or policy.is_auditor(user):
@@ -40,6 +41,7 @@ def approval_queue(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
         .filter(status=AutomationRequest.Status.SUBMITTED)
         .exclude(requester=user)
         .exclude(approvals__approver=user)
+        .select_related(None).only("id", "team_id", "runbook_id", "requester_id")  # all free_seats reads
     )
     from automations.policy_batch import free_seats  # policy.free_seat for all of them, in ~8 queries
 

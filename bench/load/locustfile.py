@@ -18,6 +18,7 @@ from locust.exception import StopUser
 
 PASSWORD = os.environ.get("LOAD_PASSWORD", "delegate-load")
 MAX_REQUESTS = int(os.environ.get("LOAD_MAX_REQUESTS", "60000"))
+THINK = tuple(float(x) for x in os.environ.get("LOAD_THINK", "1,5").split(","))
 TEAMS, MEMBERS = 50, 500
 REQUEST_LINK = re.compile(r'href="/requests/(\d+)/"')
 AUDIT_OLDER = re.compile(r'href="\?([^"]*before=\d+)"')
@@ -45,7 +46,8 @@ def _remember(environment, **_kwargs):
 
 class Person(FastHttpUser):
     abstract = True
-    wait_time = between(0.2, 1.0)  # a short think time: 50 people clicking briskly
+    # Think time between clicks, seconds (LOAD_THINK="min,max"; "0,0" = as fast as answers come).
+    wait_time = between(*THINK)
     username = ""
 
     def on_start(self):

@@ -55,7 +55,13 @@ def seed_people_and_catalog():
     from django.contrib.auth.models import Group, Permission
 
     from automations.models import Account, Membership, Runbook, RunbookVersion, Team, TeamRunbook
-    from automations.runbooks import content_hash, load_document, parse_parameters, pattern_problems, step_summary
+    from automations.runbooks import (
+        content_hash,
+        load_document,
+        parse_parameters,
+        pattern_problems,
+        step_summary,
+    )
 
     User = get_user_model()
     hashed = make_password(PASSWORD)

@@ -252,7 +252,8 @@ def demo_data(transactional_db, sandbox, settings):
     from django.core.management import call_command
 
     sandbox.faults.reset()
-    call_command("seed_demo", stdout=open(os.devnull, "w"))
+    with open(os.devnull, "w") as quiet:
+        call_command("seed_demo", stdout=quiet)
 
 
 @pytest.fixture

@@ -11,7 +11,9 @@ import pytest
 
 from tests.browser.conftest import screenshot
 
-pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+# reset_sequences: request #1 in the screenshots, whatever ran before.
+pytestmark = [pytest.mark.browser, pytest.mark.integration,
+              pytest.mark.django_db(transaction=True, reset_sequences=True)]
 
 
 def test_four_roles_end_to_end(stack, pages):

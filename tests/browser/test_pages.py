@@ -9,7 +9,9 @@ import pytest
 from tests.browser.conftest import DESKTOP, PHONE, screenshot
 from tests.processes import wait_until
 
-pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+# reset_sequences: request #1 in the screenshots, whatever ran before.
+pytestmark = [pytest.mark.browser, pytest.mark.integration,
+              pytest.mark.django_db(transaction=True, reset_sequences=True)]
 
 FAIL_IMPACTS = {"serious", "critical"}
 
@@ -44,9 +46,10 @@ def horizontal_overflow(page) -> str | None:
 @pytest.fixture
 def story(stack):
     """Requests in every state a page shows: succeeded (run by the worker), waiting, rejected."""
+    from django.contrib.auth import get_user_model
+
     from automations import services
     from automations.models import AutomationRequest, Team, TeamRunbook
-    from django.contrib.auth import get_user_model
 
     users = {u.username: u for u in get_user_model().objects.all()}
     platform = Team.objects.get(name="platform")
