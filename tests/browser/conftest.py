@@ -33,7 +33,10 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("DELEGATE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# Every run saves its screenshots under test-artifacts/ (CI keeps them); DELEGATE_UPDATE_SCREENSHOTS=1
+# writes them to docs/screenshots/ instead, which is how the README's pictures are refreshed.
+SCREENSHOTS = ROOT / ("docs/screenshots" if os.environ.get("DELEGATE_UPDATE_SCREENSHOTS") == "1"
+                      else "test-artifacts/screenshots")
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 375, "height": 740}
 PASSWORD = "delegate-demo"  # seed_demo's password
@@ -129,7 +132,7 @@ def pages(request, browser, live_server, tmp_path_factory):
 
 
 def screenshot(page, name: str, *, full_page: bool = True) -> Path:
-    """docs/screenshots/<name>.png, the README's pictures (always the latest run's)."""
+    """<name>.png in SCREENSHOTS (test-artifacts/, or docs/screenshots/ when refreshing the README's)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page, animations="disabled")
