@@ -265,7 +265,7 @@ def step_decide(*, step_approval: StepApproval, actor, decision: str, comment: s
         raise
     username = actor.get_username()
     try:
-        pacing.acquire("signal", account_id=request.account.account_id, region=request.region)
+        # Paced inside the gateway (every attempt of every AWS call), so no acquire() here.
         call = aws.send_signal(
             region=request.region, role_arn=request.account.dispatch_role_arn,
             session_name=aws.role_session_name("delegate-approve", str(request.pk), username),
