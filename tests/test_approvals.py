@@ -5,7 +5,6 @@ lead deciding a multi-approver request end to end through the UI (also on the se
 import datetime as dt
 import os
 import threading
-import time
 
 import boto3
 import pytest
@@ -31,21 +30,11 @@ from automations.models import (
 from automations.services import notifications, policies
 from tests import factories as f
 from tests.conftest import require, seeded_instance
+from tests.processes import wait_until
 
 Status = AutomationRequest.Status
 # reliability-security.md §6 row 9 asks for 200 rounds; the default keeps the suite fast.
 RACE_ROUNDS = int(os.environ.get("DELEGATE_RACE_ROUNDS", "100"))
-
-
-def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
 
 
 def race(*calls):

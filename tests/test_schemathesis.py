@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,23 +23,18 @@ from automations import services
 from automations.models import AutomationRequest
 from tests import factories as f
 from tests.conftest import require
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET_SECONDS = 75  # per user; the whole test stays under three minutes on two cores
 MAX_EXAMPLES = "12"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def live_server_url(sb, tmp_path):
     require(connection.vendor == "postgresql", "PostgreSQL (gunicorn reads the test database)")
     database = connection.settings_dict
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "portal.settings",

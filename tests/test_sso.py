@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,17 +27,12 @@ from django.test import Client
 
 from automations.models import AuditEvent, Membership, SsoGroupRule, SsoIdentity
 from tests.conftest import require
+from tests.processes import free_port
 
 IDP_DIR = Path(__file__).resolve().parent / "oidc_provider"
 CALLBACK = "http://testserver/oidc/callback/"
 USERS = {"grace": "grace-pw-1", "ann": "ann-pw-1", "bob": "bob-idp-pw-1", "otto": "otto-pw-1"}
 AGENT = "Mozilla/5.0 (sso-test)"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _rsa_private_key() -> str:
@@ -57,7 +51,7 @@ def idp(tmp_path_factory):
     except ImportError:
         require(False, "django-oauth-toolkit (the test OpenID provider; pip install -e .[test])")
     tmp = tmp_path_factory.mktemp("idp")
-    port = _free_port()
+    port = free_port()
     claims_file = tmp / "claims.json"
     claims_file.write_text("{}")
     client_id, client_secret = "delegate-" + secrets.token_hex(4), secrets.token_urlsafe(32)

@@ -268,7 +268,7 @@ class TestTypes:
         ok = ["i-0123456789abcdef0", "i-0123456789abcdef1"]
         assert validate_value("InstanceIds", spec, ok) == (ok, [])
         assert validate_value("InstanceIds", spec, "\n".join(ok)) == (ok, [])  # the form's one-per-line
-        assert validate_value("InstanceIds", spec, ["i-%017x" % n for n in range(6)])[1] == [
+        assert validate_value("InstanceIds", spec, [f"i-{n:017x}" for n in range(6)])[1] == [
             "Give at most 5 values."
         ]
         _, errors = validate_value("InstanceIds", spec, ["i-0123456789abcdef0", "web-1"])

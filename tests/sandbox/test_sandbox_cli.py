@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require
+
 pytestmark = []
 
 
@@ -21,10 +23,7 @@ pytestmark = []
 def aws(sandbox, tmp_path):
     venv_cli = Path(sys.executable).with_name("aws")
     program = str(venv_cli) if venv_cli.exists() else shutil.which("aws")
-    if program is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI requires the AWS CLI (pip install awscli)")
-        pytest.skip("needs the AWS CLI")
+    require(program is not None, "the AWS CLI (pip install awscli)")
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     env.update(
         AWS_ACCESS_KEY_ID="test",
