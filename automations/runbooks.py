@@ -83,7 +83,13 @@ def load_document(content: str, document_format: str) -> dict:
     if not isinstance(document, dict):
         raise UnsupportedRunbook("A runbook is a JSON or YAML object")
     if str(document.get("schemaVersion")) != "0.3":
-        raise UnsupportedRunbook("Automation runbooks use schemaVersion 0.3")
+        found = document.get("schemaVersion")
+        raise UnsupportedRunbook(
+            "Not an Automation runbook: Automation runbooks use schemaVersion 0.3, "
+            + (f"this content says {str(found)[:20]!r}" if found is not None else "this content has no schemaVersion")
+        )
+    if not isinstance(document.get("mainSteps"), list) or not document["mainSteps"]:
+        raise UnsupportedRunbook("Not an Automation runbook: it has no mainSteps")
     return document
 
 

@@ -205,7 +205,7 @@ class TestSync:
         assert report.errors == []
         runbooks = {r.name: r for r in Runbook.objects.filter(account=world.account, region=REGION)}
         assert set(EVERY_RUNBOOK) <= set(runbooks)
-        assert len(FIXTURE_NAMES) == 13
+        assert len(FIXTURE_NAMES) == 19
         for name in EVERY_RUNBOOK:
             runbook = runbooks[name]
             assert runbook.available and runbook.default_version and runbook.latest_version, name
@@ -353,7 +353,14 @@ class TestCatalogPage:
 #
 
 
-@pytest.mark.parametrize("name", EVERY_RUNBOOK)
+# AWS-CreateManagedInstance asks the user for `RoleName` (the role to create): today every
+# *RoleName parameter is server-owned, so the form hides it (issue 12, "two kinds of role parameters").
+_ROLE_SUBJECT_BUG = pytest.mark.xfail(strict=True, reason="issue 12: a role that is the subject of a change is hidden")
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=_ROLE_SUBJECT_BUG) if n == "AWS-CreateManagedInstance" else n for n in EVERY_RUNBOOK]
+)
 def test_every_runbook_renders_accepts_and_refuses_in_the_browser(name, world, synced, browser):
     policy = synced[name]
     version = policy.runbook.versions.get(version=policy.runbook.default_version)

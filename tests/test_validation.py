@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from automations import validation
 from automations.errors import InvalidRequest, ServerOwnedParameter
-from automations.runbooks import load_document, parse_parameters
+from automations.runbooks import UnsupportedRunbook, load_document, parse_parameters
 from automations.validation import (
     MAX_CONCURRENCY,
     MAX_ERRORS,
@@ -40,12 +40,24 @@ FIXTURE_FILES = (
 )
 
 
-def _schema(path: str) -> dict:
+def _document(path: str) -> dict:
     text = Path(path).read_text()
-    return parse_parameters(load_document(text, "JSON" if path.endswith(".json") else "YAML"))
+    return load_document(text, "JSON" if path.endswith(".json") else "YAML")
 
 
-SCHEMAS = {Path(p).name: _schema(p) for p in FIXTURE_FILES}
+def _is_runbook(path: str) -> bool:
+    try:
+        _document(path)
+    except UnsupportedRunbook:
+        return False
+    return True
+
+
+# Three of the shared fixtures (aws-CreateManaged*Instance*) are AWS's parameter sidecar files,
+# not runbooks: no schemaVersion, no mainSteps. They must be refused plainly, never offered.
+NOT_RUNBOOK_FILES = [p for p in FIXTURE_FILES if not _is_runbook(p)]
+FIXTURE_FILES = [p for p in FIXTURE_FILES if p not in NOT_RUNBOOK_FILES]
+SCHEMAS = {Path(p).name: parse_parameters(_document(p)) for p in FIXTURE_FILES}
 # Every allowedPattern in the fixture runbooks, with the parameter's maxChars (or SSM's 512).
 FIXTURE_PATTERNS = sorted(
     {
@@ -77,6 +89,14 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 def test_the_fixture_runbooks_are_all_here():
     assert len(FIXTURE_FILES) >= 13 + 3
+    shared = [p for p in FIXTURE_FILES + NOT_RUNBOOK_FILES if str(SHARED_FIXTURES) in p]
+    assert not shared or len(shared) == len(glob.glob(str(SHARED_FIXTURES / "*.*"))) - 1  # all but README
+
+
+@pytest.mark.parametrize("path", NOT_RUNBOOK_FILES, ids=[Path(p).name for p in NOT_RUNBOOK_FILES])
+def test_a_file_that_is_not_a_runbook_is_refused_plainly(path):
+    with pytest.raises(UnsupportedRunbook, match="schemaVersion 0.3"):
+        _document(path)
     assert FIXTURE_PATTERNS, "the fixtures carry allowedPatterns (KmsKeyId, InstanceIds, LogGroup)"
 
 
