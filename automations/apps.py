@@ -6,12 +6,14 @@ class AutomationsConfig(AppConfig):
     verbose_name = "Delegate automations"
 
     def ready(self) -> None:
-        from automations import signals  # noqa: F401  (login/logout audit)
-        from automations.logging import configure_structlog
+        from automations.identity import signals  # noqa: F401  (login/logout audit)
+        from automations.ops.logging import configure_structlog
 
         configure_structlog()
 
         # Every AWS attempt is paced (shared schedule) and counted (metrics); see automations.aws.
-        from automations import aws, metrics, pacing
+        from automations import aws
+        from automations.ops import metrics
+        from automations.aws import pacing
 
         aws.install_hooks(pacer=pacing.pace_aws_call, on_response=metrics.observe_aws_response)

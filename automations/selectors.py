@@ -43,7 +43,7 @@ def approval_queue(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
         .exclude(approvals__approver=user)
         .select_related(None).only("id", "team_id", "runbook_id", "requester_id")  # all free_seats reads
     )
-    from automations.policy_batch import free_seats  # policy.free_seat for all of them, in ~8 queries
+    from automations.policy.batch import free_seats  # policy.free_seat for all of them, in ~8 queries
 
     seats = free_seats(user, candidates)
     mine = [pk for pk, seat in seats.items() if seat is not None]

@@ -16,7 +16,7 @@ from celery import shared_task
 from celery.signals import before_task_publish, task_postrun, task_prerun, worker_process_init
 from django.db import InterfaceError, OperationalError
 
-from automations import metrics
+from automations.ops import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +53,8 @@ def _unbind_request_id(**kwargs):
 @worker_process_init.connect
 def _after_fork(**kwargs):
     """A forked pool child must not share the parent's sockets (Redis for pacing, AWS pools)."""
-    from automations import aws, pacing
+    from automations import aws
+    from automations.aws import pacing
 
     pacing.reset()
     aws.reset_sessions()
@@ -166,7 +167,7 @@ def sync_runbook_catalog() -> int:
 
 @shared_task(name="automations.write_audit_digest", ignore_result=True)
 def write_audit_digest() -> int:
-    from automations import audit_digests
+    from automations.audit import digests as audit_digests
 
     return audit_digests.write_digest_if_configured()
 

@@ -129,7 +129,7 @@ def seed(total: int, fresh: bool) -> None:
     from django.db import connection
 
     from automations import audit
-    from automations.audit_guards import TABLE
+    from automations.audit.guards import TABLE
     from automations.canonical import canonical_json
     from automations.models import AuditEvent
 
@@ -297,7 +297,7 @@ def explain_run() -> None:
 
     from automations import selectors
     from automations.api.views import AuditPagination
-    from automations.audit_search import AuditEventFilter
+    from automations.audit.search import AuditEventFilter
 
     rng = random.Random(5)
     user = _ensure_auditor()

@@ -51,15 +51,15 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "automations.middleware.RequestIdMiddleware",
+    "automations.ops.middleware.RequestIdMiddleware",
     # PostgreSQL unreachable: a fast 503 with Retry-After rather than a 500 (views only).
-    "automations.middleware.DatabaseUnavailableMiddleware",
+    "automations.ops.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    # Audits the 404s views give signed-in users (IDOR probes); see automations/audit_middleware.py.
-    "automations.audit_middleware.DeniedAccessAuditMiddleware",
+    # Audits the 404s views give signed-in users (IDOR probes); see automations/audit/middleware.py.
+    "automations.audit.middleware.DeniedAccessAuditMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -78,7 +78,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "automations.context_processors.navigation",
+                "automations.web.context_processors.navigation",
             ],
         },
     },
@@ -104,8 +104,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # axes first (refuses locked-out pairs), then local passwords (honours DELEGATE_LOCAL_LOGIN), then SSO.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "automations.sso.LocalPasswordBackend",
-    "automations.sso.OidcBackend",
+    "automations.identity.sso.LocalPasswordBackend",
+    "automations.identity.sso.OidcBackend",
 ]
 # false hides the password form and refuses password logins everywhere (the admin included);
 # people then sign in with SSO only. API tokens are unaffected.
@@ -127,7 +127,7 @@ AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False  # its start-up banner is noise in every process
 AXES_IPWARE_PROXY_COUNT = env.int("DELEGATE_TRUSTED_PROXY_COUNT", default=0)
 # The same trusted-proxy rule as the audit log, so behind a proxy the "IP" is the client's, not the proxy's.
-AXES_CLIENT_IP_CALLABLE = "automations.sso.client_ip"
+AXES_CLIENT_IP_CALLABLE = "automations.identity.sso.client_ip"
 AXES_ENABLED = env.bool("DELEGATE_LOGIN_LOCKOUT", default=True)
 
 # SINGLE SIGN-ON (OpenID Connect, mozilla-django-oidc); on when OIDC_RP_CLIENT_ID is set.
@@ -346,9 +346,9 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "automations.logging.RedactSecretsFilter"}},
+    "filters": {"redact": {"()": "automations.ops.logging.RedactSecretsFilter"}},
     "formatters": {
-        "structured": {"()": "automations.logging.structured_formatter", "output": LOG_FORMAT},
+        "structured": {"()": "automations.ops.logging.structured_formatter", "output": LOG_FORMAT},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["redact"]},

@@ -4,10 +4,12 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from automations import metrics, sso, views
+from automations.ops import metrics
+from automations.identity import sso
+from automations.web import requests as views
 
 urlpatterns = [
-    path("", include("automations.urls")),
+    path("", include("automations.web.urls")),
     path("accounts/login/", sso.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("oidc/", include(sso.urlpatterns)),

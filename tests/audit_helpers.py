@@ -10,7 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from automations import audit
-from automations.audit_guards import TABLE
+from automations.audit.guards import TABLE
 from automations.models import AuditEvent
 from tests.conftest import require
 

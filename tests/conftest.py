@@ -34,7 +34,7 @@ def _lift_audit_guard_for_flush():
     from django.db import connection
     from django.test import TransactionTestCase
 
-    from automations import audit_guards
+    from automations.audit import guards as audit_guards
 
     original = TransactionTestCase._fixture_teardown
     if getattr(original, "_delegate_wrapped", False):
@@ -98,7 +98,7 @@ def _fast_passwords(settings):
 
 @pytest.fixture(autouse=True)
 def _reset_pacing(settings):
-    from automations import pacing
+    from automations.aws import pacing
 
     # Tests run many dispatches back to back; pacing has its own tests.
     settings.DELEGATE_AWS_RATE_LIMITS = {"start": 1000.0, "stop": 1000.0, "read": 1000.0, "signal": 1000.0}

@@ -1,6 +1,6 @@
 """Helpers for tests that start real processes: free ports, polling with a deadline, a
 redis-server of our own, a loopback TCP proxy that can cut a link. Used by tests/integration and
-tests/test_pacing.py. Every process is stopped by its own pid, never by name."""
+tests/aws/test_pacing.py. Every process is stopped by its own pid, never by name."""
 from __future__ import annotations
 
 import asyncio

@@ -1,7 +1,7 @@
 """What drf-spectacular cannot infer: the error bodies every operation may return, and strict bodies.
 
 The schema is a contract that schemathesis checks against the live server
-(tests/test_schemathesis.py): every status code and content type a response can carry must be
+(tests/api/test_schemathesis.py): every status code and content type a response can carry must be
 listed, and request bodies must say that unknown keys are refused, because they are.
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ from automations import audit, selectors, services
 from automations.api import schema  # noqa: F401  (registers the strict-body schema extension)
 from automations.api import serializers as s
 from automations.audit import ClientInfo
-from automations.audit_search import AuditEventFilter, export_csv, export_jsonl
+from automations.audit.search import AuditEventFilter, export_csv, export_jsonl
 from automations.errors import InvalidRequest
 from automations.models import AuditEvent, Execution, Runbook, RunbookVersion, TeamRunbook
 

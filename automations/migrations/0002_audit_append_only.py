@@ -2,13 +2,13 @@ from django.db import migrations
 
 
 def install(apps, schema_editor):
-    from automations import audit_guards
+    from automations.audit import guards as audit_guards
 
     audit_guards.install(schema_editor.connection)
 
 
 def remove(apps, schema_editor):
-    from automations import audit_guards
+    from automations.audit import guards as audit_guards
 
     audit_guards.remove(schema_editor.connection)
 

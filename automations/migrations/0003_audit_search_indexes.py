@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 # Resource search ("everything ever run against i-0abc…") is `resources @> '["i-0abc…"]'`:
 # a GIN index answers it on PostgreSQL. SQLite (the demo) has no GIN and falls back to a
-# LIKE on the JSON text (automations.audit_search), which is fine at demo sizes.
+# LIKE on the JSON text (automations.audit.search), which is fine at demo sizes.
 GIN = "CREATE INDEX IF NOT EXISTS audit_resources_gin ON automations_auditevent USING gin (resources jsonb_path_ops)"
 
 

@@ -1,6 +1,6 @@
 """Single sign-on: who a provider's subject is here, and which groups grant which access.
 
-See automations/sso.py for the login flow and docs/security.md for the rules in prose.
+See automations/identity/sso.py for the login flow and docs/security.md for the rules in prose.
 """
 from django.conf import settings
 from django.core.exceptions import ValidationError

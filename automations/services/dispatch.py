@@ -8,7 +8,7 @@ nothing but the request id, so a forged or replayed message is harmless. The wor
 2. claims the request (compare-and-set approved → dispatching) under Delegate's running cap,
    re-checking everything against the database (status, fingerprint, approvals, role, scope);
 3. calls AWS outside any transaction with the request's fixed ClientToken (each attempt
-   paced by the shared schedule, automations.pacing);
+   paced by the shared schedule, automations.aws.pacing);
 4. records the execution id (dispatching → running).
 
 A failure is put back with a jittered delay held in the outbox row (never a long Celery
@@ -31,7 +31,9 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from automations import audit, aws, inventory, metrics, policy
+from automations import audit, aws, policy
+from automations.aws import inventory
+from automations.ops import metrics
 from automations.models import AutomationRequest, DispatchOutbox, Execution
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for
 from automations.services import policies

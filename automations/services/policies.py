@@ -14,7 +14,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from automations import audit, aws, pacing, policy
+from automations import audit, aws, policy
+from automations.aws import pacing
 from automations.audit import ClientInfo
 from automations.errors import DomainError, InvalidRequest, NotAllowed, OutOfScope, TransitionNotAllowed
 from automations.models import (

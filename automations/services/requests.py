@@ -9,7 +9,8 @@ from django.db.models import Count, F, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from automations import audit, aws, inventory, policy
+from automations import audit, aws, policy
+from automations.aws import inventory
 from automations.audit import ClientInfo
 from automations.errors import DomainError, InvalidRequest, NotAllowed, OutOfScope, TransitionNotAllowed
 from automations.models import (
@@ -25,7 +26,7 @@ from automations.models import (
 from automations.services import notifications, policies
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for
 from automations.services.transitions import transition
-from automations.validation import (
+from automations.runbooks.validation import (
     ALARM_NAME,
     MAX_CONCURRENCY,
     MAX_ERRORS,
@@ -417,7 +418,7 @@ def request_cancel(*, request: AutomationRequest, actor, reason: str = "", clien
             raise TransitionNotAllowed(current=request.status, target=Status.CANCELLED)
         execution_id = request.execution.execution_id
     username = actor.get_username()
-    # The Stop call is paced (1 call/s per account and region) inside the gateway, automations.pacing.
+    # The Stop call is paced (1 call/s per account and region) inside the gateway, automations.aws.pacing.
     try:
         call = aws.stop_automation(
             region=request.region, role_arn=request.account.dispatch_role_arn,

@@ -3,7 +3,7 @@
 One DescribeAutomationExecutions call covers up to 10 executions; step details are fetched only
 for executions whose status or current step changed. Nothing running means no calls at all.
 Every call goes through the shared read-only session (aws.read_client) and is paced by the
-shared schedule (3 calls/s per account and region, automations.pacing) in the gateway.
+shared schedule (3 calls/s per account and region, automations.aws.pacing) in the gateway.
 Only one sync runs at a time across all workers (an advisory lock): overlapping beat ticks
 would double the calls for nothing.
 """
@@ -18,7 +18,8 @@ import structlog
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from automations import aws, metrics
+from automations import aws
+from automations.ops import metrics
 from automations.models import AutomationRequest, Execution
 from automations.services.transitions import transition
 

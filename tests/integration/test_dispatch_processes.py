@@ -3,7 +3,7 @@
 A real redis-server, real `celery -A portal worker` processes on the PostgreSQL test database,
 the sandbox over HTTP. The test process plays the web (Django test client, services) and, where
 a test needs it, the scheduler (it runs the outbox sweep and the status sync itself, as beat would).
-Rows 2, 3, 9, 10 and 13 need no extra process and live in tests/test_dispatch.py.
+Rows 2, 3, 9, 10 and 13 need no extra process and live in tests/services/test_dispatch.py.
 """
 import json
 import os

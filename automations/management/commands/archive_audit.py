@@ -4,7 +4,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_datetime
 
-from automations import audit_archive, audit_digests
+from automations.audit import archive as audit_archive
+from automations.audit import digests as audit_digests
 from automations.models import AuditEvent
 
 

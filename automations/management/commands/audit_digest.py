@@ -1,7 +1,7 @@
 """manage.py audit_digest: write a signed digest now (what the beat task does), or make a key."""
 from django.core.management.base import BaseCommand, CommandError
 
-from automations import audit_digests
+from automations.audit import digests as audit_digests
 
 
 class Command(BaseCommand):

@@ -4,7 +4,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from automations import audit, audit_archive, audit_digests
+from automations import audit
+from automations.audit import archive as audit_archive
+from automations.audit import digests as audit_digests
 from automations.models import AuditEvent
 
 

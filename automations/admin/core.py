@@ -1,0 +1,170 @@
+"""Django admin for teams, accounts, runbooks and policies. Every change is audited with before/after."""
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.urls import path
+from django.db import transaction
+from django.forms.models import model_to_dict
+
+from automations import audit, services
+from automations.audit import ClientInfo
+from automations.canonical import json_roundtrip
+from automations.models import Account, AuditEvent, Membership, Runbook, RunbookVersion, Team, TeamRunbook
+from automations.models import SsoGroupRule, SsoIdentity
+
+
+def _snapshot(obj) -> dict:
+    return json_roundtrip({key: value for key, value in model_to_dict(obj).items()
+                           if not isinstance(value, (list, tuple)) or all(isinstance(v, (str, int)) for v in value)}) \
+        if obj is not None and obj.pk else {}
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Writes config.changed / config.deleted audit events with before/after snapshots."""
+
+    def save_model(self, request, obj, form, change):
+        before = _snapshot(type(obj).objects.filter(pk=obj.pk).first()) if change else {}
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            audit.record(action="config.changed" if change else "config.created", actor=request.user,
+                         client=ClientInfo.from_request(request),
+                         details={"model": obj._meta.label, "object_id": obj.pk, "object": str(obj),
+                                  "before": before, "after": _snapshot(obj)})
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            audit.record(action="config.deleted", actor=request.user, client=ClientInfo.from_request(request),
+                         details={"model": obj._meta.label, "object_id": obj.pk, "object": str(obj),
+                                  "before": _snapshot(obj)})
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 1
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Team)
+class TeamAdmin(AuditedAdmin):
+    list_display = ["name", "display_name", "scope_tag_key", "scope_tag_value"]
+    search_fields = ["name", "display_name"]
+    inlines = [MembershipInline]
+    filter_horizontal = ["accounts"]
+
+
+@admin.register(Account)
+class AccountAdmin(AuditedAdmin):
+    list_display = ["name", "account_id", "regions", "dispatch_role_arn", "automation_role_arn"]
+    search_fields = ["name", "account_id"]
+
+
+def _report_sync(modeladmin, request, report) -> None:
+    level = messages.WARNING if report.errors else messages.SUCCESS
+    modeladmin.message_user(request, f"Synced {report.documents} documents, {report.new_versions} new versions, "
+                                     f"{report.unavailable} marked unavailable"
+                                     f"{'; errors: ' + '; '.join(report.errors[:5]) if report.errors else ''}.", level)
+
+
+@admin.action(description="Sync the catalog from SSM now")
+def sync_catalog(modeladmin, request, queryset):
+    _report_sync(modeladmin, request, services.runbook_catalog_sync(actor=request.user))
+
+
+class TeamRunbookInline(admin.TabularInline):
+    model = TeamRunbook
+    extra = 0
+
+
+@admin.register(Runbook)
+class RunbookAdmin(AuditedAdmin):
+    list_display = ["name", "owner_kind", "category", "account", "region", "default_version", "latest_version",
+                    "available"]
+    list_filter = ["owner_kind", "available", "category", "region"]
+    search_fields = ["name"]
+    readonly_fields = ["name", "owner", "owner_kind", "default_version", "latest_version", "synced_at", "description"]
+    inlines = [TeamRunbookInline]
+    actions = [sync_catalog]
+    # The changelist's "Sync from SSM now" button (templates/admin/automations/runbook/change_list.html).
+    change_list_template = "admin/automations/runbook/change_list.html"
+
+    def get_urls(self):
+        sync = path("sync/", self.admin_site.admin_view(self.sync_view), name="automations_runbook_sync")
+        return [sync, *super().get_urls()]
+
+    def sync_view(self, request):
+        """POST only (admin_view adds CSRF protection); the sync writes its own audit event."""
+        if request.method != "POST" or not self.has_change_permission(request):
+            raise PermissionDenied
+        _report_sync(self, request, services.runbook_catalog_sync(actor=request.user))
+        return redirect("admin:automations_runbook_changelist")
+
+
+@admin.register(RunbookVersion)
+class RunbookVersionAdmin(admin.ModelAdmin):
+    list_display = ["runbook", "version", "document_format", "synced_at"]
+    readonly_fields = [f.name for f in RunbookVersion._meta.fields]
+
+    def has_add_permission(self, request):
+        return False  # versions come from SSM only
+
+
+@admin.register(TeamRunbook)
+class TeamRunbookAdmin(AuditedAdmin):
+    list_display = ["team", "runbook", "enabled", "approvals_required", "version_choice", "max_targets"]
+    list_filter = ["team", "enabled"]
+    autocomplete_fields = ["runbook"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # Content is fetched only for offered runbooks: fetch it now rather than at the next sync.
+        if not obj.runbook.versions.exists():
+            _report_sync(self, request, services.runbook_sync(runbook=obj.runbook, actor=request.user))
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: the audit log is append-only at the model, admin and database levels."""
+
+    list_display = ["sequence", "occurred_at", "actor_name", "action", "request_id", "team"]
+    list_filter = ["action"]
+    search_fields = ["actor_name", "action", "runbook", "execution_id"]
+    readonly_fields = [f.name for f in AuditEvent._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(SsoGroupRule)
+class SsoGroupRuleAdmin(AuditedAdmin):
+    """Which provider group grants which team role (member, lead) or global role (auditor, admin)."""
+
+    list_display = ["claim_value", "role", "team"]
+    list_filter = ["role", "team"]
+    search_fields = ["claim_value"]
+
+
+@admin.register(SsoIdentity)
+class SsoIdentityAdmin(AuditedAdmin):
+    """Who each provider subject is here.
+
+    Deleting a row unbinds it; the next login then follows DELEGATE_OIDC_LINK_EXISTING.
+    """
+
+    list_display = ["user", "subject", "issuer", "last_login_at"]
+    search_fields = ["user__username", "subject"]
+    readonly_fields = ["user", "issuer", "subject", "created_at", "last_login_at"]
+
+    def has_add_permission(self, request):
+        return False  # bindings are made by signing in
+

@@ -1,0 +1,173 @@
+"""Resources a request acts on, and whether they are inside the team's scope.
+
+A team's scope is the EC2 resources tagged with its scope tag (Team=platform). Resource ids are
+recognised by their EC2 shape wherever they appear in parameters or targets, so a plain String
+parameter named InstanceId is checked as carefully as an AWS::EC2::Instance::Id one.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from automations.aws import gateway as aws
+
+_ID_KINDS = (
+    (re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?$"), "instance"),
+    (re.compile(r"^vol-[0-9a-f]{8}([0-9a-f]{9})?$"), "volume"),
+    (re.compile(r"^snap-[0-9a-f]{8}([0-9a-f]{9})?$"), "snapshot"),
+    (re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$"), "image"),
+)
+
+
+def kind_of(value: str) -> str | None:
+    for pattern, kind in _ID_KINDS:
+        if pattern.match(value):
+            return kind
+    return None
+
+
+def resource_ids(parameters: dict[str, list[str]], targets: Iterable[dict] = ()) -> list[str]:
+    """Every EC2 resource id in the wire parameters and ParameterValues targets, in order, once."""
+    seen: dict[str, None] = {}
+    for values in parameters.values():
+        for value in values:
+            if kind_of(value):
+                seen[value] = None
+    for target in targets:
+        for value in target.get("Values", []):
+            if kind_of(value):
+                seen[value] = None
+    return list(seen)
+
+
+def out_of_scope(ids: list[str], *, tag: tuple[str, str], region: str, role_arn: str) -> list[str]:
+    """The ids that do not exist in this account and region or lack the team's scope tag."""
+    by_kind: dict[str, list[str]] = {}
+    for resource_id in ids:
+        by_kind.setdefault(kind_of(resource_id) or "unknown", []).append(resource_id)
+    outside = list(by_kind.pop("unknown", []))
+    key, value = tag
+    for kind, kind_ids in by_kind.items():
+        found = _in_scope(kind, kind_ids, key, value, region, role_arn)
+        outside.extend(resource_id for resource_id in kind_ids if resource_id not in found)
+    return outside
+
+
+def _in_scope(kind: str, ids: list[str], key: str, value: str, region: str, role_arn: str) -> set[str]:
+    # Filter by id and tag together: an unknown id simply does not come back (no NotFound error).
+    id_filter = {"instance": "instance-id", "volume": "volume-id", "snapshot": "snapshot-id", "image": "image-id"}[kind]
+    items = aws.describe_ec2_resources(
+        kind, region=region, role_arn=role_arn,
+        filters=[{"Name": id_filter, "Values": ids}, {"Name": f"tag:{key}", "Values": [value]}],
+    )
+    return {item["id"] for item in items if item["state"] not in ("terminated", "shutting-down")}
+
+
+def team_resources(kind: str, *, tag: tuple[str, str], region: str, role_arn: str) -> list[dict]:
+    """The team's resources of one kind, for pickers."""
+    key, value = tag
+    return aws.describe_ec2_resources(kind, region=region, role_arn=role_arn,
+                                      filters=[{"Name": f"tag:{key}", "Values": [value]}])
+
+
+#
+# Pickers: searchable choices for resource parameters, from the team's live inventory
+#
+
+# Resource types with a strict picker: the value must be one of the team's resources.
+PICKER_TYPES = {
+    "AWS::EC2::Instance::Id": "instance", "AWS::EC2::Volume::Id": "volume",
+    "AWS::EC2::Snapshot::Id": "snapshot", "AWS::EC2::Image::Id": "image",
+}
+# Plain String/StringList parameters named like resource ids get suggestions beside free text:
+# the name is a hint, not a contract (AWS-RebootRdsInstance's InstanceId is an RDS instance).
+_NAME_HINTS = (
+    (re.compile(r"InstanceIds?$"), "instance"), (re.compile(r"VolumeIds?$"), "volume"),
+    (re.compile(r"SnapshotIds?$"), "snapshot"), (re.compile(r"(ImageIds?|AmiIds?)$"), "image"),
+)
+_OTHER_SERVICE = re.compile(r"\b(RDS|DB instance|database|Aurora|Lightsail|WorkSpaces?)\b", re.IGNORECASE)
+PICKER_CACHE_SECONDS = 30  # a page load and its searches share one DescribeInstances
+PICKER_LIMIT = 50
+KIND_LABELS = {"instance": "instances", "volume": "volumes", "snapshot": "snapshots", "image": "images"}
+
+
+@dataclass(frozen=True)
+class Picker:
+    kind: str  # instance | volume | snapshot | image
+    strict: bool  # an AWS:: type: only the team's resources; else suggestions beside free text
+    multiple: bool
+
+
+def picker_for(name: str, spec: dict) -> Picker | None:
+    """Which picker, if any, a parameter gets."""
+    kind = str(spec.get("type", ""))
+    multiple = kind == "StringList" or kind.startswith("List<")
+    inner = kind[5:-1] if kind.startswith("List<") and kind.endswith(">") else kind
+    if inner in PICKER_TYPES:
+        return Picker(PICKER_TYPES[inner], strict=True, multiple=multiple)
+    if kind not in ("String", "StringList") or spec.get("allowedValues"):
+        return None
+    if _OTHER_SERVICE.search(str(spec.get("description", ""))):
+        return None
+    for pattern, hinted in _NAME_HINTS:
+        if pattern.search(name):
+            return Picker(hinted, strict=False, multiple=multiple)
+    return None
+
+
+def _label(item: dict) -> str:
+    name = item.get("tags", {}).get("Name", "")
+    return f"{name} ({item['id']})" if name else item["id"]
+
+
+def picker_choices(kind: str, *, tag: tuple[str, str], account_id: str, region: str, role_arn: str,
+                   query: str = "", limit: int = PICKER_LIMIT) -> list[dict]:
+    """The team's resources of one kind matching `query` (id or Name tag), for a picker.
+
+    Read through the shared read-only session and cached briefly per team scope, so typing in
+    the search box does not call EC2 per keystroke. Raises aws.AwsError when EC2 is unreachable.
+    """
+    from django.core.cache import cache  # inventory is imported by services; keep Django out of import time
+
+    key = "delegate:picker:" + hashlib.sha256(
+        "\x1f".join((account_id, region, kind, tag[0], tag[1])).encode()).hexdigest()
+    items = cache.get(key)
+    if items is None:
+        found = team_resources(kind, tag=tag, region=region, role_arn=role_arn)
+        gone = ("terminated", "shutting-down", "deleted", "deleting")
+        items = sorted(
+            ({"id": item["id"], "label": _label(item), "state": item.get("state", ""),
+              "type": item.get("type", "")} for item in found if item.get("state") not in gone),
+            key=lambda item: item["label"].lower(),
+        )
+        cache.set(key, items, PICKER_CACHE_SECONDS)
+    needle = query.strip().lower()[:100]
+    matching = [item for item in items if needle in item["label"].lower()] if needle else items
+    return matching[:limit]
+
+
+def describe_targets(ids: list[str], *, region: str, role_arn: str) -> dict[str, dict | None]:
+    """{id: {"kind", "state", "type", "tags"}} for the approver's preview and tag rules; None = not found."""
+    by_kind: dict[str, list[str]] = {}
+    for resource_id in ids:
+        by_kind.setdefault(kind_of(resource_id) or "unknown", []).append(resource_id)
+    found: dict[str, dict | None] = {resource_id: None for resource_id in ids}
+    by_kind.pop("unknown", None)
+    id_filters = {"instance": "instance-id", "volume": "volume-id", "snapshot": "snapshot-id", "image": "image-id"}
+    for kind, kind_ids in by_kind.items():
+        # A filter, not an id list: an unknown id is simply absent instead of failing the whole call.
+        for item in aws.describe_ec2_resources(kind, region=region, role_arn=role_arn,
+                                               filters=[{"Name": id_filters[kind], "Values": kind_ids}]):
+            if item["id"] in found:
+                found[item["id"]] = {"kind": kind, **item}
+    return found
+
+
+def resource_tags(ids: list[str], *, region: str, role_arn: str) -> dict[str, dict | None]:
+    """{id: tags} (None for an id that does not exist or is terminated)."""
+    return {
+        resource_id: (None if item is None or item.get("state") in ("terminated", "shutting-down") else item["tags"])
+        for resource_id, item in describe_targets(ids, region=region, role_arn=role_arn).items()
+    }

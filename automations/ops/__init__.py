@@ -1,0 +1,1 @@
+"""Operations: health endpoints, Prometheus metrics, structured logging and request-id middleware."""

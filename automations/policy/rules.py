@@ -1,0 +1,356 @@
+"""Who may do what, and which rules apply. Plain functions over the models; services call them
+before every write and dispatch calls them again before AWS is asked to do anything.
+
+The approver pool of a request is its policy's named group, or the team's leads when none is
+named, never the requester; plus the escalation group once the request was escalated, plus
+delegates standing in for a pool member during their delegation. See docs/approvals-and-policy.md.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import re2
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
+
+from automations.models import (
+    Approval,
+    ApprovalDelegation,
+    AutomationRequest,
+    Escalation,
+    FreezeWindow,
+    Membership,
+    TeamRunbook,
+)
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+    from automations.models import Account, Team
+
+AUDITOR_PERMISSION = "automations.view_all_requests"
+# Inside a change freeze an approval takes effect only with this many emergency overrides.
+FREEZE_OVERRIDE_APPROVERS = 2
+
+
+def is_auditor(user: AbstractBaseUser) -> bool:
+    return user.is_active and user.has_perm(AUDITOR_PERMISSION)
+
+
+def is_member(user: AbstractBaseUser, team: Team) -> bool:
+    return Membership.objects.filter(user=user, team=team).exists()
+
+
+def is_lead(user: AbstractBaseUser, team: Team) -> bool:
+    return Membership.objects.filter(user=user, team=team, role=Membership.Role.LEAD).exists()
+
+
+def team_policy(team: Team, runbook_id: int) -> TeamRunbook | None:
+    """The enabled policy that lets `team` request this runbook, if any."""
+    return (
+        TeamRunbook.objects.select_related("runbook", "runbook__account", "approver_group", "escalation_group")
+        .filter(team=team, runbook_id=runbook_id, enabled=True, runbook__available=True)
+        .first()
+    )
+
+
+def policy_for(request: AutomationRequest) -> TeamRunbook | None:
+    """The policy row behind a request, enabled or not (None if an admin deleted it)."""
+    cached = getattr(request, "_policy_cache", None)
+    if cached is None:
+        cached = (TeamRunbook.objects.select_related("approver_group", "escalation_group")
+                  .filter(team_id=request.team_id, runbook_id=request.runbook_id).first())
+        request._policy_cache = cached
+    return cached
+
+
+def approvals_required(request: AutomationRequest) -> int:
+    policy = policy_for(request)
+    return policy.approvals_required if policy else 1
+
+
+#
+# The approver pool
+#
+
+def pool(team: Team, policy: TeamRunbook | None) -> QuerySet:
+    """Active users in the base pool: the policy's named group, else the team's leads."""
+    users = get_user_model().objects.filter(is_active=True)
+    if policy is not None and policy.approver_group_id:
+        return users.filter(groups=policy.approver_group_id)
+    return users.filter(memberships__team=team, memberships__role=Membership.Role.LEAD)
+
+
+def in_pool(user: AbstractBaseUser, team: Team, policy: TeamRunbook | None) -> bool:
+    return user.is_active and pool(team, policy).filter(pk=user.pk).exists()
+
+
+def eligible_approver_count(team: Team, policy: TeamRunbook | None, requester: AbstractBaseUser) -> int:
+    """How many people other than the requester can approve (delegations and escalation aside)."""
+    return pool(team, policy).exclude(pk=requester.pk).distinct().count()
+
+
+@dataclass(frozen=True)
+class Seat:
+    """Why a user may decide a request: as a pool member, an escalation member, or a delegate.
+
+    A delegate's approval takes the seat of the person they stand in for: the two of them
+    together count once.
+    """
+
+    via: str  # "lead", "group", "escalation" or "delegation"
+    on_behalf_of: AbstractBaseUser | None = None
+    delegation: ApprovalDelegation | None = None
+
+    def as_dict(self) -> dict:
+        return {"via": self.via,
+                "on_behalf_of": self.on_behalf_of.get_username() if self.on_behalf_of else None,
+                "delegation": self.delegation.pk if self.delegation else None}
+
+
+def seats(user: AbstractBaseUser, request: AutomationRequest, *, at: dt.datetime | None = None) -> list[Seat]:
+    """Every way `user` may decide `request`, best first; empty when they may not.
+
+    The requester never has a seat, whatever their role, and nobody stands in for them.
+    """
+    if not user.is_authenticated or not user.is_active or user.pk == request.requester_id:
+        return []
+    at = at or timezone.now()
+    policy = policy_for(request)
+    found: list[Seat] = []
+    if in_pool(user, request.team, policy):
+        found.append(Seat("group" if policy is not None and policy.approver_group_id else "lead"))
+    escalation = Escalation.objects.filter(request=request).first()
+    if escalation is not None and user.groups.filter(pk=escalation.group_id).exists():
+        found.append(Seat("escalation"))
+    delegations = (ApprovalDelegation.objects.select_related("delegator")
+                   .filter(delegate=user, team_id=request.team_id, revoked_at=None, starts_at__lte=at, ends_at__gt=at)
+                   .exclude(delegator_id=request.requester_id).order_by("starts_at", "pk"))
+    for delegation in delegations:
+        if in_pool(delegation.delegator, request.team, policy):
+            found.append(Seat("delegation", on_behalf_of=delegation.delegator, delegation=delegation))
+    return found
+
+
+def taken_by(request: AutomationRequest) -> set[int]:
+    """User ids whose seat is used: every approver and everyone a delegate approved for."""
+    taken = set(request.approvals.values_list("approver_id", flat=True))
+    taken |= set(request.approvals.filter(delegated__isnull=False).values_list("delegated__on_behalf_of_id", flat=True))
+    return taken
+
+
+def free_seat(user: AbstractBaseUser, request: AutomationRequest) -> Seat | None:
+    """The seat `user` would approve from now, or None (no seat, or every seat of theirs is used)."""
+    taken = taken_by(request)
+    if user.pk in taken:
+        return None
+    for seat in seats(user, request):
+        if seat.on_behalf_of is None or seat.on_behalf_of.pk not in taken:
+            return seat
+    return None
+
+
+def can_approve(user: AbstractBaseUser, request: AutomationRequest) -> bool:
+    """In the pool (or standing in for someone who is), never the requester, once per seat."""
+    return request.status == AutomationRequest.Status.SUBMITTED and free_seat(user, request) is not None
+
+
+def can_reject(user: AbstractBaseUser, request: AutomationRequest) -> bool:
+    return request.status == AutomationRequest.Status.SUBMITTED and bool(seats(user, request))
+
+
+def can_withdraw(user: AbstractBaseUser, request: AutomationRequest) -> bool:
+    return request.status == AutomationRequest.Status.SUBMITTED and user.pk == request.requester_id
+
+
+def can_cancel(user: AbstractBaseUser, request: AutomationRequest) -> bool:
+    """The requester or a lead of the team may stop an approved or running request."""
+    return request.status in (AutomationRequest.Status.APPROVED, AutomationRequest.Status.RUNNING) and (
+        user.pk == request.requester_id or is_lead(user, request.team)
+    )
+
+
+def decider_filter(user: AbstractBaseUser, *, at: dt.datetime | None = None) -> Q:
+    """Requests `user` may see because they decide (or decided) them, beyond the team's leads.
+
+    Named-group pools, escalation groups, active delegations, and anything they approved.
+    """
+    at = at or timezone.now()
+    groups = user.groups.values("pk")
+    return (
+        Q(Exists(TeamRunbook.objects.filter(team=OuterRef("team"), runbook=OuterRef("runbook"),
+                                            approver_group__in=groups)))
+        | Q(Exists(Escalation.objects.filter(request=OuterRef("pk"), group__in=groups)))
+        | Q(Exists(Approval.objects.filter(request=OuterRef("pk"), approver=user)))
+        | Q(team_id__in=ApprovalDelegation.objects.filter(delegate=user, revoked_at=None, starts_at__lte=at,
+                                                          ends_at__gt=at).values("team_id"))
+    )
+
+
+def is_any_approver(user: AbstractBaseUser) -> bool:
+    """Whether the approval queue belongs in this user's navigation."""
+    if not user.is_authenticated:
+        return False
+    now = timezone.now()
+    return (
+        Membership.objects.filter(user=user, role=Membership.Role.LEAD).exists()
+        or TeamRunbook.objects.filter(approver_group__in=user.groups.all()).exists()
+        or ApprovalDelegation.objects.filter(delegate=user, revoked_at=None, starts_at__lte=now, ends_at__gt=now).exists()
+        or Escalation.objects.filter(group__in=user.groups.all(), request__status=AutomationRequest.Status.SUBMITTED).exists()
+    )
+
+
+def can_delegate(user: AbstractBaseUser, team: Team) -> bool:
+    """Leads, and members of a named pool of one of the team's runbooks, may hand their approvals on."""
+    return is_lead(user, team) or TeamRunbook.objects.filter(team=team, approver_group__in=user.groups.all()).exists()
+
+
+#
+# Change freezes
+#
+
+def active_freezes(team: Team | None, *, at: dt.datetime | None = None) -> QuerySet[FreezeWindow]:
+    at = at or timezone.now()
+    windows = FreezeWindow.objects.filter(enabled=True, starts_at__lte=at, ends_at__gt=at)
+    return windows.filter(Q(team__isnull=True) | Q(team=team)) if team is not None else windows.filter(team__isnull=True)
+
+
+def freeze_at(team: Team, *, at: dt.datetime | None = None) -> tuple[FreezeWindow, dt.datetime] | None:
+    """The freeze covering `team` at `at` and when the frozen stretch ends (overlapping windows joined)."""
+    at = at or timezone.now()
+    windows = list(active_freezes(team, at=at).order_by("-ends_at"))
+    if not windows:
+        return None
+    until = windows[0].ends_at
+    while True:  # a window that starts before this one ends extends the freeze
+        later = (FreezeWindow.objects.filter(enabled=True, starts_at__lte=until, ends_at__gt=until)
+                 .filter(Q(team__isnull=True) | Q(team=team)).order_by("-ends_at").first())
+        if later is None:
+            return windows[0], until
+        until = later.ends_at
+
+
+#
+# Scope: enforced at submit and again at dispatch
+#
+
+def allowed_account_ids(policy: TeamRunbook, team: Team) -> list[str]:
+    """The policy's list, else the team's accounts; empty = the runbook's own account only."""
+    return list(policy.allowed_account_ids) or list(team.accounts.values_list("account_id", flat=True))
+
+
+def scope_problems(policy: TeamRunbook, *, team: Team, account: Account, region: str, resources: list[str]) -> dict:
+    """Rule violations that need no AWS call, as {rule: message}. Empty when in scope."""
+    problems: dict[str, str] = {}
+    accounts = allowed_account_ids(policy, team)
+    if accounts and account.account_id not in accounts:
+        problems["account"] = f"Account {account.account_id} is not allowed for this runbook."
+    regions = list(policy.allowed_regions) or list(account.regions or [])
+    if regions and region not in regions:
+        problems["region"] = f"Region {region} is not allowed for this runbook."
+    if len(resources) > policy.max_targets:
+        problems["max_targets"] = f"At most {policy.max_targets} targets per request for this runbook."
+    unmatched = ids_not_matching(policy, resources)
+    if unmatched:
+        problems["target_id_patterns"] = f"Not allowed by this runbook's id patterns: {', '.join(unmatched)}."
+    return problems
+
+
+def ids_not_matching(policy: TeamRunbook, resources: list[str]) -> list[str]:
+    patterns = [re2.compile(pattern) for pattern in policy.target_id_patterns]
+    if not patterns:
+        return []
+    return [resource for resource in resources if not any(pattern.search(resource) for pattern in patterns)]
+
+
+def targets_missing_tags(policy: TeamRunbook, *, resources: list[str], region: str, role_arn: str) -> list[str]:
+    """Targets that lack one of the policy's required tags (an EC2 read; raises aws.AwsError)."""
+    if not policy.target_tags or not resources:
+        return []
+    from automations.aws import inventory
+
+    missing: list[str] = []
+    for resource_id, tags in inventory.resource_tags(resources, region=region, role_arn=role_arn).items():
+        if tags is None or any(tags.get(key) not in values for key, values in policy.target_tags.items()):
+            missing.append(resource_id)
+    return missing
+
+
+def targets_outside_policy(request: AutomationRequest) -> list[str]:
+    """Dispatch re-check of the per-target rules (id patterns, required tags); raises aws.AwsError."""
+    policy = policy_for(request)
+    if policy is None or not request.resources:
+        return []
+    outside = ids_not_matching(policy, request.resources)
+    outside += [resource for resource in targets_missing_tags(policy, resources=request.resources, region=request.region,
+                                                              role_arn=request.account.dispatch_role_arn)
+                if resource not in outside]
+    return outside
+
+
+#
+# Timeouts
+#
+
+def request_expiry_hours(policy: TeamRunbook | None) -> float:
+    if policy is not None and policy.request_expiry_hours:
+        return policy.request_expiry_hours
+    return settings.DELEGATE_REQUEST_EXPIRY_HOURS
+
+
+def approval_validity_hours(policy: TeamRunbook | None) -> float:
+    if policy is not None and policy.approval_validity_hours:
+        return policy.approval_validity_hours
+    return settings.DELEGATE_APPROVAL_VALIDITY_HOURS
+
+
+def dispatch_deadline(request: AutomationRequest) -> dt.datetime | None:
+    """Until when an approved request may be dispatched: its approval validity, counted from the
+    approval or from the run-at time, whichever is later."""
+    if request.approved_at is None:
+        return None
+    start = max(request.approved_at, request.run_at) if request.run_at else request.approved_at
+    return start + dt.timedelta(hours=approval_validity_hours(policy_for(request)))
+
+
+def dispatch_refusal(request: AutomationRequest, *, at: dt.datetime | None = None) -> str | None:
+    """Why policy forbids starting this request now, judged from the database alone; None if it may start.
+
+    Per-target tags are re-checked separately (targets_outside_policy) because they need AWS.
+    """
+    at = at or timezone.now()
+    policy = policy_for(request)
+    if policy is None or not policy.enabled:
+        return "The team may no longer request this runbook (policy removed or disabled)."
+    problems = scope_problems(policy, team=request.team, account=request.account, region=request.region,
+                              resources=list(request.resources))
+    if problems:
+        return "Out of the policy's scope: " + " ".join(problems.values())
+    deadline = dispatch_deadline(request)
+    if deadline is not None and at > deadline:
+        return "The approval is no longer valid (approval validity ran out); ask for approval again."
+    return None
+
+
+def emergency_override_count(request: AutomationRequest) -> int:
+    return request.approvals.filter(freeze_override__isnull=False).count()
+
+
+def dispatch_hold(request: AutomationRequest, *, at: dt.datetime | None = None) -> tuple[str, dt.datetime, dict] | None:
+    """(reason, until, details) when an approved request must wait; None when it may go now.
+
+    A change freeze holds everything except requests approved with an emergency override;
+    a run-at time holds the request until then.
+    """
+    at = at or timezone.now()
+    if request.run_at and request.run_at > at:
+        return "scheduled", request.run_at, {"run_at": request.run_at}
+    frozen = freeze_at(request.team, at=at)
+    if frozen and emergency_override_count(request) < FREEZE_OVERRIDE_APPROVERS:
+        window, until = frozen
+        return "change freeze", until, {"freeze": window.as_dict()}
+    return None

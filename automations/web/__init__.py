@@ -1,0 +1,1 @@
+"""Web: server-rendered pages, their forms, URL routes and context processors."""

@@ -1,0 +1,316 @@
+"""The catalog, the generated request form with its preview step, and the resource pickers.
+
+Views fetch through selectors (a runbook not offered to the user's teams is a 404) and hand
+every value to services.request_submit, which validates it exactly as it does for the API.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Prefetch, Q
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET
+
+from automations import selectors, services
+from automations.aws import inventory
+from automations.runbooks import markdown
+from automations.audit import ClientInfo
+from automations.errors import DomainError
+from automations.web.forms import (
+    PARAM_PREFIX,
+    AutomationRequestForm,
+    ListParameterField,
+    PickerField,
+    field_for,
+    picker_state,
+)
+from automations.models import AutomationRequest, RunbookVersion, TeamRunbook
+from automations.services.requests import resolve_version
+
+TABS = (("all", "All"), ("self", "Owned by me"), ("private", "Shared with me"), ("amazon", "Owned by Amazon"))
+_VERSION_CHOICE = re.compile(r"^(default|latest|[1-9][0-9]{0,5})$")
+
+
+#
+# Catalog
+#
+
+
+@login_required
+@require_GET
+def catalog(request):
+    """Runbooks the user's teams may request, console-like: owner tabs, category, text search."""
+    offered = selectors.runbook_policies_for(request.user)
+    tab = request.GET.get("tab", "all")
+    tab = tab if tab in dict(TABS) else "all"
+    category = request.GET.get("category", "")[:128]
+    query = request.GET.get("q", "").strip()[:100]
+    categories = sorted({c for c in offered.values_list("runbook__category", flat=True) if c})
+    policies = offered
+    if tab != "all":
+        policies = policies.filter(runbook__owner_kind=tab)
+    if category:
+        policies = policies.filter(runbook__category=category)
+    if query:
+        policies = policies.filter(
+            Q(runbook__name__icontains=query)
+            | Q(runbook__display_name__icontains=query)
+            | Q(runbook__description__icontains=query)
+            | Q(runbook__category__icontains=query)
+        )
+    policies = policies.prefetch_related(
+        Prefetch(
+            "runbook__versions",
+            to_attr="version_rows",
+            queryset=RunbookVersion.objects.only("id", "runbook_id", "version", "problems").order_by("-id"),
+        )
+    )
+    page = Paginator(policies, 25).get_page(request.GET.get("page"))
+    rows = [_catalog_row(team_policy) for team_policy in page]
+    context = {
+        "rows": rows,
+        "page": page,
+        "tab": tab,
+        "tabs": TABS,
+        "category": category,
+        "categories": categories,
+        "query": query,
+    }
+    template = "automations/_catalog_results.html" if request.htmx else "automations/catalog.html"
+    return render(request, template, context)
+
+
+def _catalog_row(team_policy: TeamRunbook) -> dict:
+    runbook = team_policy.runbook
+    versions = [
+        {
+            "number": v.version,
+            "default": v.version == runbook.default_version,
+            "latest": v.version == runbook.latest_version,
+            "offered": not v.problems,
+        }
+        for v in getattr(runbook, "version_rows", [])
+    ]
+    if team_policy.version_choice == TeamRunbook.VersionChoice.PINNED:
+        versions = [v for v in versions if v["number"] == team_policy.pinned_version]
+    return {
+        "policy": team_policy,
+        "runbook": runbook,
+        "versions": versions,
+        "excerpt": markdown.excerpt(runbook.description),
+        "description": markdown.render(runbook.description),
+    }
+
+
+#
+# The request form
+#
+
+
+def _policy_for(user, pk: int) -> TeamRunbook:
+    return get_object_or_404(selectors.runbook_policies_for(user), pk=pk)
+
+
+def _version_choice(raw: str | None) -> str:
+    choice = (raw or "default").strip()
+    return choice if _VERSION_CHOICE.match(choice) else "default"
+
+
+def _resources(team_policy: TeamRunbook):
+    """The pickers' view of the team's inventory in the runbook's account and region."""
+    runbook, team = team_policy.runbook, team_policy.team
+
+    def resources(kind: str, query: str) -> list[dict]:
+        return inventory.picker_choices(
+            kind,
+            tag=team.scope_tag,
+            account_id=runbook.account.account_id,
+            region=runbook.region,
+            role_arn=runbook.account.dispatch_role_arn,
+            query=query,
+        )
+
+    return resources
+
+
+def _versions_offered(team_policy: TeamRunbook) -> list[dict]:
+    runbook = team_policy.runbook
+    rows = runbook.versions.only("id", "version", "problems").order_by("-id")
+    if team_policy.version_choice == TeamRunbook.VersionChoice.PINNED:
+        rows = rows.filter(version=team_policy.pinned_version)
+    return [
+        {
+            "number": v.version,
+            "default": v.version == runbook.default_version,
+            "latest": v.version == runbook.latest_version,
+        }
+        for v in rows
+        if not v.problems
+    ]
+
+
+def _initial_from(original: AutomationRequest, runbook_version: RunbookVersion) -> dict:
+    """A re-run starts from the original request's values (roles excluded: the server sets them)."""
+    initial: dict = {"justification": original.justification, "alarm_name": original.alarm_name}
+    for name, values in original.parameters.items():
+        spec = runbook_version.parameters.get(name)
+        if spec is None or spec.get("server_owned"):
+            continue
+        field = field_for(name, spec)
+        if isinstance(field, PickerField) or getattr(field, "multiple", False):
+            initial[PARAM_PREFIX + name] = list(values)
+        elif isinstance(field, ListParameterField):
+            initial[PARAM_PREFIX + name] = "\n".join(values)
+        else:
+            initial[PARAM_PREFIX + name] = values[0] if values else ""
+    if original.target_parameter_name:
+        initial.update(
+            mode="rate_control",
+            target_parameter_name=original.target_parameter_name,
+            target_key="ids",
+            target_values="\n".join(v for t in original.targets for v in t.get("Values", [])),
+            max_concurrency=original.max_concurrency,
+            max_errors=original.max_errors,
+        )
+    return initial
+
+
+def start_call(preview: AutomationRequest) -> dict:
+    """The StartAutomationExecution request body the worker will send (aws.start_automation),
+    minus ClientToken and Tags, which are fixed when the request is saved.
+    tests/services/test_catalog.py compares this with what the sandbox receives."""
+    body: dict = {
+        "DocumentName": preview.runbook.name,
+        "DocumentVersion": preview.runbook_version.version,
+        "Parameters": preview.parameters,
+    }
+    if preview.target_parameter_name:
+        body["TargetParameterName"] = preview.target_parameter_name
+        body["Targets"] = preview.targets
+        if preview.max_concurrency:
+            body["MaxConcurrency"] = preview.max_concurrency
+        if preview.max_errors:
+            body["MaxErrors"] = preview.max_errors
+    if preview.alarm_name:
+        body["AlarmConfiguration"] = {
+            "IgnorePollAlarmFailure": False,
+            "Alarms": [{"Name": preview.alarm_name}],
+        }
+    return body
+
+
+@login_required
+def request_new(request, policy_pk: int):
+    """The generated form. POST `preview` shows exactly what will be sent; `submit` then sends it."""
+    team_policy = _policy_for(request.user, policy_pk)
+    runbook = team_policy.runbook
+    choice = _version_choice(
+        request.POST.get("version") if request.method == "POST" else request.GET.get("version")
+    )
+    if team_policy.version_choice == TeamRunbook.VersionChoice.LATEST and choice == "default":
+        choice = "latest"  # the policy makes "default" mean the latest version; say so
+    context = {
+        "policy": team_policy,
+        "runbook": runbook,
+        "versions": _versions_offered(team_policy),
+        "version_choice": choice,
+        "preview": None,
+        "rerun_of": None,
+    }
+    try:
+        runbook_version = resolve_version(runbook, team_policy, choice)
+    except DomainError as error:
+        context.update(version=None, version_error=error.detail)
+        return render(
+            request,
+            "automations/request_new.html",
+            context,
+            status=404 if not runbook.versions.exists() else 400,
+        )
+    initial = {"version": choice}
+    rerun_pk = request.POST.get("rerun_of") or request.GET.get("rerun")
+    if rerun_pk and str(rerun_pk).isdigit():
+        context["rerun_of"] = get_object_or_404(selectors.requests_visible_to(request.user), pk=rerun_pk)
+        initial.update(_initial_from(context["rerun_of"], runbook_version))
+    form = AutomationRequestForm(
+        request.POST or None,
+        runbook_version=runbook_version,
+        initial=initial,
+        resources=_resources(team_policy),
+    )
+    context.update(
+        version=runbook_version, form=form, description=markdown.render(runbook_version.description)
+    )
+    if request.method == "POST" and form.is_valid():
+        arguments = form.service_arguments()
+        common = {
+            "actor": request.user,
+            "team": team_policy.team,
+            "runbook_id": runbook.pk,
+            "client": ClientInfo.from_request(request),
+            **arguments,
+        }
+        try:
+            if "submit" in request.POST:
+                # A submit after a preview must be exactly what the preview showed.
+                created = services.request_submit(
+                    rerun_of=context["rerun_of"],
+                    expected_fingerprint=form.cleaned_data.get("previewed") or None,
+                    **common,
+                )
+                messages.success(request, f"Request #{created.pk} submitted.")
+                return redirect(created)
+            context["preview"] = services.request_submit(preview=True, **common)
+        except DomainError as error:
+            if error.code == "changed_since_preview":
+                try:  # show what would be sent now, so the requester can check it and submit again
+                    context["preview"] = services.request_submit(preview=True, **common)
+                except DomainError:
+                    pass
+            form.add_service_errors(error.errors, parameters=arguments["parameters"])
+            if error.errors:
+                context["error_summary"] = error.detail  # per-field messages sit next to their fields
+            else:
+                form.add_error(None, error.detail)
+        if context["preview"] is not None:
+            preview = context["preview"]
+            context["start_call"] = json.dumps(start_call(preview), indent=2, ensure_ascii=False)
+    return render(request, "automations/request_new.html", context)
+
+
+@login_required
+@require_GET
+def picker(request, policy_pk: int, parameter: str):
+    """htmx: a resource picker's options for a search, keeping the ids already checked."""
+    team_policy = _policy_for(request.user, policy_pk)
+    try:
+        runbook_version = resolve_version(
+            team_policy.runbook, team_policy, _version_choice(request.GET.get("version"))
+        )
+    except DomainError:
+        raise Http404 from None
+    spec = runbook_version.parameters.get(parameter)
+    if spec is None or spec.get("server_owned"):
+        raise Http404
+    field = field_for(parameter, spec)
+    if not isinstance(field, PickerField):
+        raise Http404
+    selected = field.widget.value_from_datadict(request.GET, {}, PARAM_PREFIX + parameter)[:50]
+    state = picker_state(field, selected, _resources(team_policy), request.GET.get("q", "")[:100])
+    return render(
+        request,
+        "automations/_picker_options.html",
+        {
+            "name": PARAM_PREFIX + parameter,
+            "multiple": field.picker.multiple,
+            "state": state,
+            "required": field.parameter_required,
+            "label": parameter,
+        },
+    )

@@ -1,0 +1,180 @@
+"""Server-rendered pages. Views fetch through selectors (invisible = 404) and write through services."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from automations import policy, selectors, services
+from automations.ops import health
+from automations.web import approvals as views_approvals
+from automations.audit import ClientInfo
+from automations.errors import DomainError
+from automations.web.forms import DecisionForm
+from automations.models import AutomationRequest
+
+
+@login_required
+def home(request):
+    return redirect("automations:catalog")
+
+
+@login_required
+def request_list(request):
+    visible = selectors.requests_visible_to(request.user)
+    scope = request.GET.get("scope", "mine")
+    if scope == "mine":
+        visible = visible.filter(requester=request.user)
+    status = request.GET.get("status", "")
+    if status in AutomationRequest.Status.values:
+        visible = visible.filter(status=status)
+    page = Paginator(visible, 25).get_page(request.GET.get("page"))
+    return render(request, "automations/request_list.html", {
+        "page": page, "scope": scope, "status": status, "statuses": AutomationRequest.Status.choices,
+    })
+
+
+def _detail_context(request, automation_request):
+    user = request.user
+    return {
+        "item": automation_request,
+        "execution": getattr(automation_request, "execution", None) if _has_execution(automation_request) else None,
+        "approvals": automation_request.approvals.select_related("approver"),
+        "can_approve": policy.can_approve(user, automation_request),
+        "can_reject": policy.can_reject(user, automation_request),
+        "can_withdraw": policy.can_withdraw(user, automation_request),
+        "can_cancel": policy.can_cancel(user, automation_request),
+        "required": policy.approvals_required(automation_request),
+        "timeline": automation_request.audit_events.order_by("sequence"),
+        "decision_form": DecisionForm(),
+        **views_approvals.decision_context(user, automation_request),
+    }
+
+
+def _has_execution(automation_request) -> bool:
+    try:
+        automation_request.execution
+        return True
+    except AutomationRequest.execution.RelatedObjectDoesNotExist:
+        return False
+
+
+@login_required
+def request_detail(request, pk: int):
+    automation_request = get_object_or_404(selectors.requests_visible_to(request.user), pk=pk)
+    return render(request, "automations/request_detail.html",
+                  {**_detail_context(request, automation_request), "live_key": live_key(automation_request)})
+
+
+def live_key(automation_request) -> str:
+    """What the live part shows, in a few hex digits: status, the newest timeline event, AWS status and steps."""
+    import hashlib
+
+    execution = automation_request.execution if _has_execution(automation_request) else None
+    last_event = automation_request.audit_events.order_by("-sequence").values_list("sequence", flat=True).first()
+    shown = [automation_request.status, automation_request.status_reason, last_event]
+    if execution is not None:
+        shown += [execution.aws_status, execution.current_step, execution.failure_message,
+                  [(step.get("name"), step.get("status")) for step in execution.steps or []]]
+    return hashlib.sha256(repr(shown).encode()).hexdigest()[:16]
+
+
+@login_required
+@require_GET
+def request_status_partial(request, pk: int):
+    """The live part of the request page; htmx polls it until the request is final.
+
+    The poll says which state it shows (`shown`); nothing changed answers 204, which htmx leaves
+    alone, so an approver's half-typed comment survives and the inventory is not re-read.
+    """
+    automation_request = get_object_or_404(selectors.requests_visible_to(request.user), pk=pk)
+    key = live_key(automation_request)
+    if request.GET.get("shown") == key:
+        return HttpResponse(status=204)
+    return render(request, "partials/request_status.html",
+                  {**_detail_context(request, automation_request), "live_key": key})
+
+
+def _decide(request, pk: int, action):
+    automation_request = get_object_or_404(selectors.requests_visible_to(request.user), pk=pk)
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "The comment is too long.")
+        return redirect(automation_request)
+    try:
+        message = action(automation_request, form.cleaned_data["comment"], ClientInfo.from_request(request))
+        messages.success(request, message)
+    except DomainError as error:
+        messages.error(request, error.detail)
+    return redirect(automation_request)
+
+
+@login_required
+@require_POST
+def request_approve(request, pk: int):
+    def act(item, comment, client):
+        result = services.request_approve(request=item, actor=request.user, comment=comment, client=client,
+                                          emergency=request.POST.get("emergency") == "on")
+        return views_approvals.approved_message(result)
+    return _decide(request, pk, act)
+
+
+@login_required
+@require_POST
+def request_reject(request, pk: int):
+    def act(item, comment, client):
+        services.request_reject(request=item, actor=request.user, comment=comment, client=client)
+        return "Rejected."
+    return _decide(request, pk, act)
+
+
+@login_required
+@require_POST
+def request_withdraw(request, pk: int):
+    def act(item, comment, client):
+        services.request_withdraw(request=item, actor=request.user, client=client)
+        return "Withdrawn."
+    return _decide(request, pk, act)
+
+
+@login_required
+@require_POST
+def request_cancel(request, pk: int):
+    def act(item, comment, client):
+        result = services.request_cancel(request=item, actor=request.user, reason=comment, client=client)
+        return "Cancelled." if result.status == "cancelled" else "Stop requested; AWS is cancelling the run."
+    return _decide(request, pk, act)
+
+
+@login_required
+def request_rerun(request, pk: int):
+    """A re-run is a new request pre-filled from the old one; it needs approval again."""
+    original = get_object_or_404(selectors.requests_visible_to(request.user), pk=pk)
+    team_policy = selectors.runbook_policies_for(request.user).filter(
+        team=original.team, runbook=original.runbook).first()
+    if team_policy is None:
+        messages.error(request, "Your team may no longer request this runbook.")
+        return redirect(original)
+    return redirect(f"{team_policy_url(team_policy)}?rerun={original.pk}&version={original.runbook_version.version}")
+
+
+def team_policy_url(team_policy) -> str:
+    from django.urls import reverse
+
+    return reverse("automations:request_new", args=[team_policy.pk])
+
+
+#
+# Operations
+#
+
+# /healthz and /readyz live in automations.ops.health (re-exported here for portal/urls.py).
+healthz = health.healthz
+readyz = health.readyz
+
+
+def robots(request):
+    return HttpResponse("User-agent: *\nDisallow: /\n", content_type="text/plain")

@@ -1,0 +1,30 @@
+from django.urls import path
+
+from automations.web import requests as views
+from automations.web import approvals as views_approvals
+from automations.web import audit as views_audit
+from automations.web import catalog as views_catalog
+
+app_name = "automations"
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("runbooks/", views_catalog.catalog, name="catalog"),
+    path("runbooks/<int:policy_pk>/request/", views_catalog.request_new, name="request_new"),
+    path("runbooks/<int:policy_pk>/pick/<str:parameter>/", views_catalog.picker, name="picker"),
+    path("requests/", views.request_list, name="request_list"),
+    path("requests/<int:pk>/", views.request_detail, name="request_detail"),
+    path("requests/<int:pk>/status/", views.request_status_partial, name="request_status"),
+    path("requests/<int:pk>/approve/", views.request_approve, name="request_approve"),
+    path("requests/<int:pk>/reject/", views.request_reject, name="request_reject"),
+    path("requests/<int:pk>/withdraw/", views.request_withdraw, name="request_withdraw"),
+    path("requests/<int:pk>/cancel/", views.request_cancel, name="request_cancel"),
+    path("requests/<int:pk>/rerun/", views.request_rerun, name="request_rerun"),
+    path("approvals/", views_approvals.approval_queue, name="approval_queue"),
+    path("approvals/steps/<int:pk>/", views_approvals.step_decide, name="step_decide"),
+    path("approvals/delegations/", views_approvals.delegations, name="delegations"),
+    path("approvals/delegations/<int:pk>/revoke/", views_approvals.delegation_revoke, name="delegation_revoke"),
+    path("audit/", views_audit.audit_list, name="audit_list"),
+    path("audit/events/<int:sequence>/", views_audit.audit_event, name="audit_event"),
+    path("audit/requests/<int:pk>/", views_audit.audit_request_timeline, name="audit_request"),
+    path("audit/resources/<path:resource_id>/", views_audit.audit_resource_history, name="audit_resource"),
+]

@@ -1,0 +1,284 @@
+"""automations.web.forms: fields generated from stored schemas; they shape input, the service judges it."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from django.http import QueryDict
+from django.template.loader import render_to_string
+
+from automations.aws import inventory
+from automations.runbooks import markdown
+from automations.web.forms import (
+    AutomationRequestForm,
+    ChoiceParameterField,
+    ListParameterField,
+    PickerField,
+    TextParameterField,
+    field_for,
+    picker_state,
+)
+from automations.models import RunbookVersion
+from tests.runbooks.test_validation import SCHEMAS
+
+FIXTURE_DIR = Path(__file__).resolve().parents[2] / "automations/sandbox/documents/own"
+ROTATE = SCHEMAS["Delegate-RotateLogs.yaml"]
+
+
+def _form(schema, data=None, resources=None, **kwargs):
+    version = RunbookVersion(version="1", parameters=schema)  # unsaved: forms read only the schema
+    return AutomationRequestForm(
+        QueryDict(data, mutable=True) if isinstance(data, str) else data,
+        runbook_version=version,
+        resources=resources,
+        **kwargs,
+    )
+
+
+def _resources(items):
+    def resources(kind, query):
+        return [i for i in items if query.lower() in i["label"].lower()]
+
+    return resources
+
+
+WEB = [
+    {
+        "id": "i-0000000000000000a",
+        "label": "web-1 (i-0000000000000000a)",
+        "state": "running",
+        "type": "t3.medium",
+    },
+    {
+        "id": "i-0000000000000000b",
+        "label": "web-2 (i-0000000000000000b)",
+        "state": "running",
+        "type": "t3.medium",
+    },
+    {
+        "id": "i-0000000000000000c",
+        "label": "api-1 (i-0000000000000000c)",
+        "state": "stopped",
+        "type": "m5.large",
+    },
+]
+
+
+class TestFieldFor:
+    @pytest.mark.parametrize(
+        ("name", "kind"),
+        [
+            ("InstanceIds", PickerField),
+            ("CollectorInstanceId", PickerField),
+            ("LogGroup", TextParameterField),
+            ("RetentionDays", ChoiceParameterField),
+            ("Compress", ChoiceParameterField),
+            ("Mode", ChoiceParameterField),
+            ("Paths", ListParameterField),
+            ("Labels", TextParameterField),
+            ("Schedule", TextParameterField),
+            ("Notes", TextParameterField),
+        ],
+    )
+    def test_every_type_of_rotate_logs_gets_its_widget(self, name, kind):
+        assert type(field_for(name, ROTATE[name])) is kind
+
+    def test_fields_never_validate_themselves(self):
+        form = _form(ROTATE, "param_RetentionDays=8&param_LogGroup=" + "x" * 900 + "&param_Compress=maybe")
+        assert form.is_valid(), form.errors  # the service refuses these, with the API's words
+        assert form.service_arguments()["parameters"] == {
+            "RetentionDays": "8",
+            "LogGroup": "x" * 900,
+            "Compress": "maybe",
+        }
+
+    def test_optional_choices_offer_the_default(self):
+        field = field_for("Mode", ROTATE["Mode"])
+        assert field.widget.choices[0] == ("", "Default (rotate)")
+        assert field_for("Compress", ROTATE["Compress"]).widget.choices[0] == ("", "Default (true)")
+
+    def test_fields_follow_the_documents_order_even_without_stored_positions(self):
+        content = Path(FIXTURE_DIR / "Delegate-RotateLogs.yaml").read_text()
+        legacy = {name: {k: v for k, v in spec.items() if k != "position"} for name, spec in ROTATE.items()}
+        version = RunbookVersion(
+            version="1", parameters=dict(sorted(legacy.items())), content=content, document_format="YAML"
+        )
+        expected = [n for n in yaml.safe_load(content)["parameters"] if n != "AutomationAssumeRole"]
+        assert AutomationRequestForm(runbook_version=version).parameter_names == expected
+
+    def test_roles_get_no_field(self):
+        form = _form(SCHEMAS["aws-CopySnapshot.json"])
+        assert "param_LambdaAssumeRole" not in form.fields and "param_AutomationAssumeRole" not in form.fields
+        assert form.parameter_names == ["SnapshotId", "SourceRegion", "Description"]
+
+
+class TestPickers:
+    @pytest.mark.parametrize(
+        ("name", "spec", "expected"),
+        [
+            (
+                "InstanceIds",
+                {"type": "List<AWS::EC2::Instance::Id>"},
+                inventory.Picker("instance", True, True),
+            ),
+            ("Target", {"type": "AWS::EC2::Volume::Id"}, inventory.Picker("volume", True, False)),
+            ("InstanceId", {"type": "StringList"}, inventory.Picker("instance", False, True)),
+            ("SnapshotId", {"type": "String"}, inventory.Picker("snapshot", False, False)),
+            ("AmiId", {"type": "String"}, inventory.Picker("image", False, False)),
+            ("InstanceId", {"type": "String", "description": "(Required) ID of the RDS instance"}, None),
+            ("InstanceType", {"type": "String"}, None),
+            ("BucketName", {"type": "AWS::S3::Bucket::Name"}, None),
+            ("InstanceId", {"type": "String", "allowedValues": ["a"]}, None),
+        ],
+    )
+    def test_which_parameters_get_a_picker(self, name, spec, expected):
+        assert inventory.picker_for(name, spec) == expected
+
+    def test_selection_is_kept_across_searches(self):
+        field = field_for("InstanceIds", ROTATE["InstanceIds"])
+        state = picker_state(field, ["i-0000000000000000c"], _resources(WEB), "web")
+        assert [s["id"] for s in state["selected"]] == ["i-0000000000000000c"]
+        assert [o["id"] for o in state["options"]] == ["i-0000000000000000a", "i-0000000000000000b"]
+        assert not state["free_text"]  # a strict AWS:: type: the team's resources only
+
+    def test_unknown_selection_is_marked_and_inventory_failure_falls_back_to_typing(self):
+        field = field_for("InstanceIds", ROTATE["InstanceIds"])
+        assert picker_state(field, ["i-0ffffffffffffffff"], _resources(WEB))["selected"][0]["unlisted"]
+
+        def broken(kind, query):
+            raise RuntimeError("EC2 unreachable")
+
+        state = picker_state(field, [], broken)
+        assert state["error"] and state["free_text"] and state["options"] == []
+
+    def test_checked_boxes_and_typed_lines_merge(self):
+        form = _form(
+            SCHEMAS["aws-RestartEC2Instance.json"],
+            "param_InstanceId=i-0000000000000000a&param_InstanceId__other=i-0000000000000000b%0Ai-01234567",
+            resources=_resources(WEB),
+        )
+        assert form.is_valid()
+        assert form.service_arguments()["parameters"]["InstanceId"] == [
+            "i-0000000000000000a",
+            "i-0000000000000000b",
+            "i-01234567",
+        ]
+        state = form.fields["param_InstanceId"].state
+        assert [s["id"] for s in state["selected"]] == ["i-0000000000000000a"]
+        assert state["other"] == "i-0000000000000000b\ni-01234567"
+
+
+class TestServiceArguments:
+    def test_a_posted_role_or_unknown_parameter_reaches_the_service(self):
+        form = _form(
+            SCHEMAS["aws-CopySnapshot.json"],
+            "param_SnapshotId=snap-01234567&param_LambdaAssumeRole=arn:x&param_Surprise=1",
+        )
+        assert form.is_valid()
+        assert form.service_arguments()["parameters"] == {
+            "SnapshotId": "snap-01234567",
+            "LambdaAssumeRole": "arn:x",
+            "Surprise": "1",
+        }
+
+    def test_rate_control_by_ids_uses_the_picked_target_parameter(self):
+        form = _form(
+            SCHEMAS["aws-RestartEC2Instance.json"],
+            "param_InstanceId=i-0000000000000000a&param_InstanceId=i-0000000000000000b&mode=rate_control"
+            "&target_parameter_name=InstanceId&target_key=ids&max_concurrency=%201&max_errors=0",
+        )
+        assert form.is_valid()
+        arguments = form.service_arguments()
+        assert arguments["parameters"] == {}
+        assert arguments["targets"] == [
+            {"Key": "ParameterValues", "Values": ["i-0000000000000000a", "i-0000000000000000b"]}
+        ]
+        assert (arguments["target_parameter_name"], arguments["max_concurrency"]) == ("InstanceId", "1")
+
+    def test_rate_control_by_tag(self):
+        form = _form(
+            SCHEMAS["aws-RestartEC2Instance.json"],
+            "mode=rate_control&target_parameter_name=InstanceId"
+            "&target_key=tag&target_tag_key=Role&target_values=web%0Aapi",
+        )
+        assert form.is_valid()
+        assert form.service_arguments()["targets"] == [{"Key": "tag:Role", "Values": ["web", "api"]}]
+
+    def test_simple_mode_sends_no_targets(self):
+        form = _form(SCHEMAS["aws-RestartEC2Instance.json"], "mode=simple&target_parameter_name=InstanceId")
+        assert form.is_valid() and "targets" not in form.service_arguments()
+
+    def test_only_parameters_that_take_one_resource_can_be_targets(self):
+        form = _form(ROTATE)
+        choices = [value for value, _ in form.fields["target_parameter_name"].choices]
+        assert "InstanceIds" in choices and "Labels" not in choices and "Compress" not in choices
+
+    def test_service_errors_land_next_to_their_fields(self):
+        form = _form(
+            SCHEMAS["aws-RestartEC2Instance.json"], "param_InstanceId=i-0000000000000000c&mode=simple"
+        )
+        assert form.is_valid()
+        form.add_service_errors(
+            {
+                "InstanceId": ["This parameter is required."],
+                "targets": ["Matches nothing."],
+                "resources": ["i-0000000000000000c"],
+                "version": ["Unknown version."],
+            },
+            parameters=form.service_arguments()["parameters"],
+        )
+        assert form.errors["param_InstanceId"] == [
+            "This parameter is required.",
+            "i-0000000000000000c is not in your team's scope (or does not exist here).",
+        ]
+        assert form.errors["target_values"] == ["Matches nothing."]
+        assert form.non_field_errors() == ["version: Unknown version."]
+
+
+class TestRendering:
+    def test_fields_are_labelled_described_and_errors_announced(self, rf):
+        form = _form(ROTATE, "param_LogGroup=Bad&mode=simple", resources=_resources(WEB))
+        form.is_valid()
+        form.add_service_errors({"LogGroup": ["Too short: at least 3 characters."]})
+        html = "".join(
+            render_to_string(
+                "automations/_field.html",
+                {"field": f, "policy": type("P", (), {"pk": 1})(), "version_choice": "default"},
+            )
+            for f in form.parameter_fields()
+        )
+        assert '<label for="id_param_LogGroup">LogGroup' in html
+        assert (
+            'id="id_param_LogGroup_helptext"' in html
+            and 'aria-describedby="id_param_LogGroup_helptext' in html
+        )
+        assert 'role="alert"' in html and "Too short: at least 3 characters." in html
+        assert '<legend>InstanceIds <span aria-hidden="true">*</span>' in html  # a picker is a fieldset
+        assert 'hx-get="/runbooks/1/pick/InstanceIds/?version=default"' in html
+        assert "web-1 (i-0000000000000000a)" in html
+        assert "<script" not in html and "style=" not in html  # the CSP forbids both inline
+
+
+class TestMarkdown:
+    def test_safe_rendering(self):
+        html = str(
+            markdown.render(
+                "# T\n\n**b** <script>x()</script><img src=x onerror=y()>[l](javascript:z)"
+                "[ok](https://example.com)"
+            )
+        )
+        assert "<h3>T</h3>" in html and "<strong>b</strong>" in html
+        assert (
+            "<script" not in html
+            and "onerror" not in html
+            and "<img" not in html
+            and "javascript:" not in html
+        )
+        assert '<a href="https://example.com" rel="noopener noreferrer nofollow">ok</a>' in html
+
+    def test_excerpt_is_the_first_paragraph_as_text(self):
+        source = (
+            "### Document name - X\n\n## What does this do?\nIt **restarts** things &amp; more.\n\nSecond."
+        )
+        assert markdown.excerpt(source) == "It restarts things & more."
+        assert markdown.excerpt("") == ""
