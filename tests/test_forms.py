@@ -20,7 +20,7 @@ from automations.forms import (
 from automations.models import RunbookVersion
 from tests.test_validation import SCHEMAS
 
-FIXTURE_DIR = Path(__file__).resolve().parent.parent / "automations/sandbox/documents/own"
+FIXTURE_DIR = Path(__file__).resolve().parent.parent / "sandbox/documents/own"
 ROTATE = SCHEMAS["Delegate-RotateLogs.yaml"]
 
 
