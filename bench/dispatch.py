@@ -118,7 +118,7 @@ class Bench:
     # Set-up ------------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        from automations.sandbox import Sandbox
+        from sandbox import Sandbox
 
         recreate_database()
         self.sandbox = Sandbox(port=0, time_scale=50.0).start()
@@ -150,7 +150,7 @@ class Bench:
         import boto3
 
         from automations.models import Membership
-        from automations.sandbox.inventory import seeded_id
+        from sandbox.inventory import seeded_id
         from tests import factories as f
 
         self.account = f.AccountFactory()

@@ -65,7 +65,7 @@ def pytest_collection_modifyitems(config, items):
 def sandbox():
     """The local AWS endpoint, in this process, on a free loopback port, fast time scale."""
     from automations import aws
-    from automations.sandbox import Sandbox
+    from sandbox import Sandbox
 
     server = Sandbox(port=0, time_scale=50.0).start()
     previous = {key: os.environ.get(key) for key in ("AWS_ENDPOINT_URL",)}
@@ -121,7 +121,7 @@ class World:
 
 
 def seeded_instance(name: str, region: str = "eu-west-1") -> str:
-    from automations.sandbox.inventory import seeded_id
+    from sandbox.inventory import seeded_id
 
     return seeded_id("i", region, name)
 

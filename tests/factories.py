@@ -8,7 +8,7 @@ from factory.django import DjangoModelFactory
 from automations.models import Account, Membership, Runbook, RunbookVersion, Team, TeamRunbook
 from automations.runbooks import content_hash, load_document, parse_parameters, pattern_problems, step_summary
 
-RUNBOOK_DIR = Path(__file__).resolve().parent.parent / "automations" / "sandbox" / "documents" / "amazon"
+RUNBOOK_DIR = Path(__file__).resolve().parent.parent / "sandbox" / "documents" / "amazon"
 ACCOUNT_ID = "123456789012"
 
 

@@ -99,7 +99,7 @@ def load(args) -> None:
     env = server_env(sandbox_port)
     processes = []
     try:
-        processes.append(start([sys.executable, "-m", "automations.sandbox", "--host", "127.0.0.1",
+        processes.append(start([sys.executable, "-m", "sandbox", "--host", "127.0.0.1",
                                 "--port", str(sandbox_port)], env, work / "sandbox.log"))
         wait_http(f"http://127.0.0.1:{sandbox_port}/_sandbox/health")
         processes.append(start([str(BIN / "gunicorn"), "portal.wsgi:application", "--bind", f"127.0.0.1:{web_port}",
@@ -130,7 +130,7 @@ def load(args) -> None:
 
 def queries(args) -> None:
     """SQL statements and time per page for one user of each role (Django's test client, no server)."""
-    from automations.sandbox import Sandbox
+    from sandbox import Sandbox
 
     sandbox = Sandbox(host="127.0.0.1", port=0).start()
     os.environ.update(server_env(int(sandbox.url.rsplit(":", 1)[1])))

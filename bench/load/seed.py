@@ -92,7 +92,7 @@ def seed_people_and_catalog():
         [Membership(user=users[f"user{n:03d}"], team=teams[n % TEAMS], role="member") for n in range(MEMBERS)]
         + [Membership(user=users[f"lead{t:02d}"], team=teams[t], role="lead") for t in range(TEAMS)])
 
-    content = (ROOT / "automations/sandbox/documents/amazon/aws-RestartEC2Instance.json").read_text()
+    content = (ROOT / "sandbox/documents/amazon/aws-RestartEC2Instance.json").read_text()
     document = load_document(content, "JSON")
     parameters = parse_parameters(document)
     runbooks = Runbook.objects.bulk_create([

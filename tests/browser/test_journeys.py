@@ -20,7 +20,7 @@ def test_four_roles_end_to_end(stack, pages):
     from playwright.sync_api import expect
 
     from automations.models import AuditEvent, AutomationRequest, TeamRunbook
-    from automations.sandbox.inventory import seeded_id
+    from sandbox.inventory import seeded_id
 
     web1 = seeded_id("i", "eu-west-1", "web-1")
 

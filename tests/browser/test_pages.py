@@ -55,7 +55,7 @@ def story(stack):
     platform = Team.objects.get(name="platform")
     restart = TeamRunbook.objects.get(team=platform, runbook__name="AWS-RestartEC2Instance",
                                       runbook__region="eu-west-1").runbook
-    from automations.sandbox.inventory import seeded_id
+    from sandbox.inventory import seeded_id
 
     def submit(names, why):
         return services.request_submit(actor=users["alice"], team=platform, runbook_id=restart.pk,

@@ -33,10 +33,10 @@ SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures" / "runbooks"
 FIXTURE_FILES = (
     sorted(
         [p for p in glob.glob(str(SHARED_FIXTURES / "*.*")) if not p.endswith(".md")]
-        or glob.glob(str(ROOT / "automations/sandbox/documents/amazon/*.*"))
+        or glob.glob(str(ROOT / "sandbox/documents/amazon/*.*"))
     )
-    + sorted(glob.glob(str(ROOT / "automations/sandbox/documents/own/*.*")))
-    + sorted(glob.glob(str(ROOT / "automations/sandbox/documents/shared/*.*")))
+    + sorted(glob.glob(str(ROOT / "sandbox/documents/own/*.*")))
+    + sorted(glob.glob(str(ROOT / "sandbox/documents/shared/*.*")))
 )
 
 

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from automations.sandbox import Sandbox
+from sandbox import Sandbox
 
 REGION = "eu-west-1"
 

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 pytestmark = []
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "runbooks"
-PACKAGED = Path(__file__).resolve().parents[2] / "automations" / "sandbox" / "documents" / "amazon"
+PACKAGED = Path(__file__).resolve().parents[2] / "sandbox" / "documents" / "amazon"
 
 
 def fixture_runbooks() -> dict[str, dict]:

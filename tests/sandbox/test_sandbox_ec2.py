@@ -19,7 +19,7 @@ def instances(response) -> list[dict]:
 
 
 def test_seeded_inventory_is_deterministic_and_per_region(client, sandbox):
-    from automations.sandbox.inventory import seeded_id
+    from sandbox.inventory import seeded_id
 
     eu = instances(client("ec2").describe_instances())
     us = instances(client("ec2", region="us-east-1").describe_instances())

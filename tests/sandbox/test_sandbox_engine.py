@@ -70,7 +70,7 @@ def test_restart_goes_through_every_state(start, sandbox, ssm, team_instances):
 
 def test_restart_takes_about_ten_seconds_at_scale_one():
     """The sandbox's own timings: a restart's transitions sum to ~9 s before scaling."""
-    from automations.sandbox import inventory
+    from sandbox import inventory
 
     total = inventory.TRANSITIONS["stopping"][1] + inventory.TRANSITIONS["pending"][1]
     assert 8 <= total <= 11

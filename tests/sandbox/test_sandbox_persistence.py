@@ -15,8 +15,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from automations.sandbox import Sandbox
-from automations.sandbox.inventory import seeded_id
+from sandbox import Sandbox
+from sandbox.inventory import seeded_id
 
 pytestmark = []
 
@@ -181,7 +181,7 @@ def test_python_dash_m_serves_until_sigterm(tmp_path):
         [
             sys.executable,
             "-m",
-            "automations.sandbox",
+            "sandbox",
             "--port",
             str(port),
             "--time-scale",

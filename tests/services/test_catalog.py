@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 from automations import services
 from automations.web.forms import PickerField, field_for
 from automations.models import AuditEvent, AutomationRequest, Runbook, RunbookVersion, TeamRunbook
-from automations.sandbox.inventory import seeded_id
+from sandbox.inventory import seeded_id
 from automations.services.catalog import VERSION_GONE
 from automations.web.catalog import start_call
 from tests.runbooks.test_validation import FIXTURE_FILES
@@ -231,7 +231,7 @@ class TestSync:
         ssm = _ssm(sb)
         name = f"Delegate-Temp-{uuid.uuid4().hex[:8]}"
         content = json.loads(
-            Path("automations/sandbox/documents/own/Delegate-RestartService.v1.json").read_text()
+            Path("sandbox/documents/own/Delegate-RestartService.v1.json").read_text()
         )
         ssm.create_document(
             Name=name, DocumentType="Automation", DocumentFormat="JSON", Content=json.dumps(content)

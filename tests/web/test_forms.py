@@ -21,7 +21,7 @@ from automations.web.forms import (
 from automations.models import RunbookVersion
 from tests.runbooks.test_validation import SCHEMAS
 
-FIXTURE_DIR = Path(__file__).resolve().parents[2] / "automations/sandbox/documents/own"
+FIXTURE_DIR = Path(__file__).resolve().parents[2] / "sandbox/documents/own"
 ROTATE = SCHEMAS["Delegate-RotateLogs.yaml"]
 
 

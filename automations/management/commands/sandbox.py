@@ -6,7 +6,7 @@ import os
 
 from django.core.management.base import BaseCommand
 
-from automations.sandbox import Sandbox, serve_until_signalled
+from sandbox import Sandbox, serve_until_signalled
 
 
 class Command(BaseCommand):

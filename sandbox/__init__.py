@@ -2,7 +2,7 @@
 
 Unmodified boto3 and the AWS CLI work against it given only an endpoint URL. Pure Python
 (stdlib + PyYAML), no Django: the `sandbox` management command and `python -m
-automations.sandbox` both wrap `Sandbox`. See app.py for the interface and faults.py for the
+sandbox` both wrap `Sandbox`. See app.py for the interface and faults.py for the
 fault-injection knobs.
 """
 

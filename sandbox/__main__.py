@@ -1,4 +1,4 @@
-"""`python -m automations.sandbox --port 4566 [--host H] [--state-file PATH] [--time-scale X]`, no Django."""
+"""`python -m sandbox --port 4566 [--host H] [--state-file PATH] [--time-scale X]`, no Django."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .app import Sandbox, serve_until_signalled
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m automations.sandbox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SANDBOX_PORT", "4566")))
     parser.add_argument("--state-file", default=os.environ.get("SANDBOX_STATE_FILE") or None)
