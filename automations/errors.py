@@ -49,3 +49,17 @@ class OutOfScope(DomainError):
 
     code = "out_of_scope"
     status = 403
+
+
+class OverlappingRequest(DomainError):
+    """Open requests of the same runbook already touch these targets; submit again confirmed."""
+
+    code = "overlapping_request"
+    status = 409
+
+    def __init__(self, overlapping):
+        numbers = ", ".join(f"#{other.pk} ({other.get_status_display().lower()})" for other in overlapping)
+        super().__init__(f"This runbook is already requested or running on the same targets: {numbers}. "
+                         "Check it first; submit again with the overlap confirmed if you still need this run.",
+                         errors={"overlapping_requests": [str(other.pk) for other in overlapping]})
+        self.overlapping = list(overlapping)

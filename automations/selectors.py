@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from django.db.models import Q, QuerySet
 
 from automations import policy
-from automations.models import AuditEvent, AutomationRequest, Membership, Team, TeamRunbook
+from automations.models import AuditEvent, AutomationRequest, Membership, StepApproval, Team, TeamRunbook
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -48,6 +48,65 @@ def approval_queue(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
     seats = free_seats(user, candidates)
     mine = [pk for pk, seat in seats.items() if seat is not None]
     return requests_visible_to(user).filter(pk__in=mine).order_by("created_at", "id")
+
+
+def may_answer_step(user: AbstractBaseUser, entry: StepApproval, item: AutomationRequest) -> bool:
+    """The request-approval rules for a waiting step: in the pool, never the requester, once."""
+    return (user.pk != item.requester_id and bool(policy.seats(user, item))
+            and not entry.decisions.filter(approver=user).exists())
+
+
+def waiting_steps_for(user: AbstractBaseUser) -> list[StepApproval]:
+    """Steps of running requests (aws:approve, aws:pause) that this user may answer now, oldest first."""
+    if not user.is_authenticated:
+        return []
+    entries = (StepApproval.objects.select_related("execution__request__runbook", "execution__request__team",
+                                                   "execution__request__requester")
+               .filter(state=StepApproval.State.WAITING,
+                       execution__request__in=requests_visible_to(user).filter(
+                           status=AutomationRequest.Status.RUNNING).exclude(requester=user).values("pk")))
+    return [entry for entry in entries if may_answer_step(user, entry, entry.execution.request)]
+
+
+OPEN_STATUSES = (AutomationRequest.Status.SUBMITTED, AutomationRequest.Status.APPROVED,
+                 AutomationRequest.Status.DISPATCHING, AutomationRequest.Status.RUNNING)
+RUNNING_STATUSES = (AutomationRequest.Status.DISPATCHING, AutomationRequest.Status.RUNNING)
+
+
+def requests_overlapping(*, account_id: int, region: str, resources, runbook_id: int | None = None,
+                         statuses=OPEN_STATUSES, exclude_pk: int | None = None) -> list[AutomationRequest]:
+    """Unscoped on purpose (the duplicate guard and the per-target lock must see every team's runs):
+    requests in `statuses` in this account and region that touch any of `resources`, oldest first.
+    Callers show only what the user may see. Overlap is computed here, not with a JSON lookup,
+    so the demo's SQLite works too; open requests are few."""
+    wanted = set(resources or [])
+    if not wanted:
+        return []
+    candidates = AutomationRequest.objects.filter(account_id=account_id, region=region, status__in=statuses)
+    if runbook_id is not None:
+        candidates = candidates.filter(runbook_id=runbook_id)
+    if exclude_pk is not None:
+        candidates = candidates.exclude(pk=exclude_pk)
+    matching = [pk for pk, touched in candidates.values_list("pk", "resources") if wanted.intersection(touched or [])]
+    return list(AutomationRequest.objects.filter(pk__in=matching).select_related("requester", "runbook")
+                .order_by("created_at", "id"))
+
+
+def overlaps_among(items) -> dict[int, list[int]]:
+    """For a page of requests: the other open requests of the same runbook sharing a target, by pk."""
+    items = [item for item in items if item.resources]
+    if not items:
+        return {}
+    others = list(AutomationRequest.objects.filter(
+        status__in=OPEN_STATUSES, runbook_id__in={item.runbook_id for item in items})
+        .values_list("pk", "runbook_id", "account_id", "region", "resources"))
+    found: dict[int, list[int]] = {}
+    for item in items:
+        wanted = set(item.resources)
+        found[item.pk] = [pk for pk, runbook_id, account_id, region, touched in others
+                          if pk != item.pk and runbook_id == item.runbook_id and account_id == item.account_id
+                          and region == item.region and wanted.intersection(touched or [])]
+    return found
 
 
 def runbook_policies_for(user: AbstractBaseUser) -> QuerySet[TeamRunbook]:

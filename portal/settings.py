@@ -308,6 +308,8 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 DELEGATE_DEFAULT_REGION = env.str("AWS_DEFAULT_REGION", default="eu-west-1")
 # Put back after throttling or the concurrency limit: a delay held in the database, not a countdown.
 DELEGATE_DISPATCH_RETRY_SECONDS = env.float("DELEGATE_DISPATCH_RETRY_SECONDS", default=5.0)
+# A request waiting for a per-target lock (TeamRunbook.one_run_per_target) looks again after this long.
+DELEGATE_TARGET_LOCK_RETRY_SECONDS = env.float("DELEGATE_TARGET_LOCK_RETRY_SECONDS", default=10.0)
 # Delegate's own cap on running executions per account and region, under AWS's 100.
 DELEGATE_MAX_RUNNING_PER_REGION = env.int("DELEGATE_MAX_RUNNING_PER_REGION", default=80)
 # Shared pacing of AWS calls per account, region and API class (calls per second).

@@ -103,6 +103,10 @@ class RequestCreateInput(StrictSerializer):
     rerun_of = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False, allow_null=True, default=None)
     run_at = serializers.DateTimeField(required=False, allow_null=True, default=None,
                                        help_text="Approve now, run at this time (ISO 8601 with a time zone).")
+    confirm_overlap = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Submit although open requests of this runbook share a target; without it such a "
+                  "request answers 409 with code overlapping_request and their ids in errors.overlapping_requests.")
 
 
 class RunbookPolicySerializer(serializers.ModelSerializer):

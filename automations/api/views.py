@@ -115,6 +115,7 @@ class RequestListCreateApi(APIView):
             targets=data["targets"], max_concurrency=data["max_concurrency"], max_errors=data["max_errors"],
             alarm_name=data["alarm_name"], justification=data["justification"], rerun_of=rerun_of,
             client=ClientInfo.from_request(request), run_at=data["run_at"],
+            check_overlap=not data["confirm_overlap"],
         )
         created = selectors.requests_visible_to(request.user).get(pk=created.pk)
         return Response(s.RequestSerializer(created).data, status=status.HTTP_201_CREATED)

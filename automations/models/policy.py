@@ -184,17 +184,21 @@ class Escalation(models.Model):
 
 
 class StepApproval(models.Model):
-    """An aws:approve step of a running execution, waiting for the portal's pool to answer."""
+    """A step of a running execution waiting for the portal's pool: aws:approve (Approve/Reject)
+    or aws:pause (Resume), answered with SendAutomationSignal under the answering person's session."""
 
     class State(models.TextChoices):
         WAITING = "waiting", "Waiting for approval"
         APPROVED = "approved", "Approved"
         REJECTED = "rejected", "Rejected"
+        RESUMED = "resumed", "Resumed"
         CLOSED = "closed", "No longer waiting"
 
     execution = models.ForeignKey("automations.Execution", on_delete=models.CASCADE, related_name="step_approvals")
     step_execution_id = models.CharField(max_length=64)
     step_name = models.CharField(max_length=128)
+    # aws:approve or aws:pause: which signals answer it (Approve/Reject or Resume).
+    action = models.CharField(max_length=32, default="aws:approve")
     state = models.CharField(max_length=10, choices=State, default=State.WAITING, db_index=True)
     first_seen_at = models.DateTimeField(default=timezone.now)
     closed_at = models.DateTimeField(null=True, blank=True)
@@ -213,6 +217,7 @@ class StepDecision(models.Model):
     class Decision(models.TextChoices):
         APPROVE = "Approve", "Approve"
         REJECT = "Reject", "Reject"
+        RESUME = "Resume", "Resume"
 
     step_approval = models.ForeignKey(StepApproval, on_delete=models.CASCADE, related_name="decisions")
     approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")

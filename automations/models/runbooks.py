@@ -84,6 +84,11 @@ class TeamRunbook(TeamRunbookPolicy):
     version_choice = models.CharField(max_length=10, choices=VersionChoice, default=VersionChoice.DEFAULT)
     pinned_version = models.CharField(max_length=16, blank=True)
     max_targets = models.PositiveIntegerField(default=50)
+    # A lock per target, like Rundeck's: an approved run waits while another run touches one of its targets.
+    one_run_per_target = models.BooleanField(
+        default=False, verbose_name="One run per target at a time",
+        help_text="An approved request waits to start while another request in this account and region is "
+                  "running on any of its targets (any runbook); it starts when that run ends.")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["team", "runbook"], name="team_runbook_unique")]

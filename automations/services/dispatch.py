@@ -31,10 +31,10 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from automations import audit, aws, policy
+from automations import audit, aws, policy, selectors
 from automations.aws import inventory
 from automations.ops import metrics
-from automations.models import AutomationRequest, DispatchOutbox, Execution
+from automations.models import AutomationRequest, DispatchOutbox, Execution, TeamRunbook
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for
 from automations.services import policies
 from automations.services.transitions import transition
@@ -99,6 +99,31 @@ def _running_count(request: AutomationRequest) -> int:
     return AutomationRequest.objects.filter(
         account_id=request.account_id, region=request.region, status__in=(Status.DISPATCHING, Status.RUNNING)
     ).count()
+
+
+def _target_locked(request: AutomationRequest, outbox: DispatchOutbox, now: dt.datetime) -> bool:
+    """The team's policy says one run per target (checked by the caller): wait while another run
+    holds one of our targets.
+
+    Audited once per holder (not per retry); the outbox row comes back after a short delay.
+    """
+    if not request.resources:
+        return False
+    holders = selectors.requests_overlapping(account_id=request.account_id, region=request.region,
+                                             resources=request.resources, statuses=selectors.RUNNING_STATUSES,
+                                             exclude_pk=request.pk)
+    if not holders:
+        return False
+    reason = f"waiting for target lock held by #{holders[0].pk}"
+    if outbox.last_error != reason:
+        shared = sorted(set(request.resources).intersection(holders[0].resources))
+        audit.record(action="dispatch.waiting_for_target", actor=None, request=request,
+                     details={"held_by": [holder.pk for holder in holders], "targets": shared})
+    DispatchOutbox.objects.filter(pk=request.pk).update(
+        state=State.PENDING, next_attempt_at=now + dt.timedelta(seconds=settings.DELEGATE_TARGET_LOCK_RETRY_SECONDS),
+        last_error=reason)
+    log.info("dispatch.target_locked", automation_request=request.pk, held_by=holders[0].pk)
+    return True
 
 
 def _backoff(attempts: int) -> dt.timedelta:
@@ -201,6 +226,10 @@ def _claim(request_id: int):
     """In one transaction: decide whether to call AWS now. Returns (request, outbox attempts,
     maybe_started) or an outcome string."""
     now = timezone.now()
+    # Read before the transaction (a policy flag, not state we claim): most runbooks have no
+    # per-target lock, and their claim then reads nothing more than it always did.
+    lock_targets = TeamRunbook.objects.filter(
+        one_run_per_target=True, team__requests__pk=request_id, runbook__requests__pk=request_id).exists()
     with transaction.atomic():
         request = (AutomationRequest.objects.select_for_update(of=("self",))
                    .select_related("account", "team", "requester", "runbook", "runbook_version")
@@ -220,7 +249,9 @@ def _claim(request_id: int):
                 return "skipped"
             if policies.dispatch_held(request, outbox):
                 return "held"  # a change freeze without emergency override (audited once per hold)
-            _lock_region_cap(request)
+            _lock_region_cap(request)  # also serialises the per-target check below on PostgreSQL
+            if lock_targets and _target_locked(request, outbox, now):
+                return "locked"
             if _running_count(request) >= settings.DELEGATE_MAX_RUNNING_PER_REGION:
                 # Our own cap under AWS's concurrency quota: wait without calling AWS or auditing noise.
                 DispatchOutbox.objects.filter(pk=request_id).update(

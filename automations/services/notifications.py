@@ -218,9 +218,10 @@ def render(event: str, request: AutomationRequest, context: dict) -> tuple[str, 
                 f"{request.created_at:%Y-%m-%d %H:%M} UTC and was escalated to {context.get('group', 'your group')}. "
                 "You may approve or reject it.")
     elif event == "step.waiting":
-        subject = f"{name}: step {context.get('step', '')} waits for approval"
-        lead = (f"The run of {name} ({where}) is waiting at its aws:approve step {context.get('step', '')}. "
-                "Answer it in Delegate's approval queue.")
+        pause = context.get("step_action") == "aws:pause"
+        subject = f"{name}: step {context.get('step', '')} waits {'to be resumed' if pause else 'for approval'}"
+        lead = (f"The run of {name} ({where}) is waiting at its {context.get('step_action') or 'aws:approve'} step "
+                f"{context.get('step', '')}. {'Resume' if pause else 'Answer'} it in Delegate's approval queue.")
         url = queue_url()
     else:
         subject, lead = f"{name}: {event}", f"{name}: {event}"

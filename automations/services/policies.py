@@ -34,6 +34,9 @@ from automations.services import notifications
 log = structlog.get_logger(__name__)
 Status = AutomationRequest.Status
 APPROVE_ACTION = "aws:approve"
+PAUSE_ACTION = "aws:pause"
+# Which signals answer a waiting step of each action (SendAutomationSignal SignalType).
+STEP_SIGNALS = {APPROVE_ACTION: ("Approve", "Reject"), PAUSE_ACTION: ("Resume",)}
 # AWS reports a step waiting on aws:approve as Waiting (older consoles: PendingApproval).
 WAITING_STEP_STATUSES = frozenset({"Waiting", "PendingApproval"})
 
@@ -183,8 +186,9 @@ def requests_escalate_stale(*, now: dt.datetime | None = None) -> int:
 #
 
 def _waiting_approve_steps(execution: Execution) -> list[dict]:
+    """Steps that wait for a person: aws:approve (Approve/Reject) and aws:pause (Resume)."""
     return [step for step in execution.steps or []
-            if step.get("action") == APPROVE_ACTION and step.get("status") in WAITING_STEP_STATUSES
+            if step.get("action") in STEP_SIGNALS and step.get("status") in WAITING_STEP_STATUSES
             and step.get("step_execution_id")]
 
 
@@ -199,13 +203,16 @@ def step_approvals_sync(*, now: dt.datetime | None = None) -> int:
             with transaction.atomic():
                 entry, created = StepApproval.objects.get_or_create(
                     execution=execution, step_execution_id=step_id[:64],
-                    defaults={"step_name": str(step.get("name", ""))[:128], "first_seen_at": now})
+                    defaults={"step_name": str(step.get("name", ""))[:128], "first_seen_at": now,
+                              "action": step.get("action", APPROVE_ACTION)})
                 if created:
                     audit.record(action="step.waiting", actor=None, request=execution.request,
                                  aws=aws.AwsCall(operation="DescribeAutomationStepExecutions",
                                                  execution_id=execution.execution_id),
-                                 details={"step": entry.step_name, "step_execution_id": step_id})
-                    notifications.notify_on_commit("step.waiting", execution.request_id, step=entry.step_name)
+                                 details={"step": entry.step_name, "step_execution_id": step_id,
+                                          "step_action": entry.action})
+                    notifications.notify_on_commit("step.waiting", execution.request_id, step=entry.step_name,
+                                                   step_action=entry.action)
                     opened += 1
         StepApproval.objects.filter(execution=execution, state=StepApproval.State.WAITING).exclude(
             step_execution_id__in=list(waiting)).update(state=StepApproval.State.CLOSED, closed_at=now)
@@ -238,12 +245,15 @@ def _min_required(request: AutomationRequest, step_name: str) -> int:
 
 def step_decide(*, step_approval: StepApproval, actor, decision: str, comment: str = "",
                 client: ClientInfo | None = None) -> StepDecision:
-    """A pool member answers an aws:approve step: SendAutomationSignal under a session naming them.
+    """A pool member answers a waiting step: Approve/Reject an aws:approve step, Resume an aws:pause
+    step; SendAutomationSignal under a session naming them.
 
     The same rules as request approval: in the pool, never the requester, once per person.
     """
-    if decision not in StepDecision.Decision.values:
-        raise InvalidRequest("Approve or Reject.", code="invalid_decision")
+    allowed = STEP_SIGNALS.get(step_approval.action, ())
+    if decision not in allowed:
+        raise InvalidRequest(f"A {step_approval.action} step is answered with {' or '.join(allowed)}.",
+                             code="invalid_decision")
     request = step_approval.execution.request
     try:
         with transaction.atomic():
@@ -269,11 +279,16 @@ def step_decide(*, step_approval: StepApproval, actor, decision: str, comment: s
         # Paced inside the gateway (every attempt of every AWS call), so no acquire() here.
         call = aws.send_signal(
             region=request.region, role_arn=request.account.dispatch_role_arn,
-            session_name=aws.role_session_name("delegate-approve", str(request.pk), username),
+            session_name=aws.role_session_name(
+                "delegate-resume" if decision == StepDecision.Decision.RESUME else "delegate-approve",
+                str(request.pk), username),
             source_identity=aws.sts_source_identity(username),
             tags=aws.session_tags(requester=request.requester.get_username(), approver=username, team=request.team.name,
                                   **{"request-id": str(request.pk)}),
-            execution_id=execution_id, signal=decision, payload={"Comment": [comment[:1000] or f"{decision} by {username}"]},
+            execution_id=execution_id, signal=decision,
+            # Resume takes no payload; Approve/Reject carry the comment AWS shows in the step's outputs.
+            payload=None if decision == StepDecision.Decision.RESUME
+            else {"Comment": [comment[:1000] or f"{decision} by {username}"]},
         )
     except (aws.AwsError, pacing.PacingTimeout) as error:
         with transaction.atomic():
@@ -284,11 +299,14 @@ def step_decide(*, step_approval: StepApproval, actor, decision: str, comment: s
     with transaction.atomic():
         made = StepDecision.objects.create(step_approval=entry, approver=actor, requester_id=request.requester_id,
                                            decision=decision, comment=comment[:4000])
-        if decision == StepDecision.Decision.REJECT:
+        if decision == StepDecision.Decision.RESUME:
+            StepApproval.objects.filter(pk=entry.pk).update(state=StepApproval.State.RESUMED, closed_at=timezone.now())
+        elif decision == StepDecision.Decision.REJECT:
             StepApproval.objects.filter(pk=entry.pk).update(state=StepApproval.State.REJECTED, closed_at=timezone.now())
         elif entry.decisions.filter(decision=StepDecision.Decision.APPROVE).count() >= _min_required(request, entry.step_name):
             StepApproval.objects.filter(pk=entry.pk).update(state=StepApproval.State.APPROVED, closed_at=timezone.now())
-        audit.record(action="step.approved" if decision == "Approve" else "step.rejected", actor=actor,
+        audit.record(action={"Approve": "step.approved", "Reject": "step.rejected",
+                             "Resume": "step.resumed"}[decision], actor=actor,
                      request=request, client=client, aws=call,
                      details={"step": entry.step_name, "step_execution_id": entry.step_execution_id,
                               "comment": comment[:4000], "signal": decision})

@@ -9,10 +9,10 @@ from django.db.models import Count, F, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from automations import audit, aws, policy
+from automations import audit, aws, policy, selectors
 from automations.aws import inventory
 from automations.audit import ClientInfo
-from automations.errors import DomainError, InvalidRequest, NotAllowed, OutOfScope, TransitionNotAllowed
+from automations.errors import DomainError, InvalidRequest, NotAllowed, OutOfScope, OverlappingRequest, TransitionNotAllowed
 from automations.models import (
     Approval,
     AutomationRequest,
@@ -138,9 +138,13 @@ def request_submit(
     target_parameter_name: str = "", targets: list | None = None, max_concurrency: str = "", max_errors: str = "",
     alarm_name: str = "", justification: str = "", rerun_of: AutomationRequest | None = None,
     client: ClientInfo | None = None, preview: bool = False, expected_fingerprint: str | None = None,
-    run_at: dt.datetime | None = None,
+    run_at: dt.datetime | None = None, check_overlap: bool = False,
 ) -> AutomationRequest:
     """A member of `team` asks to run a runbook the team may request. With preview=True nothing is saved.
+
+    check_overlap (the form and the API, unless the person confirmed): refuse with code
+    overlapping_request while an open request of this runbook touches any of the same targets.
+    The preview carries them in `overlapping` either way, so the page can warn before submit.
 
     The version is resolved now; roles are filled in from the account; every resource is
     checked against the team's scope. What is fingerprinted is exactly what SSM will receive.
@@ -225,14 +229,21 @@ def request_submit(
     if expected_fingerprint is not None and expected_fingerprint != request.fingerprint:
         raise InvalidRequest("The request changed since you previewed it; check the new preview and submit again.",
                              code="changed_since_preview")
+    overlapping = selectors.requests_overlapping(account_id=account.pk, region=runbook.region, resources=resources,
+                                                 runbook_id=runbook.pk)
+    request.overlapping = overlapping
     if preview:
         return request
+    if check_overlap and overlapping:
+        raise OverlappingRequest(overlapping)
     with transaction.atomic():
         request.save()
         audit.record(action="request.submitted", actor=actor, request=request, client=client, details={
             "version": runbook_version.version, "version_choice": str(version), "parameters": wire,
             "targets": rc_targets, "fingerprint": request.fingerprint, "rerun_of": rerun_of.pk if rerun_of else None,
             "run_at": run_at,
+            # Submitted although these open requests of the same runbook share a target (confirmed).
+            **({"overlapping": [other.pk for other in overlapping]} if overlapping else {}),
         })
         notifications.notify_on_commit("request.submitted", request.pk)
         if team_policy.approvals_required == 0:

@@ -29,7 +29,8 @@ ACTION_LABELS = {
     "execution.failed": "Failed",
     "execution.cancelled": "Cancelled in AWS",
     "execution.timed_out": "Timed out",
-    "step.waiting": "A step waits for approval",
+    "step.waiting": "A step waits for a person",
+    "step.resumed": "Paused step resumed",
     "step.approved": "Step approved",
 }
 

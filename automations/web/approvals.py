@@ -125,6 +125,7 @@ def decision_context(user, item: AutomationRequest) -> dict:
         "targets": [],
         "targets_error": "",
         "recent_runs": [],
+        "overlapping": [],
     }
     already = item.approvals.filter(approver=user).first() if user.is_authenticated else None
     context["may_add_override"] = bool(frozen and already is not None and not hasattr(already, "freeze_override")
@@ -133,17 +134,34 @@ def decision_context(user, item: AutomationRequest) -> dict:
         # Only a request still waiting needs the live inventory; the page is not polled then.
         context["targets"], context["targets_error"] = resolved_targets(item)
         context["recent_runs"] = recent_runs(user, item)
+    if not item.is_terminal:
+        others = selectors.requests_overlapping(
+            account_id=item.account_id, region=item.region, resources=item.resources, runbook_id=item.runbook_id,
+            exclude_pk=item.pk)
+        visible = set(selectors.requests_visible_to(user).filter(pk__in=[o.pk for o in others])
+                      .values_list("pk", flat=True)) if others else set()
+        context["overlapping"] = [other for other in others if other.pk in visible]
     if item.status == AutomationRequest.Status.RUNNING:
         context["waiting_steps"] = [
-            {"entry": entry, "may_answer": _may_answer(user, entry, item)}
+            {"entry": entry, "may_answer": selectors.may_answer_step(user, entry, item),
+             "next": step_next_text(entry, item)}
             for entry in StepApproval.objects.filter(execution__request=item, state=StepApproval.State.WAITING)
         ]
     return context
 
 
-def _may_answer(user, entry: StepApproval, item: AutomationRequest) -> bool:
-    return (user.pk != item.requester_id and bool(policy.seats(user, item))
-            and not entry.decisions.filter(approver=user).exists())
+def step_next_text(entry: StepApproval, item: AutomationRequest | None = None) -> str:
+    """What happens next for a waiting step, in plain words (the next step named from the runbook)."""
+    item = item or entry.execution.request
+    names = [step.get("name") for step in item.runbook_version.steps or [] if isinstance(step, dict)]
+    following = names[names.index(entry.step_name) + 1] if entry.step_name in names[:-1] else ""
+    then = f"step {following}" if following else "the rest of the runbook"
+    pool = "a lead of " + str(item.team) + " (not the requester)"
+    if entry.action == policies.PAUSE_ACTION:
+        return (f"The run is paused here until {pool} presses Resume; then {then} runs. "
+                "Cancel run stops it instead.")
+    return (f"The run waits until {pool} approves this step; then {then} runs. "
+            "Rejecting it fails the run; nothing after this step runs.")
 
 
 #
@@ -155,7 +173,7 @@ def approval_queue(request):
     user = request.user
     queue = list(selectors.approval_queue(user).select_related("escalation").prefetch_related("approvals"))
     seats = free_seats(user, queue)  # one batch, not ~6 queries a row (docs/benchmarks.md)
-    request.approval_queue_count = len(queue)  # the navigation badge need not work it out again
+    overlaps = selectors.overlaps_among(queue)
     freezes: dict = {}
     rows = []
     for item in queue:
@@ -165,14 +183,9 @@ def approval_queue(request):
         frozen = freezes[item.team_id]
         rows.append({"item": item, "seat": seat, "required": policy.approvals_required(item),
                      "approvals": len(item.approvals.all()), "freeze": frozen[0] if frozen else None,
-                     "escalated": hasattr(item, "escalation")})
-    steps = [entry for entry in StepApproval.objects.select_related("execution__request__runbook",
-                                                                    "execution__request__team",
-                                                                    "execution__request__requester")
-             .filter(state=StepApproval.State.WAITING,
-                     execution__request__in=selectors.requests_visible_to(user).filter(
-                         status=AutomationRequest.Status.RUNNING))
-             if _may_answer(user, entry, entry.execution.request)]
+                     "escalated": hasattr(item, "escalation"), "overlaps": overlaps.get(item.pk, [])})
+    steps = [{"entry": entry, "next": step_next_text(entry)} for entry in selectors.waiting_steps_for(user)]
+    request.approval_queue_count = len(queue) + len(steps)  # requests and steps: the badge counts both
     now = timezone.now()
     delegations = ApprovalDelegation.objects.filter(delegate=user, revoked_at=None, starts_at__lte=now,
                                                     ends_at__gt=now).select_related("delegator", "team")
@@ -190,7 +203,7 @@ def _freezes_for(user):
 
 
 class StepDecisionForm(forms.Form):
-    decision = forms.ChoiceField(choices=[("Approve", "Approve"), ("Reject", "Reject")])
+    decision = forms.ChoiceField(choices=[("Approve", "Approve"), ("Reject", "Reject"), ("Resume", "Resume")])
     comment = forms.CharField(required=False, max_length=1000)
 
 
@@ -203,7 +216,7 @@ def step_decide(request, pk: int):
                               .filter(execution__request__in=visible), pk=pk)
     form = StepDecisionForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Choose Approve or Reject; keep the comment under 1,000 characters.")
+        messages.error(request, "Choose Approve, Reject or Resume; keep the comment under 1,000 characters.")
     else:
         try:
             policies.step_decide(step_approval=entry, actor=request.user, decision=form.cleaned_data["decision"],

@@ -262,24 +262,31 @@ def request_new(request, policy_pk: int):
                 created = services.request_submit(
                     rerun_of=context["rerun_of"],
                     expected_fingerprint=form.cleaned_data.get("previewed") or None,
+                    check_overlap=request.POST.get("confirm_overlap") != "on",
                     **common,
                 )
                 messages.success(request, f"Request #{created.pk} submitted.")
                 return redirect(created)
             context["preview"] = services.request_submit(preview=True, **common)
         except DomainError as error:
-            if error.code == "changed_since_preview":
+            if error.code in ("changed_since_preview", "overlapping_request"):
                 try:  # show what would be sent now, so the requester can check it and submit again
                     context["preview"] = services.request_submit(preview=True, **common)
                 except DomainError:
                     pass
-            form.add_service_errors(error.errors, parameters=arguments["parameters"])
-            if error.errors:
-                context["error_summary"] = error.detail  # per-field messages sit next to their fields
+            if error.code == "overlapping_request":
+                context["overlap_refused"] = True  # the preview names them; a checkbox confirms
             else:
-                form.add_error(None, error.detail)
+                form.add_service_errors(error.errors, parameters=arguments["parameters"])
+                if error.errors:
+                    context["error_summary"] = error.detail  # per-field messages sit next to their fields
+                else:
+                    form.add_error(None, error.detail)
         if context["preview"] is not None:
             preview = context["preview"]
+            visible = set(selectors.requests_visible_to(request.user).filter(
+                pk__in=[other.pk for other in preview.overlapping]).values_list("pk", flat=True))
+            context["overlapping"] = [{"item": other, "visible": other.pk in visible} for other in preview.overlapping]
             context["start_call"] = json.dumps(start_call(preview), indent=2, ensure_ascii=False)
     return render(request, "automations/request_new.html", context)
 

@@ -18,6 +18,9 @@ def navigation(request):
 
 
 def _queue_count(request, user) -> int:
-    """The queue page has just counted its rows (views_approvals); elsewhere count them here."""
+    """Requests and running steps waiting for this user. The queue page has just counted its rows
+    (views_approvals); elsewhere count them here."""
     counted = getattr(request, "approval_queue_count", None)
-    return counted if counted is not None else selectors.approval_queue(user).count()
+    if counted is not None:
+        return counted
+    return selectors.approval_queue(user).count() + len(selectors.waiting_steps_for(user))

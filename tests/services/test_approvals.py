@@ -14,7 +14,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from automations import services, tasks
-from automations.errors import NotAllowed, TransitionNotAllowed
+from automations.errors import InvalidRequest, NotAllowed, TransitionNotAllowed
 from automations.models import (
     Approval,
     AuditEvent,
@@ -238,7 +238,7 @@ class TestRunbookApproveSteps:
             policies.step_decide(step_approval=entry, actor=world.erin, decision="Approve")
         client.force_login(world.frank)
         queue = client.get("/approvals/")
-        assert b"Runbook steps waiting for approval" in queue.content and f"#{request.pk}".encode() in queue.content
+        assert b"Runbook steps waiting for you" in queue.content and f"#{request.pk}".encode() in queue.content
         response = client.post(f"/approvals/steps/{entry.pk}/", {"decision": "Approve", "comment": "go"})
         assert response.status_code == 302
         signal = [c for c in sb.calls if c["operation"] == "SendAutomationSignal"][-1]
@@ -382,3 +382,82 @@ class TestDemo:
         request.refresh_from_db()
         assert request.status == Status.APPROVED
         assert Runbook.objects.filter(name="AWS-ResizeInstance").exists()
+
+
+PAUSE_RUNBOOK = "Delegate-PatchWithApproval"
+
+
+@pytest.fixture
+def pause_runbook(world):
+    runbook = f.RunbookFactory(account=world.account, name=PAUSE_RUNBOOK)
+    f.RunbookVersionFactory(runbook=runbook, filename="../own/Delegate-PatchWithApproval.yaml")
+    f.TeamRunbookFactory(team=world.platform, runbook=runbook)
+    return runbook
+
+
+def _step_waiting(request, action: str, name: str):
+    def waiting():
+        services.execution_statuses_sync()
+        steps = Execution.objects.get(request=request).steps
+        return any(s["action"] == action and s["name"] == name and s["status"] == "Waiting" for s in steps)
+    return waiting
+
+
+class TestPauseSteps:
+    """aws:pause steps are resumed from the portal by the request's approvers, never by the requester."""
+
+    def test_pause_counts_in_the_badge_and_a_lead_resumes_it(self, world, pause_runbook, sb, client, monkeypatch):
+        monkeypatch.setattr(notifications, "publish", lambda delivery_id: True)
+        instance = seeded_instance("web-1")
+        request = services.request_submit(actor=world.alice, team=world.platform, runbook_id=pause_runbook.pk,
+                                          parameters={"InstanceIds": [instance],
+                                                      "Approvers": [world.account.dispatch_role_arn]})
+        request = services.request_approve(request=request, actor=world.bob)
+        services.request_dispatch(request_id=request.pk)
+        wait_until(_step_waiting(request, "aws:approve", "approvePatching"), timeout=30, what="the approve step")
+        policies.step_approvals_sync()
+        approve = StepApproval.objects.get(execution__request=request, step_name="approvePatching")
+        policies.step_decide(step_approval=approve, actor=world.bob, decision="Approve", comment="patch it")
+        wait_until(_step_waiting(request, "aws:pause", "verifyBeforeReboot"), timeout=30, what="the pause step")
+        assert policies.step_approvals_sync() == 1
+        pause = StepApproval.objects.get(execution__request=request, step_name="verifyBeforeReboot")
+        assert pause.action == "aws:pause" and pause.state == "waiting"
+        # A pause is resumed, not approved; the requester may not resume her own run.
+        with pytest.raises(InvalidRequest):
+            policies.step_decide(step_approval=pause, actor=world.bob, decision="Approve")
+        with pytest.raises(NotAllowed):
+            policies.step_decide(step_approval=pause, actor=world.alice, decision="Resume")
+        client.force_login(world.alice)
+        mine = client.get(f"/requests/{request.pk}/").content.decode()
+        assert "is waiting to be resumed" in mine and "then step rebootInstances runs" in mine
+        assert 'value="Resume"' not in mine
+        client.force_login(world.frank)
+        queue = client.get("/approvals/").content.decode()
+        assert "verifyBeforeReboot" in queue and 'value="Resume"' in queue
+        page = client.get(f"/requests/{request.pk}/").content.decode()
+        assert 'value="Resume"' in page and "then step rebootInstances runs" in page
+        assert _badge(client.get("/requests/").content.decode()) == 1  # the waiting step counts on every page
+        response = client.post(f"/approvals/steps/{pause.pk}/", {"decision": "Resume", "next": "request"})
+        assert response.status_code == 302 and response["Location"] == f"/requests/{request.pk}/"
+        signal = [c for c in sb.calls if c["operation"] == "SendAutomationSignal"][-1]
+        assert signal["params"]["SignalType"] == "Resume" and "Payload" not in signal["params"]
+        assert signal["source_identity"] == "frank"
+        assert signal["session_name"] == f"delegate-resume-{request.pk}-frank"
+        event = AuditEvent.objects.get(request=request, action="step.resumed")
+        assert event.actor == world.frank and event.aws_request_id == signal["aws_request_id"]
+        pause.refresh_from_db()
+        assert pause.state == "resumed"
+        assert _badge(client.get("/requests/").content.decode()) == 0
+
+        def finished():
+            services.execution_statuses_sync()
+            return AutomationRequest.objects.get(pk=request.pk).status == Status.SUCCEEDED
+        wait_until(finished, timeout=30, what="the run to finish after Resume")
+
+
+def _badge(html: str) -> int:
+    """The number in the navigation's Approvals badge (0 when none is shown)."""
+    import re
+
+    found = re.search(r'Approvals\s*(?:<[^>]+>\s*)*?<span[^>]*class="[^"]*count[^"]*"[^>]*>(\d+)', html)
+    return int(found.group(1)) if found else 0
