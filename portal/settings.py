@@ -324,7 +324,10 @@ DELEGATE_APPROVAL_VALIDITY_HOURS = env.float("DELEGATE_APPROVAL_VALIDITY_HOURS",
 # Approval policy and notifications (docs/approvals-and-policy.md). Per-policy values override these.
 DELEGATE_MAX_SCHEDULE_DAYS = env.float("DELEGATE_MAX_SCHEDULE_DAYS", default=30.0)
 DELEGATE_MAX_DELEGATION_DAYS = env.float("DELEGATE_MAX_DELEGATION_DAYS", default=90.0)
-DELEGATE_BASE_URL = env.str("DELEGATE_BASE_URL", default="http://127.0.0.1:8000")
+# The portal's public URL for links in mail and webhooks. DELEGATE_SITE_URL is the name the
+# docs use; DELEGATE_BASE_URL is still read for existing deployments. dev.py sets it from PORT.
+DELEGATE_SITE_URL = env.str("DELEGATE_SITE_URL", default=env.str("DELEGATE_BASE_URL", default="http://127.0.0.1:8000"))
+DELEGATE_BASE_URL = DELEGATE_SITE_URL
 DELEGATE_NOTIFY_MAX_ATTEMPTS = env.int("DELEGATE_NOTIFY_MAX_ATTEMPTS", default=8)
 DELEGATE_NOTIFY_BACKOFF_SECONDS = env.float("DELEGATE_NOTIFY_BACKOFF_SECONDS", default=5.0)
 DELEGATE_NOTIFY_TIMEOUT_SECONDS = env.float("DELEGATE_NOTIFY_TIMEOUT_SECONDS", default=5.0)

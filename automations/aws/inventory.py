@@ -165,6 +165,13 @@ def describe_targets(ids: list[str], *, region: str, role_arn: str) -> dict[str,
     return found
 
 
+def resource_names(ids: list[str], *, region: str, role_arn: str) -> dict[str, str]:
+    """{id: Name tag} for the ids that have one (stored with a request at submit)."""
+    return {resource_id: item["tags"]["Name"]
+            for resource_id, item in describe_targets(ids, region=region, role_arn=role_arn).items()
+            if item is not None and item.get("tags", {}).get("Name")}
+
+
 def resource_tags(ids: list[str], *, region: str, role_arn: str) -> dict[str, dict | None]:
     """{id: tags} (None for an id that does not exist or is terminated)."""
     return {

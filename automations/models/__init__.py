@@ -7,6 +7,7 @@ from automations.models.requests import (
     AutomationRequest,
     DispatchOutbox,
     Execution,
+    RequestComment,
 )
 from automations.models.policy import (
     ApprovalDelegation,
@@ -25,7 +26,7 @@ from automations.models.teams import Account, Membership, Team
 
 __all__ = (
     "Account", "Approval", "AuditEvent", "AuditLogIsAppendOnly", "AutomationRequest", "DispatchOutbox",
-    "Execution", "Membership", "Runbook", "RunbookVersion", "TERMINAL_STATUSES", "TRANSITIONS", "Team",
+    "Execution", "Membership", "RequestComment", "Runbook", "RunbookVersion", "TERMINAL_STATUSES", "TRANSITIONS", "Team",
     "TeamRunbook",
     # approval policy (models/policy.py)
     "ApprovalDelegation", "DelegatedApproval", "Escalation", "FreezeOverride", "FreezeWindow", "NotificationDelivery",

@@ -15,6 +15,7 @@ class AutomationRequest(models.Model):
 
     class Status(models.TextChoices):
         SUBMITTED = "submitted", "Awaiting approval"
+        CHANGES_REQUESTED = "changes_requested", "Sent back for changes"
         APPROVED = "approved", "Approved"
         REJECTED = "rejected", "Rejected"
         WITHDRAWN = "withdrawn", "Withdrawn"
@@ -44,6 +45,9 @@ class AutomationRequest(models.Model):
     alarm_name = models.CharField(max_length=255, blank=True)
     # Resource ids the request acts on (from resource-typed parameters and targets): audit and scope checks.
     resources = models.JSONField(default=list, blank=True)
+    # Their Name tags when submitted ({id: name}), so pages, mail and exports say "web-1 (i-…)"
+    # without asking AWS; not part of the fingerprint (a tag is not what runs).
+    resource_names = models.JSONField(default=dict, blank=True)
     justification = models.TextField(blank=True)
     # "Approve now, run at": dispatch waits until this time (None = as soon as approved).
     run_at = models.DateTimeField(null=True, blank=True)
@@ -69,6 +73,15 @@ class AutomationRequest(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("automations:request_detail", args=[self.pk])
 
+    def resource_label(self, resource_id: str) -> str:
+        """'web-1 (i-0abc…)' from the Name tag stored at submit, else the bare id."""
+        name = (self.resource_names or {}).get(resource_id, "")
+        return f"{name} ({resource_id})" if name else str(resource_id)
+
+    @property
+    def resource_labels(self) -> list[str]:
+        return [self.resource_label(resource_id) for resource_id in self.resources or []]
+
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
@@ -80,7 +93,9 @@ class AutomationRequest(models.Model):
 
 S = AutomationRequest.Status
 TRANSITIONS: dict[str, frozenset[str]] = {
-    S.SUBMITTED: frozenset({S.APPROVED, S.REJECTED, S.WITHDRAWN, S.EXPIRED}),
+    S.SUBMITTED: frozenset({S.APPROVED, S.REJECTED, S.WITHDRAWN, S.EXPIRED, S.CHANGES_REQUESTED}),
+    # Sent back with a comment: the requester amends it (a new fingerprint, approvals cleared) or withdraws.
+    S.CHANGES_REQUESTED: frozenset({S.SUBMITTED, S.WITHDRAWN, S.EXPIRED}),
     # approved -> cancelled: the requester or a lead stops it before it reached AWS.
     S.APPROVED: frozenset({S.DISPATCHING, S.EXPIRED, S.CANCELLED}),
     # dispatching -> approved: throttled or over the concurrency limit, put back with a delay.
@@ -111,6 +126,21 @@ class Approval(models.Model):
 
     def __str__(self) -> str:
         return f"{self.approver} approved #{self.request_id}"
+
+
+class RequestComment(models.Model):
+    """One message in a request's thread between requester, approvers and auditors (also audited)."""
+
+    request = models.ForeignKey(AutomationRequest, on_delete=models.PROTECT, related_name="comments")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"comment by {self.author} on #{self.request_id}"
 
 
 class Execution(models.Model):

@@ -164,7 +164,13 @@ def can_reject(user: AbstractBaseUser, request: AutomationRequest) -> bool:
 
 
 def can_withdraw(user: AbstractBaseUser, request: AutomationRequest) -> bool:
-    return request.status == AutomationRequest.Status.SUBMITTED and user.pk == request.requester_id
+    return (request.status in (AutomationRequest.Status.SUBMITTED, AutomationRequest.Status.CHANGES_REQUESTED)
+            and user.pk == request.requester_id)
+
+
+def can_amend(user: AbstractBaseUser, request: AutomationRequest) -> bool:
+    """The requester may change a request an approver sent back to them."""
+    return request.status == AutomationRequest.Status.CHANGES_REQUESTED and user.pk == request.requester_id
 
 
 def can_cancel(user: AbstractBaseUser, request: AutomationRequest) -> bool:

@@ -40,6 +40,9 @@ TIMESTAMP_HEADER = "X-Delegate-Timestamp"
 STATUS_EVENTS = {
     Status.APPROVED: "request.approved",
     Status.REJECTED: "request.rejected",
+    Status.CHANGES_REQUESTED: "request.sent_back",
+    # The approvers who were asked hear that they need not decide any more.
+    Status.WITHDRAWN: "request.withdrawn",
     Status.EXPIRED: "request.expired",
     Status.SUCCEEDED: "execution.finished",
     Status.CANCELLED: "execution.finished",
@@ -154,7 +157,7 @@ def recipients(event: str, request: AutomationRequest, context: dict) -> list[st
     from automations import policy
 
     users = get_user_model().objects.filter(is_active=True).exclude(email="")
-    if event in ("request.submitted", "step.waiting"):
+    if event in ("request.submitted", "step.waiting", "request.withdrawn"):
         base = policy.pool(request.team, policy.policy_for(request)).exclude(pk=request.requester_id)
         now = timezone.now()
         delegates = request.team.delegations.filter(delegator__in=base, revoked_at=None, starts_at__lte=now,
@@ -162,17 +165,23 @@ def recipients(event: str, request: AutomationRequest, context: dict) -> list[st
         users = users.filter(Q(pk__in=base.values("pk")) | Q(pk__in=delegates)).exclude(pk=request.requester_id)
     elif event == "request.escalated":
         users = users.filter(groups=context.get("group_id")).exclude(pk=request.requester_id)
+    elif event == "request.commented":
+        # The requester, whoever decided or commented so far, and the leads; never the author.
+        talking = set(request.comments.values_list("author_id", flat=True))
+        talking |= set(request.approvals.values_list("approver_id", flat=True))
+        base = policy.pool(request.team, policy.policy_for(request)).values_list("pk", flat=True)
+        users = users.filter(pk__in=talking | set(base) | {request.requester_id}).exclude(pk=context.get("author_id"))
     else:
         users = users.filter(pk=request.requester_id)
     return sorted(set(users.values_list("email", flat=True)))
 
 
 def request_url(request: AutomationRequest) -> str:
-    return settings.DELEGATE_BASE_URL.rstrip("/") + reverse("automations:request_detail", args=[request.pk])
+    return settings.DELEGATE_SITE_URL.rstrip("/") + reverse("automations:request_detail", args=[request.pk])
 
 
 def queue_url() -> str:
-    return settings.DELEGATE_BASE_URL.rstrip("/") + reverse("automations:approval_queue")
+    return settings.DELEGATE_SITE_URL.rstrip("/") + reverse("automations:approval_queue")
 
 
 def _slack_escape(text: str) -> str:
@@ -186,7 +195,7 @@ def render(event: str, request: AutomationRequest, context: dict) -> tuple[str, 
 
     name = f"#{request.pk} {request.runbook.short_name} v{request.runbook_version.version}"
     where = f"{request.team.name} · {request.account.account_id}/{request.region}"
-    targets = ", ".join(request.resources[:10]) + (" …" if len(request.resources) > 10 else "") or "no resources"
+    targets = ", ".join(request.resource_labels[:10]) + (" …" if len(request.resources) > 10 else "") or "no resources"
     requester = request.requester.get_username()
     url = request_url(request)
     approvers = ", ".join(request.approvals.values_list("approver__username", flat=True).order_by("created_at"))
@@ -203,6 +212,18 @@ def render(event: str, request: AutomationRequest, context: dict) -> tuple[str, 
     elif event == "request.rejected":
         subject = f"{name} was rejected"
         lead = f"Your request {name} was rejected. {request.status_reason[:300]}".strip()
+    elif event == "request.sent_back":
+        subject = f"{name} was sent back for changes"
+        lead = (f"Your request {name} was sent back for changes: {request.status_reason[:500]} "
+                "Amend it on the request page, or withdraw it.")
+    elif event == "request.withdrawn":
+        subject = f"{name} was withdrawn"
+        lead = f"{requester} withdrew {name} ({where}) on {targets}; it no longer needs your approval."
+    elif event == "request.commented":
+        last = request.comments.select_related("author").order_by("-created_at", "-id").first()
+        who = last.author.get_username() if last else "Someone"
+        subject = f"{name}: new comment from {who}"
+        lead = f"{who} commented on {name}: {(last.body if last else '')[:500]}"
     elif event == "request.expired":
         subject = f"{name} expired"
         lead = f"Your request {name} expired: {request.status_reason or 'not decided in time'}."

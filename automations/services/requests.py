@@ -226,6 +226,11 @@ def request_submit(
         justification=justification, rerun_of=rerun_of, run_at=run_at,
     )
     request.fingerprint = fingerprint_for(request)
+    try:
+        request.resource_names = inventory.resource_names(resources, region=runbook.region,
+                                                          role_arn=account.dispatch_role_arn) if resources else {}
+    except aws.AwsError:
+        request.resource_names = {}  # names are a courtesy; the ids are what runs and what is checked
     if expected_fingerprint is not None and expected_fingerprint != request.fingerprint:
         raise InvalidRequest("The request changed since you previewed it; check the new preview and submit again.",
                              code="changed_since_preview")
@@ -359,8 +364,16 @@ def request_approve(*, request: AutomationRequest, actor, comment: str = "", eme
         raise _refused(actor=actor, error=error, action="approval.refused", client=client, request=request)
 
 
+def _reason_required(comment: str, what: str) -> str:
+    comment = (comment or "").strip()
+    if not comment:
+        raise InvalidRequest(f"Say why you {what}: the requester reads it.", code="reason_required",
+                             errors={"comment": ["A reason is required."]})
+    return comment
+
+
 def request_reject(*, request: AutomationRequest, actor, comment: str = "", client: ClientInfo | None = None):
-    """Anyone who may approve may reject instead (a freeze never blocks a rejection)."""
+    """Anyone who may approve may reject instead, with a reason (a freeze never blocks a rejection)."""
     try:
         with transaction.atomic():
             request = AutomationRequest.objects.select_for_update().get(pk=request.pk)
@@ -371,10 +384,86 @@ def request_reject(*, request: AutomationRequest, actor, comment: str = "", clie
             seats = policy.seats(actor, request)
             if not seats:
                 raise NotAllowed("You are not an approver for this request.", code="not_a_lead")
+            comment = _reason_required(comment, "reject it")
             return transition(request, to=Status.REJECTED, actor=actor, client=client,
                               details={"comment": comment[:4000], **seats[0].as_dict()}, status_reason=comment[:4000])
     except NotAllowed as error:
         raise _refused(actor=actor, error=error, action="rejection.refused", client=client, request=request)
+
+
+def request_send_back(*, request: AutomationRequest, actor, comment: str = "", client: ClientInfo | None = None):
+    """An approver asks for changes instead of rejecting: the requester amends it and it is decided again."""
+    try:
+        with transaction.atomic():
+            request = AutomationRequest.objects.select_for_update().get(pk=request.pk)
+            if request.status != Status.SUBMITTED:
+                raise TransitionNotAllowed(current=request.status, target=Status.CHANGES_REQUESTED)
+            if actor.pk == request.requester_id:
+                raise NotAllowed("You cannot decide your own request; withdraw it instead.", code="self_approval")
+            seats = policy.seats(actor, request)
+            if not seats:
+                raise NotAllowed("You are not an approver for this request.", code="not_a_lead")
+            comment = _reason_required(comment, "send it back")
+            return transition(request, to=Status.CHANGES_REQUESTED, actor=actor, client=client,
+                              action="request.sent_back",
+                              details={"comment": comment[:4000], **seats[0].as_dict()}, status_reason=comment[:4000])
+    except NotAllowed as error:
+        raise _refused(actor=actor, error=error, action="send_back.refused", client=client, request=request)
+
+
+def request_amend(*, request: AutomationRequest, actor, client: ClientInfo | None = None,
+                  expected_fingerprint: str | None = None, **changes) -> AutomationRequest:
+    """The requester changes a request sent back to them, and it goes back to the approvers.
+
+    The new values pass every submit check (request_submit's preview); the request gets a new
+    fingerprint, and approvals given to the old one are cleared (named in the audit event).
+    """
+    if request.status != Status.CHANGES_REQUESTED:
+        raise TransitionNotAllowed(current=request.status, target=Status.SUBMITTED,
+                                   detail="Only a request sent back for changes can be amended.")
+    if actor.pk != request.requester_id:
+        raise NotAllowed("Only the requester can amend a request.", code="not_requester")
+    candidate = request_submit(actor=actor, team=request.team, runbook_id=request.runbook_id, client=client,
+                               preview=True, expected_fingerprint=expected_fingerprint, **changes)
+    fields = ("runbook_version", "version_choice", "parameters", "target_parameter_name", "targets",
+              "max_concurrency", "max_errors", "alarm_name", "resources", "resource_names", "justification",
+              "run_at", "fingerprint")
+    with transaction.atomic():
+        locked = AutomationRequest.objects.select_for_update().get(pk=request.pk)
+        if locked.status != Status.CHANGES_REQUESTED:
+            raise TransitionNotAllowed(current=locked.status, target=Status.SUBMITTED)
+        old_fingerprint = locked.fingerprint
+        cleared = list(locked.approvals.values_list("approver__username", flat=True))
+        # Approvals were given to what the approver saw; the request changed, so they no longer apply.
+        locked.approvals.all().delete()
+        AutomationRequest.objects.filter(pk=locked.pk).update(**{name: getattr(candidate, name) for name in fields})
+        locked.refresh_from_db()
+        request = transition(locked, to=Status.SUBMITTED, actor=actor, client=client, action="request.amended",
+                             details={"old_fingerprint": old_fingerprint, "fingerprint": locked.fingerprint,
+                                      "parameters": locked.parameters, "targets": locked.targets,
+                                      "version": locked.runbook_version.version, "cleared_approvals": cleared},
+                             status_reason="")
+        notifications.notify_on_commit("request.submitted", request.pk)
+    return request
+
+
+def request_comment(*, request: AutomationRequest, actor, body: str, client: ClientInfo | None = None):
+    """Add to the request's thread; anyone who may see the request may write (the view fetched it
+    through selectors.requests_visible_to, so an invisible request never gets here)."""
+    from automations.models import RequestComment
+
+    body = (body or "").strip()
+    if not body:
+        raise InvalidRequest("Write a comment first.", code="empty_comment", errors={"body": ["Required."]})
+    if len(body) > 4000:
+        raise InvalidRequest("Keep a comment under 4,000 characters.", code="comment_too_long",
+                             errors={"body": ["Too long."]})
+    with transaction.atomic():
+        comment = RequestComment.objects.create(request=request, author=actor, body=body)
+        audit.record(action="request.commented", actor=actor, request=request, client=client,
+                     details={"comment": body, "comment_id": comment.pk})
+        notifications.notify_on_commit("request.commented", request.pk, author_id=actor.pk)
+    return comment
 
 
 def requests_release_held(*, now: dt.datetime | None = None) -> int:
@@ -400,6 +489,7 @@ def requests_release_held(*, now: dt.datetime | None = None) -> int:
 
 
 def request_withdraw(*, request: AutomationRequest, actor, client: ClientInfo | None = None):
+    """The requester takes back a request nobody decided yet (waiting, or sent back to them)."""
     with transaction.atomic():
         request = AutomationRequest.objects.select_for_update().get(pk=request.pk)
         if actor.pk != request.requester_id:

@@ -29,6 +29,10 @@ ACTION_LABELS = {
     "execution.failed": "Failed",
     "execution.cancelled": "Cancelled in AWS",
     "execution.timed_out": "Timed out",
+    "request.sent_back": "Sent back for changes",
+    "request.amended": "Amended and resubmitted",
+    "request.commented": "Commented",
+    "dispatch.waiting_for_target": "Waiting for a target in use",
     "step.waiting": "A step waits for a person",
     "step.resumed": "Paused step resumed",
     "step.approved": "Step approved",
@@ -41,3 +45,27 @@ def action_label(action: str) -> str:
     if action in ACTION_LABELS:
         return ACTION_LABELS[action]
     return str(action).replace(".", " ").replace("_", " ").capitalize()
+
+
+
+def label_for(resource_id: str, names: dict | None) -> str:
+    """'web-1 (i-0abc…)' when a Name is known for the id, else the id."""
+    name = (names or {}).get(resource_id, "")
+    return f"{name} ({resource_id})" if name else str(resource_id)
+
+
+@register.filter
+def resource_label(resource_id: str, item) -> str:
+    """One resource as 'web-1 (i-…)', from the names stored with the request `item` at submit."""
+    return label_for(resource_id, getattr(item, "resource_names", None))
+
+
+@register.filter
+def resources_label(item, limit: int = 0) -> str:
+    """All of a request's resources as 'web-1 (i-…), web-2 (i-…)' (the first `limit`, then '…')."""
+    resources = list(getattr(item, "resources", None) or [])
+    shown = resources[:int(limit)] if limit else resources
+    text = ", ".join(label_for(resource, getattr(item, "resource_names", None)) for resource in shown)
+    if limit and len(resources) > int(limit):
+        text += f" … (+{len(resources) - int(limit)})"
+    return text or "—"

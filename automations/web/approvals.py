@@ -22,6 +22,7 @@ from automations.audit import ClientInfo
 from automations.errors import DomainError
 from automations.models import ApprovalDelegation, AutomationRequest, FreezeWindow, StepApproval, Team
 from automations.policy.batch import free_seats
+from automations.runbooks.undo import undo_candidates
 from automations.services import policies
 
 RECENT_RUNS = 10
@@ -126,6 +127,7 @@ def decision_context(user, item: AutomationRequest) -> dict:
         "targets_error": "",
         "recent_runs": [],
         "overlapping": [],
+        "undo": [],
     }
     already = item.approvals.filter(approver=user).first() if user.is_authenticated else None
     context["may_add_override"] = bool(frozen and already is not None and not hasattr(already, "freeze_override")
@@ -134,6 +136,10 @@ def decision_context(user, item: AutomationRequest) -> dict:
         # Only a request still waiting needs the live inventory; the page is not polled then.
         context["targets"], context["targets_error"] = resolved_targets(item)
         context["recent_runs"] = recent_runs(user, item)
+    if item.status in AFTERMATH_STATUSES:
+        # A run that stopped part-way may have left targets changed: show them as they are now.
+        context["targets"], context["targets_error"] = resolved_targets(item)
+        context["undo"] = undo_suggestions(user, item, [row.get("state", "") for row in context["targets"]])
     if not item.is_terminal:
         others = selectors.requests_overlapping(
             account_id=item.account_id, region=item.region, resources=item.resources, runbook_id=item.runbook_id,
@@ -148,6 +154,20 @@ def decision_context(user, item: AutomationRequest) -> dict:
             for entry in StepApproval.objects.filter(execution__request=item, state=StepApproval.State.WAITING)
         ]
     return context
+
+
+AFTERMATH_STATUSES = (AutomationRequest.Status.FAILED, AutomationRequest.Status.CANCELLED,
+                      AutomationRequest.Status.TIMED_OUT)
+
+
+def undo_suggestions(user, item: AutomationRequest, states: list[str]) -> list:
+    """Runbooks the user's teams may request that would undo what this run left (automations.undo)."""
+    names = undo_candidates(item.runbook.name, states)
+    if not names:
+        return []
+    offered = {team_policy.runbook.name: team_policy for team_policy in selectors.runbook_policies_for(user).filter(
+        runbook__name__in=names, runbook__account=item.account, runbook__region=item.region)}
+    return [offered[name] for name in names if name in offered]
 
 
 def step_next_text(entry: StepApproval, item: AutomationRequest | None = None) -> str:

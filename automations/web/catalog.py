@@ -222,6 +222,7 @@ def request_new(request, policy_pk: int):
         "version_choice": choice,
         "preview": None,
         "rerun_of": None,
+        "amending": None,
     }
     try:
         runbook_version = resolve_version(runbook, team_policy, choice)
@@ -238,6 +239,17 @@ def request_new(request, policy_pk: int):
     if rerun_pk and str(rerun_pk).isdigit():
         context["rerun_of"] = get_object_or_404(selectors.requests_visible_to(request.user), pk=rerun_pk)
         initial.update(_initial_from(context["rerun_of"], runbook_version))
+    undo_pk = request.GET.get("undo")
+    if undo_pk and str(undo_pk).isdigit():
+        # Undoing a failed or cancelled run: the same targets (parameters of the same name) to start from.
+        context["undoing"] = get_object_or_404(selectors.requests_visible_to(request.user), pk=undo_pk)
+        initial.update({key: value for key, value in _initial_from(context["undoing"], runbook_version).items()
+                        if key.startswith(PARAM_PREFIX)})
+    amend_pk = request.POST.get("amend") or request.GET.get("amend")
+    if amend_pk and str(amend_pk).isdigit():
+        context["amending"] = get_object_or_404(selectors.requests_visible_to(request.user), pk=amend_pk,
+                                                team=team_policy.team, runbook=runbook)
+        initial.update(_initial_from(context["amending"], runbook_version))
     form = AutomationRequestForm(
         request.POST or None,
         runbook_version=runbook_version,
@@ -257,6 +269,13 @@ def request_new(request, policy_pk: int):
             **arguments,
         }
         try:
+            if "submit" in request.POST and context["amending"] is not None:
+                amended = services.request_amend(
+                    request=context["amending"], expected_fingerprint=form.cleaned_data.get("previewed") or None,
+                    **{key: value for key, value in common.items() if key not in ("team", "runbook_id")})
+                messages.success(request, f"Request #{amended.pk} amended and sent to the approvers again; "
+                                          "earlier approvals were cleared.")
+                return redirect(amended)
             if "submit" in request.POST:
                 # A submit after a preview must be exactly what the preview showed.
                 created = services.request_submit(
@@ -284,6 +303,8 @@ def request_new(request, policy_pk: int):
                     form.add_error(None, error.detail)
         if context["preview"] is not None:
             preview = context["preview"]
+            if context["amending"] is not None:  # the request being amended does not overlap itself
+                preview.overlapping = [o for o in preview.overlapping if o.pk != context["amending"].pk]
             visible = set(selectors.requests_visible_to(request.user).filter(
                 pk__in=[other.pk for other in preview.overlapping]).values_list("pk", flat=True))
             context["overlapping"] = [{"item": other, "visible": other.pk in visible} for other in preview.overlapping]

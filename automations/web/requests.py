@@ -46,6 +46,8 @@ def _detail_context(request, automation_request):
         "can_approve": policy.can_approve(user, automation_request),
         "can_reject": policy.can_reject(user, automation_request),
         "can_withdraw": policy.can_withdraw(user, automation_request),
+        "can_amend": policy.can_amend(user, automation_request),
+        "comments": automation_request.comments.select_related("author"),
         "can_cancel": policy.can_cancel(user, automation_request),
         "required": policy.approvals_required(automation_request),
         "timeline": automation_request.audit_events.order_by("sequence"),
@@ -129,6 +131,40 @@ def request_reject(request, pk: int):
         services.request_reject(request=item, actor=request.user, comment=comment, client=client)
         return "Rejected."
     return _decide(request, pk, act)
+
+
+@login_required
+@require_POST
+def request_send_back(request, pk: int):
+    def act(item, comment, client):
+        services.request_send_back(request=item, actor=request.user, comment=comment, client=client)
+        return f"Sent back to {item.requester.get_username()} for changes."
+    return _decide(request, pk, act)
+
+
+@login_required
+@require_POST
+def request_comment(request, pk: int):
+    """Add to the request's thread (anyone who may see the request)."""
+    item = get_object_or_404(selectors.requests_visible_to(request.user), pk=pk)
+    try:
+        services.request_comment(request=item, actor=request.user, body=request.POST.get("body", ""),
+                                 client=ClientInfo.from_request(request))
+        messages.success(request, "Comment added.")
+    except DomainError as error:
+        messages.error(request, error.detail)
+    return redirect(f"{item.get_absolute_url()}#thread")
+
+
+@login_required
+def request_amend(request, pk: int):
+    """The requester changes a request sent back to them: the request form, filled in from it."""
+    item = get_object_or_404(selectors.requests_visible_to(request.user), pk=pk)
+    team_policy = selectors.runbook_policies_for(request.user).filter(team=item.team, runbook=item.runbook).first()
+    if not policy.can_amend(request.user, item) or team_policy is None:
+        messages.error(request, "Only the requester can amend a request that was sent back for changes.")
+        return redirect(item)
+    return redirect(f"{team_policy_url(team_policy)}?amend={item.pk}&version={item.runbook_version.version}")
 
 
 @login_required
