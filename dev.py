@@ -23,7 +23,16 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".delegate-installed"
-DEMO_USERS = "alice (requester, platform) · bob (lead, platform) · dave (requester, data) · erin (lead, data) · carol (auditor) · admin (superuser)"
+# Every login seed_demo makes (automations/management/commands/seed_demo.py), one line each in the banner.
+DEMO_USERS = (
+    ("alice", "requester, team platform"),
+    ("bob", "lead (approver), team platform: lands on Approvals"),
+    ("frank", "second lead, team platform (two-approver policies, step approvals)"),
+    ("dave", "requester, team data"),
+    ("erin", "lead (approver), team data"),
+    ("carol", "auditor: reads every request and the audit log"),
+    ("admin", "superuser: Django admin, policies, teams"),
+)
 
 
 def say(message: str) -> None:
@@ -93,6 +102,12 @@ def demo() -> None:
         "DJANGO_CSRF_TRUSTED_ORIGINS": f"http://127.0.0.1:{port},http://localhost:{port}",
         "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console"),
         "PYTHONUNBUFFERED": "1",
+        # Links in notification mail point at this demo, whatever PORT is.
+        "DELEGATE_SITE_URL": os.environ.get("DELEGATE_SITE_URL", f"http://127.0.0.1:{port}"),
+        # Notification mail is written to files in var/mail/, one per message, instead of being sent.
+        "DJANGO_EMAIL_BACKEND": os.environ.get("DJANGO_EMAIL_BACKEND",
+                                               "django.core.mail.backends.filebased.EmailBackend"),
+        "DJANGO_EMAIL_FILE_PATH": os.environ.get("DJANGO_EMAIL_FILE_PATH", str(var / "mail")),
     }
     env.setdefault("DELEGATE_AUDIT_DIGEST_KEY", demo_digest_key(var, env))
     env.setdefault("DELEGATE_AUDIT_DIGEST_SECONDS", "60")
@@ -138,7 +153,16 @@ def demo() -> None:
               "--threads", "4", "--access-logfile", "-", "--log-level", "warning")
         wait_http(f"http://127.0.0.1:{port}/healthz")
         say(f"Delegate is running at http://127.0.0.1:{port}/  (API docs: /api/docs/, sandbox: http://127.0.0.1:{sandbox_port})")
-        say(f"log in as {DEMO_USERS}; password: delegate-demo")
+        say("demo logins (password for all: delegate-demo):")
+        for username, role in DEMO_USERS:
+            say(f"  {username:<6} {role}")
+        if env["DJANGO_EMAIL_BACKEND"].endswith("filebased.EmailBackend"):
+            say(f"notification mail goes to files in {env['DJANGO_EMAIL_FILE_PATH']}/ (one file per message)")
+        else:
+            say(f"notification mail goes through {env['DJANGO_EMAIL_BACKEND']}")
+        say(f"links in mail point at {env['DELEGATE_SITE_URL']}")
+        say(f"make a run fail: curl -X POST http://127.0.0.1:{sandbox_port}/_sandbox/faults "
+            "-d '{\"fail_step\": [\"stopInstances\"]}'  (undo: POST /_sandbox/reset-faults)")
         say("Ctrl-C stops everything")
         while True:
             for name, process in processes:

@@ -343,6 +343,8 @@ DELEGATE_AUDIT_DIGEST_DIR = env.str("DELEGATE_AUDIT_DIGEST_DIR", default=str(VAR
 
 # EMAIL: the console backend in the demo.
 EMAIL_BACKEND = env.str("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+# Where the file-based backend writes messages (dev.py's demo uses it: var/mail/).
+EMAIL_FILE_PATH = env.str("DJANGO_EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))
 DEFAULT_FROM_EMAIL = env.str("DELEGATE_FROM_EMAIL", default="delegate@localhost")
 
 # LOGGING: structured JSON lines (or readable console output), secrets masked in every line.

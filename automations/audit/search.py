@@ -18,7 +18,7 @@ import django_filters
 from django import forms
 from django.core.exceptions import EmptyResultSet
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.db.models.expressions import RawSQL
 from drf_spectacular.utils import extend_schema_field
 
@@ -68,14 +68,16 @@ class AuditEventFilter(django_filters.FilterSet):
     Labels are explicit: django-filter would otherwise derive them on every request.
     """
 
-    actor = _text("actor_name", "Actor (username at the time)", 150)
+    # Partial and any case ("Bob", "bo"): people type what they remember, not the exact snapshot.
+    actor = _text("actor_name", "Actor (username at the time; part of it, any case)", 150, lookup_expr="icontains")
     actor_id = _integer("actor_id", "Actor user id")
     action = _text("action", "Action", 60)
     action_prefix = _text("action", "Action starts with", 60, lookup_expr="startswith")
     team = _text("team", "Team", 64)
-    runbook = _text("runbook", "Runbook", 256)
+    runbook = _text("runbook", "Runbook (part of the name, any case)", 256, lookup_expr="icontains")
     request = _integer("request_id", "Request id")
-    resource = _text("resources", "Resource id", 256, method="filter_resource")
+    resource = _text("resources", "Resource: an id, part of one, or its Name tag (any case)", 256,
+                     method="filter_resource")
     account_id = _text("account_id", "AWS account id", 12)
     region = _text("region", "AWS region", 32)
     execution_id = _text("execution_id", "Automation execution id", 36)
@@ -89,7 +91,7 @@ class AuditEventFilter(django_filters.FilterSet):
         fields: list[str] = []
 
     def filter_resource(self, queryset, name, value):
-        return with_resource(queryset, value) if value else queryset
+        return with_resource_text(queryset, value) if value.strip() else queryset
 
     # Time bounds become sequence bounds only (no occurred_at condition left for the planner to
     # prefer): then "team X in March" is one range scan of (team, sequence). Exact because
@@ -109,6 +111,30 @@ def with_resource(queryset: QuerySet[AuditEvent], resource_id: str) -> QuerySet[
         return queryset.filter(resources__contains=[resource_id])
     # SQLite (the demo) has no JSON containment: match the quoted element in the stored JSON text.
     return queryset.filter(resources__icontains=json.dumps(resource_id))
+
+
+def ids_named(text: str, *, limit: int = 200) -> list[str]:
+    """Resource ids whose Name tag (as stored with requests at submit) contains `text`, any case."""
+    from automations.models import AutomationRequest
+
+    wanted = text.casefold()
+    found: dict[str, None] = {}
+    for names in (AutomationRequest.objects.filter(resource_names__icontains=text)
+                  .values_list("resource_names", flat=True)[:limit]):
+        for resource_id, resource_name in (names or {}).items():
+            if wanted in str(resource_name).casefold():
+                found[resource_id] = None
+    return list(found)
+
+
+def with_resource_text(queryset: QuerySet[AuditEvent], text: str) -> QuerySet[AuditEvent]:
+    """Events about a resource given as its exact id (indexed), part of an id, or its Name tag."""
+    text = text.strip()
+    matches = Q(pk__in=with_resource(queryset, text).values("pk"))
+    matches |= Q(resources__icontains=text)  # a partial id, any case
+    for resource_id in ids_named(text):
+        matches |= Q(pk__in=with_resource(AuditEvent.objects.all(), resource_id).values("pk"))
+    return queryset.filter(matches)
 
 
 def _first_sequence_at_or_after(moment) -> int | None:

@@ -55,9 +55,18 @@ def _require_auditor_or_lead(request) -> None:
 
 
 def _with_json(events):
-    """Attach a readable JSON rendering of details (escaped in the template like any text)."""
+    """Attach a readable JSON rendering of details (escaped in the template like any text), and
+    each resource's label ("web-1 (i-…)") from the names its request stored at submit (one query)."""
+    from automations.models import AutomationRequest
+
+    request_ids = {event.request_id for event in events if event.request_id and event.resources}
+    names: dict[str, str] = {}
+    for stored in AutomationRequest.objects.filter(pk__in=request_ids).values_list("resource_names", flat=True):
+        names.update(stored or {})
     for event in events:
         event.details_json = json.dumps(event.details, sort_keys=True, ensure_ascii=False)
+        event.resource_rows = [(resource, f"{names[resource]} ({resource})" if names.get(resource) else resource)
+                               for resource in event.resources or []]
     return events
 
 

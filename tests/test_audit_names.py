@@ -1,0 +1,48 @@
+"""Names everywhere: resources stored with their Name tags at submit, shown as "web-1 (i-…)", and
+the audit search finding Name tags, partial text and any case for actor, runbook and resource."""
+from automations import services
+from automations.models import AuditEvent
+
+
+def _sequences(client, **query) -> set[int]:
+    response = client.get("/audit/", query)
+    assert response.status_code == 200
+    return {event.sequence for event in response.context["page"].events}
+
+
+class TestNamesStoredAtSubmit:
+    def test_the_request_keeps_the_name_tags_and_pages_show_them(self, world, submit, client):
+        request = submit(parameters={"InstanceId": [world.web1]})
+        assert request.resource_names == {world.web1: "web-1"}
+        client.force_login(world.bob)
+        label = f"web-1 ({world.web1})"
+        for url in (f"/requests/{request.pk}/", "/approvals/", "/requests/?scope=all", "/audit/"):
+            assert label in client.get(url).content.decode(), url
+
+
+class TestAuditSearch:
+    def test_name_tag_partial_id_and_any_case(self, world, submit, client):
+        web1 = submit(parameters={"InstanceId": [world.web1]})
+        web2 = submit(parameters={"InstanceId": [world.web2]})
+        services.request_approve(request=web1, actor=world.bob)
+        client.force_login(world.carol)
+        about_web1 = set(AuditEvent.objects.filter(request=web1).values_list("sequence", flat=True))
+        about_web2 = set(AuditEvent.objects.filter(request=web2).values_list("sequence", flat=True))
+        for text in ("web-1", "WEB-1", "Web-1 ", world.web1, world.web1[:9].upper()[:2].lower() + world.web1[2:9]):
+            found = _sequences(client, resource=text)
+            assert about_web1 <= found, text
+            if text.strip().lower() == "web-1":
+                assert not (about_web2 & found), text
+        assert _sequences(client, resource="no-such-name") == set()
+
+    def test_actor_and_runbook_match_part_of_the_name_in_any_case(self, world, submit, client):
+        request = submit()
+        services.request_approve(request=request, actor=world.bob)
+        approved = AuditEvent.objects.get(request=request, action="request.approved").sequence
+        client.force_login(world.carol)
+        for actor in ("bob", "Bob", "bo", "BO"):
+            assert approved in _sequences(client, actor=actor), actor
+        assert approved not in _sequences(client, actor="alice")
+        for runbook in ("restart", "RestartEC2", "aws-restartec2instance"):
+            assert approved in _sequences(client, runbook=runbook), runbook
+        assert _sequences(client, runbook="snapshot") == set()
