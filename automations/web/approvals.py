@@ -161,7 +161,7 @@ AFTERMATH_STATUSES = (AutomationRequest.Status.FAILED, AutomationRequest.Status.
 
 
 def undo_suggestions(user, item: AutomationRequest, states: list[str]) -> list:
-    """Runbooks the user's teams may request that would undo what this run left (automations.undo)."""
+    """Runbooks the user's teams may request that would undo what this run left (automations.runbooks.undo)."""
     names = undo_candidates(item.runbook.name, states)
     if not names:
         return []

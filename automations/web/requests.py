@@ -20,7 +20,7 @@ from automations.models import AutomationRequest
 @login_required
 def home(request):
     """Approvers land on their queue (work waiting for them); everyone else on the runbooks."""
-    from automations.context_processors import navigation
+    from automations.web.context_processors import navigation
 
     if navigation(request).get("nav_is_approver"):
         return redirect("automations:approval_queue")
