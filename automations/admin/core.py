@@ -115,9 +115,15 @@ class RunbookVersionAdmin(admin.ModelAdmin):
 
 @admin.register(TeamRunbook)
 class TeamRunbookAdmin(AuditedAdmin):
-    list_display = ["team", "runbook", "enabled", "approvals_required", "version_choice", "max_targets"]
-    list_filter = ["team", "enabled"]
+    list_display = ["team", "runbook", "region", "enabled", "approvals_required", "version_choice", "max_targets",
+                    "one_run_per_target", "justification_required"]
+    list_filter = ["team", "enabled", "runbook__region"]
+    list_select_related = ["team", "runbook"]
     autocomplete_fields = ["runbook"]
+
+    @admin.display(ordering="runbook__region")
+    def region(self, obj):
+        return obj.runbook.region
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

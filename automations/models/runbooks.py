@@ -89,9 +89,29 @@ class TeamRunbook(TeamRunbookPolicy):
         default=False, verbose_name="One run per target at a time",
         help_text="An approved request waits to start while another request in this account and region is "
                   "running on any of its targets (any runbook); it starts when that run ends.")
+    justification_required = models.BooleanField(
+        default=True, help_text="A request must say why it is needed (approvers read it).")
+    # e.g. ^(CHG|INC)-[0-9]+ : the justification must contain a ticket reference of this shape.
+    ticket_pattern = models.CharField(
+        max_length=200, blank=True, verbose_name="Ticket reference pattern",
+        help_text="Optional regular expression a ticket reference in the justification must match, "
+                  "e.g. (CHG|INC)-[0-9]+ . Checked with a linear-time engine.")
+    ticket_hint = models.CharField(
+        max_length=200, blank=True, help_text="How to say it to people, e.g. “a change ticket like CHG-1234”.")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["team", "runbook"], name="team_runbook_unique")]
+
+    def clean(self):
+        super().clean()
+        if self.ticket_pattern:
+            import re2
+            from django.core.exceptions import ValidationError
+
+            try:
+                re2.compile(self.ticket_pattern)
+            except re2.error as error:
+                raise ValidationError({"ticket_pattern": f"Not a valid pattern: {error}"}) from error
 
     def __str__(self) -> str:
         return f"{self.team} may run {self.runbook}"

@@ -133,6 +133,25 @@ def _rate_control(schema: dict, parameters: dict, *, target_parameter_name: str,
     return [{"Key": "ParameterValues", "Values": values}], parameters
 
 
+def _check_justification(team_policy: TeamRunbook, justification: str) -> None:
+    """The policy's rule for the justification: required, and maybe a ticket reference of a shape."""
+    import re2
+
+    text = justification.strip()
+    if team_policy.justification_required and len(text) < 3:
+        raise InvalidRequest("Say why this run is needed: approvers read it.", code="justification_required",
+                             errors={"justification": ["Say why this run is needed."]})
+    if team_policy.ticket_pattern:
+        try:
+            found = re2.search(team_policy.ticket_pattern, text)
+        except re2.error:
+            found = True  # a broken pattern is an admin's mistake (the admin form validates it); never block on it
+        if not found:
+            hint = team_policy.ticket_hint or "a ticket reference"
+            raise InvalidRequest(f"Include {hint} in the justification.", code="ticket_required",
+                                 errors={"justification": [f"Include {hint}."]})
+
+
 def request_submit(
     *, actor, team: Team, runbook_id: int, parameters: dict, version: str = "default",
     target_parameter_name: str = "", targets: list | None = None, max_concurrency: str = "", max_errors: str = "",
@@ -179,6 +198,7 @@ def request_submit(
             raise InvalidRequest("The alarm name is not valid.", errors={"alarm_name": validate_alarm_name(alarm_name)})
         if len(justification) > 4000:
             raise InvalidRequest("Keep the justification under 4,000 characters.", errors={"justification": ["Too long."]})
+        _check_justification(team_policy, justification)
         for name, spec in schema.items():
             if not spec.get("server_owned"):
                 continue

@@ -8,6 +8,8 @@ get a field, and a posted value for one is passed on so the service refuses and 
 
 from __future__ import annotations
 
+import datetime as dt
+
 import json
 from typing import Callable
 
@@ -256,9 +258,17 @@ class AutomationRequestForm(forms.Form):
     )
     justification = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 2}),
-        required=False,
+        required=False,  # the service applies the team's rule (required, ticket pattern) in its own words
         max_length=4000,
         help_text="Why this run is needed; approvers see it.",
+    )
+    run_at = forms.DateTimeField(
+        required=False,
+        label="Run at (UTC, optional)",
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="Times are UTC. Empty: it starts as soon as it is approved. Otherwise it waits for this time "
+                  "once approved; an approval stays valid for the hours the policy says, so schedule within them.",
     )
 
     def __init__(self, *args, runbook_version: RunbookVersion, resources: Resources | None = None, **kwargs):
@@ -333,6 +343,9 @@ class AutomationRequestForm(forms.Form):
             "parameters": parameters,
             "justification": data.get("justification", ""),
             "alarm_name": data.get("alarm_name", "").strip(),
+            # The field is labelled UTC: a time typed without a zone is read as UTC, never the server's zone.
+            "run_at": (data["run_at"].replace(tzinfo=dt.UTC) if data.get("run_at") and data["run_at"].tzinfo is None
+                       else data.get("run_at")),
         }
         if data.get("mode") == MODE_RATE:
             target = data.get("target_parameter_name", "")
