@@ -2,6 +2,7 @@ from django.urls import path
 
 from automations.web import requests as views
 from automations.web import approvals as views_approvals
+from automations.web import runbook_page
 from automations.web import audit as views_audit
 from automations.web import catalog as views_catalog
 
@@ -9,6 +10,7 @@ app_name = "automations"
 urlpatterns = [
     path("", views.home, name="home"),
     path("runbooks/", views_catalog.catalog, name="catalog"),
+    path("runbooks/<int:pk>/", runbook_page.runbook_detail, name="runbook_detail"),
     path("runbooks/<int:policy_pk>/request/", views_catalog.request_new, name="request_new"),
     path("runbooks/<int:policy_pk>/pick/<str:parameter>/", views_catalog.picker, name="picker"),
     path("requests/", views.request_list, name="request_list"),

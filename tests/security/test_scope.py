@@ -22,6 +22,7 @@ MISSING = 10**9  # an id that does not exist
 OBJECTS = {
     "automations:request_new": {"policy_pk": "policy"},
     "automations:picker": {"policy_pk": "policy", "parameter": "=InstanceId"},
+    "automations:runbook_detail": {"pk": "runbook"},
     "automations:request_detail": {"pk": "request"},
     "automations:request_status": {"pk": "request"},
     "automations:request_approve": {"pk": "request"},

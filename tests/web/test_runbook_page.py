@@ -1,0 +1,19 @@
+"""The runbook page shares its id with the API and says what the runbook needs and who approves."""
+from automations import services
+
+
+def test_one_id_for_the_page_and_the_api_with_parameters_approvers_and_success_rate(world, submit, sb, client):
+    done = services.request_approve(request=submit(), actor=world.bob)
+    services.request_reject(request=submit(), actor=world.bob, comment="not now")
+    client.force_login(world.alice)
+    page = client.get(f"/runbooks/{world.runbook.pk}/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    api = client.get(f"/api/v1/runbooks/{world.runbook.pk}/").json()
+    assert api["name"] == world.runbook.name and world.runbook.name.rsplit("/", 1)[-1] in html
+    assert f'href="/api/v1/runbooks/{world.runbook.pk}/"' in html
+    assert "<code>InstanceId</code>" in html and "stopInstances" in html
+    assert "bob, frank" in html  # platform's leads approve it
+    assert f'href="/requests/{done.pk}/"' in html
+    client.force_login(world.carol)  # an auditor is in no team that offers it
+    assert client.get(f"/runbooks/{world.runbook.pk}/").status_code == 404
