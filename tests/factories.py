@@ -95,5 +95,3 @@ class TeamRunbookFactory(DjangoModelFactory):
     team = factory.SubFactory(TeamFactory)
     runbook = factory.SubFactory(RunbookFactory)
     approvals_required = 1
-    # Most tests are about something else; tests of the justification rule turn it on.
-    justification_required = False

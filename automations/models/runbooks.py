@@ -89,8 +89,9 @@ class TeamRunbook(TeamRunbookPolicy):
         default=False, verbose_name="One run per target at a time",
         help_text="An approved request waits to start while another request in this account and region is "
                   "running on any of its targets (any runbook); it starts when that run ends.")
+    # Off for a new policy row (an admin turns it on); the demo's policies have it on (seed_demo).
     justification_required = models.BooleanField(
-        default=True, help_text="A request must say why it is needed (approvers read it).")
+        default=False, help_text="A request must say why it is needed (approvers read it).")
     # e.g. ^(CHG|INC)-[0-9]+ : the justification must contain a ticket reference of this shape.
     ticket_pattern = models.CharField(
         max_length=200, blank=True, verbose_name="Ticket reference pattern",

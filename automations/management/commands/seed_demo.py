@@ -67,10 +67,12 @@ class Command(BaseCommand):
             for runbook in Runbook.objects.filter(account=account, name=name):
                 for team_name in team_names:
                     TeamRunbook.objects.get_or_create(team=teams[team_name], runbook=runbook,
-                                                      defaults={"approvals_required": approvals})
+                                                      defaults={"approvals_required": approvals,
+                                                                "justification_required": True})
         for runbook in Runbook.objects.filter(account=account, owner_kind__in=("self", "private")):
             for team in teams.values():
-                TeamRunbook.objects.get_or_create(team=team, runbook=runbook, defaults={"approvals_required": 1})
+                TeamRunbook.objects.get_or_create(team=team, runbook=runbook, defaults={
+                    "approvals_required": 1, "justification_required": True})
         report = services.runbook_catalog_sync(only_offered=True)
         self.stdout.write(f"Seeded demo data; catalog: {report.documents} documents, {report.new_versions} new versions.")
         for error in report.errors:
