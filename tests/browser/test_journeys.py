@@ -67,7 +67,7 @@ def test_four_roles_end_to_end(stack, pages):
     screenshot(bob, "approval-queue")
     queue_row.get_by_role("link", name=f"#{request_id}").click()
     expect(bob.get_by_role("heading", name="Targets as AWS describes them now")).to_be_visible()
-    bob.get_by_label("Comment").fill("Go ahead, peak starts at 18:00.")
+    bob.get_by_label("Comment (optional)").fill("Go ahead, peak starts at 18:00.")
     bob.get_by_role("button", name="Approve", exact=True).click()
     expect(bob.locator(".messages")).to_contain_text("Approved")
 

@@ -191,3 +191,80 @@ def test_new_pages_at_390px_without_sideways_scroll_or_axe_findings(stack, pages
         findings += axe_findings(page)
     assert not overflows, overflows
     assert not findings, findings
+
+
+def _tab_to(page, condition: str, limit: int = 80) -> None:
+    """Press Tab until `condition` (JS over `el`, the focused element) holds."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate(f"() => {{ const el = document.activeElement; return !!({condition}); }}"):
+            return
+    pytest.fail(f"Tab never reached: {condition}")
+
+
+def test_keyboard_only_form_with_an_error_fixed(stack, pages):
+    from playwright.sync_api import expect
+
+    policy = _policy("AWS-RestartEC2Instance")
+    alice = pages.as_user("alice", next_path=f"/runbooks/{policy.pk}/request/")
+    form_url = alice.url
+    alice.focus("body")
+    _tab_to(alice, "el.type === 'search'")
+    alice.keyboard.type("web-1")
+    alice.keyboard.press("Enter")  # searches; never submits the whole form
+    expect(alice.locator("fieldset.picker").first.get_by_role("checkbox", name=re.compile("web-1"))).to_have_count(1)
+    assert alice.url == form_url and alice.locator("#error-summary").count() == 0
+    _tab_to(alice, "el.type === 'checkbox' && el.labels[0] && el.labels[0].textContent.includes('web-1')")
+    alice.keyboard.press("Space")
+    _tab_to(alice, "el.textContent.trim() === 'Preview'")
+    alice.keyboard.press("Enter")
+    summary = alice.locator("#error-summary")
+    expect(summary).to_contain_text("Justification")
+    expect(summary).to_be_focused()  # the summary takes focus, so a screen reader reads it first
+    screenshot(alice, "form-error-summary", full_page=False)
+    alice.keyboard.press("Tab")
+    alice.keyboard.press("Enter")  # the summary's link leads to the field
+    expect(alice).to_have_url(re.compile("#id_justification$"))
+    alice.locator("#id_justification").focus()
+    alice.keyboard.type("web-1 leaks memory; CHG-1234.")
+    _tab_to(alice, "el.textContent.trim() === 'Preview'")
+    alice.keyboard.press("Enter")
+    expect(alice.locator("article.preview")).to_be_focused()
+    expect(alice.locator("article.preview")).to_contain_text("web-1 (")
+    _tab_to(alice, "el.textContent.trim() === 'Submit request'")
+    alice.keyboard.press("Enter")
+    expect(alice.locator(".messages")).to_contain_text("submitted")
+
+
+def test_run_at_is_honoured(stack, pages):
+    import datetime as dt
+
+    from playwright.sync_api import expect
+
+    from automations import services
+    from automations.models import AutomationRequest
+    from django.utils import timezone
+
+    policy = _policy("AWS-RestartEC2Instance")
+    when = (timezone.now() + dt.timedelta(hours=1)).replace(second=0, microsecond=0)
+    alice = pages.as_user("alice", next_path=f"/runbooks/{policy.pk}/request/")
+    expect(alice.get_by_label("Run at (UTC, optional)")).to_be_visible()
+    picker = alice.locator("fieldset.picker").first
+    picker.get_by_role("searchbox").fill("api-1")
+    picker.get_by_role("checkbox", name=re.compile("api-1")).check()
+    alice.get_by_label("Justification").fill("Restart api-1 after the batch job.")
+    alice.get_by_label("Run at (UTC, optional)").fill(when.strftime("%Y-%m-%dT%H:%M"))
+    alice.get_by_role("button", name="Preview").click()
+    expect(alice.locator("article.preview")).to_contain_text(f"at {when:%Y-%m-%d %H:%M} UTC, once approved")
+    alice.get_by_role("button", name="Submit request").click()
+    request = AutomationRequest.objects.get(pk=int(re.search(r"/requests/(\d+)/", alice.url).group(1)))
+    assert request.run_at == when
+    services.request_approve(request=request, actor=_users()["bob"], comment="ok")
+    alice.reload()
+    expect(alice.locator("main")).to_contain_text(f"Scheduled to run at {when:%Y-%m-%d %H:%M} UTC")
+    # The worker and its beat run all along; the request waits for its time.
+    wait_until(lambda: AutomationRequest.objects.get(pk=request.pk).status == "approved", timeout=5)
+    import time
+
+    time.sleep(4)
+    assert AutomationRequest.objects.get(pk=request.pk).status == "approved"
