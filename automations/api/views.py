@@ -159,6 +159,25 @@ class RequestRejectApi(_RequestActionApi):
                                 client=ClientInfo.from_request(request))
 
 
+@extend_schema(request=s.DecisionInput, responses={200: s.RequestSerializer, 400: ERROR, 403: ERROR, 404: ERROR,
+                                                    409: ERROR})
+class RequestSendBackApi(_RequestActionApi):
+    """Send the request back to the requester for changes; the comment (the reason) is required."""
+
+    def act(self, request, automation_request, data):
+        services.request_send_back(request=automation_request, actor=request.user, comment=data["comment"],
+                                   client=ClientInfo.from_request(request))
+
+
+@extend_schema(request=s.DecisionInput, responses={200: s.RequestSerializer, 400: ERROR, 404: ERROR})
+class RequestCommentApi(_RequestActionApi):
+    """Add a comment to the request's thread (anyone who may see the request)."""
+
+    def act(self, request, automation_request, data):
+        services.request_comment(request=automation_request, actor=request.user, body=data["comment"],
+                                 client=ClientInfo.from_request(request))
+
+
 @extend_schema(request=None, responses={200: s.RequestSerializer, 403: ERROR, 404: ERROR, 409: ERROR})
 class RequestWithdrawApi(_RequestActionApi):
     input_serializer = s.StrictSerializer

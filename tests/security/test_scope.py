@@ -41,6 +41,8 @@ OBJECTS = {
     "api:request_detail": {"pk": "request"},
     "api:request_approve": {"pk": "request"},
     "api:request_reject": {"pk": "request"},
+    "api:request_send_back": {"pk": "request"},
+    "api:request_comment": {"pk": "request"},
     "api:request_withdraw": {"pk": "request"},
     "api:request_cancel": {"pk": "request"},
     "api:execution_detail": {"execution_id": "execution"},

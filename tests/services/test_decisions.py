@@ -84,6 +84,18 @@ class TestSendBackAndAmend:
         # Frank may approve again: the old approval no longer counts.
         services.request_approve(request=request, actor=world.frank)
 
+    def test_the_api_sends_back_with_a_reason_and_comments(self, world, submit):
+        request = submit()
+        api = APIClient()
+        api.force_login(world.bob)
+        refused = api.post(f"/api/v1/requests/{request.pk}/send-back/", {}, format="json")
+        assert refused.status_code == 400 and refused.json()["code"] == "reason_required"
+        sent = api.post(f"/api/v1/requests/{request.pk}/send-back/", {"comment": "web-2 too"}, format="json")
+        assert sent.status_code == 200 and sent.json()["status"] == "changes_requested"
+        said = api.post(f"/api/v1/requests/{request.pk}/comments/", {"comment": "see the ticket"}, format="json")
+        assert said.status_code == 200
+        assert request.comments.get().body == "see the ticket"
+
     def test_only_the_requester_amends_and_only_when_sent_back(self, world, submit):
         request = submit()
         with pytest.raises(Exception):
