@@ -147,7 +147,7 @@ def test_a_reject_without_a_reason_is_refused_and_names_show_in_the_audit_log(st
     request = services.request_submit(actor=users["alice"], team=policy.team, runbook_id=policy.runbook_id,
                                       parameters={"InstanceId": [_instance("web-1")]}, justification="CHG-9")
     bob = pages.as_user("bob", next_path=f"/requests/{request.pk}/")
-    expect(bob.locator(".facts")).to_contain_text(f"web-1 ({_instance('web-1')})")
+    expect(bob.locator("dl.facts").first).to_contain_text(f"web-1 ({_instance('web-1')})")
     bob.get_by_text("Reject or send back…").click()
     bob.get_by_role("button", name=f"Reject request #{request.pk}").click()
     # The browser refuses the empty reason (required); the server would too (tests/services).
@@ -212,10 +212,13 @@ def test_keyboard_only_form_with_an_error_fixed(stack, pages):
     _tab_to(alice, "el.type === 'search'")
     alice.keyboard.type("web-1")
     alice.keyboard.press("Enter")  # searches; never submits the whole form
+    # The search narrowed the list to web-1 alone (so no late swap undoes the tick below).
+    expect(alice.locator("fieldset.picker").first.get_by_role("checkbox")).to_have_count(1)
     expect(alice.locator("fieldset.picker").first.get_by_role("checkbox", name=re.compile("web-1"))).to_have_count(1)
     assert alice.url == form_url and alice.locator("#error-summary").count() == 0
     _tab_to(alice, "el.type === 'checkbox' && el.labels[0] && el.labels[0].textContent.includes('web-1')")
     alice.keyboard.press("Space")
+    expect(alice.locator("fieldset.picker").first.get_by_role("checkbox", name=re.compile("web-1"))).to_be_checked()
     _tab_to(alice, "el.textContent.trim() === 'Preview'")
     alice.keyboard.press("Enter")
     summary = alice.locator("#error-summary")
@@ -263,7 +266,8 @@ def test_run_at_is_honoured(stack, pages):
     alice.reload()
     expect(alice.locator("main")).to_contain_text(f"Scheduled to run at {when:%Y-%m-%d %H:%M} UTC")
     # The worker and its beat run all along; the request waits for its time.
-    wait_until(lambda: AutomationRequest.objects.get(pk=request.pk).status == "approved", timeout=5)
+    wait_until(lambda: AutomationRequest.objects.get(pk=request.pk).status == "approved", timeout=5,
+               what="the approval")
     import time
 
     time.sleep(4)
