@@ -33,7 +33,8 @@ from automations.web.forms import (
 from automations.models import AutomationRequest, RunbookVersion, TeamRunbook
 from automations.services.requests import resolve_version
 
-TABS = (("all", "All"), ("self", "Owned by me"), ("private", "Shared with me"), ("amazon", "Owned by Amazon"))
+# "self" is what SSM calls documents of the account the portal reads, not documents this person owns.
+TABS = (("all", "All"), ("self", "Our account's"), ("private", "Shared with us"), ("amazon", "Owned by Amazon"))
 _VERSION_CHOICE = re.compile(r"^(default|latest|[1-9][0-9]{0,5})$")
 
 
@@ -105,6 +106,8 @@ def _catalog_row(team_policy: TeamRunbook) -> dict:
         "versions": versions,
         "excerpt": markdown.excerpt(runbook.description),
         "description": markdown.render(runbook.description),
+        # The expander only when it adds something beyond the excerpt shown on the card.
+        "more": markdown.says_more_than_excerpt(runbook.description),
     }
 
 

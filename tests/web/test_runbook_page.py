@@ -17,3 +17,15 @@ def test_one_id_for_the_page_and_the_api_with_parameters_approvers_and_success_r
     assert f'href="/requests/{done.pk}/"' in html
     client.force_login(world.carol)  # an auditor is in no team that offers it
     assert client.get(f"/runbooks/{world.runbook.pk}/").status_code == 404
+
+
+def test_catalog_says_whose_account_and_hides_an_expander_that_repeats_the_summary(world, sb, client):
+    from automations.models import Runbook
+
+    Runbook.objects.filter(pk=world.runbook.pk).update(description="Restarts one instance.")
+    client.force_login(world.alice)
+    html = client.get("/runbooks/").content.decode()
+    assert "Owned by me" not in html and "Our account&#x27;s" in html or "Our account's" in html
+    assert "Full description" not in html  # one sentence: the card shows it all already
+    Runbook.objects.filter(pk=world.runbook.pk).update(description="Restarts one instance.\n\nIt stops, then starts.")
+    assert "Full description" in client.get("/runbooks/").content.decode()
