@@ -53,7 +53,7 @@ def test_run_at_is_read_as_utc_shown_and_honoured_at_dispatch(world, sb, client)
 def test_the_form_ignores_enter_in_text_boxes_and_focuses_the_preview(world, sb, client):
     client.force_login(world.alice)
     page = client.get(reverse("automations:request_new", args=[world.platform_policy.pk])).content.decode()
-    form = page[page.index('<form method="post" action="'):]
+    form = page[page.index('novalidate aria-describedby="form-note">'):]
     first_button = form[form.index("<button"):form.index("</button>")]
     assert "disabled" in first_button  # implicit submission (Enter) has no button to press
     preview = _post(client, world, preview="1", justification="x").content.decode()
