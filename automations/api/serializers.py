@@ -188,7 +188,7 @@ class RequestSerializer(serializers.ModelSerializer):
         model = AutomationRequest
         fields = ["id", "status", "status_reason", "team", "requester", "runbook", "document_name",
                   "document_version", "version_choice", "account_id", "region", "automation_role_arn", "parameters",
-                  "target_parameter_name", "targets", "max_concurrency", "max_errors", "alarm_name", "resources",
+                  "target_parameter_name", "targets", "max_concurrency", "max_errors", "alarm_name", "resources", "resource_names",
                   "justification", "fingerprint", "client_token", "rerun_of", "created_at", "approved_at",
                   "dispatched_at", "finished_at", "approvals", "execution", "run_at"]
         read_only_fields = fields

@@ -46,3 +46,12 @@ class TestAuditSearch:
         for runbook in ("restart", "RestartEC2", "aws-restartec2instance"):
             assert approved in _sequences(client, runbook=runbook), runbook
         assert _sequences(client, runbook="snapshot") == set()
+
+
+def test_the_api_carries_the_names_stored_at_submit(world, submit):
+    from rest_framework.test import APIClient
+
+    request = submit(parameters={"InstanceId": [world.web1]})
+    api = APIClient()
+    api.force_login(world.alice)
+    assert api.get(f"/api/v1/requests/{request.pk}/").json()["resource_names"] == {world.web1: "web-1"}
