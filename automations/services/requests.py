@@ -566,10 +566,12 @@ def request_expire_stale(*, now: dt.datetime | None = None) -> int:
     now = now or timezone.now()
     expired = 0
     policies_by_key = {(p.team_id, p.runbook_id): p for p in TeamRunbook.objects.all()}
-    candidates = AutomationRequest.objects.filter(status__in=(Status.SUBMITTED, Status.APPROVED))
+    # A request sent back for changes runs on the same clock as one waiting for approval.
+    waiting = (Status.SUBMITTED, Status.CHANGES_REQUESTED)
+    candidates = AutomationRequest.objects.filter(status__in=(*waiting, Status.APPROVED))
     for request in candidates.iterator():
         request._policy_cache = policies_by_key.get((request.team_id, request.runbook_id))
-        if request.status == Status.SUBMITTED:
+        if request.status in waiting:
             hours = policy.request_expiry_hours(policy.policy_for(request))
             due = request.created_at + dt.timedelta(hours=hours) < now
         else:
@@ -579,9 +581,10 @@ def request_expire_stale(*, now: dt.datetime | None = None) -> int:
             continue
         with transaction.atomic():
             request = AutomationRequest.objects.select_for_update().get(pk=request.pk)
-            if request.status not in (Status.SUBMITTED, Status.APPROVED):
+            if request.status not in (*waiting, Status.APPROVED):
                 continue
-            reason = "not approved in time" if request.status == Status.SUBMITTED else "approval validity ran out"
+            reason = {Status.SUBMITTED: "not approved in time", Status.CHANGES_REQUESTED: "not amended in time"}.get(
+                request.status, "approval validity ran out")
             try:
                 transition(request, to=Status.EXPIRED, actor=None, details={"reason": reason},
                            status_reason=reason, finished_at=now)

@@ -96,6 +96,17 @@ class TestSendBackAndAmend:
         assert said.status_code == 200
         assert request.comments.get().body == "see the ticket"
 
+    def test_a_request_left_sent_back_expires_on_the_waiting_clock(self, world, submit):
+        import datetime as dt
+
+        from django.utils import timezone
+
+        request = services.request_send_back(request=submit(), actor=world.bob, comment="change it")
+        assert services.request_expire_stale(now=timezone.now()) == 0
+        assert services.request_expire_stale(now=timezone.now() + dt.timedelta(days=30)) == 1
+        request.refresh_from_db()
+        assert request.status == Status.EXPIRED and request.status_reason == "not amended in time"
+
     def test_only_the_requester_amends_and_only_when_sent_back(self, world, submit):
         request = submit()
         with pytest.raises(Exception):
