@@ -12,7 +12,7 @@ from django.utils import timezone
 from automations import audit
 from automations.audit.guards import TABLE
 from automations.models import AuditEvent
-from tests.conftest import require
+from tests.conftest import require_postgres
 
 
 def seed_chain(n: int, make=None, *, start: dt.datetime | None = None, step: dt.timedelta = dt.timedelta(seconds=1)):
@@ -40,7 +40,7 @@ def seed_chain(n: int, make=None, *, start: dt.datetime | None = None, step: dt.
 @contextmanager
 def row_trigger_disabled():
     """What a superuser who bypasses the append-only trigger can do (matrix row 28)."""
-    require(connection.vendor == "postgresql", "PostgreSQL (audit triggers)")
+    require_postgres("audit triggers")
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {TABLE} DISABLE TRIGGER audit_event_no_update_delete")
     try:

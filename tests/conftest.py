@@ -16,14 +16,47 @@ os.environ.pop("AWS_SESSION_TOKEN", None)
 os.environ.pop("AWS_PROFILE", None)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# .ci/run runs the suite twice: "sqlite" (the README's fresh-machine path) and "postgres" (everything).
+# Under CI=true a leg that does not say which it is must be the PostgreSQL one: no skips at all.
+CI_LEG = os.environ.get("DELEGATE_CI_LEG", "").strip().lower() or "postgres"
+CI_LEGS = ("sqlite", "postgres")
+
+# Every skip reason starts with one of these group names, so the run can end with one line that says
+# what did not run and how to run it (pytest_unconfigure below).
+POSTGRES_ONLY = "PostgreSQL-only"
+BROWSER = "browser journeys"
+SKIP_GROUPS = {
+    POSTGRES_ONLY: "set DATABASE_URL=postgres://USER@127.0.0.1:5432/delegate",
+    BROWSER: "install Chromium: apt-get install chromium; they also need DATABASE_URL=postgres://…",
+    "redis-server": "install Redis: apt-get install redis-server",
+    "AWS CLI": "pip install -e .[test]",
+    "test extras": "pip install -e .[test]",
+}
 
 
-def require(condition: bool, what: str) -> None:
+def require(condition: bool, what: str, group: str = "test extras") -> None:
     """Skip locally when a tool is missing; fail under CI=true (CI must not pass by skipping)."""
     if not condition:
         if IN_CI:
             pytest.fail(f"CI requires {what}")
-        pytest.skip(f"needs {what}")
+        pytest.skip(f"{group}: needs {what}")
+
+
+def on_postgres() -> bool:
+    from django.conf import settings
+
+    return settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+
+def require_postgres(what: str) -> None:
+    """For behaviour only PostgreSQL has (row locks between connections, SKIP LOCKED, advisory locks,
+    triggers, other processes on the test database). Skips on SQLite, also on CI's SQLite leg, where
+    the PostgreSQL leg runs it; the session-start guard makes sure that leg really is on PostgreSQL."""
+    if on_postgres():
+        return
+    if IN_CI and CI_LEG != "sqlite":
+        pytest.fail(f"CI requires PostgreSQL for {what}")
+    pytest.skip(f"{POSTGRES_ONLY}: {what}")
 
 
 def _lift_audit_guard_for_flush():
@@ -52,13 +85,112 @@ def pytest_configure(config):
     _lift_audit_guard_for_flush()
 
 
+def pytest_sessionstart(session):
+    """The CI guard: a real check before any test runs (a report header can be switched off)."""
+    if not IN_CI:
+        return
+    if CI_LEG not in CI_LEGS:
+        raise pytest.UsageError(f"DELEGATE_CI_LEG={CI_LEG!r}: expected one of {', '.join(CI_LEGS)}")
+    if CI_LEG == "postgres" and not on_postgres():
+        raise pytest.UsageError("CI=true (PostgreSQL leg) but DATABASE_URL does not point at PostgreSQL")
+    if CI_LEG == "sqlite" and on_postgres():
+        raise pytest.UsageError("DELEGATE_CI_LEG=sqlite but DATABASE_URL points at PostgreSQL")
+
+
+# Fixtures that start other processes on the test database (or cut PostgreSQL away): a test that
+# uses one is PostgreSQL-only even when nobody marked it.
+POSTGRES_FIXTURES = {"worker_factory", "pg_proxy", "celery_worker_and_beat", "stack", "postgres"}
+
+
+def _postgres_skip_reason(item) -> str:
+    marker = item.get_closest_marker("postgres")
+    what = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "PostgreSQL features")
+    group = BROWSER if item.get_closest_marker("browser") else POSTGRES_ONLY
+    return f"{group}: needs PostgreSQL ({what})"
+
+
 def pytest_collection_modifyitems(config, items):
-    """Run tests/browser last. Its session-scoped `celery worker -B` keeps sweeping the outbox and
-    syncing statuses on the test database until the session ends, so it would dispatch other
-    tests' committed requests through its own broker (tests/integration saw exactly that)."""
+    """Tests marked `postgres` skip on SQLite (with the reason), and tests/browser runs last.
+
+    Browser last: its session-scoped `celery worker -B` keeps sweeping the outbox and syncing
+    statuses on the test database until the session ends, so it would dispatch other tests'
+    committed requests through its own broker (tests/integration saw exactly that)."""
+    for item in items:
+        if POSTGRES_FIXTURES.intersection(getattr(item, "fixturenames", ())) and not item.get_closest_marker("postgres"):
+            item.add_marker(pytest.mark.postgres(reason="other processes share the test database"))
+    if not on_postgres():
+        if IN_CI and CI_LEG != "sqlite":
+            return  # the session-start guard refuses this run anyway
+        for item in items:
+            if item.get_closest_marker("postgres"):
+                item.add_marker(pytest.mark.skip(reason=_postgres_skip_reason(item)))
     browser = [item for item in items if "browser" in item.path.parts]
     if browser:
         items[:] = [item for item in items if "browser" not in item.path.parts] + browser
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def _skip_groups(reporter) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for report in reporter.stats.get("skipped", []):
+        reason = _skip_reason(report)
+        group = next((name for name in SKIP_GROUPS if reason.startswith(f"{name}:")), "other")
+        counts[group] = counts.get(group, 0) + 1
+    return counts
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    """Under CI a skip is a failure, except the PostgreSQL-only ones on the SQLite leg (the
+    PostgreSQL leg runs them)."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if not IN_CI or reporter is None:
+        return
+    allowed = {POSTGRES_ONLY, BROWSER} if CI_LEG == "sqlite" else set()
+    refused = [report for report in reporter.stats.get("skipped", [])
+               if not any(_skip_reason(report).startswith(f"{group}:") for group in allowed)]
+    if refused:
+        reporter.write_line(f"CI ({CI_LEG} leg) allows no skips here; skipped:", red=True, bold=True)
+        for report in refused:
+            reporter.write_line(f"  {report.nodeid}: {_skip_reason(report)}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_unconfigure(config):
+    """The run's last line: which groups were skipped and how to run them."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or not hasattr(reporter, "stats") or config.option.collectonly:
+        return
+    counts = _skip_groups(reporter)
+    if not counts:
+        reporter.write_line("skipped: nothing")
+        return
+    how = {**SKIP_GROUPS, "other": "see the skip reasons above (-rs)"}
+    if on_postgres():
+        how[BROWSER] = "install Chromium: apt-get install chromium"
+    elif os.path.exists(os.environ.get("DELEGATE_CHROMIUM", "/usr/bin/chromium")):
+        how[BROWSER] = "set DATABASE_URL=postgres://USER@127.0.0.1:5432/delegate"
+    parts = [f"{count} {group} ({how[group]})" for group, count in counts.items()]
+    reporter.write_line("skipped: " + ", ".join(parts), yellow=True)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """On SQLite, the test database lives in a file, not in shared-cache memory. In memory, a second
+    connection (another thread) gets "database table is locked" at once instead of waiting for the
+    write lock as PostgreSQL's row locks make it wait; in a file, BEGIN IMMEDIATE waits (settings)."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("sqlite") / "test_delegate.sqlite3")
+        # WAL: readers never wait for the writer; durability across power loss is not a test's concern.
+        database.setdefault("OPTIONS", {})["init_command"] = "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;"
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +243,7 @@ def _reset_pacing(settings):
 @pytest.fixture
 def redis_server_binary():
     path = shutil.which("redis-server")
-    require(path is not None, "redis-server on PATH")
+    require(path is not None, "redis-server on PATH", group="redis-server")
     return path
 
 
@@ -179,7 +311,6 @@ def pytest_report_header(config):
 
     database = settings.DATABASES["default"]
     engine = database["ENGINE"].rsplit(".", 1)[-1]
-    if IN_CI and engine != "postgresql":
-        raise pytest.UsageError("CI=true but DATABASE_URL does not point at PostgreSQL")
     where = f"{database.get('HOST') or 'local'}:{database.get('PORT') or '-'}" if engine == "postgresql" else "file"
-    return f"database: {engine} at {where}, test database derived from {database['NAME']!s}"
+    leg = f", CI leg {CI_LEG}" if IN_CI else ""
+    return f"database: {engine} at {where}, test database derived from {database['NAME']!s}{leg}"

@@ -22,7 +22,7 @@ from rest_framework.authtoken.models import Token
 from automations import services
 from automations.models import AutomationRequest
 from tests import factories as f
-from tests.conftest import require
+from tests.conftest import require, require_postgres
 from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ MAX_EXAMPLES = "12"
 
 @pytest.fixture
 def live_server_url(sb, tmp_path):
-    require(connection.vendor == "postgresql", "PostgreSQL (gunicorn reads the test database)")
+    require_postgres("gunicorn reads the test database")
     database = connection.settings_dict
     port = free_port()
     env = {
@@ -159,6 +159,7 @@ def _schemathesis(url: str, token: str, report_dir: Path, ids: dict, phases: str
 
 
 @pytest.mark.integration
+@pytest.mark.postgres(reason="gunicorn reads the test database")
 @pytest.mark.django_db(transaction=True)
 def test_schemathesis_finds_nothing_and_no_team_sees_another_teams_data(world, platform_data, live_server_url,
                                                                         tmp_path):

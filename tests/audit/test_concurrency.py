@@ -2,20 +2,21 @@
 import threading
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connections, transaction
 
 from automations import audit
 from automations.models import AuditEvent
 from tests.audit_helpers import verify
-from tests.conftest import require
+from tests.conftest import require_postgres
 
 WRITERS = 8
 EVENTS_EACH = 25
 
 
+@pytest.mark.postgres(reason="concurrent writers; SQLite serialises them")
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_writers_keep_a_gapless_valid_chain():
-    require(connection.vendor == "postgresql", "PostgreSQL (concurrent writers; SQLite serialises them)")
+    require_postgres("concurrent writers; SQLite serialises them")
     barrier = threading.Barrier(WRITERS)
     errors: list[BaseException] = []
 

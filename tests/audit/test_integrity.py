@@ -3,7 +3,7 @@ import json
 import os
 
 import pytest
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 
 from automations import audit
 from automations.audit import archive as audit_archive
@@ -11,7 +11,7 @@ from automations.audit import digests as audit_digests
 from automations.audit.guards import TABLE
 from automations.models import AuditEvent, AuditLogIsAppendOnly
 from tests.audit_helpers import row_trigger_disabled, seed_chain, sql, verify
-from tests.conftest import require
+from tests.conftest import require_postgres
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +20,7 @@ HMAC_KEY = "hmac-sha256:" + "k" * 40
 
 @pytest.fixture
 def postgres():
-    require(connection.vendor == "postgresql", "PostgreSQL (audit triggers)")
+    require_postgres("audit triggers")
 
 
 @pytest.fixture

@@ -277,8 +277,6 @@ class TestExportFormats:
 
 
 def require_pg():
-    from django.db import connection
+    from tests.conftest import require_postgres
 
-    from tests.conftest import require
-
-    require(connection.vendor == "postgresql", "PostgreSQL (COPY export path)")
+    require_postgres("the COPY export path")

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import BROWSER, require, require_postgres
 from tests.processes import RedisServer, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +48,7 @@ PASSWORD = "delegate-demo"  # seed_demo's password
 
 @pytest.fixture(scope="package")
 def browser():
-    require(os.path.exists(CHROMIUM), f"Chromium at {CHROMIUM} (apt-get install chromium)")
+    require(os.path.exists(CHROMIUM), f"Chromium at {CHROMIUM} (apt-get install chromium)", group=BROWSER)
     # Playwright's sync API keeps an asyncio loop on this thread; Django's guard would then refuse
     # every ORM call of the test itself (seeding, assertions). Nothing here runs async code, and
     # the switch is undone when the browser package is done.
@@ -57,7 +57,7 @@ def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:  # pragma: no cover - the test extra installs it
-        require(False, "the playwright package (pip install -e .[test])")
+        require(False, "the playwright package (pip install -e .[test])", group=BROWSER)
     playwright = sync_playwright().start()
     chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield chromium
@@ -145,7 +145,7 @@ def screenshot(page, name: str, *, full_page: bool = True) -> Path:
 
 @pytest.fixture(scope="package")
 def browser_redis(tmp_path_factory):
-    require(shutil.which("redis-server") is not None, "redis-server on PATH")
+    require(shutil.which("redis-server") is not None, "redis-server on PATH", group="redis-server")
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
@@ -182,7 +182,7 @@ def celery_worker_and_beat(django_db_setup, django_db_blocker, sandbox, browser_
     from django.db import connection
 
     with django_db_blocker.unblock():
-        require(connection.vendor == "postgresql", "PostgreSQL (the worker shares the test database)")
+        require_postgres("the Celery worker shares the test database")
         db = connection.settings_dict
     work = tmp_path_factory.mktemp("celery")
     user = db.get("USER") or "postgres"

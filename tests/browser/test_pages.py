@@ -11,6 +11,7 @@ from tests.processes import wait_until
 
 # reset_sequences: request #1 in the screenshots, whatever ran before.
 pytestmark = [pytest.mark.browser, pytest.mark.integration,
+              pytest.mark.postgres(reason="the Celery worker shares the test database"),
               pytest.mark.django_db(transaction=True, reset_sequences=True)]
 
 FAIL_IMPACTS = {"serious", "critical"}

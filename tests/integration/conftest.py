@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import require, require_postgres
 from tests.processes import RedisServer, TcpProxy, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ VISIBILITY_TIMEOUT = 8
 
 @pytest.fixture
 def redis_server(tmp_path):
-    require(shutil.which("redis-server") is not None, "redis-server on PATH")
+    require(shutil.which("redis-server") is not None, "redis-server on PATH", group="redis-server")
     server = RedisServer(tmp_path).start()
     yield server
     server.stop()
@@ -37,7 +37,10 @@ def redis_server(tmp_path):
 
 @pytest.fixture
 def pg_proxy(transactional_db):
+    """A TCP proxy in front of PostgreSQL that can cut it away (SQLite has no server to cut)."""
     from django.db import connection
+
+    require_postgres("a proxy in front of the PostgreSQL server")
 
     proxy = TcpProxy(int(connection.settings_dict.get("PORT") or 5432)).start()
     yield proxy
@@ -114,7 +117,7 @@ def worker_factory(redis_server, sandbox, transactional_db, tmp_path):
     """start(name, concurrency=1, db_port=None, **env) → a ready Worker on the test database."""
     from django.db import connection
 
-    require(connection.vendor == "postgresql", "PostgreSQL (workers share the test database)")
+    require_postgres("Celery workers share the test database")
     db = connection.settings_dict
     started: list[Worker] = []
 

@@ -22,7 +22,8 @@ from automations.models import AuditEvent, AutomationRequest, DispatchOutbox
 from tests.integration.conftest import VISIBILITY_TIMEOUT
 from tests.processes import wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True),
+              pytest.mark.postgres(reason="Celery workers and a proxy share the test database")]
 Status = AutomationRequest.Status
 START = "StartAutomationExecution"
 

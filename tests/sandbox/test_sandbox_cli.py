@@ -23,7 +23,7 @@ pytestmark = []
 def aws(sandbox, tmp_path):
     venv_cli = Path(sys.executable).with_name("aws")
     program = str(venv_cli) if venv_cli.exists() else shutil.which("aws")
-    require(program is not None, "the AWS CLI (pip install awscli)")
+    require(program is not None, "the AWS CLI (pip install awscli)", group="AWS CLI")
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     env.update(
         AWS_ACCESS_KEY_ID="test",

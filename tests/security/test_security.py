@@ -17,7 +17,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from automations.models import AuditEvent, AutomationRequest
-from tests.conftest import require
+from tests.conftest import require_postgres
 from tests.security_helpers import project_routes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -354,7 +354,7 @@ print(json.dumps({
 
 @pytest.mark.django_db(transaction=True)
 def test_production_settings_send_the_security_headers_and_secure_cookies():
-    require(connection.vendor == "postgresql", "PostgreSQL (the probe process reads the test database)")
+    require_postgres("the probe process reads the test database")
     from tests import factories as f
 
     f.UserFactory(username="alice")

@@ -29,7 +29,7 @@ from automations.models import (
 )
 from automations.services import notifications, policies
 from tests import factories as f
-from tests.conftest import require, seeded_instance
+from tests.conftest import require_postgres, seeded_instance
 from tests.processes import wait_until
 
 Status = AutomationRequest.Status
@@ -132,13 +132,14 @@ class TestSeparationOfDuties:
         assert response.status_code == 403 and response.json()["code"] == "no_freeze"
 
 
+@pytest.mark.postgres(reason="row locks between connections")
 @pytest.mark.django_db(transaction=True)
 class TestRaces:
     """Separate connections, committed data, a barrier: the real thing, looped."""
 
     @pytest.fixture(autouse=True)
     def _postgres_only(self):
-        require(connection.vendor == "postgresql", "PostgreSQL (row locks between connections)")
+        require_postgres("row locks between connections")
 
     def test_two_approvers_at_once_make_one_transition_and_one_outbox_row(self, world, submit, quiet_publish):
         for request in copies(submit(), RACE_ROUNDS):

@@ -5,7 +5,7 @@ import datetime as dt
 import threading
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from automations import services, tasks
@@ -13,6 +13,7 @@ from automations.ops import metrics
 from automations.errors import TransitionNotAllowed
 from automations.models import AuditEvent, AutomationRequest, DispatchOutbox
 from automations.services import dispatch
+from tests.conftest import require_postgres
 
 Status = AutomationRequest.Status
 State = DispatchOutbox.State
@@ -115,10 +116,10 @@ class TestOutbox:
             row = outbox(request)
             assert row.state == State.PENDING and row.next_attempt_at <= timezone.now()
 
+    @pytest.mark.postgres(reason="SKIP LOCKED")
     @pytest.mark.django_db(transaction=True)
     def test_a_row_locked_by_another_sweeper_is_skipped(self, approved, monkeypatch):
-        if connection.vendor != "postgresql":
-            pytest.skip("SKIP LOCKED is PostgreSQL's")
+        require_postgres("SKIP LOCKED")
         monkeypatch.setattr(tasks, "_publish", lambda pk, source: None)  # committed for real: no broker here
         locked, free = approved(), approved()
         DispatchOutbox.objects.update(state=State.PENDING, next_attempt_at=timezone.now())
@@ -156,8 +157,8 @@ class TestClaim:
         assert outbox(request).state == State.STARTED
         assert sample(metrics.DISPATCH_LATENCY) == before + 1
 
-    @pytest.mark.django_db(transaction=True)
-    def test_two_deliveries_at_the_same_instant_start_once(self, world, submit, sb, monkeypatch):
+    @staticmethod
+    def deliver_twice_at_once(world, submit, monkeypatch):
         """Row 7 in one process: two threads, two database connections, one request."""
         monkeypatch.setattr(tasks, "_publish", lambda pk, source: None)  # committed for real: no broker here
         request = services.request_approve(request=submit(), actor=world.bob)
@@ -166,7 +167,7 @@ class TestClaim:
 
         def deliver():
             from django.db import connection as own
-            barrier.wait()
+            barrier.wait(timeout=10)
             try:
                 outcomes.append(services.request_dispatch(request_id=request.pk))
             finally:
@@ -176,9 +177,28 @@ class TestClaim:
             thread.start()
         for thread in threads:
             thread.join(30)
+        return request, outcomes
+
+    @pytest.mark.django_db(transaction=True)
+    def test_two_deliveries_at_the_same_instant_start_once(self, world, submit, sb, monkeypatch):
+        """Both engines: whoever calls AWS, it is one execution under the request's one ClientToken,
+        recorded and audited once. (On SQLite the second delivery resumes and repeats the token.)"""
+        before = {e["AutomationExecutionId"] for e in sb.executions()}
+        request, outcomes = self.deliver_twice_at_once(world, submit, monkeypatch)
+        assert sorted(outcomes) == ["skipped", "started"]
+        request.refresh_from_db()
+        assert {c["client_token"] for c in sb.calls.of(START)} == {str(request.client_token)}
+        new = [e["AutomationExecutionId"] for e in sb.executions() if e["AutomationExecutionId"] not in before]
+        assert new == [request.execution.execution_id]
+        assert AuditEvent.objects.filter(request=request, action="dispatch.started").count() == 1
+
+    @pytest.mark.postgres(reason="the per-request advisory lock")
+    @pytest.mark.django_db(transaction=True)
+    def test_two_deliveries_at_the_same_instant_call_aws_once(self, world, submit, sb, monkeypatch):
+        """On PostgreSQL the second delivery finds the attempt lock held and never calls AWS."""
+        request, outcomes = self.deliver_twice_at_once(world, submit, monkeypatch)
         assert sorted(outcomes) == ["skipped", "started"]
         assert len(sb.calls.of(START)) == 1
-        assert AuditEvent.objects.filter(request=request, action="dispatch.started").count() == 1
 
     def test_running_cap_waits_without_calling_aws(self, approved, sb, settings):
         settings.DELEGATE_MAX_RUNNING_PER_REGION = 1

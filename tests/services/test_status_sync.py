@@ -1,12 +1,10 @@
 """Status sync against the sandbox: batching, step details only on change, no calls when idle, one
 cached read-only session, faithful final statuses, and the live request page."""
-import datetime as dt
 import threading
 import uuid
 
 import boto3
 import pytest
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -16,6 +14,7 @@ from automations.models import AuditEvent, AutomationRequest, Execution
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER
 from automations.services import status as status_sync
 from tests import factories as f
+from tests.conftest import require_postgres
 
 Status = AutomationRequest.Status
 DESCRIBE = "DescribeAutomationExecutions"
@@ -157,9 +156,9 @@ class TestCalls:
         monkeypatch.setattr(status_sync, "STEP_BUDGET_SECONDS", 25.0)
         assert services.execution_statuses_sync() == 3
 
+    @pytest.mark.postgres(reason="advisory locks")
     def test_only_one_sync_at_a_time(self, running, sb):
-        if connection.vendor != "postgresql":
-            pytest.skip("advisory locks are PostgreSQL's")
+        require_postgres("advisory locks")
         running(1)
         sb.calls.clear()
         held, release = threading.Event(), threading.Event()
