@@ -97,6 +97,9 @@ def pytest_sessionstart(session):
         raise pytest.UsageError("DELEGATE_CI_LEG=sqlite but DATABASE_URL points at PostgreSQL")
 
 
+# pytest-timeout's bound for tests that start processes (the default, 300 s, is in pyproject.toml).
+PROCESS_TEST_TIMEOUT = 600
+
 # Fixtures that start other processes on the test database (or cut PostgreSQL away): a test that
 # uses one is PostgreSQL-only even when nobody marked it.
 POSTGRES_FIXTURES = {"worker_factory", "pg_proxy", "celery_worker_and_beat", "stack", "postgres"}
@@ -116,6 +119,9 @@ def pytest_collection_modifyitems(config, items):
     statuses on the test database until the session ends, so it would dispatch other tests'
     committed requests through its own broker (tests/integration saw exactly that)."""
     for item in items:
+        if (item.get_closest_marker("integration") or item.get_closest_marker("browser")) \
+                and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(PROCESS_TEST_TIMEOUT))
         if POSTGRES_FIXTURES.intersection(getattr(item, "fixturenames", ())) and not item.get_closest_marker("postgres"):
             item.add_marker(pytest.mark.postgres(reason="other processes share the test database"))
     if not on_postgres():

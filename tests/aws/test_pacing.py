@@ -34,34 +34,64 @@ def rates(settings):
     return set_rates
 
 
+class FakeClock:
+    """pacing's clock, moved only by pacing's own sleeps: the schedule's arithmetic, exactly, however
+    busy the machine (the wall-clock behaviour is measured in bench/dispatch.py and the tests below)."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_800_000_000.0 + self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(pacing, "time", fake)  # pacing's module global only, not the time module
+    return fake
+
+
 class TestSchedule:
-    def test_calls_leave_one_interval_apart_without_a_burst(self, rates):
+    def test_calls_leave_one_interval_apart_without_a_burst(self, rates, clock):
         rates(start=20.0)
         stamps = []
         for _ in range(6):
             pacing.acquire("start", account_id="1", region="eu-west-1")
-            stamps.append(time.monotonic())
+            stamps.append(clock.now)
+        interval = 1 / 20 + pacing.GUARD_SECONDS
+        assert stamps[0] == 1000.0  # the first call goes at once
         gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-        assert min(gaps) >= 0.05 + pacing.GUARD_SECONDS - 0.005  # 1/20 s (+ guard), and no initial burst
+        assert min(gaps) >= interval - 1e-9  # 1/20 s (+ guard) between any two: no burst
+        assert max(gaps) <= interval + 0.01 + 1e-9  # and no more than the jitter on top
+        assert len(clock.sleeps) == 5
 
-    def test_keys_are_per_account_region_and_class(self, rates):
+    def test_keys_are_per_account_region_and_class(self, rates, clock):
         rates(start=1.0, read=1.0)
-        started = time.monotonic()
         for account, region, api_class in (("1", "eu-west-1", "start"), ("2", "eu-west-1", "start"),
                                            ("1", "us-east-1", "start"), ("1", "eu-west-1", "read")):
-            pacing.acquire(api_class, account_id=account, region=region)
-        assert time.monotonic() - started < 0.5  # four different schedules: nobody waited
+            assert pacing.acquire(api_class, account_id=account, region=region) == 0.0
+        assert clock.sleeps == []  # four different schedules: nobody waited
+        pacing.acquire("start", account_id="1", region="eu-west-1")
+        assert clock.sleeps and sum(clock.sleeps) >= 1.0  # the same schedule again: it waited
 
-    def test_a_slot_too_far_away_is_refused_at_once(self, rates):
+    def test_a_slot_too_far_away_is_refused_at_once(self, rates, clock):
         rates(start=1.0)
         pacing.acquire("start", account_id="1", region="eu-west-1")
-        started = time.monotonic()
         with pytest.raises(pacing.PacingTimeout) as error:
             pacing.acquire("start", account_id="1", region="eu-west-1", timeout=0.2)
-        assert time.monotonic() - started < 0.1  # refused at once, no sleeping
+        assert clock.sleeps == []  # refused at once, no sleeping
         assert isinstance(error.value, aws.TransientAwsError)  # callers treat it like throttling
         granted, wait, _ = pacing.take("start", account_id="1", region="eu-west-1")
-        assert not granted and 0.8 < wait <= 1.0 + pacing.GUARD_SECONDS
+        assert not granted and wait == pytest.approx(1.0 + pacing.GUARD_SECONDS)
 
     def test_redis_schedule(self, rates, settings, redis_server):
         settings.REDIS_URL = redis_server.url
@@ -69,7 +99,7 @@ class TestSchedule:
         rates(start=10.0)
         assert pacing.take("start", account_id="1", region="eu-west-1").granted
         granted, wait, _ = pacing.take("start", account_id="1", region="eu-west-1")
-        assert not granted and 0.05 < wait <= 0.1 + pacing.GUARD_SECONDS
+        assert not granted and 0 < wait <= 0.1 + pacing.GUARD_SECONDS  # the rest of one interval
         assert pacing.take("start", account_id="1", region="us-east-1").granted  # another key, its own schedule
         time.sleep(wait)
         assert pacing.take("start", account_id="1", region="eu-west-1").granted

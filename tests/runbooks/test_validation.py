@@ -6,8 +6,8 @@ tests time a catastrophic-backtracking pattern against both engines.
 
 import glob
 import json
+import math
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -185,49 +185,56 @@ def test_any_text_for_any_fixture_parameter_never_raises_anything_else(text):
 
 
 class TestCatastrophicPatterns:
-    def test_nested_quantifier_is_linear_on_re2(self):
-        spec = {"type": "String", "required": True, "allowedPattern": "^(a+)+$"}
-        started = time.perf_counter()
-        value, errors = validate_value("P", spec, "a" * 40 + "!")
-        elapsed = time.perf_counter() - started
-        assert value is None and "required form" in errors[0]
-        assert elapsed < 0.05, elapsed
-        assert validation.pattern_engine("^(a+)+$") == "re2"
+    # Wall-clock claims (RE2 answers in microseconds, Python's re takes exponential time, the
+    # fallback stops at its timeout) are measured by bench/validation.py; these tests check which
+    # path answered, which does not depend on how busy the machine is.
 
-    def test_python_re_would_hang_on_it(self):
-        """The reason for all this: backtracking takes exponential time on 25 characters already."""
-        started = time.perf_counter()
-        assert re.fullmatch("^(a+)+$", "a" * 22 + "!") is None
-        assert time.perf_counter() - started > 0.05
+    def test_nested_quantifier_is_answered_by_re2_not_by_a_timeout(self):
+        spec = {"type": "String", "required": True, "allowedPattern": "^(a+)+$"}
+        assert validation.pattern_engine("^(a+)+$") == "re2"
+        # 2**500 paths for a backtracking engine: only a linear engine can say "no" rather than
+        # "not in time" (the fallback's answer) or hang (Python's re; pytest-timeout stops that).
+        value, errors = validate_value("P", spec, "a" * 500 + "!")
+        assert value is None and "required form" in errors[0]
+        assert validate_value("P", spec, "a" * 500) == (["a" * 500], [])
 
     def test_pattern_re2_cannot_compile_runs_with_a_hard_timeout(self):
         pattern = r"^(?=a)(a|aa)+$"  # lookahead: not RE2; exponential on a failing input
         assert validation.pattern_engine(pattern) == "regex"
         spec = {"type": "String", "required": True, "allowedPattern": pattern}
-        started = time.perf_counter()
         value, errors = validate_value("P", spec, "a" * 60 + "b")
-        assert time.perf_counter() - started < 0.5  # 50 ms timeout; slack for a loaded CI machine
-        assert value is None and "in time" in errors[0]
+        assert value is None and "in time" in errors[0]  # stopped by the timeout, not run to the end
         assert validate_value("P", spec, "aaaa") == (["aaaa"], [])
 
-    def test_a_whole_request_shares_one_time_budget(self):
+    def test_a_whole_request_shares_one_time_budget(self, monkeypatch):
+        """40 slow matches, each stopped at FALLBACK_MATCH_SECONDS: once the request's budget is
+        spent, the rest are refused without running (counted, not timed)."""
         pattern = r"^(?=a)(a|aa)+$"
         schema = {
             f"P{i}": {"type": "StringList", "required": True, "allowedPattern": pattern} for i in range(4)
         }
         raw = {name: ["a" * 60 + "b"] * 10 for name in schema}  # 40 slow matches
-        started = time.perf_counter()
-        with pytest.raises(InvalidRequest):
+        engine, compiled = validation.compiled_pattern(pattern)
+        ran = []
+
+        class Counting:
+            def fullmatch(self, value, timeout=None):
+                ran.append(timeout)
+                return compiled.fullmatch(value, timeout=timeout)
+
+        monkeypatch.setattr(validation, "compiled_pattern", lambda p: (engine, Counting()))
+        with pytest.raises(InvalidRequest) as refused:
             validate_parameters(schema, raw)
-        assert time.perf_counter() - started < validation.FALLBACK_BUDGET_SECONDS + 0.5
+        most = math.ceil(validation.FALLBACK_BUDGET_SECONDS / validation.FALLBACK_MATCH_SECONDS) + 1
+        assert 1 <= len(ran) <= most, f"{len(ran)} matches ran on a budget for {most}"
+        assert all(0 < timeout <= validation.FALLBACK_MATCH_SECONDS for timeout in ran)
+        assert len(refused.value.errors) == 4  # every parameter refused, none let through
 
     def test_a_huge_value_is_refused_before_any_regex_runs(self, monkeypatch):
         monkeypatch.setattr(validation, "compiled_pattern", lambda pattern: pytest.fail("regex ran"))
         spec = {"type": "String", "required": True, "allowedPattern": "^(a+)+$"}
-        started = time.perf_counter()
         value, errors = validate_value("P", spec, "a" * 1_000_000)
         assert value is None and errors == ["Too long: at most 512 characters."]
-        assert time.perf_counter() - started < 0.05
 
     def test_clamping_counts_keeps_meaning_within_512_characters(self):
         assert clamp_repetitions(r"^[a-z]{1,2048}$") == r"^[a-z]{1,513}$"

@@ -10,6 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from botocore.exceptions import ClientError
 
+from automations.sandbox.executions import TERMINAL
+from tests.processes import wait_until
+
 pytestmark = []
 
 APPROVAL_PARAMS = {"Approvers": ["alice"], "SNSTopicArn": ["arn:aws:sns:eu-west-1:123456789012:AutomationX"]}
@@ -78,14 +81,17 @@ def test_restart_takes_about_ten_seconds_at_scale_one():
 
 def test_status_moves_from_in_progress_to_success(start, sandbox, team_instances):
     execution_id = start("AWS-StopEC2Instance", InstanceId=team_instances("data")[0])
-    seen = set()
-    while True:
+    seen: list[str] = []
+
+    def finished() -> bool:
         status = sandbox.execution(execution_id)["AutomationExecutionStatus"]
-        seen.add(status)
-        if status == "Success":
-            break
-        time.sleep(0.005)
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        return status in TERMINAL
+
+    wait_until(finished, timeout=30, interval=0.005, what=f"the execution to finish (seen {seen})")
     assert "InProgress" in seen
+    assert seen[-1] == "Success", seen
 
 
 def test_approve_waits_then_approve_signal_runs_the_rest(start, ssm, sandbox, team_instances):

@@ -270,6 +270,14 @@ class TestNeverBlocksOrRollsBack:
             durations.append(time.monotonic() - started)
             return outcomes[-1]
         monkeypatch.setattr(notifications, "publish", timed)
+        tries = []  # publishes that went to the broker (counted: "did not even try" is not a timing)
+        real_apply_async = tasks.deliver_notification.apply_async
+
+        def counted_apply_async(*args, **kwargs):
+            tries.append(args)
+            return real_apply_async(*args, **kwargs)
+        monkeypatch.setattr(tasks.deliver_notification, "apply_async", counted_apply_async)
+
         def reset_pools():  # as tests/integration's broker fixture does: forget cached connections
             if app._pool is not None:
                 with contextlib.suppress(Exception):
@@ -293,9 +301,11 @@ class TestNeverBlocksOrRollsBack:
             reset_pools()
             notifications.reset_publish_backoff()
         # The submit's publish failed (bounded by the broker timeout); the approval's did not even try.
-        assert request.status == Status.APPROVED and elapsed < 1.5 and first < 10, (first, elapsed)
+        assert request.status == Status.APPROVED
         assert outcomes == [False, False]
-        assert durations[0] < 3 and durations[1] < 0.01, durations  # bounded, then not even tried
+        assert len(tries) == 1, tries  # the approval's publish did not even try the broker
+        # Generous bounds for the one that tried (the broker's connect timeout), on a busy machine.
+        assert durations[0] < 3 and elapsed < 1.5 and first < 10, (durations, first, elapsed)
         rows = NotificationDelivery.objects.filter(request=request, event="request.approved")
         assert rows.count() == 3 and set(rows.values_list("state", flat=True)) == {"pending"}
 
