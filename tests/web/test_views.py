@@ -1,9 +1,11 @@
 """The web UI through Django's test client: the same lifecycle as the API, and the same scoping."""
+import contextlib
 import re
 
 import pytest
 
 from automations.models import AuditEvent, AutomationRequest
+from tests.processes import free_port
 
 
 @pytest.fixture
@@ -107,6 +109,56 @@ def test_failed_login_is_audited_without_the_password(client, world):
     assert "wrong-password" not in str(AuditEvent.objects.values_list("details", flat=True))
 
 
-def test_health_endpoints(client, db):
-    assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").status_code in (200, 503)
+@pytest.fixture
+def celery_broker(settings):
+    """use(url, **transport_options): point this process's Celery app (what /readyz checks) at a broker."""
+    from portal.celery import app
+
+    previous = (app.conf.broker_url, app.conf.broker_transport_options)
+
+    def reset_pools():
+        if app._pool is not None:
+            with contextlib.suppress(Exception):
+                app._pool.force_close_all()
+        app._pool = None
+        with contextlib.suppress(AttributeError, KeyError):
+            app.__dict__["amqp"]._producer_pool = None
+
+    def use(url: str, **options):
+        app.conf.broker_url, app.conf.broker_transport_options = url, options
+        reset_pools()
+
+    yield use
+    app.conf.broker_url, app.conf.broker_transport_options = previous
+    reset_pools()
+
+
+def test_healthz_touches_nothing(client, db):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_readyz_is_200_when_the_database_and_the_broker_answer(client, db, celery_broker, tmp_path):
+    folders = {name: tmp_path / name for name in ("in", "processed", "control")}
+    for folder in folders.values():
+        folder.mkdir()
+    celery_broker("filesystem://", data_folder_in=str(folders["in"]), data_folder_out=str(folders["in"]),
+                  processed_folder=str(folders["processed"]), control_folder=str(folders["control"]))
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["checks"]["database"]["status"] == "ok" and body["checks"]["broker"]["status"] == "ok"
+    assert body["outbox_overdue_seconds"] == 0.0
+
+
+def test_readyz_is_503_when_the_broker_refuses(client, db, celery_broker):
+    port = free_port()  # bound and released: nothing listens there
+    celery_broker(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=1, socket_timeout=1)
+    response = client.get("/readyz")
+    assert response.status_code == 503, response.content
+    body = response.json()
+    assert body["status"] == "unavailable" and body["checks"]["database"]["status"] == "ok"
+    assert body["checks"]["broker"]["status"].startswith("error: ")
+    assert response["Cache-Control"] == "no-store"
