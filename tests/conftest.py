@@ -154,6 +154,7 @@ def _skip_groups(reporter) -> dict[str, int]:
 def pytest_sessionfinish(session, exitstatus):
     """Under CI a skip is a failure, except the PostgreSQL-only ones on the SQLite leg (the
     PostgreSQL leg runs them)."""
+    session.config.delegate_tests_collected = session.testscollected
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if not IN_CI or reporter is None:
         return
@@ -170,13 +171,13 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_unconfigure(config):
     """The run's last line: which groups were skipped and how to run them."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None or not hasattr(reporter, "stats") or config.option.collectonly:
-        return
+    if reporter is None or config.option.collectonly or not getattr(config, "delegate_tests_collected", 0):
+        return  # nothing ran (a usage error, --co): nothing to say
     counts = _skip_groups(reporter)
     if not counts:
         reporter.write_line("skipped: nothing")
         return
-    how = {**SKIP_GROUPS, "other": "see the skip reasons above (-rs)"}
+    how = {**SKIP_GROUPS, "other": "reasons listed above"}
     if on_postgres():
         how[BROWSER] = "install Chromium: apt-get install chromium"
     elif os.path.exists(os.environ.get("DELEGATE_CHROMIUM", "/usr/bin/chromium")):
