@@ -26,7 +26,8 @@ from tests.conftest import require, require_postgres
 from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-BUDGET_SECONDS = 75  # per user; the whole test stays under three minutes on two cores
+# Per user. About 60 s on a quiet 2-core machine; the bound is for a busy one (load 12 took >105 s).
+BUDGET_SECONDS = 240
 MAX_EXAMPLES = "12"
 
 
@@ -102,10 +103,25 @@ def operations_of(schema: dict) -> list[tuple[str, str, dict]]:
             for method, operation in item.items() if method in HTTP_METHODS]
 
 
+# The schema documents 400 ("the input is not valid") for every operation that takes input; for
+# positive data that would accept anything. Only these operations refuse schema-valid input with a
+# 400 by a business rule, each with a domain `code` (and the test checks the schema documents it):
+# a runbook or version not offered to the caller's teams; a cursor the server did not issue.
+VALID_BUT_REFUSED_400 = {"v1_requests_create", "v1_audit_list"}
+# Business refusals any operation may give schema-valid data where its schema documents them:
+# another team's or an unknown id (404), not this caller's decision (403), no longer in that status (409).
+BUSINESS_REFUSALS = ("403", "404", "409")
+
+
 def documented_refusals(operation: dict) -> list[str]:
-    """The 4xx answers the schema itself promises for this operation (401 is not one: every call
-    here carries a valid token)."""
-    return sorted(code for code in operation.get("responses", {}) if code.startswith("4") and code != "401")
+    """The refusals a schema-valid request may get from this operation: the business ones its
+    schema documents (401 is not one: every call here carries a valid token)."""
+    documented = operation.get("responses", {})
+    allowed = [code for code in BUSINESS_REFUSALS if code in documented]
+    if operation["operationId"] in VALID_BUT_REFUSED_400:
+        assert "400" in documented, f"{operation['operationId']} refuses valid input with 400 undocumented"
+        allowed.insert(0, "400")
+    return allowed
 
 
 def _config(ids: dict, schema: dict) -> str:
@@ -163,14 +179,15 @@ def _schemathesis(url: str, token: str, report_dir: Path, ids: dict, schema: dic
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(2 * BUDGET_SECONDS + 120)
 @pytest.mark.postgres(reason="gunicorn reads the test database")
 @pytest.mark.django_db(transaction=True)
 def test_schemathesis_finds_nothing_and_no_team_sees_another_teams_data(world, platform_data, live_server_url,
                                                                         tmp_path):
     tokens = {user.username: Token.objects.create(user=user).key for user in (world.bob, world.erin)}
     schema = requests.get(f"{live_server_url}/api/schema/?format=json", timeout=10).json()
-    operations = len(operations_of(schema))
-    assert operations >= 10, f"the served schema documents only {operations} operations"
+    operation_count = len(operations_of(schema))
+    assert operation_count >= 10, f"the served schema documents only {operation_count} operations"
     started = time.monotonic()
     # bob leads platform, erin leads data. The coverage phase (every boundary of every parameter,
     # deterministic) runs once; random fuzzing and stateful sequences run as both users, with ids
@@ -185,11 +202,12 @@ def test_schemathesis_finds_nothing_and_no_team_sees_another_teams_data(world, p
         assert result.returncode == 0, f"schemathesis as {username}:\n{result.stdout[:20000]}\n{result.stderr[-3000:]}"
         # How much ran, from schemathesis's own report: a run that tested nothing also exits 0.
         summary = json.loads((report / "report.json").read_text())
-        assert summary["operations"]["tested"] == operations, summary["operations"]
+        assert summary["operations"]["tested"] == operation_count, summary["operations"]
         assert summary["operations"]["errored"] == 0 and summary["test_cases"]["errored"] == 0, summary
         generated[username] = summary["test_cases"]["generated"]
         # At least MAX_EXAMPLES fuzzed cases per operation (examples, coverage and stateful add more).
-        assert generated[username] >= operations * int(MAX_EXAMPLES), (username, generated[username], operations)
+        assert generated[username] >= operation_count * int(MAX_EXAMPLES), (username, generated[username],
+                                                                            operation_count)
     fuzzing_seconds = time.monotonic() - started
 
     # Cross-team: every operation that takes an id, with platform's ids, as erin of team data.
@@ -229,5 +247,5 @@ def test_schemathesis_finds_nothing_and_no_team_sees_another_teams_data(world, p
                            headers={"Authorization": f"Token {tokens['bob']}"}).json()["results"]
     assert set(platform_data["requests"]) <= {item["id"] for item in insider}
     assert AutomationRequest.objects.filter(pk__in=platform_data["requests"], team=world.platform).count() == 2
-    print(f"schemathesis: {fuzzing_seconds:.0f}s for two users, {operations} operations, "
+    print(f"schemathesis: {fuzzing_seconds:.0f}s for two users, {operation_count} operations, "
           f"test cases generated: {generated}")
