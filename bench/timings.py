@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/timings.py          # prints each claim, what it measured, and whether it held
 
-The tests (tests/test_validation.py, tests/test_pacing.py, tests/test_notifications.py) assert which
+The tests (tests/runbooks/test_validation.py, tests/aws/test_pacing.py, tests/services/test_notifications.py) assert which
 path answered: RE2 rather than the fallback's timeout, no sleep before a pacing refusal, no broker
 attempt while the broker is known to be down. This script measures how long those paths take on this
 machine. It asserts nothing; the exit status is 0 whatever it measured. Results go to
@@ -27,8 +27,9 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
-from automations import pacing, validation  # noqa: E402
+from automations.aws import pacing  # noqa: E402
 from automations.errors import InvalidRequest  # noqa: E402
+from automations.runbooks import validation  # noqa: E402
 
 RUNS = 7
 

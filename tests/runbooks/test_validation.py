@@ -29,7 +29,10 @@ from automations.runbooks.validation import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures" / "runbooks"
+# The shared fixtures live next to the main checkout (../shared); a git worktree sits deeper.
+SHARED_FIXTURES = next((parent / "shared" / "fixtures" / "runbooks" for parent in ROOT.parents
+                        if (parent / "shared" / "fixtures" / "runbooks").is_dir()),
+                       ROOT.parent / "shared" / "fixtures" / "runbooks")
 FIXTURE_FILES = (
     sorted(
         [p for p in glob.glob(str(SHARED_FIXTURES / "*.*")) if not p.endswith(".md")]
