@@ -31,6 +31,25 @@ class TransitionNotAllowed(DomainError):
         self.current, self.target = current, target
 
 
+class AwsStateConflict(DomainError):
+    """AWS refused because the execution is no longer in a state for this action (it finished
+    before our status sync saw it): a conflict with the request's state, not bad input."""
+
+    code = "aws_error"
+    status = 409
+
+
+# AWS's answers that mean "the execution (or its step) is not in a state for this call any more".
+AWS_STATE_CONFLICTS = frozenset({"InvalidAutomationStatusUpdateException", "InvalidAutomationSignalException"})
+
+
+def aws_refusal(message: str, aws_code: str) -> DomainError:
+    """The domain error for AWS refusing a stop or a signal: 409 when AWS's state moved on, else 400."""
+    if aws_code in AWS_STATE_CONFLICTS:
+        return AwsStateConflict(message)
+    return DomainError(message, code="aws_error")
+
+
 class InvalidRequest(DomainError):
     """Input that fails validation; `errors` holds per-field messages."""
 

@@ -143,7 +143,9 @@ class _RequestActionApi(APIView):
         return Response(s.RequestSerializer(fresh).data)
 
 
-@extend_schema(request=s.ApproveInput, responses={200: s.RequestSerializer, 403: ERROR, 404: ERROR, 409: ERROR})
+# 400: an emergency override without a comment (code `reason_required`), which the body's schema cannot express.
+@extend_schema(request=s.ApproveInput,
+               responses={200: s.RequestSerializer, 400: ERROR, 403: ERROR, 404: ERROR, 409: ERROR})
 class RequestApproveApi(_RequestActionApi):
     input_serializer = s.ApproveInput
 

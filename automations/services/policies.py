@@ -15,9 +15,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from automations import audit, aws, policy
-from automations.aws import pacing
 from automations.audit import ClientInfo
-from automations.errors import DomainError, InvalidRequest, NotAllowed, OutOfScope, TransitionNotAllowed
+from automations.aws import pacing
+from automations.errors import (
+    DomainError,
+    InvalidRequest,
+    NotAllowed,
+    OutOfScope,
+    TransitionNotAllowed,
+    aws_refusal,
+)
 from automations.models import (
     ApprovalDelegation,
     AutomationRequest,
@@ -295,7 +302,8 @@ def step_decide(*, step_approval: StepApproval, actor, decision: str, comment: s
             audit.record(action="step.signal_failed", actor=actor, request=request, client=client,
                          details={"step": entry.step_name, "decision": decision,
                                   "error": getattr(error, "code", type(error).__name__)})
-        raise DomainError(f"AWS did not accept the answer: {getattr(error, 'code', 'timeout')}.", code="aws_error") from error
+        aws_code = getattr(error, "code", "timeout")
+        raise aws_refusal(f"AWS did not accept the answer: {aws_code}.", aws_code) from error
     with transaction.atomic():
         made = StepDecision.objects.create(step_approval=entry, approver=actor, requester_id=request.requester_id,
                                            decision=decision, comment=comment[:4000])

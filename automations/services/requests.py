@@ -10,9 +10,17 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from automations import audit, aws, policy, selectors
-from automations.aws import inventory
 from automations.audit import ClientInfo
-from automations.errors import DomainError, InvalidRequest, NotAllowed, OutOfScope, OverlappingRequest, TransitionNotAllowed
+from automations.aws import inventory
+from automations.errors import (
+    DomainError,
+    InvalidRequest,
+    NotAllowed,
+    OutOfScope,
+    OverlappingRequest,
+    TransitionNotAllowed,
+    aws_refusal,
+)
 from automations.models import (
     Approval,
     AutomationRequest,
@@ -23,9 +31,7 @@ from automations.models import (
     Team,
     TeamRunbook,
 )
-from automations.services import notifications, policies
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for
-from automations.services.transitions import transition
 from automations.runbooks.validation import (
     ALARM_NAME,
     MAX_CONCURRENCY,
@@ -34,6 +40,8 @@ from automations.runbooks.validation import (
     validate_parameters,
     validate_target_values,
 )
+from automations.services import notifications, policies
+from automations.services.transitions import transition
 
 Status = AutomationRequest.Status
 
@@ -553,7 +561,7 @@ def request_cancel(*, request: AutomationRequest, actor, reason: str = "", clien
         with transaction.atomic():
             audit.record(action="request.cancel_failed", actor=actor, request=request, client=client,
                          details={"error": error.code, "message": error.message})
-        raise DomainError(f"AWS did not accept the stop: {error.code}.", code="aws_error") from error
+        raise aws_refusal(f"AWS did not accept the stop: {error.code}.", error.code) from error
     with transaction.atomic():
         audit.record(action="request.cancel_requested", actor=actor, request=request, client=client, aws=call,
                      details={"reason": reason[:2000]})

@@ -166,3 +166,18 @@ def test_schema_and_docs_are_served(world):
     schema = client.get("/api/schema/")
     assert schema.status_code == 200 and b"/api/v1/requests/" in schema.content
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_cancel_after_aws_finished_the_run_is_a_409_not_a_400(world, submit, sb):
+    """Found by schemathesis's strict positive-data check: a well-formed cancel of a request whose
+    run AWS already finished (before our status sync saw it) was answered 400 as if the input were bad."""
+    request = services.request_approve(request=submit(), actor=world.bob)
+    services.request_dispatch(request_id=request.pk)
+    request.refresh_from_db()
+    sb.wait_for_execution(request.execution.execution_id, timeout=30)
+    response = client_for(world.alice).post(f"/api/v1/requests/{request.pk}/cancel/", {"reason": "too late"},
+                                            format="json")
+    assert response.status_code == 409, response.json()
+    assert response.json()["code"] == "aws_error"
+    assert "InvalidAutomationStatusUpdateException" in response.json()["detail"]
+    assert AuditEvent.objects.filter(request=request, action="request.cancel_failed").exists()

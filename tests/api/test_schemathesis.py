@@ -106,8 +106,9 @@ def operations_of(schema: dict) -> list[tuple[str, str, dict]]:
 # The schema documents 400 ("the input is not valid") for every operation that takes input; for
 # positive data that would accept anything. Only these operations refuse schema-valid input with a
 # 400 by a business rule, each with a domain `code` (and the test checks the schema documents it):
-# a runbook or version not offered to the caller's teams; a cursor the server did not issue.
-VALID_BUT_REFUSED_400 = {"v1_requests_create", "v1_audit_list"}
+# a runbook or version not offered to the caller's teams; a cursor the server did not issue; an
+# emergency approval without a reason.
+VALID_BUT_REFUSED_400 = {"v1_requests_create", "v1_audit_list", "v1_requests_approve_create"}
 # Business refusals any operation may give schema-valid data where its schema documents them:
 # another team's or an unknown id (404), not this caller's decision (403), no longer in that status (409).
 BUSINESS_REFUSALS = ("403", "404", "409")
