@@ -74,12 +74,12 @@ def assert_started_exactly_once(sb, request):
     and every Start call for it carried the request's one ClientToken."""
     request.refresh_from_db()
     assert request.status in (Status.RUNNING, Status.SUCCEEDED), request.status
+    starts = starts_for(sb, request)
+    assert starts, "no Start call carried the request's tag"
+    assert {c["client_token"] for c in starts} == {str(request.client_token)}, "a Start call under another token"
     executions = executions_for(sb, request)
     assert len(executions) == 1, executions
     assert request.execution.execution_id == executions[0]["AutomationExecutionId"]
-    starts = starts_for(sb, request)
-    assert starts, "no Start call carried the request's tag"
-    assert {c["client_token"] for c in starts} == {str(request.client_token)}
     assert AuditEvent.objects.filter(request=request, action="dispatch.started").count() == 1
 
 
