@@ -247,6 +247,17 @@ def _reset_pacing(settings):
     pacing.reset()
 
 
+@pytest.fixture(autouse=True)
+def _reset_notification_backoff():
+    """A failed notification publish makes the process skip the broker for a while; one test's
+    broker trouble must not decide whether the next test's publish is even tried."""
+    from automations.services import notifications
+
+    notifications.reset_publish_backoff()
+    yield
+    notifications.reset_publish_backoff()
+
+
 @pytest.fixture
 def redis_server_binary():
     path = shutil.which("redis-server")

@@ -260,6 +260,9 @@ class TestNeverBlocksOrRollsBack:
         from portal.celery import app
 
         monkeypatch.setattr(tasks, "publish_dispatch", lambda pk: None)
+        # An earlier test may have left the process believing the broker is down: then nothing here
+        # would try the broker at all (the count below caught exactly that in the full suite).
+        notifications.reset_publish_backoff()
         hook("https://hooks.example.com/a")
         hook("https://hooks.example.com/b", name="second")
         original, outcomes, durations = notifications.publish, [], []
