@@ -69,7 +69,7 @@ class TestFrontCut:
         forge_archived_row(4)
         with pytest.raises(audit_digests.DigestError, match="1..4"):
             audit_digests.write_digest()
-        code, _, err = verify("--require-digests")
+        code, _, err = verify()
         assert code == 1 and "events 1..4" in err
 
     def test_a_manifest_with_a_bad_signature_does_not_anchor(self, digests, tmp_path):
@@ -168,17 +168,20 @@ class TestKeyRotation:
         audit_digests.write_digest()
         archive(3, tmp_path / "archive")
         purge(1, 3)
+        # Rotation: the new key signs from now on; the old key's public half stays trusted.
         new_private, _ = audit_digests.generate_ed25519_key()
         settings.DELEGATE_AUDIT_DIGEST_KEY = new_private
-        seed_chain(3)
-        audit_digests.write_digest()
-        # Without the old public key, the old signatures are not trusted.
-        code, _, err = verify()
-        assert code == 1 and "not a trusted key" in err
-        # Trusted through settings (what a deployment does) or on the command line (an auditor).
-        code, out, err = verify("--public-key", old_public)
-        assert code == 0, err
         settings.DELEGATE_AUDIT_DIGEST_PREVIOUS_KEYS = [old_public]
+        seed_chain(3)
+        second = audit_digests.load(audit_digests.write_digest())
+        assert second["key_id"] == audit_digests.signer_from(new_private).key_id
         code, out, err = verify("--require-digests")
         assert code == 0, err
         assert "digests: 2 verified" in out
+        # Without the old public key, the old digest and manifest are not trusted ...
+        settings.DELEGATE_AUDIT_DIGEST_PREVIOUS_KEYS = []
+        code, _, err = verify()
+        assert code == 1 and "not a trusted key" in err
+        # ... and an auditor can trust it on the command line instead.
+        code, out, err = verify("--public-key", old_public)
+        assert code == 0, err

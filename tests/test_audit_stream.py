@@ -125,11 +125,17 @@ class SyslogCollector:
                 conn, _ = self._server.accept()
             except TimeoutError:
                 continue
+            except OSError:
+                return  # closed
             threading.Thread(target=self._read, args=(conn,), daemon=True).start()
 
     def _read(self, conn):
-        if self.tls:
-            conn = self.tls.wrap_socket(conn, server_side=True)
+        try:
+            self._frames_from(self.tls.wrap_socket(conn, server_side=True) if self.tls else conn)
+        except OSError:
+            pass  # the collector is closing, or the client went away
+
+    def _frames_from(self, conn):
         buffer = b""
         with conn:
             while not self._stop.is_set():
@@ -149,6 +155,7 @@ class SyslogCollector:
 
     def close(self):
         self._stop.set()
+        self._thread.join(timeout=2)
         self._server.close()
 
 

@@ -63,6 +63,11 @@ OUTBOX_REPUBLISHED = Counter(
     "Rows the sweeper republished: pending/enqueued (message lost or due again) or calling (a worker "
     "died mid-dispatch).", ["state"],
 )
+AUDIT_STREAM = Counter(
+    "delegate_audit_stream_total",
+    "Audit stream lines by outcome: sent, dropped (queue full or send failed: a gap, recovered from the database),"
+    " recovered (re-sent from the database), error (a send attempt failed; retried).", ["outcome"],
+)
 STATUS_SYNC_CYCLES = Counter(
     "delegate_status_sync_cycles_total", "Status sync runs by outcome (ran, idle, busy).", ["outcome"],
 )
