@@ -86,10 +86,9 @@ class TestCompose:
                 if secret in environment:
                     assert re.fullmatch(rf"\$\{{{secret}:\?[^}}]+\}}", str(environment[secret])), \
                         f"{name}: {secret} must be required, with no fallback ({environment[secret]})"
-        web = services["web"]["environment"]
-        assert str(web["DELEGATE_SECURE"]).lower() == "true"
-        assert str(web.get("DJANGO_DEBUG", "false")).lower() == "false"
-        assert "sandbox" not in str(web.get("AWS_ENDPOINT_URL", ""))
+        web, _ = interpolate(services["web"]["environment"], production_secrets())
+        assert web["DELEGATE_SECURE"] == "true" and web["DJANGO_DEBUG"] == "false"
+        assert "sandbox" not in web["AWS_ENDPOINT_URL"] and "AKIDSANDBOX" not in web["AWS_ACCESS_KEY_ID"]
 
     def test_runtime_and_migrations_use_different_database_roles(self):
         services = default_services()
