@@ -14,7 +14,7 @@ class AutomationsConfig(AppConfig):
         # A migrate that leaves an audit table without its append-only guards fails (audit_guards).
         from django.db.models.signals import post_migrate
 
-        from automations import audit_guards
+        from automations.audit import guards as audit_guards
 
         post_migrate.connect(audit_guards.check_after_migrate, sender=self, dispatch_uid="delegate-audit-guards")
 

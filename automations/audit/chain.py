@@ -7,8 +7,8 @@ assigned under one lock, so editing, deleting or reordering any row breaks the c
 row. Signed digests written outside the database (automations.audit.digests) pin the head of
 the chain from time to time, so deleting the newest events, or rewriting the whole chain, is
 caught as well; every committed event also goes to an external stream at once
-(automations.audit_stream), which closes the window after the newest digest; and events leave the
-table only under a signed archive manifest (automations.audit_archive). docs/audit.md describes
+(automations.audit.stream), which closes the window after the newest digest; and events leave the
+table only under a signed archive manifest (automations.audit.archive). docs/audit.md describes
 the format and the threat model; manage.py verify_audit checks all of it.
 """
 from __future__ import annotations
@@ -195,7 +195,7 @@ def record(
     event.hash = compute_hash(event.prev_hash, chained_fields(event))
     event.save(force_insert=True)
     # Also to the external stream, once (and only if) this transaction commits: closes the tail window.
-    from automations import audit_stream
+    from automations.audit import stream as audit_stream
 
     audit_stream.publish_on_commit(event)
     return event

@@ -218,7 +218,7 @@ def write_digest(*, signer: Signer | None = None, directory: Path | None = None,
         if head["sequence"] == last_pinned and not force:
             return None
         # Never vouch for a front cut: events below the oldest stored one must be under signed manifests.
-        from automations import audit_archive
+        from automations.audit import archive as audit_archive
 
         oldest = AuditEvent.objects.order_by("sequence").values_list("sequence", flat=True).first()
         coverage = audit_archive.front_coverage(oldest, trusted_signers([signer]))

@@ -135,8 +135,8 @@ def check_after_migrate(using: str = "default", **kwargs) -> None:
         raise GuardsMissing(
             "The audit tables' append-only guards are missing after migrate: " + ", ".join(problems)
             + ". A migration dropped them (an SQLite table rebuild does); add a migration that calls"
-              " automations.audit_guards.install().")
-    from automations import db_roles
+              " automations.audit.guards.install().")
+    from automations.audit import roles as db_roles
 
     db_roles.grant_if_configured(connection)
 

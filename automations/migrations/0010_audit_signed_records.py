@@ -10,13 +10,13 @@ from django.db import migrations, models
 
 
 def install_guards(apps, schema_editor):
-    from automations import audit_guards
+    from automations.audit import guards as audit_guards
 
     audit_guards.install(schema_editor.connection)
 
 
 def remove_new_guards(apps, schema_editor):
-    from automations import audit_guards
+    from automations.audit import guards as audit_guards
 
     audit_guards.remove(schema_editor.connection, [audit_guards.DIGEST_TABLE, audit_guards.MANIFEST_TABLE])
 

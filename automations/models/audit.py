@@ -117,7 +117,7 @@ class AuditEvent(models.Model):
 
 
 class AuditDigest(AppendOnlyModel):
-    """A copy of each signed digest file (automations.audit_digests), kept where the files are not.
+    """A copy of each signed digest file (automations.audit.digests), kept where the files are not.
 
     The files are the record (outside the database); this copy lets verify_audit notice that the
     newest digest files were removed, which the files' own chain cannot show.

@@ -2,7 +2,7 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
-from automations import db_roles
+from automations.audit import roles as db_roles
 
 
 class Command(BaseCommand):

@@ -113,7 +113,7 @@ class Command(BaseCommand):
 
         stream_line = None
         if against is not None:
-            from automations import audit_stream
+            from automations.audit import stream as audit_stream
 
             compared = audit_stream.compare(against, manifests=coverage.manifests, start=start, end=end)
             problems += compared.problems

@@ -188,7 +188,7 @@ class _Sender:
         self.items.put((target, sequence, line))
 
     def _note_gap(self, target: str, sequence: int, reason: str) -> None:
-        from automations import metrics
+        from automations.ops import metrics
 
         metrics.AUDIT_STREAM.labels(outcome="dropped").inc()
         with self.lock:
@@ -206,7 +206,7 @@ class _Sender:
 
     def _deliver(self, target: str, lines: list[bytes]) -> None:
         """Send, retrying with backoff until the destination takes it; meanwhile new lines overflow into gaps."""
-        from automations import metrics
+        from automations.ops import metrics
 
         delay = 0.1
         while True:
@@ -227,7 +227,7 @@ class _Sender:
         """Re-send gaps from the database by sequence, once the queue is empty."""
         from django.db import connection
 
-        from automations import metrics
+        from automations.ops import metrics
         from automations.models import AuditEvent
 
         with self.lock:

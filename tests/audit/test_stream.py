@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 from django.db import transaction
 
-from automations import audit, audit_digests, audit_stream
-from automations.audit_guards import TABLE
+from automations import audit
+from automations.audit import digests as audit_digests
+from automations.audit import stream as audit_stream
+from automations.audit.guards import TABLE
 from automations.models import AuditEvent
 from tests.audit_helpers import guards_bypassed, sql, verify
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

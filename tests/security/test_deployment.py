@@ -18,9 +18,9 @@ import yaml
 from django.core.management import call_command
 from django.test import Client
 
-from automations import audit_digests
+from automations.audit import digests as audit_digests
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 _VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 
 

@@ -10,8 +10,10 @@ import json
 import pytest
 from django.db import transaction
 
-from automations import audit, audit_archive, audit_digests
-from automations.audit_guards import TABLE
+from automations import audit
+from automations.audit import archive as audit_archive
+from automations.audit import digests as audit_digests
+from automations.audit.guards import TABLE
 from automations.models import AuditEvent
 from tests.audit_helpers import guards_bypassed, seed_chain, sql, verify
 

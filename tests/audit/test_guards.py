@@ -23,7 +23,7 @@ from automations import audit
 from tests.audit_helpers import seed_chain
 from tests.conftest import require
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GUARDED = {
     "automations_auditevent": "(sequence, occurred_at, actor_name, action, team, runbook, resources, account_id,"
                               " region, details, user_agent, role_session_name, source_identity, aws_request_id,"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from automations import audit_guards
+from automations.audit import guards as audit_guards
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 RUNTIME_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
