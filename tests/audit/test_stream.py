@@ -258,3 +258,29 @@ def test_digest_cadence_goes_down_to_ten_seconds():
     five = subprocess.run([sys.executable, "-c", "import django; django.setup(); " + probe], cwd=ROOT,
                           env={**base, "DELEGATE_AUDIT_DIGEST_SECONDS": "5"}, capture_output=True, text=True)
     assert five.returncode != 0 and "DELEGATE_AUDIT_DIGEST_SECONDS" in five.stderr
+
+
+@pytest.mark.django_db
+def test_a_lost_range_is_resent_by_command(stream_file, django_capture_on_commit_callbacks):
+    from django.core.management import call_command
+
+    record_committed(4, django_capture_on_commit_callbacks)
+    kept = [line for line in stream_file.read_text().splitlines() if json.loads(line)["sequence"] < 3]
+    stream_file.write_text("\n".join(kept) + "\n")  # what a process killed with lines still queued leaves
+    assert verify("--against", str(stream_file), "--no-digests")[0] == 1
+    call_command("audit_stream", "3", "4", stdout=__import__("io").StringIO())
+    code, _, err = verify("--against", str(stream_file), "--no-digests")
+    assert code == 0, err
+
+
+@pytest.mark.django_db
+def test_the_digest_key_prints_its_public_key(settings):
+    import io
+
+    from django.core.management import call_command
+
+    private, public = audit_digests.generate_ed25519_key()
+    settings.DELEGATE_AUDIT_DIGEST_KEY = private
+    out = io.StringIO()
+    call_command("audit_digest", "--public-key", stdout=out)
+    assert out.getvalue().strip() == public
