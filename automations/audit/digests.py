@@ -234,6 +234,11 @@ def write_digest(*, signer: Signer | None = None, directory: Path | None = None,
             raise DigestError(f"Refusing to sign: sequence {report.problem.sequence}: {report.problem.reason}")
         now = timezone.now()
         number = (previous["number"] + 1) if previous else 1
+        recorded = AuditDigest.objects.order_by("-number").values_list("number", flat=True).first() or 0
+        if recorded >= number:
+            raise DigestError(f"Digest {recorded} is recorded in the database but its file is not in {directory}:"
+                              " newest digest files were removed, or this is not the directory digests were written"
+                              " to. Run verify_audit.")
         digest = {
             "format": FORMAT,
             "number": number,

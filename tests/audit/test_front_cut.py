@@ -187,3 +187,17 @@ class TestKeyRotation:
         # ... and an auditor can trust it on the command line instead.
         code, out, err = verify("--public-key", old_public)
         assert code == 0, err
+
+
+class TestDigestCopies:
+    def test_removing_the_newest_digest_files_is_caught(self, digests):
+        seed_chain(3)
+        first = audit_digests.write_digest()
+        seed_chain(3)
+        newest = audit_digests.write_digest()
+        newest.unlink()  # the files' own chain cannot show a missing newest file
+        code, _, err = verify()
+        assert code == 1 and "digest 2" in err and "recorded in the database but its file is missing" in err
+        with pytest.raises(audit_digests.DigestError, match="Digest 2 is recorded in the database"):
+            audit_digests.write_digest()
+        assert first.exists()
