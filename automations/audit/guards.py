@@ -7,7 +7,7 @@ guarantee against the application; the owner role can still drop them, which the
 signed digests and the external stream detect (docs/audit.md).
 
 Guarded: the events, and the database copies of the signed digests and archive manifests.
-Installed by migrations 0002 and 0007; `check_after_migrate` runs at the end of every `migrate`
+Installed by migrations 0002 and 0010; `check_after_migrate` runs at the end of every `migrate`
 (post_migrate) and fails it when a guard is missing or disabled, because a table rebuild (SQLite's
 way of altering a column) silently drops triggers: migration 0003 did exactly that.
 """
