@@ -9,8 +9,10 @@ This file uses only the standard library.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -69,14 +71,11 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
     raise SystemExit(f"{url} did not answer within {timeout:.0f}s")
 
 
-def demo_digest_key(var: Path, env: dict) -> str:
-    """A signing key for the demo's audit digests, made once and kept in var/ (production sets its own)."""
-    key_file = var / "audit-digest.key"
+def demo_secret(var: Path, name: str, make) -> str:
+    """A secret for the demo, made once and kept in var/ (0600); production sets its own."""
+    key_file = var / name
     if not key_file.exists():
-        output = subprocess.run([str(PYTHON), "manage.py", "audit_digest", "--generate-key"], cwd=ROOT, env=env,
-                                check=True, capture_output=True, text=True).stdout
-        key = next(line.split("=", 1)[1] for line in output.splitlines() if line.startswith("DELEGATE_AUDIT_DIGEST_KEY="))
-        key_file.write_text(key)
+        key_file.write_text(make())
         key_file.chmod(0o600)
     return key_file.read_text().strip()
 
@@ -109,8 +108,12 @@ def demo() -> None:
                                                "django.core.mail.backends.filebased.EmailBackend"),
         "DJANGO_EMAIL_FILE_PATH": os.environ.get("DJANGO_EMAIL_FILE_PATH", str(var / "mail")),
     }
-    env.setdefault("DELEGATE_AUDIT_DIGEST_KEY", demo_digest_key(var, env))
-    env.setdefault("DELEGATE_AUDIT_DIGEST_SECONDS", "60")
+    # DEBUG stays off in the demo, so it needs a real secret key and a digest key (an Ed25519 seed).
+    env.setdefault("DJANGO_SECRET_KEY", demo_secret(var, "secret.key", lambda: secrets.token_urlsafe(50)))
+    env.setdefault("DELEGATE_AUDIT_DIGEST_KEY", demo_secret(
+        var, "audit-digest.key", lambda: "ed25519:" + base64.b64encode(os.urandom(32)).decode()))
+    env.setdefault("DELEGATE_AUDIT_DIGEST_SECONDS", "10")
+    env.setdefault("DELEGATE_METRICS_ALLOWED_IPS", "127.0.0.1,::1")  # the demo listens on loopback only
     processes: list[tuple[str, subprocess.Popen]] = []
 
     def start(name: str, *args: str) -> None:
@@ -179,7 +182,8 @@ def demo() -> None:
 
 def test(args: list[str]) -> int:
     ensure_venv()
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings"}
+    # pytest-django takes portal.settings_test from pyproject.toml (generated keys, DEBUG off).
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
     return subprocess.run([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=env).returncode
 
 

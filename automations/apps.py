@@ -11,6 +11,13 @@ class AutomationsConfig(AppConfig):
 
         configure_structlog()
 
+        # A migrate that leaves an audit table without its append-only guards fails (audit_guards).
+        from django.db.models.signals import post_migrate
+
+        from automations.audit import guards as audit_guards
+
+        post_migrate.connect(audit_guards.check_after_migrate, sender=self, dispatch_uid="delegate-audit-guards")
+
         # Every AWS attempt is paced (shared schedule) and counted (metrics); see automations.aws.
         from automations import aws
         from automations.ops import metrics

@@ -16,17 +16,24 @@ probes and exports. Results go to docs/benchmarks.md by hand.
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
 import json
 import os
 import random
 import resource
+import secrets
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
+
+# DEBUG is off here, as in production: this run's own secrets (portal/settings.py refuses to start without).
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+os.environ.setdefault("DELEGATE_AUDIT_DIGEST_KEY", "ed25519:" + base64.b64encode(os.urandom(32)).decode())
+
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

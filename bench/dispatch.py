@@ -22,7 +22,9 @@ Prints the figures; docs/benchmarks.md records them by hand with the command.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
+import secrets
 import shutil
 import signal
 import statistics
@@ -34,6 +36,11 @@ import uuid
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlparse
+
+# DEBUG is off here, as in production: this run's own secrets (portal/settings.py refuses to start without).
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+os.environ.setdefault("DELEGATE_AUDIT_DIGEST_KEY", "ed25519:" + base64.b64encode(os.urandom(32)).decode())
+
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

@@ -2,8 +2,12 @@
 
 The defaults are the embedded demo: SQLite, a filesystem broker when REDIS_URL is unset, and
 the local AWS sandbox. Production sets DATABASE_URL, REDIS_URL, DJANGO_SECRET_KEY,
-DELEGATE_SECURE=true and real AWS credentials.
+DELEGATE_AUDIT_DIGEST_KEY, DELEGATE_SECURE=true and real AWS credentials. With DEBUG off, a
+process refuses to start without a real secret key and a digest key (one line on stderr saying
+how to make one); `python3 dev.py demo` generates both into var/.
 """
+import os
+import sys
 from pathlib import Path
 
 import environ
@@ -15,11 +19,33 @@ VAR_DIR = Path(environ.Env().str("DELEGATE_VAR_DIR", default=str(BASE_DIR / "var
 
 env = environ.Env()
 
+
+def refuse_to_start(message: str) -> None:
+    """One line on stderr and exit 1: clearer than a traceback for a deployment mistake."""
+    sys.exit(f"Delegate will not start: {message}")
+
+
+# Compose passes an unset optional variable as an empty string; botocore would take an empty
+# endpoint or key literally, so empty AWS settings mean "unset" (real AWS endpoints, instance role).
+for _name in [name for name, value in os.environ.items() if name.startswith("AWS_") and value == ""]:
+    del os.environ[_name]
+
 # GENERAL
 # https://docs.djangoproject.com/en/5.2/ref/settings/#debug
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-# A fixed fallback key only makes sense for the demo; `check --deploy` flags it in production.
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="django-insecure-delegate-demo-key-change-me")
+# No fallback key: with DEBUG off a missing key, or one published in this repository, refuses to start.
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+KNOWN_DEFAULT_SECRET_KEYS = {
+    "django-insecure-delegate-demo-key-change-me",  # the old settings fallback
+    "change-me-in-production-please-0123456789abcdef",  # the old docker-compose fallback
+    "build-only",  # the Dockerfile's collectstatic step
+}
+if not DEBUG and (not SECRET_KEY or SECRET_KEY in KNOWN_DEFAULT_SECRET_KEYS
+                  or SECRET_KEY.startswith("django-insecure-")):
+    refuse_to_start("DJANGO_SECRET_KEY is missing or a published default; set it to a new secret, e.g. the output"
+                    " of: python3 -c 'import secrets; print(secrets.token_urlsafe(50))'")
+if not SECRET_KEY:
+    SECRET_KEY = "django-insecure-delegate-debug-only"  # DEBUG on: a developer's machine
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 TIME_ZONE = "UTC"
@@ -174,6 +200,8 @@ SECURE_HSTS_SECONDS = 31536000 if SECURE else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE
 SECURE_HSTS_PRELOAD = SECURE
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if SECURE else None
+# Probes and the scraper may talk plain HTTP to the container; everything else is redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
@@ -279,6 +307,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # (with the transport options above; the outbox sweeper publishes whatever failed).
 CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
 CELERY_TASK_PUBLISH_RETRY = False
+# How often a signed digest pins the chain's head (docs/audit.md); 10 s at the shortest.
+DELEGATE_AUDIT_DIGEST_SECONDS = env.float("DELEGATE_AUDIT_DIGEST_SECONDS", default=60.0)
+if DELEGATE_AUDIT_DIGEST_SECONDS < 10:
+    refuse_to_start(f"DELEGATE_AUDIT_DIGEST_SECONDS={DELEGATE_AUDIT_DIGEST_SECONDS:g} is below the 10 s minimum.")
 CELERY_BEAT_SCHEDULE = {
     "sync-execution-statuses": {
         "task": "automations.sync_execution_statuses",
@@ -290,8 +322,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "expire-requests": {"task": "automations.expire_requests", "schedule": 60.0},
     # Signed digests of the audit chain's head, outside the database (docs/audit.md).
-    "write-audit-digest": {"task": "automations.write_audit_digest",
-                           "schedule": env.float("DELEGATE_AUDIT_DIGEST_SECONDS", default=300.0)},
+    "write-audit-digest": {"task": "automations.write_audit_digest", "schedule": DELEGATE_AUDIT_DIGEST_SECONDS},
     # Escalations, approvals held by a freeze, aws:approve steps waiting; lost notifications.
     "approvals-tick": {"task": "automations.approvals_tick",
                        "schedule": env.float("DELEGATE_APPROVALS_TICK_SECONDS", default=15.0)},
@@ -336,10 +367,27 @@ DELEGATE_OUTBOX_GRACE_SECONDS = env.float("DELEGATE_OUTBOX_GRACE_SECONDS", defau
 DELEGATE_DISPATCH_RETRY_MAX_SECONDS = env.float("DELEGATE_DISPATCH_RETRY_MAX_SECONDS", default=300.0)
 # A claimed dispatch whose worker vanished is re-driven (same ClientToken) after this; above task_time_limit.
 DELEGATE_DISPATCH_LEASE_SECONDS = env.float("DELEGATE_DISPATCH_LEASE_SECONDS", default=150.0)
-# If set, /metrics requires "Authorization: Bearer <token>".
+# /metrics with DEBUG off answers only "Authorization: Bearer <token>" or a client address in the
+# allowlist (addresses or CIDR networks; the client address honours DELEGATE_TRUSTED_PROXY_COUNT).
 DELEGATE_METRICS_TOKEN = env.str("DELEGATE_METRICS_TOKEN", default="")
+DELEGATE_METRICS_ALLOWED_IPS = env.list("DELEGATE_METRICS_ALLOWED_IPS", default=[])
+
+# AUDIT (docs/audit.md). The digest key signs digests and archive manifests; required with DEBUG off.
 DELEGATE_AUDIT_DIGEST_KEY = env.str("DELEGATE_AUDIT_DIGEST_KEY", default="")
+if not DEBUG and not DELEGATE_AUDIT_DIGEST_KEY:
+    refuse_to_start("DELEGATE_AUDIT_DIGEST_KEY is not set; it signs the audit digests. Make one (keep it off the"
+                    " database host) with: python3 -c \"import base64, os; print('ed25519:' +"
+                    " base64.b64encode(os.urandom(32)).decode())\"")
+# Public keys (ed25519-pub:...) of keys the digest key replaced: old digests and manifests stay verifiable.
+DELEGATE_AUDIT_DIGEST_PREVIOUS_KEYS = env.list("DELEGATE_AUDIT_DIGEST_PREVIOUS_KEYS", default=[])
 DELEGATE_AUDIT_DIGEST_DIR = env.str("DELEGATE_AUDIT_DIGEST_DIR", default=str(VAR_DIR / "audit-digests"))
+# Every committed event, also outside the database at once: file:/path, syslog+tcp://host:port,
+# syslog+tls://host:port, or off (automations/audit_stream.py).
+DELEGATE_AUDIT_STREAM = env.str("DELEGATE_AUDIT_STREAM", default=f"file:{VAR_DIR / 'audit-stream.jsonl'}")
+DELEGATE_AUDIT_STREAM_QUEUE_SIZE = env.int("DELEGATE_AUDIT_STREAM_QUEUE_SIZE", default=10000)
+DELEGATE_AUDIT_STREAM_TLS_CA = env.str("DELEGATE_AUDIT_STREAM_TLS_CA", default="")
+# PostgreSQL: the application role that migrate (run as the owner role) grants runtime privileges to.
+DELEGATE_DB_APP_ROLE = env.str("DELEGATE_DB_APP_ROLE", default="")
 
 # EMAIL: the console backend in the demo.
 EMAIL_BACKEND = env.str("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")

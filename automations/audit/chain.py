@@ -6,7 +6,10 @@ hash = SHA-256(prev_hash || canonical JSON of the chained fields), with a gaples
 assigned under one lock, so editing, deleting or reordering any row breaks the chain at that
 row. Signed digests written outside the database (automations.audit.digests) pin the head of
 the chain from time to time, so deleting the newest events, or rewriting the whole chain, is
-caught as well. docs/audit.md describes the format; manage.py verify_audit checks both.
+caught as well; every committed event also goes to an external stream at once
+(automations.audit.stream), which closes the window after the newest digest; and events leave the
+table only under a signed archive manifest (automations.audit.archive). docs/audit.md describes
+the format and the threat model; manage.py verify_audit checks all of it.
 """
 from __future__ import annotations
 
@@ -191,6 +194,10 @@ def record(
     )
     event.hash = compute_hash(event.prev_hash, chained_fields(event))
     event.save(force_insert=True)
+    # Also to the external stream, once (and only if) this transaction commits: closes the tail window.
+    from automations.audit import stream as audit_stream
+
+    audit_stream.publish_on_commit(event)
     return event
 
 
@@ -272,7 +279,7 @@ def check_chain(*, start: int | None = None, end: int | None = None, anchor_hash
 
     Each event must carry the next sequence number, point at the previous event's hash, and
     hash to its stored hash. The first event of the range must point at `anchor_hash`: the
-    genesis hash for sequence 1, or the head hash of an archive manifest. Without an anchor
+    genesis hash for sequence 1, or the last hash of a signed archive manifest. Without an anchor
     a range check trusts the stored prev_hash of its first event (and says so).
     `rows` lets an exported archive be checked with the same code.
     """
@@ -309,14 +316,3 @@ def check_chain(*, start: int | None = None, end: int | None = None, anchor_hash
 def verify_chain(*, start: int | None = None, end: int | None = None, anchor_hash: str | None = None) -> ChainProblem | None:
     """The first broken event, or None when every hash holds."""
     return check_chain(start=start, end=end, anchor_hash=anchor_hash).problem
-
-
-def archived_anchor(start: int) -> str | None:
-    """The hash an archive (manage.py archive_audit) recorded for event start-1, if that range was archived.
-
-    The `audit.archived` event sits later in the chain than the range it describes, so it is
-    itself covered by the chain check of what remains.
-    """
-    event = (AuditEvent.objects.filter(action="audit.archived", sequence__gte=start, details__last_sequence=start - 1)
-             .order_by("sequence").values_list("details", flat=True).first())
-    return event.get("last_hash") if event else None

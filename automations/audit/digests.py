@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from automations import audit
 from automations.canonical import canonical_json
-from automations.models import AuditEvent
+from automations.models import AuditDigest, AuditEvent
 
 log = structlog.get_logger(__name__)
 
@@ -124,6 +124,22 @@ def configured_signer() -> Signer | None:
     return signer_from(value) if value else None
 
 
+def trusted_signers(extra=()) -> list[Signer]:
+    """Keys whose signatures verify_audit accepts: the configured key, the keys it replaced
+    (DELEGATE_AUDIT_DIGEST_PREVIOUS_KEYS, public keys after a rotation), and any given."""
+    keys = [one for one in extra if one is not None]
+    configured = configured_signer()
+    if configured:
+        keys.append(configured)
+    keys += [signer_from(value) for value in getattr(settings, "DELEGATE_AUDIT_DIGEST_PREVIOUS_KEYS", []) if value]
+    unique: dict[str, Signer] = {}
+    for key in keys:
+        # A signing key beats the public-only form of the same key.
+        if key.key_id not in unique or unique[key.key_id]._private is None:
+            unique[key.key_id] = key
+    return list(unique.values())
+
+
 def generate_ed25519_key() -> tuple[str, str]:
     """A new (private setting, public key) pair for DELEGATE_AUDIT_DIGEST_KEY."""
     from cryptography.hazmat.primitives import serialization
@@ -201,19 +217,28 @@ def write_digest(*, signer: Signer | None = None, directory: Path | None = None,
                               f" digest ({last_pinned}): newest events were deleted. Run verify_audit.")
         if head["sequence"] == last_pinned and not force:
             return None
+        # Never vouch for a front cut: events below the oldest stored one must be under signed manifests.
+        from automations.audit import archive as audit_archive
+
+        oldest = AuditEvent.objects.order_by("sequence").values_list("sequence", flat=True).first()
+        coverage = audit_archive.front_coverage(oldest, trusted_signers([signer]))
+        if coverage.anchor is None:
+            raise DigestError(f"Refusing to sign: {coverage.problems[-1].reason}. Run verify_audit.")
         # Re-check what was appended since the last digest before vouching for it.
-        if previous:
+        if previous and last_pinned >= oldest:
             start, anchor = last_pinned + 1, previous["last_hash"]
-        else:  # the first digest vouches for everything still in the database
-            start = AuditEvent.objects.order_by("sequence").values_list("sequence", flat=True).first()
-            anchor = audit.GENESIS_HASH if start == 1 else audit.archived_anchor(start)
-            if anchor is None:
-                raise DigestError(f"Events before {start} are missing and no archive record anchors the chain.")
+        else:  # the first digest (or the first after a purge) vouches for everything still in the database
+            start, anchor = oldest, coverage.anchor
         report = audit.check_chain(start=start, end=head["sequence"], anchor_hash=anchor)
         if report.problem:
             raise DigestError(f"Refusing to sign: sequence {report.problem.sequence}: {report.problem.reason}")
         now = timezone.now()
         number = (previous["number"] + 1) if previous else 1
+        recorded = AuditDigest.objects.order_by("-number").values_list("number", flat=True).first() or 0
+        if recorded >= number:
+            raise DigestError(f"Digest {recorded} is recorded in the database but its file is not in {directory}:"
+                              " newest digest files were removed, or this is not the directory digests were written"
+                              " to. Run verify_audit.")
         digest = {
             "format": FORMAT,
             "number": number,
@@ -237,6 +262,9 @@ def write_digest(*, signer: Signer | None = None, directory: Path | None = None,
             handle.write(json.dumps(digest, indent=1, sort_keys=True).encode() + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
+        # A copy in the (append-only) database: removing the newest digest files is then visible.
+        AuditDigest.objects.create(number=number, last_sequence=head["sequence"],
+                                   document=json.dumps(digest, sort_keys=True))
     log.info("audit.digest_written", number=number, last_sequence=head["sequence"], path=str(path))
     return path
 
@@ -261,14 +289,16 @@ class DigestReport:
     digests: int = 0
     last_pinned: int = 0
     notes: list[str] = field(default_factory=list)
+    problems: list = field(default_factory=list)
 
 
 def verify_digests(*, signer: Signer | list[Signer], directory: Path | None = None, start: int | None = None,
-                   end: int | None = None) -> DigestReport:
-    """Check every digest's signature and linkage, and that the database still has the pinned heads.
+                   end: int | None = None, manifests: list[dict] | None = None) -> DigestReport:
+    """Check every digest's signature and linkage, and the events each one pins.
 
     `signer` may be several trusted keys (after a key rotation, the old public key and the new
-    key). Heads below `start` (archived and purged ranges) are checked for signature only.
+    key). A pinned head must still be stored with the signed hash, or lie in a range that a
+    valid signed archive manifest (`manifests`, from audit_archive.front_coverage) accounts for.
     """
     trusted = {one.key_id: one for one in (signer if isinstance(signer, list) else [signer])}
     directory = directory or digest_dir()
@@ -289,8 +319,8 @@ def verify_digests(*, signer: Signer | list[Signer], directory: Path | None = No
         where = f"digest {number} ({name})"
         key = trusted.get(digest.get("key_id"))
         if key is None:
-            problems.append(audit.ChainProblem(first, f"{where} was signed with key {digest.get('key_id')},"
-                                                      f" not the configured {', '.join(trusted)}"))
+            problems.append(audit.ChainProblem(first, f"{where} was signed with key {digest.get('key_id')}, which is"
+                                                      f" not a trusted key (trusted: {', '.join(trusted)})"))
             break
         if not key.verify(signed_bytes(digest), digest.get("signature", "")):
             problems.append(audit.ChainProblem(first, f"{where} has an invalid signature (the file was altered)"))
@@ -311,6 +341,17 @@ def verify_digests(*, signer: Signer | list[Signer], directory: Path | None = No
     if previous is not None:
         report.last_pinned = previous["last_sequence"]
 
+    # The database keeps a copy of every digest written: a newer one than the files means files were removed.
+    newest_copy = AuditDigest.objects.order_by("-number").values_list("number", "last_sequence").first()
+    if not problems and newest_copy and newest_copy[0] > (previous["number"] if previous else 0):
+        problems.append(audit.ChainProblem(
+            (previous["last_sequence"] if previous else 0) + 1,
+            f"digest {newest_copy[0]} (pinning events through {newest_copy[1]}) is recorded in the database but its"
+            f" file is missing from {directory}: the newest digest files were removed"))
+
+    if not problems:
+        problems += _heads_below(start, [(seq, expected, info) for seq, expected, info in pinned
+                                         if start is not None and seq < start], manifests or [])
     in_range = [(seq, expected, info) for seq, expected, info in pinned
                 if (start is None or seq >= start) and (end is None or seq <= end)]
     db_max = AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first() or 0
@@ -336,4 +377,28 @@ def verify_digests(*, signer: Signer | list[Signer], directory: Path | None = No
                 break
     if problems:
         report.problem = min(problems, key=lambda problem: problem.sequence)
+        report.problems = problems
     return report
+
+
+def _heads_below(start: int | None, heads: list[tuple[int, str, dict]], manifests: list[dict]) -> list[audit.ChainProblem]:
+    """Heads pinned below the oldest stored event: each must be accounted for by a valid signed manifest."""
+    problems = []
+    covered_through = 0  # manifests chain from event 1 through this one
+    for manifest in sorted(manifests, key=lambda one: one["first_sequence"]):
+        if manifest["first_sequence"] <= covered_through + 1:
+            covered_through = max(covered_through, manifest["last_sequence"])
+    for seq, expected, info in heads:
+        hashes = [manifest["last_hash"] for manifest in manifests if manifest["last_sequence"] == seq]
+        hashes += [entry["last_hash"] for manifest in manifests if manifest["first_sequence"] <= seq
+                   <= manifest["last_sequence"] for entry in manifest.get("digests", [])
+                   if entry.get("number") == info["number"] and entry.get("last_sequence") == seq]
+        if not hashes:
+            first_missing = covered_through + 1 if covered_through < seq else seq
+            problems.append(audit.ChainProblem(
+                first_missing, f"events {first_missing}..{seq}, pinned by digest {info['number']}"
+                               f" ({info['created_at']}), are neither stored nor covered by a signed archive manifest"))
+        elif expected not in hashes:
+            problems.append(audit.ChainProblem(seq, f"event {seq}'s hash in digest {info['number']} differs from the"
+                                                    " signed archive manifest that covers it"))
+    return problems

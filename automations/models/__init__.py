@@ -1,5 +1,5 @@
 """Delegate's data model. See DESIGN.md for the lifecycle these models carry."""
-from automations.models.audit import AuditEvent, AuditLogIsAppendOnly
+from automations.models.audit import AuditArchiveManifest, AuditDigest, AuditEvent, AuditLogIsAppendOnly
 from automations.models.requests import (
     TERMINAL_STATUSES,
     TRANSITIONS,
@@ -25,8 +25,9 @@ from automations.models.sso import SsoGroupRule, SsoIdentity
 from automations.models.teams import Account, Membership, Team
 
 __all__ = (
-    "Account", "Approval", "AuditEvent", "AuditLogIsAppendOnly", "AutomationRequest", "DispatchOutbox",
-    "Execution", "Membership", "RequestComment", "Runbook", "RunbookVersion", "TERMINAL_STATUSES", "TRANSITIONS", "Team",
+    "Account", "Approval", "AuditArchiveManifest", "AuditDigest", "AuditEvent", "AuditLogIsAppendOnly",
+    "AutomationRequest", "DispatchOutbox", "Execution", "Membership", "RequestComment", "Runbook", "RunbookVersion",
+    "TERMINAL_STATUSES", "TRANSITIONS", "Team",
     "TeamRunbook",
     # approval policy (models/policy.py)
     "ApprovalDelegation", "DelegatedApproval", "Escalation", "FreezeOverride", "FreezeWindow", "NotificationDelivery",

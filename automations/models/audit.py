@@ -1,3 +1,4 @@
+"""The audit record: events (hash-chained), and copies of the signed digests and archive manifests that vouch for them."""
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
@@ -8,15 +9,35 @@ class AuditLogIsAppendOnly(Exception):
     """Raised on any attempt to change or delete an audit event."""
 
 
-class AuditEventQuerySet(models.QuerySet):
+class AppendOnlyQuerySet(models.QuerySet):
     def update(self, **kwargs):
-        raise AuditLogIsAppendOnly("Audit events cannot be edited.")
+        raise AuditLogIsAppendOnly("Audit records cannot be edited.")
 
     def delete(self):
-        raise AuditLogIsAppendOnly("Audit events cannot be deleted.")
+        raise AuditLogIsAppendOnly("Audit records cannot be deleted.")
 
     def bulk_update(self, *args, **kwargs):
-        raise AuditLogIsAppendOnly("Audit events cannot be edited.")
+        raise AuditLogIsAppendOnly("Audit records cannot be edited.")
+
+
+AuditEventQuerySet = AppendOnlyQuerySet
+
+
+class AppendOnlyModel(models.Model):
+    """Rows are inserted once; the model, the queryset and database triggers (audit_guards) refuse the rest."""
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AuditLogIsAppendOnly("Audit records cannot be edited.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AuditLogIsAppendOnly("Audit records cannot be deleted.")
 
 
 class AuditEvent(models.Model):
@@ -93,3 +114,42 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AuditLogIsAppendOnly("Audit events cannot be deleted.")
+
+
+class AuditDigest(AppendOnlyModel):
+    """A copy of each signed digest file (automations.audit.digests), kept where the files are not.
+
+    The files are the record (outside the database); this copy lets verify_audit notice that the
+    newest digest files were removed, which the files' own chain cannot show.
+    """
+
+    number = models.BigIntegerField(unique=True)
+    last_sequence = models.BigIntegerField()
+    document = models.TextField()  # the digest JSON exactly as signed
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["number"]
+
+    def __str__(self) -> str:
+        return f"digest {self.number} (through event {self.last_sequence})"
+
+
+class AuditArchiveManifest(AppendOnlyModel):
+    """A signed archive manifest (manage.py archive_audit): the only thing that lets events leave the table.
+
+    Anyone who can INSERT can add a row here, so a row proves nothing by itself: verify_audit
+    accepts a manifest only when its signature verifies with a trusted digest key. Not unique
+    on the range for that reason: a forged row must not be able to block the genuine one.
+    """
+
+    first_sequence = models.BigIntegerField()
+    last_sequence = models.BigIntegerField()
+    document = models.TextField()  # the manifest JSON exactly as signed
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["first_sequence", "pk"]
+
+    def __str__(self) -> str:
+        return f"archive manifest {self.first_sequence}..{self.last_sequence}"

@@ -10,9 +10,11 @@ p50/p95/p99 per page and the error rate as a Markdown table for docs/benchmarks.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import csv
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,6 +24,11 @@ import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
+
+# DEBUG is off here, as in production: this run's own secrets (portal/settings.py refuses to start without).
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+os.environ.setdefault("DELEGATE_AUDIT_DIGEST_KEY", "ed25519:" + base64.b64encode(os.urandom(32)).decode())
+
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))

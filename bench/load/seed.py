@@ -12,12 +12,19 @@ lead00..lead49 (one lead per team), auditor0..auditor4 (the auditors group).
 from __future__ import annotations
 
 import argparse
+import base64
 import os
+import secrets
 import subprocess
 import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
+
+# DEBUG is off here, as in production: this run's own secrets (portal/settings.py refuses to start without).
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+os.environ.setdefault("DELEGATE_AUDIT_DIGEST_KEY", "ed25519:" + base64.b64encode(os.urandom(32)).decode())
+
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))

@@ -234,7 +234,7 @@ class TestDigests:
         audit_digests.write_digest()
         settings.DELEGATE_AUDIT_DIGEST_KEY = HMAC_KEY
         code, _, err = verify()
-        assert code == 1 and "not the configured" in err
+        assert code == 1 and "not a trusted key" in err
 
     def test_key_rotation_keeps_old_digests_verifiable(self, postgres, digests, settings, ed25519_key):
         seed_chain(3)
@@ -244,7 +244,7 @@ class TestDigests:
         seed_chain(3)
         second = audit_digests.load(audit_digests.write_digest())
         assert second["previous_signature"] and second["key_id"] != audit_digests.signer_from(ed25519_key[0]).key_id
-        assert "not the configured" in verify()[2]
+        assert "not a trusted key" in verify()[2]
         code, out, _ = verify("--public-key", ed25519_key[1])
         assert code == 0 and "2 verified" in out
 
@@ -299,14 +299,14 @@ class TestArchive:
         self._purge(1, 12)
         code, out, _ = verify()
         assert code == 0, out
-        assert "events 13..21" in out and "audit.archived" in out
+        assert "events 13..21" in out and "signed archive manifest" in out
         code, out, _ = verify("--archive", str(result.manifest_path))
         assert code == 0 and "archive" in out and "events 1..12 verified" in out
 
         # Removing one more event is still caught, at its sequence number.
         self._purge(13, 13)
         code, _, err = verify()
-        assert code == 1 and "first bad event is sequence 13" in err and "the last archive" in err
+        assert code == 1 and "first bad event is sequence 13" in err and "events 13..13 are missing" in err
 
     def test_a_tampered_archive_file_is_caught(self, postgres, digests, tmp_path):
         seed_chain(8)
@@ -316,15 +316,16 @@ class TestArchive:
         code, _, err = verify("--archive", str(result.manifest_path))
         assert code == 1 and "SHA-256" in err
 
-    def test_archive_refuses_open_ranges_and_overwrites(self, postgres, tmp_path):
+    def test_archive_refuses_open_ranges_and_overwrites(self, postgres, digests, tmp_path):
         seed_chain(5)
+        signer = audit_digests.configured_signer()
         with pytest.raises(audit_archive.ArchiveError, match="closed range"):
-            audit_archive.archive(through=5, out_dir=tmp_path)
-        audit_archive.archive(through=2, out_dir=tmp_path)
+            audit_archive.archive(through=5, out_dir=tmp_path, signer=signer)
+        audit_archive.archive(through=2, out_dir=tmp_path, signer=signer)
         with pytest.raises(audit_archive.ArchiveError, match="never overwritten"):
-            audit_archive.archive(through=2, out_dir=tmp_path)
+            audit_archive.archive(through=2, out_dir=tmp_path, signer=signer)
 
-    def test_archive_command_by_time(self, postgres, tmp_path):
+    def test_archive_command_by_time(self, postgres, digests, tmp_path):
         import datetime as dt
 
         from django.core.management import call_command

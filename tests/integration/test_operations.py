@@ -44,7 +44,8 @@ def test_readyz_follows_the_broker(broker, redis_server):
 
 
 def test_worker_metrics_and_the_request_id_reach_the_operator(world, submit, worker_factory, broker, sb, tmp_path,
-                                                              monkeypatch):
+                                                              monkeypatch, settings):
+    settings.DELEGATE_METRICS_ALLOWED_IPS = ["127.0.0.1"]  # the scraper's address
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
     worker = worker_factory.start("a", PROMETHEUS_MULTIPROC_DIR=metrics_dir)

@@ -30,7 +30,8 @@ class TestHealth:
 
 
 class TestMetrics:
-    def test_exposes_the_dispatch_numbers(self, world, submit):
+    def test_exposes_the_dispatch_numbers(self, world, submit, settings):
+        settings.DELEGATE_METRICS_ALLOWED_IPS = ["127.0.0.1"]  # the test client's address
         services.request_approve(request=submit(), actor=world.bob)
         text = Client().get("/metrics").content.decode()
         for name in ("delegate_dispatch_latency_seconds_bucket", "delegate_aws_calls_total",
@@ -68,9 +69,10 @@ class TestMetrics:
         assert metrics.outcome_of({"status_code": 503}, {"Error": {"Code": "ServiceUnavailable"}}, None) == "server_error"
         assert metrics.outcome_of(None, None, ConnectionError()) == "network_error"
 
-    def test_a_scrape_answers_even_when_the_database_does_not(self, db, monkeypatch):
+    def test_a_scrape_answers_even_when_the_database_does_not(self, db, monkeypatch, settings):
         from automations.models import DispatchOutbox
 
+        settings.DELEGATE_METRICS_ALLOWED_IPS = ["127.0.0.1"]
         def unavailable(*args, **kwargs):
             raise RuntimeError("database unavailable")
         monkeypatch.setattr(DispatchOutbox.objects, "filter", unavailable)
@@ -119,5 +121,6 @@ class TestRequestIds:
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/metrics"])
-def test_operations_endpoints_need_no_login(db, path):
+def test_operations_endpoints_need_no_login(db, path, settings):
+    settings.DELEGATE_METRICS_ALLOWED_IPS = ["127.0.0.1"]  # /metrics: an allowed scraper (tests/test_deployment.py)
     assert Client().get(path).status_code == 200

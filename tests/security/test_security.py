@@ -319,10 +319,10 @@ def test_check_deploy_is_clean_under_production_settings():
     assert "System check identified no issues" in result.stdout
 
 
-def test_check_deploy_fails_with_the_demo_key():
-    # The check above can fail: without a real key (or with DEBUG on) it does.
-    env = _production_env()
-    env.pop("DJANGO_SECRET_KEY")
+def test_check_deploy_fails_with_a_weak_key():
+    # The check above can fail: with a weak key (or with DEBUG on) it does. A missing or published
+    # default key does not even start (tests/test_deployment.py).
+    env = _production_env(DJANGO_SECRET_KEY="short-and-weak")
     result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "security.W009" in result.stderr

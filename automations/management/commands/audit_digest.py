@@ -9,9 +9,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--generate-key", action="store_true")
+        parser.add_argument("--public-key", action="store_true",
+                            help="Print the public key of DELEGATE_AUDIT_DIGEST_KEY (for auditors, and for"
+                                 " DELEGATE_AUDIT_DIGEST_PREVIOUS_KEYS when the key is rotated).")
         parser.add_argument("--force", action="store_true", help="Write a digest even if no event is new.")
 
-    def handle(self, *args, generate_key=False, force=False, **options):
+    def handle(self, *args, generate_key=False, public_key=False, force=False, **options):
+        if public_key:
+            signer = audit_digests.configured_signer()
+            if signer is None or not signer.public_key:
+                raise CommandError("DELEGATE_AUDIT_DIGEST_KEY is not an ed25519 key.")
+            self.stdout.write(signer.public_key)
+            return
         if generate_key:
             private, public = audit_digests.generate_ed25519_key()
             self.stdout.write(f"DELEGATE_AUDIT_DIGEST_KEY={private}\n# public key for auditors: {public}")

@@ -1,4 +1,4 @@
-"""manage.py verify_audit: the chain, the signed digests and (optionally) an archive, in one check."""
+"""manage.py verify_audit: the chain, signed archive manifests, signed digests and (optionally) the external stream."""
 import json
 from pathlib import Path
 
@@ -24,11 +24,15 @@ class Command(BaseCommand):
                                  " chain right after it.")
         parser.add_argument("--digest-dir", type=Path, help="Digest directory (default DELEGATE_AUDIT_DIGEST_DIR).")
         parser.add_argument("--public-key", action="append", default=[],
-                            help="Trust this key for digests (ed25519-pub:…, or an earlier key after a rotation);"
-                                 " repeat for several. The configured DELEGATE_AUDIT_DIGEST_KEY is trusted too.")
+                            help="Trust this key for digests and archive manifests (ed25519-pub:…, or an earlier key"
+                                 " after a rotation); repeat for several. DELEGATE_AUDIT_DIGEST_KEY and"
+                                 " DELEGATE_AUDIT_DIGEST_PREVIOUS_KEYS are trusted too.")
         parser.add_argument("--no-digests", action="store_true", help="Check the chain only.")
         parser.add_argument("--require-digests", action="store_true",
                             help="Fail when no digest key or no digest is available.")
+        parser.add_argument("--against", type=Path,
+                            help="The external audit stream (JSON Lines, or syslog lines as collected): report events"
+                                 " missing from the database or from the stream, and events that differ.")
 
     def fail(self, *problems: audit.ChainProblem):
         first, *others = sorted(problems, key=lambda problem: problem.sequence)
@@ -37,32 +41,20 @@ class Command(BaseCommand):
             self.stderr.write(f"also: sequence {other.sequence}: {other.reason}")
         raise SystemExit(1)
 
-    def _missing_oldest(self, start: int) -> audit.ChainProblem:
-        """The oldest events are gone and no archive accounts for them: name the first one missing."""
-        archived = (AuditEvent.objects.filter(action="audit.archived", details__last_sequence__lt=start - 1)
-                    .order_by("-sequence").values_list("sequence", "details").first())
-        if archived:
-            sequence, details = archived
-            last = details["last_sequence"]
-            return audit.ChainProblem(last + 1, f"events {last + 1}..{start - 1} are missing; the last archive"
-                                                f" (recorded in event {sequence}) ends at {last}")
-        return audit.ChainProblem(1, f"events 1..{start - 1} are missing and no archive record anchors the"
-                                     f" chain at {start}")
-
     def handle(self, *args, start=None, end=None, anchor=None, archive=None, digest_dir=None, public_key=None,
-               no_digests=False, require_digests=False, **options):
-        signer, how = None, None
-        if not no_digests:
-            keys = [audit_digests.signer_from(value) for value in public_key or []]
-            configured = audit_digests.configured_signer()
-            keys += [configured] if configured else []
-            signer = keys or None
+               no_digests=False, require_digests=False, against=None, **options):
+        # Keys are needed for manifests even with --no-digests: only a signed manifest explains a gap.
+        signers = audit_digests.trusted_signers([audit_digests.signer_from(value) for value in public_key or []])
+        problems: list[audit.ChainProblem] = []
+        how = None
+        extra_manifests = []
 
         if archive is not None:
-            report = audit_archive.verify_archive(archive, signer)  # any trusted key
+            report = audit_archive.verify_archive(archive, signers)
             if report.problem:
                 self.fail(report.problem)
             manifest = json.loads(archive.read_bytes())
+            extra_manifests.append(archive)
             self.stdout.write(f"archive {archive.name}: events {manifest['first_sequence']}..{manifest['last_sequence']}"
                               " verified")
             if start is None:
@@ -74,18 +66,25 @@ class Command(BaseCommand):
         explicit_start = start is not None
         if start is None:
             start = oldest or 1
-        if anchor is not None and archive is None:
+        if anchor is not None and how is None:
             how = "the given anchor"
+        coverage = audit_archive.front_coverage(oldest or start, signers, extra_manifests)
         if anchor is None and start == 1:
             anchor, how = audit.GENESIS_HASH, "genesis"
-        if anchor is None:
-            anchor = audit.archived_anchor(start)
-            how = f"the audit.archived record for events ..{start - 1}" if anchor else None
-        problems = []
-        if anchor is None and not explicit_start:
-            problems.append(self._missing_oldest(start))
-        if anchor is None:
+        elif anchor is None and oldest is not None and start == oldest:
+            # The events below the oldest stored one are gone: only signed manifests may account for them.
+            anchor = coverage.anchor
+            if anchor is not None:
+                how = f"the signed archive manifest(s) for events 1..{start - 1}"
+            problems += coverage.problems
+        elif anchor is None:
             how = f"the stored prev_hash of event {start} (trusted: pass --anchor or --archive to check it)"
+            if not explicit_start:
+                problems += coverage.problems
+        else:
+            # An explicit anchor, but a forged manifest is still worth reporting.
+            problems += [problem for problem in coverage.problems if "missing" not in problem.reason]
+        problems += audit_archive.manifests_against_stored(coverage.manifests)
 
         report = audit.check_chain(start=start, end=end, anchor_hash=anchor)
         if report.problem:
@@ -93,16 +92,16 @@ class Command(BaseCommand):
 
         digests_line = "digests: not checked (--no-digests)"
         if not no_digests:
-            if signer is None:
+            if not signers:
                 digests_line = ("digests: DELEGATE_AUDIT_DIGEST_KEY is not set, so deletion of the newest events"
                                 " cannot be detected")
                 if require_digests:
                     raise CommandError("--require-digests: no digest key configured.")
             else:
                 directory = digest_dir or audit_digests.digest_dir()
-                digests = audit_digests.verify_digests(signer=signer, directory=directory, start=start, end=end)
-                if digests.problem:
-                    problems.append(digests.problem)
+                digests = audit_digests.verify_digests(signer=signers, directory=directory, start=start, end=end,
+                                                       manifests=coverage.manifests)
+                problems += digests.problems
                 if digests.digests == 0 and require_digests:
                     raise CommandError(f"--require-digests: no digest files in {directory}.")
                 digests_line = (f"digests: {digests.digests} verified in {directory}, the newest pins event"
@@ -111,6 +110,17 @@ class Command(BaseCommand):
                     digests_line += f"; events after {digests.last_pinned} are not pinned by a digest yet"
                 for note in digests.notes:
                     self.stdout.write(f"note: {note}")
+
+        stream_line = None
+        if against is not None:
+            from automations.audit import stream as audit_stream
+
+            compared = audit_stream.compare(against, manifests=coverage.manifests, start=start, end=end)
+            problems += compared.problems
+            stream_line = compared.summary
+            for note in compared.notes:
+                self.stdout.write(f"note: {note}")
+
         if problems:
             self.fail(*problems)
         if report.checked:
@@ -119,4 +129,6 @@ class Command(BaseCommand):
         else:
             self.stdout.write("chain: no events in range")
         self.stdout.write(digests_line)
+        if stream_line:
+            self.stdout.write(stream_line)
         self.stdout.write(self.style.SUCCESS("OK: the audit log is intact."))
