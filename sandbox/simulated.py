@@ -106,31 +106,3 @@ ACTIONS = {
     "aws:executeScript": execute_script,
     "aws:executeStateMachine": execute_state_machine,
 }
-
-
-# aws:executeAwsApi on services other than EC2 ------------------------------------------------------
-
-
-def api_call(region, service: str, api: str, params: dict) -> dict:
-    if service == "s3" and api in ("PutBucketEncryption", "GetBucketEncryption"):
-        return _s3_encryption(region, api, params)
-    return {"SandboxNote": f"{PREFIX}: {service} {api} was not called", "Simulated": True}
-
-
-def _s3_encryption(region, api: str, params: dict) -> dict:
-    bucket = params.get("Bucket")
-    if not bucket:
-        raise StepFailure("Bucket is required.")
-    if api == "PutBucketEncryption":
-        region.buckets.setdefault(bucket, {})["Encryption"] = params.get("ServerSideEncryptionConfiguration")
-        return {"SandboxNote": f"{PREFIX}: encryption recorded for bucket {bucket} (no real S3 call)"}
-    configuration = region.buckets.get(bucket, {}).get("Encryption")
-    if configuration is None:
-        raise StepFailure(
-            "An error occurred (ServerSideEncryptionConfigurationNotFoundError) when calling the "
-            "GetBucketEncryption operation: The server side encryption configuration was not found"
-        )
-    return {
-        "ServerSideEncryptionConfiguration": configuration,
-        "SandboxNote": f"{PREFIX}: read from the sandbox's bucket store",
-    }

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from botocore.exceptions import ClientError
 
+from sandbox.inventory import seeded_id
+
 pytestmark = []
 
 APPROVAL_PARAMS = {"Approvers": ["alice"], "SNSTopicArn": ["arn:aws:sns:eu-west-1:123456789012:AutomationX"]}
@@ -191,7 +193,7 @@ def test_branch_with_and_and_boolean(start, sandbox, ec2, team_instances, mode, 
     "kms_key, branch_taken", [("", "PutBucketKeysAES256"), ("mrk-1234abcd", "PutBucketKeysKMS")]
 )
 def test_enable_s3_bucket_keys_branches_on_not_string_equals(start, sandbox, kms_key, branch_taken):
-    params = {"BucketName": "my-bucket"}
+    params = {"BucketName": "delegate-sandbox-platform-logs"}
     if kms_key:
         params["KmsKeyId"] = kms_key
     finished = sandbox.wait_for_execution(start("AWS-EnableS3BucketKeys", **params), timeout=10)
@@ -582,14 +584,17 @@ def test_every_fixture_runbook_runs(start, ssm, sandbox, ec2, team_instances):
         "AWS-CreateImage": {"InstanceId": platform[0]},
         "AWS-CreateSnapshot": {"VolumeId": volumes[0]["VolumeId"]},
         "AWS-DeleteSnapshot": {"SnapshotId": snapshot},
-        "AWS-EnableS3BucketKeys": {"BucketName": "my-bucket"},
-        "AWS-RebootRdsInstance": {"InstanceId": "orders-db"},
+        "AWS-EnableS3BucketKeys": {"BucketName": "delegate-sandbox-platform-logs"},
+        "AWS-RebootRdsInstance": {"InstanceId": "platform-db"},
         "AWS-ResizeInstance": {"InstanceId": platform[1], "InstanceType": "m5.xlarge"},
         "AWS-RestartEC2Instance": {"InstanceId": platform[2]},
         "AWS-StartEC2Instance": {"InstanceId": team_instances("platform", state="stopped")},
         "AWS-StopEC2Instance": {"InstanceId": team_instances("data")[0]},
         "AWS-StopEC2InstanceWithApproval": dict(InstanceId=team_instances("data")[1], **APPROVAL_PARAMS),
-        "AWS-TerminateEC2InstanceWithApproval": dict(InstanceId=team_instances("data")[1], **APPROVAL_PARAMS),
+        # Not the instance the stop above works on: terminating it first would fail that run.
+        "AWS-TerminateEC2InstanceWithApproval": dict(
+            InstanceId=seeded_id("i", "eu-west-1", "bastion"), **APPROVAL_PARAMS
+        ),
     }
     ids = {name: start(name, **params) for name, params in runs.items()}
     for name in ("AWS-StopEC2InstanceWithApproval", "AWS-TerminateEC2InstanceWithApproval"):
