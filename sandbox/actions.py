@@ -4,12 +4,13 @@ Each action is a function of a `StepContext` that the engine calls on every tick
 returns `done(...)`, raises `StepFailure`, or returns `poll(...)` (call me again later) or
 `wait()` (status Waiting until a SendAutomationSignal). Progress that must survive between
 ticks and restarts lives in `ctx.scratch`, a JSON dict stored on the step.
-Actions the sandbox cannot perform are in `simulated.py` and say so in their output.
+Actions on other services (stacks, Lambda, scripts, Run Command) are in `services_actions.py`;
+an action the sandbox cannot perform fails its step saying so.
 """
 
 from __future__ import annotations
 
-from . import aws_calls, document_store, executions, parameters, simulated
+from . import aws_calls, document_store, executions, parameters, services_actions
 from .errors import AwsError
 from .outcome import Outcome, StepContext, StepFailure, done, poll, wait
 from .protocol import parse_time
@@ -362,9 +363,14 @@ DEFAULT_TIMEOUTS = {
     "aws:createImage": 3600,
     "aws:copyImage": 3600,
     "aws:executeAutomation": 43200,
+    "aws:createStack": 3600,
+    "aws:deleteStack": 3600,
+    "aws:executeScript": 600,
+    "aws:invokeLambdaFunction": 900,
 }
 
 
 def run(ctx: StepContext) -> Outcome:
-    handler = ACTIONS.get(ctx.step["Action"]) or simulated.ACTIONS.get(ctx.step["Action"], simulated.unknown)
+    action = ctx.step["Action"]
+    handler = ACTIONS.get(action) or services_actions.ACTIONS.get(action, services_actions.not_emulated)
     return handler(ctx)

@@ -50,13 +50,16 @@ class Sandbox:
         self.seed = seed
         self.transitions = Transitions(account_id, lambda: self.state.time_scale)
         self.state.sandbox = self
+        self.world_ready = threading.Event()  # moto's world seeded; moto-bound calls wait for it
         self._server: SandboxServer | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
     # Lifecycle -------------------------------------------------------------------------------------
 
-    def start(self) -> Sandbox:
+    def start(self, seed_in_background: bool = False) -> Sandbox:
+        """Serve; seed moto's world first (tests), or meanwhile (`python -m sandbox` answers at once,
+        and calls to moto wait until the world is there)."""
         if self.state_file:
             self.state.load(self.state_file)  # running executions resume where they were
         self._server = SandboxServer((self.host, self.port), self)
@@ -64,9 +67,10 @@ class Sandbox:
         self._stopping.clear()
         # A short poll interval makes stop() quick (shutdown waits for the next poll).
         self._spawn(lambda: self._server.serve_forever(poll_interval=0.05), "sandbox-http")
-        with _live_lock:
-            _live.append(self)
-            self._reset_world()
+        if seed_in_background:
+            self._spawn(self._seed_live, "sandbox-seed")
+        else:
+            self._seed_live()
         self.engine.start()
         if self.state_file:
             self._spawn(self._save_loop, "sandbox-save")
@@ -80,6 +84,9 @@ class Sandbox:
     def stop(self) -> None:
         self._stopping.set()
         self.faults.release_all()  # blocked calls must finish so the server threads can stop
+        # A background seed talks to our own server: let it finish before the server goes away.
+        if any(t.name == "sandbox-seed" and t.is_alive() for t in self._threads):
+            self.world_ready.wait(120)
         # The engine first: its steps call this sandbox over HTTP, so the server must outlive them.
         self.engine.stop()
         if self._server:
@@ -98,11 +105,17 @@ class Sandbox:
         if self.state_file:
             self.state.save(self.state_file)
 
+    def _seed_live(self) -> None:
+        with _live_lock:
+            _live.append(self)
+            self._reset_world()
+
     def _reset_world(self) -> None:
         """A fresh moto world, seeded through this sandbox's own API (world.py).
 
         A world nobody has changed since it was seeded is reused as it is.
         """
+        self.world_ready.clear()
         self.transitions.due.clear()
         self.transitions.history.clear()
         if not (self.seed and moto_bridge.world_is_pristine()):
@@ -113,6 +126,7 @@ class Sandbox:
                 moto_bridge.mark_seeded()
         for row in self.transitions.rows(list(SEED_REGIONS)):
             self.transitions.history[row["InstanceId"]] = [row["State"]]
+        self.world_ready.set()
 
     def _save_loop(self) -> None:
         while not self._stopping.wait(SAVE_INTERVAL_SECONDS):
@@ -188,7 +202,7 @@ def serve_until_signalled(sandbox: Sandbox, announce=print) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    sandbox.start()
+    sandbox.start(seed_in_background=True)
     announce(
         f"Delegate sandbox (Delegate's SSM Automation + moto for every other AWS API) listening on {sandbox.url} "
         f"(account {sandbox.state.account_id}, time scale {sandbox.state.time_scale:g}"

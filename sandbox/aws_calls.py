@@ -85,7 +85,7 @@ def call(ctx, service: str, api: str, params: dict) -> dict:
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code, message = error.get("Code", "Unknown"), error.get("Message", "")
-        if code in ("NotImplemented", "InternalFailure", "InternalServerError", "500", "501"):
+        if code in ("InvalidAction", "NotImplemented", "InternalFailure", "InternalServerError", "500", "501"):
             raise StepFailure(
                 f"{service} {operation} is not emulated by the Delegate sandbox (moto answered {code}: "
                 f"{message[:300]})."

@@ -23,7 +23,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from . import control, moto_bridge, ssm_automation, ssm_documents, sts
+from . import control, moto_bridge, ssm_automation, ssm_documents, sts, world
 from .errors import AwsError
 from .protocol import parse_authorization, parse_form, unflatten, xml_document, xml_scalar
 from .state import Request
@@ -261,6 +261,9 @@ def _moto(sandbox, method, path, query, headers, body, service, operation, param
                 raise AwsError("IncorrectInstanceState", refusal)
             before = transitions.states(region_name, watched)
     host = headers.get("Host") or f"{sandbox.host}:{sandbox.port}"
+    seeding = parse_authorization(headers.get("Authorization"))[0] == world.SELF_CREDENTIALS["aws_access_key_id"]
+    if not seeding and not sandbox.world_ready.wait(120):
+        raise AwsError("ServiceUnavailable", "The Delegate sandbox is still seeding its AWS world.", 503)
     moto_bridge.note_call(operation)
     status, response_headers, payload = moto_bridge.call(method, path, query, headers, body, host)
     if watched and status < 400 and operation != "ModifyInstanceAttribute":

@@ -55,7 +55,7 @@ def aws(sandbox, tmp_path):
 def test_cli_lists_and_fetches_documents(aws):
     listed = aws("ssm", "list-documents", "--filters", "Key=Owner,Values=Amazon")
     names = {d["Name"] for d in listed["DocumentIdentifiers"]}
-    assert "AWS-RestartEC2Instance" in names and len(names) == 19
+    assert "AWS-RestartEC2Instance" in names and len(names) == 19 + 3  # fixtures + AWS child documents
     document = aws("ssm", "get-document", "--name", "AWS-EnableS3BucketKeys", "--document-format", "YAML")
     assert document["DocumentFormat"] == "YAML" and "mainSteps:" in document["Content"]
 

@@ -21,7 +21,8 @@ from sandbox.inventory import seeded_id
 pytestmark = []
 
 REPO = Path(__file__).resolve().parents[2]
-APPROVAL_PARAMS = {"Approvers": ["alice"], "SNSTopicArn": ["arn:aws:sns:eu-west-1:123456789012:AutomationX"]}
+# Approvers are enforced (as AWS does): the test clients are user "sandbox" or the DelegateDispatch role.
+APPROVAL_PARAMS = {"Approvers": ["sandbox", "DelegateDispatch"], "SNSTopicArn": ["arn:aws:sns:eu-west-1:123456789012:AutomationX"]}
 
 
 def clients(sb: Sandbox, credentials: dict | None = None):
@@ -210,6 +211,6 @@ def test_python_dash_m_serves_until_sigterm(tmp_path):
         assert ssm.describe_document(Name="AWS-RestartEC2Instance")["Document"]["Owner"] == "Amazon"
     finally:
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=10)
+        output, _ = process.communicate(timeout=120)  # a stop waits for the world seeding to finish
     assert process.returncode == 0, output
     assert "us-east-1" in json.loads(state_file.read_text())["regions"]
