@@ -1,22 +1,19 @@
-"""Runbook step actions that really act on the sandbox (EC2 inventory, waits, signals, branches).
+"""Runbook step actions that really act on the sandbox (AWS calls to moto, waits, signals, branches).
 
 Each action is a function of a `StepContext` that the engine calls on every tick until it
 returns `done(...)`, raises `StepFailure`, or returns `poll(...)` (call me again later) or
 `wait()` (status Waiting until a SendAutomationSignal). Progress that must survive between
 ticks and restarts lives in `ctx.scratch`, a JSON dict stored on the step.
-Actions the sandbox cannot perform are in `simulated.py` and say so in their output.
+Actions on other services (stacks, Lambda, scripts, Run Command) are in `services_actions.py`;
+an action the sandbox cannot perform fails its step saying so.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
-
-from . import document_store, ec2, executions, inventory, parameters, simulated
+from . import aws_calls, document_store, executions, parameters, services_actions
 from .errors import AwsError
 from .outcome import Outcome, StepContext, StepFailure, done, poll, wait
 from .protocol import parse_time
-from .state import Request
 from .templating import as_text, duration_seconds, select
 
 MAX_SLEEP_SECONDS = 604800  # aws:sleep allows at most 7 days
@@ -38,25 +35,8 @@ def _required(ctx: StepContext, name: str):
 
 
 def call_api(ctx: StepContext, service: str, api: str, params: dict) -> dict:
-    """One AWS call made by a step: real for EC2, simulated (and labelled so) for other services."""
-    service = str(service).lower()
-    api = "".join(part[:1].upper() + part[1:] for part in str(api).split("_"))  # describe_instances too
-    if service != "ec2":
-        return simulated.api_call(ctx.region, service, api, params)
-    operation = ec2.OPERATIONS.get(api)
-    if operation is None:
-        raise StepFailure(
-            f"The Delegate sandbox does not implement ec2 {api}; it models "
-            f"{', '.join(sorted(ec2.OPERATIONS))}."
-        )
-    caller = executions.caller_of(ctx.execution)
-    req = Request(ctx.region.state, ctx.region, "ec2", api, params, caller, request_id=str(uuid.uuid4()))
-    try:
-        return ec2.public(operation(req))
-    except AwsError as exc:
-        raise StepFailure(
-            f"An error occurred ({exc.code}) when calling the {api} operation: {exc.message}"
-        ) from None
+    """One AWS call made by a step: boto3 against the sandbox itself (moto or Delegate's own APIs)."""
+    return aws_calls.call(ctx, service, api, params)
 
 
 def _api_inputs(ctx: StepContext, *reserved: str) -> tuple[str, str, dict]:
@@ -110,6 +90,13 @@ def wait_for_property(ctx: StepContext) -> Outcome:
 DESIRED_ACTIONS = {"running": "start", "stopped": "stop", "terminated": "terminate"}
 
 
+def _instance_states(ctx: StepContext, ids: list[str]) -> dict[str, str]:
+    response = call_api(ctx, "ec2", "DescribeInstances", {"InstanceIds": ids})
+    return {
+        i["InstanceId"]: i["State"]["Name"] for r in response.get("Reservations", []) for i in r["Instances"]
+    }
+
+
 def change_instance_state(ctx: StepContext) -> Outcome:
     """Ask each instance to change once it is in a stable state, then wait until all have arrived."""
     ids = _list(_required(ctx, "InstanceIds"))
@@ -117,22 +104,36 @@ def change_instance_state(ctx: StepContext) -> Outcome:
     if desired not in DESIRED_ACTIONS:
         raise StepFailure(f"DesiredState must be running, stopped or terminated, not {desired!r}.")
     check_only = executions.flag(ctx.inputs.get("CheckStateOnly", False))
-    remaining = []
+    states = _instance_states(ctx, ids)
+    remaining, to_change = [], []
     for instance_id in ids:
-        try:
-            current = inventory.instance(ctx.region, instance_id)["State"]["Name"]
-        except AwsError as exc:
-            raise StepFailure(f"{exc.code}: {exc.message}") from None
+        current = states.get(instance_id)
         if current == desired:
             continue
         if current == "terminated":
             raise StepFailure(f"Instance {instance_id} is terminated and can never be {desired}.")
         remaining.append(instance_id)
         if not check_only and current in ("running", "stopped"):
-            inventory.change_state(ctx.region, instance_id, DESIRED_ACTIONS[desired])
+            to_change.append(instance_id)
+    if to_change:
+        verb = DESIRED_ACTIONS[desired].capitalize()
+        call_api(ctx, "ec2", f"{verb}Instances", {"InstanceIds": to_change})
     if remaining:
         return ctx.later()
     return done(message=f"All instances are {desired}: {', '.join(ids)}")
+
+
+def _wait_for_image(ctx: StepContext) -> Outcome:
+    image_id = ctx.scratch["image_id"]
+    images = call_api(ctx, "ec2", "DescribeImages", {"ImageIds": [image_id]}).get("Images", [])
+    if not images:
+        raise StepFailure(f"Image {image_id} disappeared while it was being created.")
+    state = images[0]["State"]
+    if state == "failed":
+        raise StepFailure(f"Image {image_id} failed: {images[0].get('StateReason', {}).get('Message', '')}")
+    if state != "available":
+        return ctx.later()
+    return done({"ImageId": image_id, "ImageState": state}, message=f"Created image {image_id}")
 
 
 def create_image(ctx: StepContext) -> Outcome:
@@ -144,59 +145,45 @@ def create_image(ctx: StepContext) -> Outcome:
             "NoReboot": executions.flag(ctx.inputs.get("NoReboot")),
         }
         ctx.scratch["image_id"] = call_api(ctx, "ec2", "CreateImage", params)["ImageId"]
-    inventory.settle(ctx.region)
-    image = ctx.region.images.get(ctx.scratch["image_id"])
-    if image is None:
-        raise StepFailure(f"Image {ctx.scratch['image_id']} disappeared while it was being created.")
-    if image["State"] != "available":
-        return ctx.later()
-    return done(
-        {"ImageId": image["ImageId"], "ImageState": image["State"]},
-        message=f"Created image {image['ImageId']}",
-    )
+    return _wait_for_image(ctx)
 
 
 def copy_image(ctx: StepContext) -> Outcome:
     if "image_id" not in ctx.scratch:
-        source_region = ctx.region.state.region(ctx.inputs.get("SourceRegion") or ctx.region.name)
-        source = source_region.images.get(_required(ctx, "SourceImageId"))
-        if source is None:
-            raise StepFailure(
-                f"InvalidAMIID.NotFound: The image id '{ctx.inputs['SourceImageId']}' does not exist"
-            )
-        image_id = inventory.new_id("ami")
-        ctx.region.images[image_id] = inventory.make_image(
-            ctx.region,
-            image_id,
-            _required(ctx, "ImageName"),
-            ctx.region.account_id,
-            ctx.inputs.get("ImageDescription", source["Description"]),
-            [],
-            time.time(),
-            state="pending",
-        )
-        ctx.scratch["image_id"] = image_id
-    return create_image(ctx)
+        params = {
+            "SourceImageId": _required(ctx, "SourceImageId"),
+            "SourceRegion": ctx.inputs.get("SourceRegion") or ctx.region.name,
+            "Name": _required(ctx, "ImageName"),
+        }
+        if ctx.inputs.get("ImageDescription"):
+            params["Description"] = ctx.inputs["ImageDescription"]
+        ctx.scratch["image_id"] = call_api(ctx, "ec2", "CopyImage", params)["ImageId"]
+    return _wait_for_image(ctx)
 
 
 def delete_image(ctx: StepContext) -> Outcome:
     image_id = _required(ctx, "ImageId")
-    if ctx.region.images.pop(image_id, None) is None:
-        raise StepFailure(f"InvalidAMIID.NotFound: The image id '{image_id}' does not exist")
+    call_api(ctx, "ec2", "DeregisterImage", {"ImageId": image_id})
     return done(message=f"Deregistered image {image_id}")
+
+
+# aws:createTags resource types and the API that tags them.
+TAGGABLE = {"EC2": "ec2", "ManagedInstance": "ManagedInstance", "MaintenanceWindow": "MaintenanceWindow", "Parameter": "Parameter"}
 
 
 def create_tags(ctx: StepContext) -> Outcome:
     resource_type = ctx.inputs.get("ResourceType", "EC2")
-    if resource_type != "EC2":
-        return simulated.simulated_step(ctx, f"tags on {resource_type} resources were not written")
-    call_api(
-        ctx,
-        "ec2",
-        "CreateTags",
-        {"Resources": _list(_required(ctx, "ResourceIds")), "Tags": _list(_required(ctx, "Tags"))},
-    )
-    return done(message="Tags created")
+    ids, tags = _list(_required(ctx, "ResourceIds")), _list(_required(ctx, "Tags"))
+    if resource_type not in TAGGABLE:
+        raise StepFailure(f"aws:createTags: ResourceType must be one of {sorted(TAGGABLE)}, not {resource_type!r}.")
+    if resource_type == "EC2":
+        call_api(ctx, "ec2", "CreateTags", {"Resources": ids, "Tags": tags})
+    else:
+        for resource_id in ids:
+            call_api(
+                ctx, "ssm", "AddTagsToResource", {"ResourceType": resource_type, "ResourceId": resource_id, "Tags": tags}
+            )
+    return done(message=f"Tags created on {', '.join(ids)}")
 
 
 # Flow control ------------------------------------------------------------------------------------------
@@ -376,9 +363,14 @@ DEFAULT_TIMEOUTS = {
     "aws:createImage": 3600,
     "aws:copyImage": 3600,
     "aws:executeAutomation": 43200,
+    "aws:createStack": 3600,
+    "aws:deleteStack": 3600,
+    "aws:executeScript": 600,
+    "aws:invokeLambdaFunction": 900,
 }
 
 
 def run(ctx: StepContext) -> Outcome:
-    handler = ACTIONS.get(ctx.step["Action"]) or simulated.ACTIONS.get(ctx.step["Action"], simulated.unknown)
+    action = ctx.step["Action"]
+    handler = ACTIONS.get(action) or services_actions.ACTIONS.get(action, services_actions.not_emulated)
     return handler(ctx)

@@ -7,19 +7,26 @@ import threading
 import time
 from typing import Self
 
-from . import inventory
+from . import moto_bridge, world
 from .engine import Engine
 from .executions import TERMINAL, snapshot
 from .faults import Faults
+from .inventory import SEED_REGIONS, Transitions
 from .server import SandboxServer
 from .state import CallLog, State
 
 FINISHED = tuple(sorted(TERMINAL))  # what wait_for_execution waits for by default
 SAVE_INTERVAL_SECONDS = 0.5  # debounce: at most two state-file writes a second
 
+# moto keeps one world per process. Sandboxes started while another one runs (the portal's
+# session sandbox and a test's own) take it over with a fresh seed; when the newer one stops,
+# the one still running gets a freshly seeded world back (like a restart of AWS's side).
+_live: list[Sandbox] = []
+_live_lock = threading.Lock()
+
 
 class Sandbox:
-    """A local endpoint speaking SSM, STS and EC2 wire protocols on one port.
+    """A local AWS endpoint on one port: Delegate's SSM Automation engine, moto for the rest.
 
     sb = Sandbox(port=0, time_scale=50).start()
     boto3.client("ssm", endpoint_url=sb.url, region_name="eu-west-1", ...)
@@ -40,13 +47,19 @@ class Sandbox:
         self.faults = Faults()
         self.calls = CallLog()
         self.engine = Engine(self.state, self.faults)
+        self.seed = seed
+        self.transitions = Transitions(account_id, lambda: self.state.time_scale)
+        self.state.sandbox = self
+        self.world_ready = threading.Event()  # moto's world seeded; moto-bound calls wait for it
         self._server: SandboxServer | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
     # Lifecycle -------------------------------------------------------------------------------------
 
-    def start(self) -> Sandbox:
+    def start(self, seed_in_background: bool = False) -> Sandbox:
+        """Serve; seed moto's world first (tests), or meanwhile (`python -m sandbox` answers at once,
+        and calls to moto wait until the world is there)."""
         if self.state_file:
             self.state.load(self.state_file)  # running executions resume where they were
         self._server = SandboxServer((self.host, self.port), self)
@@ -54,6 +67,10 @@ class Sandbox:
         self._stopping.clear()
         # A short poll interval makes stop() quick (shutdown waits for the next poll).
         self._spawn(lambda: self._server.serve_forever(poll_interval=0.05), "sandbox-http")
+        if seed_in_background:
+            self._spawn(self._seed_live, "sandbox-seed")
+        else:
+            self._seed_live()
         self.engine.start()
         if self.state_file:
             self._spawn(self._save_loop, "sandbox-save")
@@ -67,16 +84,49 @@ class Sandbox:
     def stop(self) -> None:
         self._stopping.set()
         self.faults.release_all()  # blocked calls must finish so the server threads can stop
+        # A background seed talks to our own server: let it finish before the server goes away.
+        if any(t.name == "sandbox-seed" and t.is_alive() for t in self._threads):
+            self.world_ready.wait(120)
+        # The engine first: its steps call this sandbox over HTTP, so the server must outlive them.
+        self.engine.stop()
         if self._server:
             self._server.shutdown()
             self._server.server_close()
             self._server.close_connections()
-        self.engine.stop()
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
+        with _live_lock:
+            if self in _live:
+                was_newest = _live[-1] is self
+                _live.remove(self)
+                if was_newest and _live:
+                    _live[-1]._reset_world()
         if self.state_file:
             self.state.save(self.state_file)
+
+    def _seed_live(self) -> None:
+        with _live_lock:
+            _live.append(self)
+            self._reset_world()
+
+    def _reset_world(self) -> None:
+        """A fresh moto world, seeded through this sandbox's own API (world.py).
+
+        A world nobody has changed since it was seeded is reused as it is.
+        """
+        self.world_ready.clear()
+        self.transitions.due.clear()
+        self.transitions.history.clear()
+        if not (self.seed and moto_bridge.world_is_pristine()):
+            moto_bridge.reset()
+            if self.seed:
+                world.seed(self.url)
+                self.transitions.settle(force=True)  # seeded instances start settled
+                moto_bridge.mark_seeded()
+        for row in self.transitions.rows(list(SEED_REGIONS)):
+            self.transitions.history[row["InstanceId"]] = [row["State"]]
+        self.world_ready.set()
 
     def _save_loop(self) -> None:
         while not self._stopping.wait(SAVE_INTERVAL_SECONDS):
@@ -127,40 +177,24 @@ class Sandbox:
                 )
             time.sleep(0.01)
 
-    def _find_instance(self, instance_id: str) -> dict:
-        for region in self.state.regions.values():
-            if instance_id in region.instances:
-                inventory.settle(region)
-                return region.instances[instance_id]
+    def _region_of(self, instance_id: str) -> str:
+        for row in self.transitions.rows(list(SEED_REGIONS)):
+            if row["InstanceId"] == instance_id:
+                return row["Region"]
         raise KeyError(f"no instance {instance_id}")
 
     def instance_state(self, instance_id: str) -> str:
-        with self.state.lock:
-            return self._find_instance(instance_id)["State"]["Name"]
+        return self.transitions.state_of(self._region_of(instance_id), instance_id)
 
     def state_history(self, instance_id: str) -> list[str]:
-        with self.state.lock:
-            return list(self._find_instance(instance_id)["_history"])
+        for row in self.inventory():
+            if row["InstanceId"] == instance_id:
+                return row["History"]
+        raise KeyError(f"no instance {instance_id}")
 
     def inventory(self, region: str | None = None) -> list[dict]:
-        """Instances with their id, region, state, type, tags and state history."""
-        with self.state.lock:
-            regions = [self.state.region(region)] if region else list(self.state.regions.values())
-            rows = []
-            for r in regions:
-                inventory.settle(r)
-                for instance in r.instances.values():
-                    rows.append(
-                        {
-                            "InstanceId": instance["InstanceId"],
-                            "Region": r.name,
-                            "State": instance["State"]["Name"],
-                            "InstanceType": instance["InstanceType"],
-                            "Tags": {t["Key"]: t["Value"] for t in instance["Tags"]},
-                            "History": list(instance["_history"]),
-                        }
-                    )
-        return rows
+        """Instances (from moto) with their id, region, state, type, tags and state history."""
+        return self.transitions.rows([region] if region else list(SEED_REGIONS))
 
 
 def serve_until_signalled(sandbox: Sandbox, announce=print) -> None:
@@ -168,9 +202,9 @@ def serve_until_signalled(sandbox: Sandbox, announce=print) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    sandbox.start()
+    sandbox.start(seed_in_background=True)
     announce(
-        f"Delegate sandbox (SSM, STS, EC2) listening on {sandbox.url} "
+        f"Delegate sandbox (Delegate's SSM Automation + moto for every other AWS API) listening on {sandbox.url} "
         f"(account {sandbox.state.account_id}, time scale {sandbox.state.time_scale:g}"
         f"{', state file ' + sandbox.state_file if sandbox.state_file else ''})"
     )

@@ -4,6 +4,7 @@ GET  /_sandbox/health               liveness, URL, account, time scale, regions 
 GET  /_sandbox/calls                recorded calls (?operation=, ?service=, ?since=<index>)
 POST /_sandbox/calls/clear          forget recorded calls
 GET  /_sandbox/executions           execution snapshots (?region=)
+GET  /_sandbox/executions/{id}      one snapshot, with RunsAs: the identity its steps act as
 GET  /_sandbox/inventory            EC2 instances with state and state history (?region=)
 GET  /_sandbox/faults               current fault knobs
 POST /_sandbox/faults               set knobs: a JSON body with any of the knob names (faults.py)
@@ -27,6 +28,7 @@ def handle(sandbox, method: str, path: str, query: str, body: bytes) -> tuple[in
                 "account_id": sandbox.state.account_id,
                 "time_scale": sandbox.state.time_scale,
                 "regions": sorted(sandbox.state.regions),
+                "world": "ready" if sandbox.world_ready.is_set() else "seeding",
             }
         if route == ("GET", "/_sandbox/calls"):
             calls = sandbox.calls.snapshot()[int(args.get("since", 0)) :]
@@ -39,6 +41,11 @@ def handle(sandbox, method: str, path: str, query: str, body: bytes) -> tuple[in
             return 200, {"cleared": True}
         if route == ("GET", "/_sandbox/executions"):
             return 200, {"executions": sandbox.executions(region=args.get("region"))}
+        if method == "GET" and path.startswith("/_sandbox/executions/"):
+            try:
+                return 200, sandbox.execution(path.rstrip("/").rsplit("/", 1)[1])
+            except KeyError as exc:
+                return 404, {"error": str(exc)}
         if route == ("GET", "/_sandbox/inventory"):
             return 200, {"instances": sandbox.inventory(region=args.get("region"))}
         if route == ("GET", "/_sandbox/faults"):

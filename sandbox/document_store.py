@@ -133,9 +133,12 @@ def _fmt(path: Path) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _seed_files() -> tuple:
+    # amazon/ holds the fixture runbooks as AWS published them; amazon-children/ the AWS-owned
+    # child documents they call (aws:executeAutomation), written for the sandbox after AWS's.
     amazon = tuple(
         (p.stem.replace("aws-", "AWS-", 1), p.read_text(), _fmt(p))
-        for p in sorted((DOCUMENTS_DIR / "amazon").glob("aws-*.*"))
+        for folder in ("amazon", "amazon-children")
+        for p in sorted((DOCUMENTS_DIR / folder).glob("aws-*.*"))
     )
     catalog = yaml.safe_load((DOCUMENTS_DIR / "catalog.yaml").read_text())
     texts = {

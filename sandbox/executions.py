@@ -9,6 +9,7 @@ The extra public fields `SourceIdentity`, `SessionTags`, `RoleSessionName`, `Tag
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 
@@ -135,6 +136,7 @@ def new_execution(
     """Create a Pending execution and hand it to the engine (via `state.active`)."""
     execution_id = str(uuid.uuid4())
     steps = content.get("mainSteps") or []
+    runs_as = runs_as_identity(content, typed, caller, parent)
     execution = {
         "AutomationExecutionId": execution_id,
         "DocumentName": document_name,
@@ -163,6 +165,7 @@ def new_execution(
         "_next": steps[0]["name"] if steps else None,
         "_current": None,
         "_client_token": client_token,
+        "_runs_as": runs_as,
     }
     if parent is not None:
         execution["ParentAutomationExecutionId"] = parent["AutomationExecutionId"]
@@ -171,6 +174,19 @@ def new_execution(
     region.state.active[(region.name, execution_id)] = None
     region.state.mark_dirty()
     return execution
+
+
+def runs_as_identity(content: dict, typed: dict, caller, parent: dict | None) -> str:
+    """The identity the steps act as: the document's `assumeRole` after substitution; without one,
+    a child runs as its parent and a top-level execution as its caller (AWS's rule).
+    AWS shows this nowhere in the execution; the sandbox exposes it for tests (snapshot, control API)."""
+    template = str(content.get("assumeRole") or "").strip()
+    role = re.sub(r"\{\{\s*([\w:.-]+)\s*\}\}", lambda m: str(typed.get(m.group(1)) or ""), template).strip()
+    if role:
+        return role
+    if parent is not None:
+        return parent.get("_runs_as") or parent["ExecutedBy"]
+    return caller.arn
 
 
 def _public(value):
@@ -213,6 +229,7 @@ def snapshot(execution: dict, region) -> dict:
     """What `Sandbox.executions()` returns: the API view plus the ClientToken it was started with."""
     out = view(execution, region)
     out["ClientToken"] = execution.get("_client_token")
+    out["RunsAs"] = execution.get("_runs_as") or execution["ExecutedBy"]  # sandbox-only: no AWS field
     return out
 
 

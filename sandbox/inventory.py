@@ -1,42 +1,33 @@
-"""The EC2 inventory: seeded instances, volumes, snapshots and AMIs, and how their states move.
+"""The demo world in moto: stable ids for seeded resources, and EC2's transitional states over time.
 
-Records use botocore's member names (PascalCase), so `ec2.py` returns them almost as they are
-and runbook selectors such as `$.Reservations[0].Instances[0].State.Name` work on them.
-Transitions are lazy: a record in a transitional state carries `_until` (epoch seconds) and
-`settle()` finishes every transition that is due whenever the inventory is read. No thread
-is needed and a transition survives a restart from a state file.
+moto holds every EC2 resource; this module only adds what Delegate depends on and moto does
+differently:
+- **Stable ids.** Tests and the demo name seeded resources with `seeded_id("i", region, "web-1")`,
+  a pure function. moto draws ids at random, so while seeding we hand it these ids instead
+  (`forced_ids`), and everything created later gets moto's random ids as usual.
+- **Transitions that take time.** moto stops, starts and terminates an instance at once. Real
+  EC2 passes through stopping / pending / shutting-down for tens of seconds, and runbooks such
+  as AWS-RestartEC2Instance wait for that; the demo shows it. `Transitions` puts the instance
+  in the transitional state for a (time-scaled) while, then lets it arrive, and refuses what
+  EC2 refuses meanwhile (starting a stopping instance).
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
-import re
-import secrets
+import threading
 import time
 
-from .errors import AwsError
-from .protocol import iso
+from . import moto_bridge
 
-STATE_CODES = {
-    "pending": 0,
-    "running": 16,
-    "shutting-down": 32,
-    "terminated": 48,
-    "stopping": 64,
-    "stopped": 80,
-}
-# Seconds each transition takes at time_scale 1 (real EC2 takes tens of seconds; a restart
-# runbook then lasts about ten seconds, long enough to watch in the demo).
-TRANSITIONS = {
-    "pending": ("running", 4.0),
-    "stopping": ("stopped", 5.0),
-    "shutting-down": ("terminated", 5.0),
-}
-IMAGE_SECONDS = 6.0
-SNAPSHOT_SECONDS = 4.0
-AMAZON_OWNER = "137112412989"  # the account that owns Amazon Linux AMIs
+STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
+# Seconds each transition takes at time_scale 1 (a restart runbook then lasts about ten seconds).
+TRANSITIONS = {"stopping": ("stopped", 5.0), "pending": ("running", 4.0), "shutting-down": ("terminated", 5.0)}
+# moto's own immediate result -> the transitional state real EC2 shows first.
+TRANSITIONAL = {"stopped": "stopping", "running": "pending", "terminated": "shutting-down"}
 
-# (name, team, instance type, initial state); two untagged instances have no Team tag.
+# (name, team, instance type, initial state); two instances have no Team tag.
 SEED_INSTANCES = [
     ("web-1", "platform", "t3.medium", "running"),
     ("web-2", "platform", "t3.medium", "running"),
@@ -48,6 +39,7 @@ SEED_INSTANCES = [
     ("bastion", None, "t3.micro", "running"),
     (None, None, "t3.nano", "running"),
 ]
+SEED_REGIONS = ("eu-west-1", "us-east-1")
 
 
 def seeded_id(prefix: str, region: str, name: str) -> str:
@@ -55,280 +47,172 @@ def seeded_id(prefix: str, region: str, name: str) -> str:
     return f"{prefix}-0" + hashlib.sha256(f"{region}/{name}".encode()).hexdigest()[:16]
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-0" + secrets.token_hex(8)
+# Stable ids while seeding ---------------------------------------------------------------------------
+
+_forced: dict[str, collections.deque] = {kind: collections.deque() for kind in ("i", "vol", "snap", "ami")}
+_forced_lock = threading.Lock()
+_installed = False
 
 
-def _tags(name: str | None, team: str | None) -> list[dict]:
-    tags = []
-    if name:
-        tags.append({"Key": "Name", "Value": name})
-    if team:
-        tags.append({"Key": "Team", "Value": team})
-    return tags
+def _install_id_hooks() -> None:
+    """Make moto's EC2 id generators take a queued id first (falling back to random ones)."""
+    global _installed
+    if _installed:
+        return
+    from moto.ec2.models import amis, elastic_block_store, instances
+
+    def hook(module, attribute: str, kind: str) -> None:
+        original = getattr(module, attribute)
+
+        def next_id() -> str:
+            with _forced_lock:
+                queue = _forced[kind]
+                if queue:
+                    return queue.popleft()
+            return original()
+
+        setattr(module, attribute, next_id)
+
+    hook(instances, "random_instance_id", "i")
+    hook(elastic_block_store, "random_volume_id", "vol")
+    hook(elastic_block_store, "random_snapshot_id", "snap")
+    hook(amis, "random_ami_id", "ami")
+    _installed = True
 
 
-def seed(region) -> None:
-    now = time.time()
-    zone = region.name + "a"
-    vpc = seeded_id("vpc", region.name, "main")
-    subnet = seeded_id("subnet", region.name, "main")
-    base_image = seeded_id("ami", region.name, "al2023")
-    region.images[base_image] = make_image(
-        region,
-        base_image,
-        "al2023-ami-2023.6-x86_64",
-        AMAZON_OWNER,
-        "Amazon Linux 2023 AMI",
-        [],
-        now - 90 * 86400,
-        public=True,
-    )
-    for index, (name, team, instance_type, state) in enumerate(SEED_INSTANCES):
-        key = name or f"untagged-{index}"
-        instance_id = seeded_id("i", region.name, key)
-        volume_id = seeded_id("vol", region.name, key + "/root")
-        launched = now - 86400 * (index + 3)
-        region.instances[instance_id] = {
-            "InstanceId": instance_id,
-            "ImageId": base_image,
-            "InstanceType": instance_type,
-            "State": {"Code": STATE_CODES[state], "Name": state},
-            "PrivateDnsName": f"ip-10-0-1-{10 + index}.{region.name}.compute.internal",
-            "PrivateIpAddress": f"10.0.1.{10 + index}",
-            "PublicDnsName": "",
-            "StateTransitionReason": "",
-            "AmiLaunchIndex": 0,
-            "LaunchTime": launched,
-            "Placement": {"AvailabilityZone": zone, "Tenancy": "default"},
-            "SubnetId": subnet,
-            "VpcId": vpc,
-            "Architecture": "x86_64",
-            "RootDeviceName": "/dev/xvda",
-            "RootDeviceType": "ebs",
-            "VirtualizationType": "hvm",
-            "Hypervisor": "xen",
-            "EbsOptimized": False,
-            "BlockDeviceMappings": [
-                {
-                    "DeviceName": "/dev/xvda",
-                    "Ebs": {
-                        "AttachTime": launched,
-                        "DeleteOnTermination": True,
-                        "Status": "attached",
-                        "VolumeId": volume_id,
-                    },
-                }
-            ],
-            "SecurityGroups": [
-                {
-                    "GroupId": seeded_id("sg", region.name, team or "default"),
-                    "GroupName": f"{team or 'default'}-sg",
-                }
-            ],
-            "Tags": _tags(name, team),
-            "_history": [state],
-        }
-        region.volumes[volume_id] = make_volume(
-            region,
-            volume_id,
-            8,
-            zone,
-            _tags(f"{key}-root", team),
-            launched,
-            attachment=(instance_id, "/dev/xvda"),
-        )
-    for team in ("platform", "data"):
-        spare = seeded_id("vol", region.name, f"{team}/spare")
-        region.volumes[spare] = make_volume(
-            region, spare, 20, zone, _tags(f"{team}-spare", team), now - 7 * 86400
-        )
-        snapshot = seeded_id("snap", region.name, f"{team}/backup")
-        region.snapshots[snapshot] = make_snapshot(
-            region, snapshot, spare, 20, f"{team} nightly backup", _tags(f"{team}-backup", team), now - 86400
-        )
-        image = seeded_id("ami", region.name, f"{team}/golden")
-        region.images[image] = make_image(
-            region,
-            image,
-            f"{team}-golden-2024",
-            region.account_id,
-            f"{team} golden image",
-            _tags(f"{team}-golden", team),
-            now - 30 * 86400,
-        )
-    legacy = seeded_id("snap", region.name, "untagged/legacy")
-    region.snapshots[legacy] = make_snapshot(
-        region,
-        legacy,
-        seeded_id("vol", region.name, "bastion/root"),
-        8,
-        "legacy snapshot",
-        [],
-        now - 40 * 86400,
-    )
+class forced_ids:
+    """`with forced_ids(i=[...], vol=[...]):` the next resources moto creates get these ids."""
+
+    def __init__(self, **ids: list[str]):
+        self.ids = ids
+
+    def __enter__(self):
+        _install_id_hooks()
+        with _forced_lock:
+            for kind, values in self.ids.items():
+                _forced[kind].extend(values)
+        return self
+
+    def __exit__(self, *exc):
+        with _forced_lock:
+            for kind in self.ids:
+                _forced[kind].clear()
 
 
-def make_volume(region, volume_id, size, zone, tags, created, attachment=None, snapshot_id="") -> dict:
-    volume = {
-        "VolumeId": volume_id,
-        "Size": size,
-        "SnapshotId": snapshot_id,
-        "AvailabilityZone": zone,
-        "State": "in-use" if attachment else "available",
-        "CreateTime": created,
-        "VolumeType": "gp3",
-        "Iops": 3000,
-        "Encrypted": True,
-        "Tags": tags,
-        "Attachments": [],
-    }
-    if attachment:
-        instance_id, device = attachment
-        volume["Attachments"].append(
-            {
-                "VolumeId": volume_id,
-                "InstanceId": instance_id,
-                "Device": device,
-                "State": "attached",
-                "AttachTime": created,
-                "DeleteOnTermination": True,
-            }
-        )
-    return volume
+# Transitional states --------------------------------------------------------------------------------
 
 
-def make_snapshot(
-    region, snapshot_id, volume_id, size, description, tags, started, state="completed"
-) -> dict:
-    snapshot = {
-        "SnapshotId": snapshot_id,
-        "VolumeId": volume_id,
-        "VolumeSize": size,
-        "Description": description,
-        "State": state,
-        "StartTime": started,
-        "Progress": "100%" if state == "completed" else "0%",
-        "OwnerId": region.account_id,
-        "Encrypted": True,
-        "Tags": tags,
-    }
-    if state == "pending":
-        snapshot["_until"] = time.time() + region.scaled(SNAPSHOT_SECONDS)
-    return snapshot
+class Transitions:
+    """Instances in a transitional state, when they arrive, and every instance's state history."""
 
+    def __init__(self, account_id: str, time_scale_of):
+        self.account_id = account_id
+        self._time_scale_of = time_scale_of  # a callable: the time scale can change while running
+        self.lock = threading.RLock()
+        self.due: dict[tuple[str, str], tuple[str, float]] = {}  # (region, id) -> (final state, when)
+        self.history: dict[str, list[str]] = {}
 
-def make_image(
-    region,
-    image_id,
-    name,
-    owner,
-    description,
-    tags,
-    created,
-    state="available",
-    public=False,
-    source_instance=None,
-) -> dict:
-    image = {
-        "ImageId": image_id,
-        "Name": name,
-        "Description": description,
-        "OwnerId": owner,
-        "State": state,
-        "CreationDate": iso(created),
-        "Public": public,
-        "Architecture": "x86_64",
-        "ImageType": "machine",
-        "RootDeviceName": "/dev/xvda",
-        "RootDeviceType": "ebs",
-        "VirtualizationType": "hvm",
-        "Hypervisor": "xen",
-        "ImageLocation": f"{owner}/{name}",
-        "PlatformDetails": "Linux/UNIX",
-        "Tags": tags,
-    }
-    if state == "pending":
-        image["_until"] = time.time() + region.scaled(IMAGE_SECONDS)
-    if source_instance:
-        image["SourceInstanceId"] = source_instance
-    return image
+    def _instance(self, region: str, instance_id: str):
+        backend = moto_bridge.ec2_backend(self.account_id, region)
+        for reservation in backend.reservations.values():
+            for instance in reservation.instances:
+                if instance.id == instance_id:
+                    return instance
+        return None
 
+    def state_of(self, region: str, instance_id: str) -> str | None:
+        self.settle()
+        instance = self._instance(region, instance_id)
+        return instance.state if instance is not None else None
 
-def settle(region, now: float | None = None) -> None:
-    """Finish every transition whose time has come."""
-    now = time.time() if now is None else now
-    for instance in region.instances.values():
-        until = instance.get("_until")
-        if until is not None and until <= now:
-            _set_state(instance, TRANSITIONS[instance["State"]["Name"]][0])
-            del instance["_until"]
-            region.state.mark_dirty()
-    for kind, final in (("images", "available"), ("snapshots", "completed")):
-        for record in getattr(region, kind).values():
-            if record.get("_until") is not None and record["_until"] <= now:
-                record["State"] = final
-                if kind == "snapshots":
-                    record["Progress"] = "100%"
-                del record["_until"]
-                region.state.mark_dirty()
+    def _set(self, instance, name: str) -> None:
+        instance._state.name = name
+        instance._state.code = STATE_CODES[name]
+        history = self.history.setdefault(instance.id, [])
+        if not history or history[-1] != name:
+            history.append(name)
 
+    def remember(self, region: str, instance_id: str) -> None:
+        """Start the history of an instance at its current state."""
+        with self.lock:
+            instance = self._instance(region, instance_id)
+            if instance is not None and instance.id not in self.history:
+                self.history[instance.id] = [instance.state]
 
-def _set_state(instance: dict, name: str) -> None:
-    instance["State"] = {"Code": STATE_CODES[name], "Name": name}
-    instance["_history"].append(name)
+    def before(self, region: str, operation: str, instance_ids: list[str]) -> str | None:
+        """An IncorrectInstanceState message if EC2 would refuse this call now, else None."""
+        self.settle()
+        if operation not in ("StartInstances", "StopInstances", "ModifyInstanceAttribute"):
+            return None
+        with self.lock:
+            found = {i: self._instance(region, i) for i in instance_ids}
+            if any(instance is None for instance in found.values()):
+                return None  # moto answers InvalidInstanceID.NotFound itself
+            for instance_id, instance in found.items():
+                state = instance.state
+                self.history.setdefault(instance.id, [state])
+                refused = (
+                    (operation == "StartInstances" and state in ("stopping", "shutting-down", "terminated"))
+                    or (operation == "StopInstances" and state in ("pending", "shutting-down", "terminated"))
+                    or (operation == "ModifyInstanceAttribute" and state != "stopped")
+                )
+                if refused:
+                    verb = {"StartInstances": "started", "StopInstances": "stopped"}.get(operation, "modified")
+                    return (
+                        f"The instance '{instance_id}' is not in a state from which it can be {verb} "
+                        f"(it is {state})."
+                    )
+        return None
 
+    def after(self, region: str, operation: str, instance_ids: list[str], before_states: dict) -> None:
+        """moto changed the state at once; show the transitional state for a while instead."""
+        scale = float(self._time_scale_of())
+        with self.lock:
+            for instance_id in instance_ids:
+                instance = self._instance(region, instance_id)
+                if instance is None:
+                    continue
+                final = instance.state
+                if before_states.get(instance_id) == final or final not in TRANSITIONAL:
+                    continue
+                transitional = TRANSITIONAL[final]
+                self._set(instance, transitional)
+                seconds = TRANSITIONS[transitional][1] / scale
+                self.due[(region, instance_id)] = (final, time.time() + seconds)
 
-def _begin(region, instance: dict, transitional: str) -> None:
-    _set_state(instance, transitional)
-    instance["_until"] = time.time() + region.scaled(TRANSITIONS[transitional][1])
-    region.state.mark_dirty()
+    def states(self, region: str, instance_ids: list[str]) -> dict:
+        with self.lock:
+            found = {i: self._instance(region, i) for i in instance_ids}
+            return {i: instance.state for i, instance in found.items() if instance is not None}
 
+    def settle(self, now: float | None = None, force: bool = False) -> None:
+        """Let every instance whose transition is due arrive in its final state."""
+        now = time.time() if now is None else now
+        with self.lock:
+            for key, (final, when) in list(self.due.items()):
+                if force or when <= now:
+                    instance = self._instance(*key)
+                    if instance is not None:
+                        self._set(instance, final)
+                    del self.due[key]
 
-_INSTANCE_ID = re.compile(r"i-(?:[0-9a-f]{8}|[0-9a-f]{17})")
-
-
-def check_instance_id(instance_id: str) -> None:
-    if not _INSTANCE_ID.fullmatch(instance_id or ""):
-        raise AwsError("InvalidInstanceID.Malformed", f'Invalid id: "{instance_id}"')
-
-
-def instance(region, instance_id: str) -> dict:
-    check_instance_id(instance_id)
-    settle(region)
-    record = region.instances.get(instance_id)
-    if record is None:
-        raise AwsError("InvalidInstanceID.NotFound", f"The instance ID '{instance_id}' does not exist")
-    return record
-
-
-def change_state(region, instance_id: str, action: str) -> tuple[dict, dict]:
-    """Start, stop or terminate one instance; (previous state, current state) as EC2 reports them.
-
-    Mirrors EC2's rules: stopping a stopped instance is a no-op, starting one that is still
-    stopping is IncorrectInstanceState, and nothing but terminate touches a terminated one.
-    """
-    record = instance(region, instance_id)
-    previous = dict(record["State"])
-    current = previous["Name"]
-    incorrect = AwsError(
-        "IncorrectInstanceState",
-        f"The instance '{instance_id}' is not in a state from which it can be {action}ed (it is {current}).",
-    )
-    if action == "start":
-        if current == "stopped":
-            _begin(region, record, "pending")
-        elif current not in ("pending", "running"):
-            raise incorrect
-    elif action == "stop":
-        if current == "running":
-            _begin(region, record, "stopping")
-            record["StateTransitionReason"] = f"User initiated ({iso(time.time())})"
-        elif current not in ("stopping", "stopped"):
-            raise incorrect
-    elif action == "terminate":
-        if current not in ("shutting-down", "terminated"):
-            _begin(region, record, "shutting-down")
-    else:
-        raise ValueError(action)
-    return previous, dict(record["State"])
+    def rows(self, regions: list[str]) -> list[dict]:
+        """Instances with their id, region, state, type, tags and state history (the control API)."""
+        self.settle()
+        rows = []
+        with self.lock:
+            for region in regions:
+                backend = moto_bridge.ec2_backend(self.account_id, region)
+                for reservation in backend.reservations.values():
+                    for instance in reservation.instances:
+                        rows.append(
+                            {
+                                "InstanceId": instance.id,
+                                "Region": region,
+                                "State": instance.state,
+                                "InstanceType": instance.instance_type,
+                                "Tags": dict(backend.tags.get(instance.id, {})),
+                                "History": list(self.history.get(instance.id, [instance.state])),
+                            }
+                        )
+        return rows

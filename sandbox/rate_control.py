@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 
-from . import inventory, parameters
+from . import parameters
 from .errors import AwsError
 from .executions import caller_of, finish, is_terminal, new_execution, request_cancel
 
@@ -35,11 +35,10 @@ def resolve_targets(region, targets: list[dict]) -> list[str]:
         if key == "ParameterValues":
             values.extend(wanted)
         elif key.startswith("tag:") or key == "tag-key":
-            inventory.settle(region)
-            for instance_id, instance in sorted(region.instances.items()):
-                if instance["State"]["Name"] == "terminated":
+            for instance in sorted(region.state.sandbox.inventory(region.name), key=lambda r: r["InstanceId"]):
+                if instance["State"] == "terminated":
                     continue
-                tags = {t["Key"]: t.get("Value", "") for t in instance.get("Tags", [])}
+                instance_id, tags = instance["InstanceId"], instance["Tags"]
                 if (
                     key == "tag-key"
                     and any(k in tags for k in wanted)

@@ -1,15 +1,20 @@
-"""The HTTP front door: one port speaking SSM (JSON 1.1), STS and EC2 (Query + XML).
+"""The HTTP front door: one port; Delegate's own APIs here, every other AWS call to moto.
 
 A request is routed by the service in its SigV4 credential scope
 (`Credential=AKID/date/REGION/SERVICE/aws4_request`), falling back to `X-Amz-Target` and the
-Query `Action`/`Version`. The region also comes from the scope; state is per region.
-`/_sandbox/...` paths are the control API (control.py).
+Query `Action`. Delegate answers the SSM document and Automation APIs (ssm_documents.py,
+ssm_automation.py) and STS AssumeRole / GetCallerIdentity (sts.py, which validates
+SourceIdentity and session tags as AWS does and remembers the session behind each key);
+everything else (EC2, IAM, S3, RDS, SQS, Auto Scaling, CloudFormation, Lambda, other SSM and
+STS calls...) goes to moto's backends in this process (moto_bridge.py). Faults, expiry of our
+STS sessions and the call log apply to both. `/_sandbox/...` paths are the control API.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -18,21 +23,27 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from . import control, ec2, ec2_xml, ssm_automation, ssm_documents, sts
+from . import control, moto_bridge, ssm_automation, ssm_documents, sts, world
 from .errors import AwsError
 from .protocol import parse_authorization, parse_form, unflatten, xml_document, xml_scalar
 from .state import Request
 
 log = logging.getLogger(__name__)
 
+# Delegate's own operations; any other call goes to moto.
 OPERATIONS = {
     "ssm": {**ssm_documents.OPERATIONS, **ssm_automation.OPERATIONS},
+    # moto's AssumeRole accepts any SourceIdentity and session tags and forgets who the session
+    # was; Delegate's audit trail depends on both, so these two STS calls stay ours (sts.py).
     "sts": sts.OPERATIONS,
-    "ec2": ec2.OPERATIONS,
 }
 STS_NAMESPACE = "https://sts.amazonaws.com/doc/2011-06-15/"
+EC2_NAMESPACE = "http://ec2.amazonaws.com/doc/2016-11-15/"
 EXPIRED = {"ssm": "ExpiredTokenException", "sts": "ExpiredToken", "ec2": "RequestExpired"}
 DEFAULT_REGION = "us-east-1"
+# EC2 calls whose instance states the sandbox paces in time (inventory.Transitions).
+STATE_CALLS = {"StartInstances", "StopInstances", "TerminateInstances", "ModifyInstanceAttribute"}
+REST_XML_SERVICES = {"s3", "s3control", "route53", "cloudfront"}
 
 
 class SandboxServer(ThreadingHTTPServer):
@@ -73,7 +84,7 @@ class Handler(BaseHTTPRequestHandler):
     # Headers and body go out as two writes; without TCP_NODELAY, Nagle plus delayed ACKs add
     # ~40 ms to every keep-alive response.
     disable_nagle_algorithm = True
-    server_version = "DelegateSandbox/1.0"
+    server_version = "DelegateSandbox/2.0"
 
     def log_message(self, format, *args):
         log.debug("%s %s", self.address_string(), format % args)
@@ -81,11 +92,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._handle()
 
-    def do_POST(self):
-        self._handle()
-
-    def do_DELETE(self):
-        self._handle()
+    do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = do_GET
 
     def _handle(self):
         length = int(self.headers.get("Content-Length") or 0)
@@ -93,122 +100,199 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path.startswith("/_sandbox/"):
             status, payload = control.handle(self.server.sandbox, self.command, url.path, url.query, body)
-            self._send(status, json.dumps(payload, default=str).encode(), "application/json", "")
+            self._send(status, [("Content-Type", "application/json")], json.dumps(payload, default=str).encode())
             return
-        status, payload, content_type, request_id = dispatch(
-            self.server.sandbox, self.headers, url.query, body
+        status, headers, payload = dispatch(
+            self.server.sandbox, self.command, url.path or "/", url.query, self.headers, body
         )
-        self._send(status, payload, content_type, request_id)
+        self._send(status, headers, payload)
 
-    def _send(self, status: int, payload: bytes, content_type: str, request_id: str):
+    def _send(self, status: int, headers: list, payload: bytes):
         self.send_response(status)
-        self.send_header("Content-Type", content_type)
+        seen = set()
+        for name, value in headers:
+            if name.lower() in ("content-length", "transfer-encoding", "connection", "server", "date"):
+                continue
+            seen.add(name.lower())
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
-        if request_id:
-            self.send_header("x-amzn-RequestId", request_id)
         self.end_headers()
-        self.wfile.write(payload)
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
 
-def _route(headers, query: str, body: bytes) -> tuple[str, str, dict]:
-    """(service, operation, params) of an AWS request."""
-    _, _, service = parse_authorization(headers.get("Authorization"))
+def _operation(service: str | None, method: str, path: str, query: str, headers, body: bytes):
+    """(service, operation, params, protocol) as far as the front door needs to know them."""
     target = headers.get("X-Amz-Target") or ""
-    if service and service not in OPERATIONS:
-        raise AwsError(
-            "InvalidAction",
-            f"The Delegate sandbox does not implement the {service} service "
-            f"(it speaks {', '.join(sorted(OPERATIONS))}).",
-        )
+    content_type = headers.get("Content-Type") or ""
     if service is None and target.startswith("AmazonSSM."):
         service = "ssm"
-    if service == "ssm":
+    if target:
         try:
             params = json.loads(body or b"{}")
         except ValueError:
-            raise AwsError("SerializationException", "The request body is not valid JSON.") from None
-        if not isinstance(params, dict):
-            raise AwsError("SerializationException", "The request body must be a JSON object.")
-        return service, target.partition(".")[2], params
-    form = parse_form(body, query)
-    operation = form.pop("Action", "")
-    version = form.pop("Version", "")
-    if service is None:
-        service = "sts" if operation in sts.OPERATIONS or version == "2011-06-15" else "ec2"
-    if service == "ec2":
-        return service, operation, ec2_xml.parse_request(operation, form)
-    return service, operation, unflatten(form)
+            params = {}
+        return service, target.partition(".")[2], params if isinstance(params, dict) else {}, "json"
+    if "x-www-form-urlencoded" in content_type or (method == "POST" and not content_type and body[:7] == b"Action="):
+        form = parse_form(body, query)
+        operation = form.pop("Action", "")
+        version = form.pop("Version", "")
+        if service is None:
+            service = "sts" if operation in sts.OPERATIONS or version == "2011-06-15" else None
+        return service, operation, form, "ec2" if service == "ec2" else "query"
+    if "Action=" in query and service in ("ec2", "sts", None):
+        form = parse_form(b"", query)
+        return service, form.pop("Action", ""), form, "ec2" if service == "ec2" else "query"
+    protocol = "rest-xml" if service in REST_XML_SERVICES else "rest-json"
+    return service, f"{method} {path}", None, protocol
 
 
-def dispatch(sandbox, headers, query: str, body: bytes) -> tuple[int, bytes, str, str]:
-    """Run one AWS call: faults, identity, the operation; record it in `sandbox.calls`."""
+def dispatch(sandbox, method: str, path: str, query: str, headers, body: bytes) -> tuple[int, list, bytes]:
+    """Run one AWS call: faults, identity, then Delegate's operation or moto; record it in `sandbox.calls`."""
     request_id = str(uuid.uuid4())
     access_key, region_name, scope_service = parse_authorization(headers.get("Authorization"))
     region_name = region_name or DEFAULT_REGION
     state = sandbox.state
+    service, operation, params, protocol = _operation(scope_service, method, path, query, headers, body)
+    delegate = OPERATIONS.get(service or "", {}).get(operation) if protocol in ("json", "query") else None
+    if service in ("ssm", "sts") and delegate is not None:
+        params = params if protocol == "json" else unflatten(params)
+    caller = sts.identify(state, access_key)  # a dict read: no state lock (see Engine and actions)
     call = {
-        "service": scope_service,
-        "operation": None,
+        "service": service,
+        "operation": operation,
         "region": region_name,
-        "params": None,
+        "params": params,
         "access_key_id": access_key,
-        "session_name": None,
-        "source_identity": None,
-        "session_tags": [],
-        "role_arn": None,
-        "client_token": None,
+        "session_name": caller.session_name,
+        "source_identity": caller.source_identity,
+        "session_tags": caller.session_tags,
+        "role_arn": caller.role_arn,
+        "client_token": (params or {}).get("ClientToken") if isinstance(params, dict) else None,
         "aws_request_id": request_id,
         "time": time.time(),
         "error": None,
         "status": 200,
+        "emulated_by": "delegate" if delegate else "moto",
     }
-    # Until routing succeeds, answer errors in the scope's protocol (JSON for SSM, XML otherwise).
-    service = scope_service or "ssm"
     try:
-        service, operation, params = _route(headers, query, body)
-        call.update(
-            service=service, operation=operation, params=params, client_token=params.get("ClientToken")
-        )
-        with state.lock:
-            caller = sts.identify(state, access_key)
-        call.update(
-            session_name=caller.session_name,
-            source_identity=caller.source_identity,
-            session_tags=caller.session_tags,
-            role_arn=caller.role_arn,
-        )
-        sandbox.faults.before_call(service, operation, region_name)
-        handler = OPERATIONS[service].get(operation)
-        if handler is None:
-            raise AwsError(
-                "InvalidAction",
-                f"The action {operation or '(none)'} is not valid for this web "
-                f"service: the Delegate sandbox does not implement {service} {operation}.",
-            )
+        sandbox.faults.before_call(service or "", operation, region_name)
         if sts.is_expired(caller):
-            raise AwsError(EXPIRED[service], "The security token included in the request is expired")
-        if service == "ec2" and params.get("DryRun"):
-            raise AwsError("DryRunOperation", "Request would have succeeded, but DryRun flag is set.", 412)
-        with state.lock:
-            region = state.region(region_name)
-            req = Request(
-                state, region, service, operation, params, caller, request_id, faults=sandbox.faults
-            )
-            result = handler(req)
-            if not operation.startswith(("Describe", "List", "Get")):
-                state.mark_dirty()
-        status, payload, content_type = _success(service, operation, result, request_id)
+            raise AwsError(EXPIRED.get(service or "", "ExpiredTokenException"), "The security token included in the request is expired")
+        if delegate is not None:
+            status, response_headers, payload = _delegate(sandbox, delegate, service, operation, params, caller, region_name, request_id)
+        else:
+            status, response_headers, payload = _moto(sandbox, method, path, query, headers, body, service, operation, params, region_name)
+            if status >= 400:
+                call["error"] = _error_code(payload) or str(status)
     except AwsError as exc:
-        status, payload, content_type = _error(service, exc, request_id)
+        status, response_headers, payload = _error(protocol, service, exc, request_id)
         call["error"] = exc.code
+    except NotImplementedError as exc:  # moto's way of saying it does not model something
+        error = _not_emulated(service, operation, exc)
+        status, response_headers, payload = _error(protocol, service, error, request_id)
+        call["error"] = error.code
     except Exception as exc:  # noqa: BLE001 - never an HTML 500: botocore must see an AWS-shaped error
-        log.error("sandbox error in %s: %s", call["operation"], traceback.format_exc())
+        log.error("sandbox error in %s %s: %s", service, operation, traceback.format_exc())
         error = AwsError("InternalServerError", f"Internal error in the Delegate sandbox: {exc!r}", 500)
-        status, payload, content_type = _error(service, error, request_id)
+        status, response_headers, payload = _error(protocol, service, error, request_id)
         call["error"] = error.code
     call["status"] = status
     sandbox.calls.append(call)
-    return status, payload, content_type, request_id
+    if not any(name.lower() in ("x-amzn-requestid", "x-amz-request-id") for name, _ in response_headers):
+        response_headers = [*response_headers, ("x-amzn-RequestId", request_id)]
+    return status, response_headers, payload
+
+
+def _not_emulated(service, operation, exc: NotImplementedError) -> AwsError:
+    detail = str(exc)
+    if "Filter dicts have not been implemented" in detail:
+        name = detail.split("'")[1] if "'" in detail else "?"
+        return AwsError(
+            "InvalidParameterValue",
+            f"The filter '{name}' is invalid or not emulated by the Delegate sandbox (moto: {detail.split('. Feel')[0]}).",
+        )
+    return AwsError(
+        "InvalidAction",
+        f"The action {operation or '(none)'} is not valid for this web service: the Delegate sandbox "
+        f"does not emulate {service} {operation} (moto: {detail.split('. Feel')[0]}).",
+    )
+
+
+def _delegate(sandbox, handler, service, operation, params, caller, region_name, request_id):
+    state = sandbox.state
+    with state.lock:
+        region = state.region(region_name)
+        req = Request(state, region, service, operation, params, caller, request_id, faults=sandbox.faults)
+        req.extra["sandbox"] = sandbox
+        result = handler(req)
+        if not operation.startswith(("Describe", "List", "Get")):
+            state.mark_dirty()
+    status, payload, content_type = _success(service, operation, result, request_id)
+    return status, [("Content-Type", content_type)], payload
+
+
+def _instance_ids(operation: str, form: dict) -> list[str]:
+    if operation == "ModifyInstanceAttribute":
+        changes_type = "InstanceType.Value" in form or form.get("Attribute") == "instanceType"
+        return [form["InstanceId"]] if changes_type and form.get("InstanceId") else []
+    return [v for k, v in form.items() if re.fullmatch(r"InstanceId\.\d+", k)]
+
+
+def _moto(sandbox, method, path, query, headers, body, service, operation, params, region_name):
+    transitions = sandbox.transitions
+    watched: list[str] = []
+    before: dict = {}
+    if service == "ec2":
+        transitions.settle()
+        # EC2 refuses DescribeInstances MaxResults outside 5..1000 (the CLI sends 1000); moto takes anything.
+        max_results = (params or {}).get("MaxResults")
+        if operation == "DescribeInstances" and max_results and not 5 <= int(max_results) <= 1000:
+            raise AwsError(
+                "InvalidParameterValue",
+                f"Value ( {max_results} ) for parameter maxResults is invalid. Expecting a value between 5 and 1000.",
+            )
+        if operation == "AttachVolume":
+            _refuse_attached_volume(sandbox, region_name, (params or {}).get("VolumeId", ""))
+        if operation in STATE_CALLS and (params or {}).get("DryRun", "false").lower() != "true":
+            watched = _instance_ids(operation, params or {})
+            refusal = transitions.before(region_name, operation, watched)
+            if refusal:
+                raise AwsError("IncorrectInstanceState", refusal)
+            before = transitions.states(region_name, watched)
+    host = headers.get("Host") or f"{sandbox.host}:{sandbox.port}"
+    seeding = parse_authorization(headers.get("Authorization"))[0] == world.SELF_CREDENTIALS["aws_access_key_id"]
+    if not seeding and not sandbox.world_ready.wait(120):
+        raise AwsError("ServiceUnavailable", "The Delegate sandbox is still seeding its AWS world.", 503)
+    moto_bridge.note_call(operation)
+    status, response_headers, payload = moto_bridge.call(method, path, query, headers, body, host)
+    if watched and status < 400 and operation != "ModifyInstanceAttribute":
+        transitions.after(region_name, operation, watched, before)
+    return status, response_headers, payload
+
+
+def _refuse_attached_volume(sandbox, region_name: str, volume_id: str) -> None:
+    """moto re-attaches a volume that is in use, silently detaching it; EC2 says VolumeInUse."""
+    volume = moto_bridge.ec2_backend(sandbox.state.account_id, region_name).volumes.get(volume_id)
+    if volume is not None and volume.attachment is not None:
+        raise AwsError(
+            "VolumeInUse", f"{volume_id} is already attached to an instance ({volume.attachment.instance.id})"
+        )
+
+
+_CODE = re.compile(rb"<Code>([^<]+)</Code>")
+
+
+def _error_code(payload: bytes) -> str | None:
+    match = _CODE.search(payload[:2000])
+    if match:
+        return match.group(1).decode()
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    code = data.get("__type") or data.get("code") or data.get("Code") if isinstance(data, dict) else None
+    return str(code).rpartition("#")[2] if code else None
 
 
 def _query_xml(value) -> str:
@@ -223,8 +307,6 @@ def _query_xml(value) -> str:
 def _success(service: str, operation: str, result: dict, request_id: str) -> tuple[int, bytes, str]:
     if service == "ssm":
         return 200, json.dumps(result, default=str).encode(), "application/x-amz-json-1.1"
-    if service == "ec2":
-        return 200, ec2_xml.render(operation, result, request_id), "text/xml"
     body = (
         f"<{operation}Result>{_query_xml(result)}</{operation}Result>"
         f"<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>"
@@ -232,16 +314,29 @@ def _success(service: str, operation: str, result: dict, request_id: str) -> tup
     return 200, xml_document(f"{operation}Response", STS_NAMESPACE, body), "text/xml"
 
 
-def _error(service: str, exc: AwsError, request_id: str) -> tuple[int, bytes, str]:
-    if service == "ssm":
+def _error(protocol: str, service: str | None, exc: AwsError, request_id: str) -> tuple[int, list, bytes]:
+    """An AWS-shaped error in the request's own protocol (faults and Delegate's operations)."""
+    code, message = xml_scalar(exc.code), xml_scalar(exc.message)
+    if protocol in ("json", "rest-json"):
         # botocore reads the code only from __type; Message fills the modeled member (aws-api.md §1.1).
         body = {"__type": exc.code, "message": exc.message, "Message": exc.message}
-        return exc.status, json.dumps(body).encode(), "application/x-amz-json-1.1"
-    if service == "ec2":
-        return exc.status, ec2_xml.render_error(exc.code, exc.message, request_id), "text/xml"
+        content_type = "application/x-amz-json-1.1" if protocol == "json" else "application/json"
+        return exc.status, [("Content-Type", content_type), ("x-amzn-ErrorType", exc.code)], json.dumps(body).encode()
+    if protocol == "ec2":
+        text = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
+            f"<Message>{message}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>"
+        )
+        return exc.status, [("Content-Type", "text/xml")], text.encode()
+    if protocol == "rest-xml":
+        text = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
+            f"<RequestId>{request_id}</RequestId></Error>"
+        )
+        return exc.status, [("Content-Type", "application/xml")], text.encode()
     kind = "Sender" if exc.sender else "Receiver"
     body = (
-        f"<Error><Type>{kind}</Type><Code>{xml_scalar(exc.code)}</Code><Message>{xml_scalar(exc.message)}"
+        f"<Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}"
         f"</Message></Error><RequestId>{request_id}</RequestId>"
     )
-    return exc.status, xml_document("ErrorResponse", STS_NAMESPACE, body), "text/xml"
+    return exc.status, [("Content-Type", "text/xml")], xml_document("ErrorResponse", STS_NAMESPACE, body)

@@ -15,15 +15,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-# Which kinds of record a region holds. "tokens" are StartAutomationExecution ClientTokens;
-# "buckets" backs the simulated S3 calls of aws:executeAwsApi.
-REGION_KINDS = ("documents", "executions", "tokens", "instances", "volumes", "snapshots", "images", "buckets")
-# Regions that get EC2 inventory when seeding; documents are seeded into every region on first use.
-INVENTORY_REGIONS = ("eu-west-1", "us-east-1")
+# Which kinds of record a region holds. "tokens" are StartAutomationExecution ClientTokens.
+# AWS resources (EC2, S3, RDS...) are not here: moto holds them (moto_bridge.py, world.py).
+REGION_KINDS = ("documents", "executions", "tokens")
 
 
 class RegionState:
-    """One region's documents, executions and EC2 inventory (AWS state is regional)."""
+    """One region's documents and automation executions (AWS state is regional)."""
 
     def __init__(self, state: State, name: str):
         self.state = state
@@ -59,6 +57,7 @@ class State:
         self.active: dict[tuple[str, str], None] = {}
         self.dirty = False
         self._save_lock = threading.Lock()
+        self.sandbox = None  # the Sandbox serving this state (its URL and moto world); set by app.py
 
     def region(self, name: str) -> RegionState:
         with self.lock:
@@ -67,11 +66,9 @@ class State:
                 region = self.regions[name] = RegionState(self, name)
                 if self.seed:
                     # Imported here: the seeders need RegionState, and this module is imported first.
-                    from . import document_store, inventory
+                    from . import document_store
 
                     document_store.seed(region)
-                    if name in INVENTORY_REGIONS:
-                        inventory.seed(region)
                 self.dirty = True
             return region
 

@@ -55,7 +55,7 @@ def aws(sandbox, tmp_path):
 def test_cli_lists_and_fetches_documents(aws):
     listed = aws("ssm", "list-documents", "--filters", "Key=Owner,Values=Amazon")
     names = {d["Name"] for d in listed["DocumentIdentifiers"]}
-    assert "AWS-RestartEC2Instance" in names and len(names) == 19
+    assert "AWS-RestartEC2Instance" in names and len(names) == 19 + 3  # fixtures + AWS child documents
     document = aws("ssm", "get-document", "--name", "AWS-EnableS3BucketKeys", "--document-format", "YAML")
     assert document["DocumentFormat"] == "YAML" and "mainSteps:" in document["Content"]
 
@@ -81,3 +81,15 @@ def test_cli_sts_and_ec2_through_endpoint_variables(aws, sandbox):
 def test_cli_shows_aws_errors(aws):
     error = aws("ssm", "start-automation-execution", "--document-name", "No-Such-Runbook", fails=True)
     assert "AutomationDefinitionNotFoundException" in error
+
+
+def test_cli_defaults_against_the_moto_backed_world(aws, sandbox):
+    """The CLI's own defaults (describe-instances pages with MaxResults=1000) on EC2, RDS and SQS."""
+    instances = [i for r in aws("ec2", "describe-instances")["Reservations"] for i in r["Instances"]]
+    assert len(instances) == 9
+    volumes = aws("ec2", "describe-volumes")["Volumes"]
+    assert {"platform-spare", "data-spare"} <= {t["Value"] for v in volumes for t in v.get("Tags", [])}
+    databases = aws("rds", "describe-db-instances")["DBInstances"]
+    assert [d["DBInstanceIdentifier"] for d in databases] == ["platform-db"]
+    queues = aws("sqs", "list-queues")["QueueUrls"]
+    assert sorted(url.rsplit("/", 1)[1] for url in queues) == ["data-jobs", "platform-jobs"]

@@ -104,7 +104,7 @@ def test_owner_filters(ssm, sandbox):
     assert shared[0]["Owner"] == "210987654321"
     assert list_all(ssm, Filters=[{"Key": "Owner", "Values": ["Public"]}]) == []
     everything = list_all(ssm)
-    assert len(everything) == 19 + 3 + 1
+    assert len(everything) == 19 + 3 + 3 + 1  # fixtures, AWS child documents, own, shared
     with pytest.raises(ClientError) as excinfo:
         ssm.list_documents(Filters=[{"Key": "Owner", "Values": ["All"]}])
     assert error_code(excinfo) == "ValidationException"
@@ -133,7 +133,7 @@ def test_list_documents_pagination(ssm):
         page = ssm.list_documents(MaxResults=5, NextToken=token)
         names += [d["Name"] for d in page["DocumentIdentifiers"]]
         token = page.get("NextToken")
-    assert len(names) == len(set(names)) == 23
+    assert len(names) == len(set(names)) == 26  # 19 fixtures, 3 AWS child documents, 3 own, 1 shared
     with pytest.raises(ClientError) as excinfo:
         ssm.list_documents(MaxResults=51)
     assert error_code(excinfo) == "ValidationException"

@@ -66,5 +66,5 @@ def test_manage_py_sandbox_serves_until_sigterm():
         assert sts.get_caller_identity()["Account"] == "123456789012"
     finally:
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=20)
+        output, _ = process.communicate(timeout=120)  # a stop waits for the world seeding to finish
     assert process.returncode == 0, output

@@ -12,7 +12,8 @@ pytestmark = []
 
 RESTART = "AWS-RestartEC2Instance"
 ROLE = "arn:aws:iam::123456789012:role/DelegateDispatch"
-APPROVAL_PARAMS = {"Approvers": ["alice"], "SNSTopicArn": ["arn:aws:sns:eu-west-1:123456789012:AutomationX"]}
+# Approvers are enforced (as AWS does): the test clients are user "sandbox" or the DelegateDispatch role.
+APPROVAL_PARAMS = {"Approvers": ["sandbox", "DelegateDispatch"], "SNSTopicArn": ["arn:aws:sns:eu-west-1:123456789012:AutomationX"]}
 
 
 def code_of(call) -> str:

@@ -1,0 +1,164 @@
+"""Seed the demo world through the AWS APIs of the running sandbox (so moto holds it all).
+
+Two regions (eu-west-1, us-east-1) each get nine instances (four `Team=platform`, three
+`Team=data`, two without a team) with root volumes, a spare volume, a backup snapshot and a
+golden AMI per team, and a legacy snapshot. eu-west-1 also gets an Auto Scaling group
+(web-1 and web-2), a PostgreSQL RDS instance, SQS queues, S3 buckets and an IAM role per team.
+Seeded EC2 ids are `inventory.seeded_id(...)`; everything else is found by name.
+"""
+
+from __future__ import annotations
+
+import boto3
+from botocore.config import Config
+
+from .inventory import SEED_INSTANCES, SEED_REGIONS, forced_ids, seeded_id
+
+TEAMS = ("platform", "data")
+HOME_REGION = "eu-west-1"
+ASSUME_ROLE_POLICY = (
+    '{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
+    '"Principal":{"Service":"ssm.amazonaws.com"},"Action":"sts:AssumeRole"}]}'
+)
+# Credentials the sandbox uses for its own calls (seeding, runbook steps); the access key names it.
+SELF_CREDENTIALS = {"aws_access_key_id": "AKIASANDBOXSEED00000", "aws_secret_access_key": "sandbox"}
+
+
+def _tags(**tags: str | None) -> list[dict]:
+    return [{"Key": k, "Value": v} for k, v in tags.items() if v]
+
+
+_session = None  # one boto3 session for every seeding: its model cache saves ~1 s a time
+
+
+def seed(url: str) -> None:
+    global _session
+    if _session is None:
+        _session = boto3.session.Session(**SELF_CREDENTIALS)
+    session = _session
+    config = Config(retries={"mode": "standard", "total_max_attempts": 1})
+
+    def client(service: str, region: str = HOME_REGION):
+        return session.client(service, endpoint_url=url, region_name=region, config=config)
+
+    for region in SEED_REGIONS:
+        _seed_ec2(client("ec2", region), region)
+    _seed_home(client)
+
+
+def _base_image(ec2, region: str) -> str:
+    """The Amazon Linux base image every seeded instance runs (moto's default AMIs are not loaded)."""
+    image = seeded_id("ami", region, "al2023")
+    with forced_ids(ami=[image]):
+        ec2.register_image(
+            Name="al2023-ami-2023.6-x86_64",
+            Description="Amazon Linux 2023 AMI",
+            Architecture="x86_64",
+            RootDeviceName="/dev/xvda",
+            VirtualizationType="hvm",
+        )
+    return image
+
+
+def _seed_ec2(ec2, region: str) -> None:
+    zone = region + "a"
+    image = _base_image(ec2, region)
+    stopped = []
+    for index, (name, team, instance_type, state) in enumerate(SEED_INSTANCES):
+        key = name or f"untagged-{index}"
+        instance_id = seeded_id("i", region, key)
+        with forced_ids(i=[instance_id], vol=[seeded_id("vol", region, key + "/root")]):
+            ec2.run_instances(
+                ImageId=image,
+                InstanceType=instance_type,
+                MinCount=1,
+                MaxCount=1,
+                Placement={"AvailabilityZone": zone},
+                TagSpecifications=[
+                    spec
+                    for spec in (
+                        {"ResourceType": "instance", "Tags": _tags(Name=name, Team=team)},
+                        {"ResourceType": "volume", "Tags": _tags(Name=f"{key}-root", Team=team)},
+                    )
+                    if spec["Tags"]
+                ],
+            )
+        if state == "stopped":
+            stopped.append(instance_id)
+    if stopped:
+        ec2.stop_instances(InstanceIds=stopped)
+    for team in TEAMS:
+        spare = seeded_id("vol", region, f"{team}/spare")
+        with forced_ids(vol=[spare]):
+            ec2.create_volume(
+                Size=20,
+                AvailabilityZone=zone,
+                VolumeType="gp3",
+                TagSpecifications=[{"ResourceType": "volume", "Tags": _tags(Name=f"{team}-spare", Team=team)}],
+            )
+        with forced_ids(snap=[seeded_id("snap", region, f"{team}/backup")]):
+            ec2.create_snapshot(
+                VolumeId=spare,
+                Description=f"{team} nightly backup",
+                TagSpecifications=[
+                    {"ResourceType": "snapshot", "Tags": _tags(Name=f"{team}-backup", Team=team)}
+                ],
+            )
+        source = seeded_id("i", region, "web-1" if team == "platform" else "etl-1")
+        golden = seeded_id("ami", region, f"{team}/golden")
+        with forced_ids(ami=[golden]):
+            ec2.create_image(
+                InstanceId=source,
+                Name=f"{team}-golden-2024",
+                Description=f"{team} golden image",
+                TagSpecifications=[{"ResourceType": "image", "Tags": _tags(Name=f"{team}-golden", Team=team)}],
+            )
+    with forced_ids(snap=[seeded_id("snap", region, "untagged/legacy")]):
+        ec2.create_snapshot(VolumeId=seeded_id("vol", region, "bastion/root"), Description="legacy snapshot")
+
+
+def _seed_home(client) -> None:
+    ec2 = client("ec2")
+    autoscaling = client("autoscaling")
+    image = seeded_id("ami", HOME_REGION, "platform/golden")
+    ec2.create_launch_template(
+        LaunchTemplateName="platform-web",
+        LaunchTemplateData={"ImageId": image, "InstanceType": "t3.medium"},
+    )
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="platform-web",
+        LaunchTemplate={"LaunchTemplateName": "platform-web", "Version": "$Latest"},
+        MinSize=0,
+        MaxSize=4,
+        DesiredCapacity=0,
+        AvailabilityZones=[HOME_REGION + "a"],
+        Tags=[{"Key": "Team", "Value": "platform", "PropagateAtLaunch": True}],
+    )
+    autoscaling.attach_instances(
+        AutoScalingGroupName="platform-web",
+        InstanceIds=[seeded_id("i", HOME_REGION, "web-1"), seeded_id("i", HOME_REGION, "web-2")],
+    )
+    client("rds").create_db_instance(
+        DBInstanceIdentifier="platform-db",
+        DBInstanceClass="db.t3.micro",
+        Engine="postgres",
+        AllocatedStorage=20,
+        MasterUsername="delegate",
+        MasterUserPassword="sandbox-not-secret",
+        Tags=_tags(Team="platform"),
+    )
+    sqs, s3, iam = client("sqs"), client("s3"), client("iam")
+    for team in TEAMS:
+        sqs.create_queue(QueueName=f"{team}-jobs", tags={"Team": team})
+        s3.create_bucket(
+            Bucket=f"delegate-sandbox-{team}-logs",
+            CreateBucketConfiguration={"LocationConstraint": HOME_REGION},
+        )
+        s3.put_bucket_tagging(
+            Bucket=f"delegate-sandbox-{team}-logs", Tagging={"TagSet": _tags(Team=team)}
+        )
+        iam.create_role(
+            RoleName=f"{team}-automation",
+            AssumeRolePolicyDocument=ASSUME_ROLE_POLICY,
+            Tags=_tags(Team=team),
+        )
