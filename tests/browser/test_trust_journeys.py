@@ -71,7 +71,7 @@ def test_a_paused_run_is_resumed_by_a_lead_not_the_requester(stack, pages):
     dialog = alice.locator("details.cancel-dialog")
     expect(dialog).to_contain_text("steps already run are not undone")
     expect(dialog.locator("ul.steps-ran")).to_contain_text("approvePatching")
-    screenshot(alice, "cancel-dialog", full_page=False)
+    screenshot(alice, "cancel-dialog")
     alice.get_by_text("Cancel run…").click()  # closed again: nothing was cancelled
     assert AutomationRequest.objects.get(pk=request.pk).status == "running"
 
@@ -224,7 +224,7 @@ def test_keyboard_only_form_with_an_error_fixed(stack, pages):
     summary = alice.locator("#error-summary")
     expect(summary).to_contain_text("Justification")
     expect(summary).to_be_focused()  # the summary takes focus, so a screen reader reads it first
-    screenshot(alice, "form-error-summary", full_page=False)
+    screenshot(alice, "form-error-summary")
     alice.keyboard.press("Tab")
     alice.keyboard.press("Enter")  # the summary's link leads to the field
     expect(alice).to_have_url(re.compile("#id_justification$"))
