@@ -78,13 +78,6 @@ class DecisionInput(StrictSerializer):
     comment = serializers.CharField(max_length=4000, allow_blank=True, required=False, default="")
 
 
-class CommentInput(StrictSerializer):
-    # Required and not blank, in the schema too (pattern \S): an empty comment is refused, so a
-    # client reading the schema must not be told it may send one.
-    comment = serializers.RegexField(r"\S", max_length=4000, required=True,
-                                     help_text="The comment; at least one non-space character.")
-
-
 class ApproveInput(DecisionInput):
     emergency = serializers.BooleanField(required=False, default=False,
                                          help_text="Inside a change freeze: override it (the comment is the reason; "

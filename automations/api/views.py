@@ -171,11 +171,9 @@ class RequestSendBackApi(_RequestActionApi):
                                    client=ClientInfo.from_request(request))
 
 
-@extend_schema(request=s.CommentInput, responses={200: s.RequestSerializer, 400: ERROR, 404: ERROR})
+@extend_schema(request=s.DecisionInput, responses={200: s.RequestSerializer, 400: ERROR, 404: ERROR})
 class RequestCommentApi(_RequestActionApi):
     """Add a comment to the request's thread (anyone who may see the request)."""
-
-    input_serializer = s.CommentInput
 
     def act(self, request, automation_request, data):
         services.request_comment(request=automation_request, actor=request.user, body=data["comment"],
