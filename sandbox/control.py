@@ -3,7 +3,7 @@
 GET  /_sandbox/health               liveness, URL, account, time scale, regions in use
 GET  /_sandbox/calls                recorded calls (?operation=, ?service=, ?since=<index>)
 POST /_sandbox/calls/clear          forget recorded calls
-GET  /_sandbox/executions           execution snapshots (?region=)
+GET  /_sandbox/executions           execution snapshots (?region=), each with RunAs {RoleArn, PrincipalArn, Source}
 GET  /_sandbox/inventory            EC2 instances with state and state history (?region=)
 GET  /_sandbox/faults               current fault knobs
 POST /_sandbox/faults               set knobs: a JSON body with any of the knob names (faults.py)

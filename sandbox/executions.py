@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 
+from . import templating
 from .state import Caller
 
 STATUSES = (
@@ -135,6 +136,7 @@ def new_execution(
     """Create a Pending execution and hand it to the engine (via `state.active`)."""
     execution_id = str(uuid.uuid4())
     steps = content.get("mainSteps") or []
+    run_as = run_as_of(content, typed, wire, caller)
     execution = {
         "AutomationExecutionId": execution_id,
         "DocumentName": document_name,
@@ -163,6 +165,7 @@ def new_execution(
         "_next": steps[0]["name"] if steps else None,
         "_current": None,
         "_client_token": client_token,
+        "_run_as": run_as,
     }
     if parent is not None:
         execution["ParentAutomationExecutionId"] = parent["AutomationExecutionId"]
@@ -171,6 +174,27 @@ def new_execution(
     region.state.active[(region.name, execution_id)] = None
     region.state.mark_dirty()
     return execution
+
+
+def run_as_of(content: dict, typed: dict, wire: dict, caller) -> dict:
+    """Who AWS runs the steps as: the role the document's `assumeRole` resolves to, else the caller.
+
+    AWS resolves `{{ Name }}` in assumeRole from the execution's parameters; an empty or absent
+    assumeRole means the execution runs with the caller's own credentials (aws-api.md §8.5).
+    """
+    raw = content.get("assumeRole")
+    role = ""
+    if isinstance(raw, str) and raw.strip():
+        def lookup(name):
+            value = typed.get(name, wire.get(name))
+            if isinstance(value, list):
+                value = value[0] if value else ""
+            return "" if value is None else value
+
+        role = str(templating.render(raw, lookup) or "").strip()
+    if role:
+        return {"RoleArn": role, "PrincipalArn": role, "Source": "assumeRole"}
+    return {"RoleArn": caller.role_arn or caller.arn, "PrincipalArn": caller.arn, "Source": "caller"}
 
 
 def _public(value):
@@ -210,9 +234,11 @@ def metadata(execution: dict) -> dict:
 
 
 def snapshot(execution: dict, region) -> dict:
-    """What `Sandbox.executions()` returns: the API view plus the ClientToken it was started with."""
+    """What `Sandbox.executions()` returns: the API view plus the ClientToken it was started with and
+    RunAs, the identity AWS ran it as (a sandbox-only record; AWS shows it only in CloudTrail)."""
     out = view(execution, region)
     out["ClientToken"] = execution.get("_client_token")
+    out["RunAs"] = dict(execution.get("_run_as") or {})
     return out
 
 

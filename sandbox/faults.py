@@ -92,9 +92,9 @@ class Faults:
         self.rate_limits: dict[str, float] = {}
         self.latency = 0.0
         self.fail_step: set[str] = set()
-        # AWS lets only the listed Approvers approve; off by default because the portal signals
-        # through its own dispatch role, which a runbook's Approvers parameter rarely names.
-        self.enforce_approvers = False
+        # AWS lets only the listed Approvers approve (aws-api.md §6); on by default, as in AWS.
+        # Switch it off only to model a caller AWS would accept for reasons the sandbox ignores.
+        self.enforce_approvers = True
 
     # Knobs -------------------------------------------------------------------------------
 

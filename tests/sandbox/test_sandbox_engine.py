@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +13,7 @@ from botocore.exceptions import ClientError
 
 pytestmark = []
 
-APPROVAL_PARAMS = {"Approvers": ["alice"], "SNSTopicArn": ["arn:aws:sns:eu-west-1:123456789012:AutomationX"]}
+APPROVAL_PARAMS = {"Approvers": ["sandbox"], "SNSTopicArn": ["arn:aws:sns:eu-west-1:123456789012:AutomationX"]}
 
 
 def code_of(call) -> str:
@@ -141,7 +142,7 @@ def test_signal_errors(ssm):
 
 def test_pause_and_resume_with_patch_runbook(start, ssm, sandbox, team_instances):
     instance = team_instances("platform")[0]
-    execution_id = start("Delegate-PatchWithApproval", InstanceIds=instance, Approvers="alice")
+    execution_id = start("Delegate-PatchWithApproval", InstanceIds=instance, Approvers="sandbox")
     sandbox.wait_for_execution(execution_id, statuses=("Waiting",), timeout=5)
     ssm.send_automation_signal(AutomationExecutionId=execution_id, SignalType="Approve")
     deadline = time.monotonic() + 5
@@ -649,3 +650,46 @@ def test_enforced_approvers(client, start, sandbox, team_instances):
         AutomationExecutionId=execution_id, SignalType="Approve"
     )
     assert sandbox.wait_for_execution(execution_id, timeout=10)["AutomationExecutionStatus"] == "Success"
+
+
+def test_approvers_are_enforced_by_default(start, sandbox, ssm, team_instances):
+    """As in AWS: a caller not named in the step's Approvers cannot approve it."""
+    execution_id = start(
+        "AWS-StopEC2InstanceWithApproval",
+        InstanceId=team_instances("platform")[0],
+        Approvers=["arn:aws:iam::123456789012:role/SomeoneElse"],
+        SNSTopicArn=APPROVAL_PARAMS["SNSTopicArn"],
+    )
+    sandbox.wait_for_execution(execution_id, statuses=("Waiting",), timeout=5)
+    assert code_of(lambda: ssm.send_automation_signal(AutomationExecutionId=execution_id,
+                                                      SignalType="Approve")) == "AccessDeniedException"
+
+
+@pytest.mark.parametrize(
+    ("assume_role", "parameters", "expected"),
+    [
+        ("{{ automationAssumeRole }}", {"automationAssumeRole": "arn:aws:iam::123456789012:role/Auto"},
+         ("arn:aws:iam::123456789012:role/Auto", "assumeRole")),
+        ("arn:aws:iam::123456789012:role/Literal", {}, ("arn:aws:iam::123456789012:role/Literal", "assumeRole")),
+        (None, {}, ("arn:aws:iam::123456789012:role/DelegateDispatch", "caller")),
+        ("{{ automationAssumeRole }}", {"automationAssumeRole": ""}, ("arn:aws:iam::123456789012:role/DelegateDispatch", "caller")),
+    ],
+)
+def test_run_as_records_the_identity_aws_uses(client, sandbox, assume_role, parameters, expected):
+    """RunAs: the role assumeRole resolves to, or the caller (its role) when none."""
+    content = {"schemaVersion": "0.3", "parameters": {"automationAssumeRole": {"type": "String", "default": ""}},
+               "mainSteps": [{"name": "nap", "action": "aws:sleep", "inputs": {"Duration": "PT1S"}}]}
+    if assume_role is not None:
+        content["assumeRole"] = assume_role
+    client("ssm").create_document(Name="Team-Identity", DocumentType="Automation", Content=json.dumps(content))
+    credentials = client("sts").assume_role(
+        RoleArn="arn:aws:iam::123456789012:role/DelegateDispatch", RoleSessionName="req-1")["Credentials"]
+    execution_id = client("ssm", credentials=credentials).start_automation_execution(
+        DocumentName="Team-Identity", Parameters={k: [v] if v else [] for k, v in parameters.items()}
+    )["AutomationExecutionId"]
+    run_as = sandbox.execution(execution_id)["RunAs"]
+    assert (run_as["RoleArn"], run_as["Source"]) == expected
+    if expected[1] == "caller":
+        assert run_as["PrincipalArn"] == "arn:aws:sts::123456789012:assumed-role/DelegateDispatch/req-1"
+    over_http = json.loads(urllib.request.urlopen(f"{sandbox.url}/_sandbox/executions").read())["executions"]
+    assert next(e for e in over_http if e["AutomationExecutionId"] == execution_id)["RunAs"] == run_as

@@ -21,7 +21,7 @@ from sandbox.inventory import seeded_id
 pytestmark = []
 
 REPO = Path(__file__).resolve().parents[2]
-APPROVAL_PARAMS = {"Approvers": ["alice"], "SNSTopicArn": ["arn:aws:sns:eu-west-1:123456789012:AutomationX"]}
+APPROVAL_PARAMS = {"Approvers": ["DelegateDispatch"], "SNSTopicArn": ["arn:aws:sns:eu-west-1:123456789012:AutomationX"]}
 
 
 def clients(sb: Sandbox, credentials: dict | None = None):

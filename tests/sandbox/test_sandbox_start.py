@@ -12,7 +12,7 @@ pytestmark = []
 
 RESTART = "AWS-RestartEC2Instance"
 ROLE = "arn:aws:iam::123456789012:role/DelegateDispatch"
-APPROVAL_PARAMS = {"Approvers": ["alice"], "SNSTopicArn": ["arn:aws:sns:eu-west-1:123456789012:AutomationX"]}
+APPROVAL_PARAMS = {"Approvers": ["sandbox"], "SNSTopicArn": ["arn:aws:sns:eu-west-1:123456789012:AutomationX"]}
 
 
 def code_of(call) -> str:
