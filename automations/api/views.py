@@ -16,6 +16,7 @@ from automations import audit, selectors, services
 from automations.api import schema  # noqa: F401  (registers the strict-body schema extension)
 from automations.api import serializers as s
 from automations.audit import ClientInfo
+from automations.runbooks import approval_content as content_view
 from automations.audit.search import AuditEventFilter, export_csv, export_jsonl
 from automations.errors import InvalidRequest
 from automations.models import AuditEvent, Execution, Runbook, RunbookVersion, TeamRunbook
@@ -126,6 +127,19 @@ class RequestDetailApi(APIView):
     def get(self, request, pk: int):
         visible = selectors.requests_visible_to(request.user).prefetch_related("approvals__approver")
         return Response(s.RequestSerializer(get_object_or_404(visible, pk=pk)).data)
+
+
+class RequestContentApi(APIView):
+    @extend_schema(responses={200: s.RequestContentSerializer, 404: ERROR})
+    def get(self, request, pk: int):
+        """The steps of exactly the content the request bound (what an approver approves) and a
+        diff against the content of the team's last run of this runbook."""
+        item = get_object_or_404(selectors.requests_visible_to(request.user).select_related("runbook_version"), pk=pk)
+        view = content_view.approval_view(item)
+        return Response(s.RequestContentSerializer({
+            **view, "document_hash": item.document_hash,
+            "diff_against_request": view["diff_against"].pk if view["diff_against"] else None,
+        }).data)
 
 
 class _RequestActionApi(APIView):

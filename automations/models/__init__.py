@@ -20,14 +20,14 @@ from automations.models.policy import (
     StepApproval,
     StepDecision,
 )
-from automations.models.runbooks import Runbook, RunbookVersion, TeamRunbook
+from automations.models.runbooks import ContentRevision, RoleParameter, Runbook, RunbookVersion, TeamRole, TeamRunbook
 from automations.models.sso import SsoGroupRule, SsoIdentity
 from automations.models.teams import Account, Membership, Team
 
 __all__ = (
     "Account", "Approval", "AuditEvent", "AuditLogIsAppendOnly", "AutomationRequest", "DispatchOutbox",
     "Execution", "Membership", "RequestComment", "Runbook", "RunbookVersion", "TERMINAL_STATUSES", "TRANSITIONS", "Team",
-    "TeamRunbook",
+    "TeamRunbook", "ContentRevision", "RoleParameter", "TeamRole",
     # approval policy (models/policy.py)
     "ApprovalDelegation", "DelegatedApproval", "Escalation", "FreezeOverride", "FreezeWindow", "NotificationDelivery",
     "NotificationWebhook", "StepApproval", "StepDecision",

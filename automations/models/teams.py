@@ -53,7 +53,9 @@ class Account(models.Model):
     """An AWS account Delegate dispatches into, and the two roles it uses there.
 
     The dispatch role is what the worker assumes (STS); the automation role is what every
-    execution runs as (AutomationAssumeRole). Users never choose either.
+    execution runs as (the parameter its assumeRole references). Users never choose either.
+    Other role parameters are configured per runbook (RoleParameter) or picked from a team's
+    allowlist (TeamRole).
     """
 
     account_id = models.CharField(max_length=12, unique=True, validators=[account_id_validator])
@@ -61,9 +63,6 @@ class Account(models.Model):
     regions = models.JSONField(default=list, help_text='Regions offered, e.g. ["eu-west-1", "us-east-1"].')
     dispatch_role_arn = models.CharField(max_length=2048, validators=[role_arn_validator])
     automation_role_arn = models.CharField(max_length=2048, validators=[role_arn_validator])
-    # Values for role-typed runbook parameters other than AutomationAssumeRole
-    # (e.g. {"LambdaAssumeRole": "arn:aws:iam::…:role/…"}); users never type these.
-    role_parameter_values = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["name"]

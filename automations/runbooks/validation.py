@@ -208,7 +208,12 @@ def _check_text(spec: dict, value, errors: list[str], deadline: _Deadline) -> st
         errors.append(f"Too short: at least {spec['minChars']} characters.")
     if "maxChars" in spec and len(text) > int(spec["maxChars"]):
         errors.append(f"Too long: at most {spec['maxChars']} characters.")
-    if spec.get("allowedValues") and text not in spec["allowedValues"]:
+    if spec.get("role_kind") == "subject" and text not in (spec.get("allowedValues") or []):
+        # A role the change acts on comes from the team's allowlist only (never typed free).
+        errors.append("Choose one of the roles your team's administrators allow"
+                      + (": " + ", ".join(spec["allowedValues"]) if spec.get("allowedValues") else " (none yet).")
+                      + ("." if spec.get("allowedValues") else ""))
+    elif spec.get("allowedValues") and text not in spec["allowedValues"]:
         errors.append("Choose one of: " + ", ".join(spec["allowedValues"]) + ".")
     if spec.get("allowedPattern") is not None:
         try:

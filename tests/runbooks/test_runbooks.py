@@ -8,7 +8,7 @@ from automations.runbooks import (
     UnsupportedRunbook,
     category_of,
     element_type,
-    is_role_parameter,
+    is_role_like,
     load_document,
     ordered_parameters,
     parse_parameters,
@@ -51,6 +51,7 @@ class TestFixtures:
             "type": "StringList",
             "description": restart["InstanceId"]["description"],
             "required": True,
+            "role_kind": "",
             "server_owned": False,
             "position": 0,
         }
@@ -142,17 +143,17 @@ class TestRoles:
         ],
     )
     def test_role_like_names(self, name):
-        assert is_role_parameter(name, {"type": "String"})
+        assert is_role_like(name, {"type": "String"})
 
     @pytest.mark.parametrize(
         "kind", ["AWS::IAM::Role::Arn", "List<AWS::IAM::Role::Arn>", "AWS::IAM::Role::Name"]
     )
     def test_role_types(self, kind):
-        assert is_role_parameter("Whatever", {"type": kind})
+        assert is_role_like("Whatever", {"type": kind})
 
     @pytest.mark.parametrize("name", ["InstanceId", "SNSTopicArn", "Approvers", "Roles2"])
     def test_not_roles(self, name):
-        assert not is_role_parameter(name, {"type": "String"})
+        assert not is_role_like(name, {"type": "String"})
 
 
 def test_element_type_and_steps_and_category():
@@ -161,7 +162,7 @@ def test_element_type_and_steps_and_category():
     document = _doc(
         {}, mainSteps=[{"name": "a", "action": "aws:executeAwsApi", "inputs": {"Service": "s3"}}, "junk"]
     )
-    assert step_summary(document) == [{"name": "a", "action": "aws:executeAwsApi"}]
+    assert step_summary(document) == [{"name": "a", "action": "aws:executeAwsApi", "service": "s3", "api": ""}]
     assert category_of(document) == "S3"
     assert category_of(document, {"Category": "Storage"}) == "Storage"
     assert category_of(document, name="AWS-RebootRdsInstance") == "RDS"

@@ -204,7 +204,7 @@ def step_runbook(world):
 
 def running_with_waiting_step(world, step_runbook, instance):
     request = services.request_submit(actor=world.alice, team=world.platform, runbook_id=step_runbook.pk, parameters={
-        "InstanceId": [instance], "Approvers": [world.account.dispatch_role_arn],
+        "InstanceId": [instance],
         "SNSTopicArn": "arn:aws:sns:eu-west-1:123456789012:AutomationApprovals"})
     request = services.request_approve(request=request, actor=world.bob)
     services.request_dispatch(request_id=request.pk)

@@ -40,7 +40,6 @@ class Command(BaseCommand):
                 "name": "Sandbox", "regions": [settings.DELEGATE_DEFAULT_REGION, "us-east-1"],
                 "dispatch_role_arn": f"arn:aws:iam::{ACCOUNT_ID}:role/DelegateDispatch",
                 "automation_role_arn": f"arn:aws:iam::{ACCOUNT_ID}:role/DelegateAutomation",
-                "role_parameter_values": {"LambdaAssumeRole": f"arn:aws:iam::{ACCOUNT_ID}:role/DelegateLambda"},
             })
             teams = {}
             for name, display in (("platform", "Platform"), ("data", "Data")):
