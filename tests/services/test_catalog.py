@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 
 from automations import services
 from automations.web.forms import PickerField, field_for
-from automations.models import AuditEvent, AutomationRequest, Runbook, RunbookVersion, TeamRunbook
+from automations.models import AuditEvent, AutomationRequest, RoleParameter, Runbook, RunbookVersion, TeamRunbook
 from sandbox.inventory import seeded_id
 from automations.services.catalog import VERSION_GONE
 from automations.web.catalog import start_call
@@ -99,6 +99,12 @@ def synced(world, sb):
     policies = {}
     for runbook in Runbook.objects.filter(account=world.account, region=REGION, available=True):
         policies[runbook.name] = TeamRunbook.objects.get_or_create(team=world.platform, runbook=runbook)[0]
+        # The admin's setup: roles handed to Lambda/CloudFormation, per runbook parameter.
+        for version in runbook.versions.all():
+            for parameter, spec in version.parameters.items():
+                if spec.get("role_kind") == "handoff":
+                    RoleParameter.objects.get_or_create(runbook=runbook, parameter=parameter, defaults={
+                        "value": f"arn:aws:iam::{world.account.account_id}:role/DelegateLambda"})
     return policies
 
 
@@ -358,14 +364,9 @@ class TestCatalogPage:
 #
 
 
-# AWS-CreateManagedInstance asks the user for `RoleName` (the role to create): today every
-# *RoleName parameter is server-owned, so the form hides it (issue 12, "two kinds of role parameters").
-_ROLE_SUBJECT_BUG = pytest.mark.xfail(strict=True, reason="issue 12: a role that is the subject of a change is hidden")
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=_ROLE_SUBJECT_BUG) if n == "AWS-CreateManagedInstance" else n for n in EVERY_RUNBOOK]
-)
+# AWS-CreateManagedInstance asks the user for `RoleName` (the role to create): a role that is the
+# subject of the change, so the form shows it as a dropdown of the team's allowlist (issue 12).
+@pytest.mark.parametrize("name", EVERY_RUNBOOK)
 def test_every_runbook_renders_accepts_and_refuses_in_the_browser(name, world, synced, browser):
     policy = synced[name]
     version = policy.runbook.versions.get(version=policy.runbook.default_version)
