@@ -18,6 +18,7 @@ from automations.models import (
     Runbook,
     RunbookVersion,
     Team,
+    TeamResource,
     TeamRole,
     TeamRunbook,
 )
@@ -224,3 +225,12 @@ class TeamRoleAdmin(AuditedAdmin):
     list_display = ["team", "account", "arn", "parameter", "description"]
     list_filter = ["team", "account"]
     search_fields = ["arn", "parameter"]
+
+
+@admin.register(TeamResource)
+class TeamResourceAdmin(AuditedAdmin):
+    """Buckets, DB instances and queues a team may name (services whose tags Delegate does not read)."""
+
+    list_display = ["team", "account", "kind", "identifier", "region", "description"]
+    list_filter = ["team", "kind"]
+    search_fields = ["identifier"]

@@ -22,12 +22,12 @@ from automations.models.policy import (
 )
 from automations.models.runbooks import ContentRevision, RoleParameter, Runbook, RunbookVersion, TeamRole, TeamRunbook
 from automations.models.sso import SsoGroupRule, SsoIdentity
-from automations.models.teams import Account, Membership, Team
+from automations.models.teams import Account, Membership, Team, TeamResource
 
 __all__ = (
     "Account", "Approval", "AuditEvent", "AuditLogIsAppendOnly", "AutomationRequest", "DispatchOutbox",
     "Execution", "Membership", "RequestComment", "Runbook", "RunbookVersion", "TERMINAL_STATUSES", "TRANSITIONS", "Team",
-    "TeamRunbook", "ContentRevision", "RoleParameter", "TeamRole",
+    "TeamRunbook", "ContentRevision", "RoleParameter", "TeamRole", "TeamResource",
     # approval policy (models/policy.py)
     "ApprovalDelegation", "DelegatedApproval", "Escalation", "FreezeOverride", "FreezeWindow", "NotificationDelivery",
     "NotificationWebhook", "StepApproval", "StepDecision",

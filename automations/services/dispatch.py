@@ -304,7 +304,8 @@ def _dispatch(request_id: int) -> str:
         # resumed attempt skips this: its first attempt checked, and may already be running.)
         try:
             outside = inventory.out_of_scope(request.resources, tag=request.team.scope_tag, region=request.region,
-                                             role_arn=request.account.dispatch_role_arn)
+                                             role_arn=request.account.dispatch_role_arn,
+                                             allowlist=selectors.team_resource_allowlist(request.team, request.account))
             outside += [r for r in policy.targets_outside_policy(request) if r not in outside]  # policy tags, id patterns
         except aws.TransientAwsError as error:
             return _put_back(request_id, attempts=attempts, reason=f"inventory check failed: {error.code}",

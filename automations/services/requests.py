@@ -38,6 +38,7 @@ from automations.runbooks import fingerprint_for
 from automations.services.transitions import transition
 from automations.runbooks.validation import (
     ALARM_NAME,
+    resource_kind,
     MAX_CONCURRENCY,
     MAX_ERRORS,
     validate_alarm_name,
@@ -135,8 +136,10 @@ def _rate_control(schema: dict, parameters: dict, *, target_parameter_name: str,
         raise InvalidRequest("Targets are resource ids (ParameterValues) or a tag (tag:Key).",
                              errors={"targets": ["Unsupported target key."]})
     if spec is not None and key == "ParameterValues":
-        # Each value becomes the target parameter of one run: it must pass that parameter's checks.
-        problems = validate_target_values(spec, values)
+        # Each value becomes the target parameter of one run: it must pass that parameter's checks
+        # (resource ids trimmed and in AWS's exact syntax, like any parameter value).
+        values = [value.strip() for value in values]
+        problems = validate_target_values(spec, values, target_parameter_name)
         if problems:
             raise InvalidRequest("Some targets are not valid.", errors={"targets": problems})
     # With rate control SSM fills the target parameter per target; it must not be sent as well.
@@ -161,6 +164,11 @@ def _check_justification(team_policy: TeamRunbook, justification: str) -> None:
             hint = team_policy.ticket_hint or "a ticket reference"
             raise InvalidRequest(f"Include {hint} in the justification.", code="ticket_required",
                                  errors={"justification": [f"Include {hint}."]})
+
+
+def resource_kinds(schema: dict) -> dict[str, str]:
+    """{parameter: resource kind} for the parameters that name resources (validation.resource_kind)."""
+    return {name: kind for name, spec in schema.items() if (kind := resource_kind(name, spec))}
 
 
 def request_submit(
@@ -220,7 +228,9 @@ def request_submit(
         # Roles and approvers are Delegate's: the identity assumeRole names, handed-off roles,
         # the principal Delegate signals aws:approve steps as (run_identity).
         wire.update(run_identity.server_values(runbook_version, schema, account))
-        resources = inventory.resource_ids(wire, rc_targets)
+        resources = inventory.resource_ids(wire, rc_targets, kinds=resource_kinds(schema),
+                                           region=runbook.region, account_id=account.account_id,
+                                           target_parameter=target_parameter_name)
         if len(resources) > team_policy.max_targets:
             raise InvalidRequest(f"At most {team_policy.max_targets} resources per request for this runbook.",
                                  code="too_many_targets")
@@ -233,7 +243,8 @@ def request_submit(
         raise
     try:
         outside = inventory.out_of_scope(resources, tag=team.scope_tag, region=runbook.region,
-                                         role_arn=account.dispatch_role_arn) if resources else []
+                                         role_arn=account.dispatch_role_arn,
+                                         allowlist=selectors.team_resource_allowlist(team, account)) if resources else []
     except aws.AwsError as error:
         raise DomainError("The resource inventory could not be checked; try again shortly.",
                           code="inventory_unavailable") from error

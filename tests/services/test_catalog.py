@@ -17,7 +17,15 @@ from rest_framework.test import APIClient
 
 from automations import services
 from automations.web.forms import PickerField, field_for
-from automations.models import AuditEvent, AutomationRequest, RoleParameter, Runbook, RunbookVersion, TeamRunbook
+from automations.models import (
+    AuditEvent,
+    AutomationRequest,
+    RoleParameter,
+    Runbook,
+    RunbookVersion,
+    TeamResource,
+    TeamRunbook,
+)
 from sandbox.inventory import seeded_id
 from automations.services.catalog import VERSION_GONE
 from automations.web.catalog import start_call
@@ -99,7 +107,11 @@ def synced(world, sb):
     policies = {}
     for runbook in Runbook.objects.filter(account=world.account, region=REGION, available=True):
         policies[runbook.name] = TeamRunbook.objects.get_or_create(team=world.platform, runbook=runbook)[0]
-        # The admin's setup: roles handed to Lambda/CloudFormation, per runbook parameter.
+        # The admin's setup: the bucket and DB instance platform may name (no tags read there),
+        # and roles handed to Lambda/CloudFormation, per runbook parameter.
+        for kind, identifier in (("bucket", NAMED_VALUES["BucketName"]), ("db_instance", "orders-db")):
+            TeamResource.objects.get_or_create(team=world.platform, account=world.account, kind=kind,
+                                               identifier=identifier, region=REGION)
         for version in runbook.versions.all():
             for parameter, spec in version.parameters.items():
                 if spec.get("role_kind") == "handoff":
@@ -129,6 +141,7 @@ def ids(world):
         "other_team": world.etl1,
         "volume": seeded_id("vol", REGION, "platform/spare"),
         "snapshot": seeded_id("snap", REGION, "platform/backup"),
+        "image": seeded_id("ami", REGION, "platform/golden"),
     }
 
 
@@ -160,6 +173,8 @@ def valid_parameters(world, name: str, schema: dict) -> dict:
             value = resources["volume"]
         elif parameter.endswith("SnapshotId"):
             value = resources["snapshot"]
+        elif parameter.endswith(("AmiId", "ImageId")):
+            value = resources["image"]
         elif "Instance" in parameter or "Instance" in spec["type"]:
             value = (
                 resources["instance2"]

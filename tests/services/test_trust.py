@@ -490,3 +490,74 @@ class TestApproversAwsAccepts:
         request.refresh_from_db()
         assert request.status == Status.SUCCEEDED, request.execution.failure_message
         assert sb.instance_state(instance) == "stopped"
+
+
+#
+# 6. Canonical targets
+#
+
+BAD_VALUES = {
+    # parameter (name decides the kind for plain String parameters) -> values AWS would not accept as that kind
+    "InstanceId": ["I-0123456789ABCDEF0", "i-0123456789abcdef0,i-0fedcba9876543210", "i-123", "web-1"],
+    "VolumeId": ["vol-XYZ", "vol-0123456789abcdef0/x"],
+    "SnapshotId": ["snap-", "snapshot-0123456789abcdef0"],
+    "ImageId": ["ami-0123456789abcdef", "AMI-0123456789ABCDEF0"],
+    "DBInstanceIdentifier": ["1orders", "orders--db", "orders_db"],
+    "BucketName": ["Platform-Logs", "platform..logs", "platform-logs/key", "192.168.1.1"],
+    "QueueUrl": ["https://evil.example.com/123456789012/q", "sqs://queue"],
+}
+
+
+def every_kind_document() -> str:
+    parameters = {name: {"type": "String", "default": ""} for name in BAD_VALUES if name != "InstanceId"}
+    return document(harmless(), parameters=parameters)
+
+
+class TestCanonicalTargets:
+    @pytest.mark.parametrize(("parameter", "bad"), [(p, v) for p, values in BAD_VALUES.items() for v in values])
+    def test_bad_syntax_is_a_field_error_for_every_resource_type(self, world, own, parameter, bad):
+        policy = own(every_kind_document())
+        values = {"InstanceId": world.web1, parameter: bad}
+        with pytest.raises(InvalidRequest) as refused:
+            submit(world, policy, values)
+        assert parameter in refused.value.errors, refused.value.errors
+        assert refused.value.errors[parameter][0].startswith("Enter ")
+
+    def test_values_are_trimmed_and_then_scope_checked(self, world, own, sb):
+        policy = own(every_kind_document())
+        request = submit(world, policy, {"InstanceId": f"  {world.web1} "})
+        assert request.parameters["InstanceId"] == [world.web1] and request.resources == [world.web1]
+        from automations.errors import OutOfScope
+
+        with pytest.raises(OutOfScope):
+            submit(world, policy, {"InstanceId": f" {world.etl1}"})  # trimmed, then found to be data's
+
+    def test_buckets_db_instances_and_queues_are_checked_against_the_team_allowlist(self, world, own):
+        from automations.errors import OutOfScope
+        from automations.models import TeamResource
+
+        policy = own(every_kind_document())
+        queue = f"https://sqs.eu-west-1.amazonaws.com/{world.account.account_id}/platform-jobs"
+        named = {"BucketName": "platform-logs", "DBInstanceIdentifier": "orders-db", "QueueUrl": queue}
+        for parameter, value in named.items():
+            with pytest.raises(OutOfScope):
+                submit(world, policy, {"InstanceId": world.web1, parameter: value})
+        for kind, identifier in (("bucket", "platform-logs"), ("db_instance", "orders-db"), ("queue", queue)):
+            TeamResource.objects.create(team=world.platform, account=world.account, kind=kind, identifier=identifier,
+                                        region=REGION)
+        request = submit(world, policy, {"InstanceId": world.web1, **named})
+        assert set(request.resources) == {world.web1, "arn:aws:s3:::platform-logs",
+                                          f"arn:aws:rds:{REGION}:{world.account.account_id}:db:orders-db", queue}
+        with pytest.raises(OutOfScope):  # data has no allowlist: the same names are outside its scope
+            data_policy = TeamRunbook.objects.create(team=world.data, runbook=policy.runbook)
+            submit(world, data_policy, {"InstanceId": world.etl1, "BucketName": "platform-logs"}, actor=world.dave)
+
+    def test_images_are_described_with_owners(self, world, sb):
+        from automations import inventory
+
+        images = inventory.team_resources("image", tag=world.platform.scope_tag, region=REGION,
+                                          role_arn=world.account.dispatch_role_arn)
+        assert images and all(image["id"].startswith("ami-") for image in images)
+        call = sb.calls.of("DescribeImages")[-1]
+        assert call["error"] is None and "Owners.1" in json.dumps(call["params"]) or call["params"].get("Owners")
+
