@@ -553,7 +553,7 @@ class TestCanonicalTargets:
             submit(world, data_policy, {"InstanceId": world.etl1, "BucketName": "platform-logs"}, actor=world.dave)
 
     def test_images_are_described_with_owners(self, world, sb):
-        from automations import inventory
+        from automations.aws import inventory
 
         images = inventory.team_resources("image", tag=world.platform.scope_tag, region=REGION,
                                           role_arn=world.account.dispatch_role_arn)
