@@ -133,11 +133,21 @@ class RunbookDetailSerializer(serializers.ModelSerializer):
     versions = serializers.SerializerMethodField()
     parameters = serializers.SerializerMethodField()
     version = serializers.SerializerMethodField()
+    needs_setup = serializers.SerializerMethodField()
+    runs_as = serializers.SerializerMethodField()
 
     class Meta:
         model = Runbook
         fields = ["id", "name", "owner", "owner_kind", "description", "account_id", "region", "default_version",
-                  "latest_version", "versions", "version", "parameters"]
+                  "latest_version", "versions", "version", "parameters", "runs_as", "needs_setup"]
+
+    def get_needs_setup(self, obj) -> list[str]:
+        """What an administrator must configure before this version can be requested (empty: ready)."""
+        return list(self.context.get("needs_setup") or [])
+
+    def get_runs_as(self, obj) -> str:
+        """The role AWS runs this version's steps as (from its assumeRole)."""
+        return self.context.get("runs_as", "")
 
     def _version(self, obj):
         return self.context.get("version")

@@ -402,8 +402,15 @@ class TestRoleParameters:
         with pytest.raises(InvalidRequest) as refused:
             submit(world, policy, {"InstanceId": world.web1, "RoleName": "AppServer"})
         assert refused.value.code == "needs_setup"
+        api = APIClient()
+        api.force_login(world.alice)
+        detail = api.get(f"/api/v1/runbooks/{policy.runbook_id}/").json()
+        assert detail["needs_setup"] == ["RoleName: no role in your team's allowlist"]
+        assert detail["runs_as"] == world.account.automation_role_arn
         TeamRole.objects.create(team=world.platform, account=world.account,
                                 arn=f"arn:aws:iam::{world.account.account_id}:role/AppServer")
+        detail = api.get(f"/api/v1/runbooks/{policy.runbook_id}/").json()
+        assert detail["needs_setup"] == [] and detail["parameters"]["RoleName"]["allowedValues"] == ["AppServer"]
         form = client.get(reverse("automations:request_new", args=[policy.pk])).content.decode()
         assert '<select name="param_RoleName"' in form and '<option value="AppServer"' in form
         with pytest.raises(InvalidRequest) as refused:
