@@ -74,7 +74,8 @@ def copies(request, n: int):
         yield AutomationRequest.objects.create(
             team=request.team, requester=request.requester, runbook=request.runbook,
             runbook_version=request.runbook_version, account=request.account, region=request.region,
-            parameters=request.parameters, resources=request.resources, fingerprint=request.fingerprint)
+            parameters=request.parameters, resources=request.resources, fingerprint=request.fingerprint,
+            document_hash=request.document_hash, run_as=request.run_as)
 
 
 def client_for(user):

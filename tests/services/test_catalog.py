@@ -27,6 +27,7 @@ from automations.models import (
     TeamRunbook,
 )
 from sandbox.inventory import seeded_id
+from automations.runbooks.identity import effective_schema
 from automations.services.catalog import VERSION_GONE
 from automations.web.catalog import start_call
 from tests.runbooks.test_validation import FIXTURE_FILES
@@ -413,10 +414,13 @@ def test_every_runbook_renders_accepts_and_refuses_in_the_browser(name, world, s
 @pytest.mark.parametrize("name", EVERY_RUNBOOK)
 def test_every_runbook_accepts_and_refuses_through_the_api(name, world, synced, api):
     runbook = synced[name].runbook
-    schema = runbook.versions.get(version=runbook.default_version).parameters
+    version = runbook.versions.get(version=runbook.default_version)
+    schema = version.parameters
     values = valid_parameters(world, name, schema)
     detail = api.get(f"/api/v1/runbooks/{runbook.pk}/").json()
-    assert detail["parameters"] == schema and detail["version"] == runbook.default_version
+    # The schema as it applies to the caller's team (a subject role lists the team's allowed roles).
+    assert detail["parameters"] == effective_schema(version, team=world.platform)
+    assert detail["version"] == runbook.default_version and detail["needs_setup"] == []
     response = api.post("/api/v1/requests/", {"runbook": runbook.pk, "parameters": values}, format="json")
     assert response.status_code == 201, response.json()
     assert response.json()["document_version"] == runbook.default_version
