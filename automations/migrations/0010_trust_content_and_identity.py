@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('automations', '0006_sso'),
+        ('automations', '0009_people_justification_policy'),
     ]
 
     operations = [
