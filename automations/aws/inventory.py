@@ -190,7 +190,7 @@ def describe_targets(ids: list[str], *, region: str, role_arn: str) -> dict[str,
     for resource_id in ids:
         by_kind.setdefault(kind_of(resource_id) or "unknown", []).append(resource_id)
     found: dict[str, dict | None] = {resource_id: None for resource_id in ids}
-    by_kind.pop("unknown", None)
+    by_kind = {kind: kind_ids for kind, kind_ids in by_kind.items() if kind in EC2_KINDS}  # others: no Describe
     id_filters = {"instance": "instance-id", "volume": "volume-id", "snapshot": "snapshot-id", "image": "image-id"}
     for kind, kind_ids in by_kind.items():
         # A filter, not an id list: an unknown id is simply absent instead of failing the whole call.

@@ -411,8 +411,7 @@ class TestPauseSteps:
         monkeypatch.setattr(notifications, "publish", lambda delivery_id: True)
         instance = seeded_instance("web-1")
         request = services.request_submit(actor=world.alice, team=world.platform, runbook_id=pause_runbook.pk,
-                                          parameters={"InstanceIds": [instance],
-                                                      "Approvers": [world.account.dispatch_role_arn]})
+                                          parameters={"InstanceIds": [instance]})  # Approvers: Delegate's
         request = services.request_approve(request=request, actor=world.bob)
         services.request_dispatch(request_id=request.pk)
         wait_until(_step_waiting(request, "aws:approve", "approvePatching"), timeout=30, what="the approve step")
