@@ -82,3 +82,10 @@ class OverlappingRequest(DomainError):
                          "Check it first; submit again with the overlap confirmed if you still need this run.",
                          errors={"overlapping_requests": [str(other.pk) for other in overlapping]})
         self.overlapping = list(overlapping)
+
+
+class ContentChanged(DomainError):
+    """SSM serves other content under the request's document version than the request bound."""
+
+    code = "content_changed"
+    status = 409

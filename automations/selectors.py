@@ -134,3 +134,11 @@ def audit_events_visible_to(user: AbstractBaseUser) -> QuerySet[AuditEvent]:
     mine = [*teams_of(user).values_list("name", flat=True), ""]
     own = Q(actor_id=user.pk, team__in=mine) & ~Q(action__startswith="authz.")
     return queryset.filter(own | Q(team__in=led))
+
+
+def team_resource_allowlist(team, account) -> frozenset[str]:
+    """The buckets, DB instances and queues (canonical names) an admin allows this team to name."""
+    from automations.models import TeamResource
+
+    return frozenset(row.canonical for row in TeamResource.objects.filter(team=team, account=account)
+                     .select_related("account"))

@@ -249,7 +249,8 @@ class Bench:
                 team=self.team, requester=self.alice, runbook=self.sleep.runbook, runbook_version=self.sleep,
                 account=self.account, region="eu-west-1",
                 parameters={AUTOMATION_ROLE_PARAMETER: [self.account.automation_role_arn]},
-                status="approved", approved_at=now)
+                status="approved", approved_at=now,
+                document_hash=self.sleep.ssm_hash, run_as=self.account.automation_role_arn)
             request.fingerprint = fingerprint_for(request)
             requests.append(request)
         requests = AutomationRequest.objects.bulk_create(requests)

@@ -230,7 +230,21 @@ def snapshot(execution: dict, region) -> dict:
     out = view(execution, region)
     out["ClientToken"] = execution.get("_client_token")
     out["RunsAs"] = execution.get("_runs_as") or execution["ExecutedBy"]  # sandbox-only: no AWS field
+    out["RunAs"] = run_as_record(execution)
     return out
+
+
+def run_as_record(execution: dict) -> dict:
+    """RunsAs spelled out for the portal's identity tests: the role ARN, the principal that acts,
+    and whether it came from the document's assumeRole or is the caller (sandbox-only, no AWS field)."""
+    caller = execution["ExecutedBy"]
+    principal = execution.get("_runs_as") or caller
+    if principal != caller:
+        return {"RoleArn": principal, "PrincipalArn": principal, "Source": "assumeRole"}
+    # arn:aws:sts::A:assumed-role/R/session -> arn:aws:iam::A:role/R (a user's ARN stays as it is)
+    match = re.match(r"^arn:aws:sts::(\d{12}):assumed-role/([^/]+)/", caller)
+    role = f"arn:aws:iam::{match.group(1)}:role/{match.group(2)}" if match else caller
+    return {"RoleArn": role, "PrincipalArn": caller, "Source": "caller"}
 
 
 # Transitions shared by the engine, rate control and the API ------------------------------------

@@ -6,7 +6,14 @@ from django.contrib.auth import get_user_model
 from factory.django import DjangoModelFactory
 
 from automations.models import Account, Membership, Runbook, RunbookVersion, Team, TeamRunbook
-from automations.runbooks import content_hash, load_document, parse_parameters, pattern_problems, step_summary
+from automations.runbooks import (
+    content_hash,
+    identity_of,
+    load_document,
+    parse_parameters,
+    pattern_problems,
+    step_summary,
+)
 
 RUNBOOK_DIR = Path(__file__).resolve().parent.parent / "sandbox" / "documents" / "amazon"
 ACCOUNT_ID = "123456789012"
@@ -36,7 +43,6 @@ class AccountFactory(DjangoModelFactory):
     regions = factory.LazyFunction(lambda: ["eu-west-1"])
     dispatch_role_arn = f"arn:aws:iam::{ACCOUNT_ID}:role/DelegateDispatch"
     automation_role_arn = f"arn:aws:iam::{ACCOUNT_ID}:role/DelegateAutomation"
-    role_parameter_values = factory.LazyFunction(lambda: {"LambdaAssumeRole": f"arn:aws:iam::{ACCOUNT_ID}:role/DelegateLambda"})
 
 
 class TeamFactory(DjangoModelFactory):
@@ -83,6 +89,10 @@ class RunbookVersionFactory(DjangoModelFactory):
     document_format = factory.LazyAttribute(lambda o: "YAML" if o.filename.endswith((".yml", ".yaml")) else "JSON")
     content = factory.LazyAttribute(lambda o: fixture_text(o.filename))
     content_hash = factory.LazyAttribute(lambda o: content_hash(o.content))
+    # The sandbox seeds each document from the same file and hashes its text, as SSM does.
+    ssm_hash = factory.LazyAttribute(lambda o: content_hash(o.content))
+    ssm_hash_type = "Sha256"
+    identity = factory.LazyAttribute(lambda o: identity_of(load_document(o.content, o.document_format)))
     parameters = factory.LazyAttribute(lambda o: parse_parameters(load_document(o.content, o.document_format)))
     steps = factory.LazyAttribute(lambda o: step_summary(load_document(o.content, o.document_format)))
     problems = factory.LazyAttribute(lambda o: pattern_problems(o.parameters))

@@ -9,7 +9,19 @@ from django.forms.models import model_to_dict
 from automations import audit, services
 from automations.audit import ClientInfo
 from automations.canonical import json_roundtrip
-from automations.models import Account, AuditEvent, Membership, Runbook, RunbookVersion, Team, TeamRunbook
+from automations.runbooks import identity as run_identity
+from automations.models import (
+    Account,
+    AuditEvent,
+    Membership,
+    RoleParameter,
+    Runbook,
+    RunbookVersion,
+    Team,
+    TeamResource,
+    TeamRole,
+    TeamRunbook,
+)
 from automations.models import SsoGroupRule, SsoIdentity
 
 
@@ -83,14 +95,34 @@ class TeamRunbookInline(admin.TabularInline):
 @admin.register(Runbook)
 class RunbookAdmin(AuditedAdmin):
     list_display = ["name", "owner_kind", "category", "account", "region", "default_version", "latest_version",
-                    "available"]
-    list_filter = ["owner_kind", "available", "category", "region"]
+                    "available", "runs_as", "needs_setup"]
+    list_filter = ["owner_kind", "available", "category", "region", "allow_unmanaged_identity"]
     search_fields = ["name"]
     readonly_fields = ["name", "owner", "owner_kind", "default_version", "latest_version", "synced_at", "description"]
     inlines = [TeamRunbookInline]
     actions = [sync_catalog]
     # The changelist's "Sync from SSM now" button (templates/admin/automations/runbook/change_list.html).
     change_list_template = "admin/automations/runbook/change_list.html"
+
+    def _default_version(self, obj):
+        return obj.versions.filter(version=obj.default_version).first()
+
+    @admin.display(description="Runs as")
+    def runs_as(self, obj) -> str:
+        version = self._default_version(obj)
+        if version is None:
+            return "—"
+        role = run_identity.run_as_for(version, obj.account)
+        return f"{role} (dispatch session: no assumeRole)" if run_identity.runs_as_dispatch_session(version) else role
+
+    @admin.display(description="Needs setup (default version; team allowlists not counted)")
+    def needs_setup(self, obj) -> str:
+        version = self._default_version(obj)
+        if version is None:
+            return "—"
+        problems = [p for p in run_identity.setup_problems(version, run_identity.effective_schema(version, team=None))
+                    if "allowlist" not in p]
+        return "; ".join(problems) or "—"
 
     def get_urls(self):
         sync = path("sync/", self.admin_site.admin_view(self.sync_view), name="automations_runbook_sync")
@@ -174,3 +206,31 @@ class SsoIdentityAdmin(AuditedAdmin):
     def has_add_permission(self, request):
         return False  # bindings are made by signing in
 
+
+
+@admin.register(RoleParameter)
+class RoleParameterAdmin(AuditedAdmin):
+    """Per runbook parameter: the role a handed-off parameter gets, or an override of its kind."""
+
+    list_display = ["runbook", "parameter", "kind", "value"]
+    list_filter = ["kind"]
+    search_fields = ["runbook__name", "parameter"]
+    autocomplete_fields = ["runbook"]
+
+
+@admin.register(TeamRole)
+class TeamRoleAdmin(AuditedAdmin):
+    """The roles a team's requesters may pick where a role is the subject of the change."""
+
+    list_display = ["team", "account", "arn", "parameter", "description"]
+    list_filter = ["team", "account"]
+    search_fields = ["arn", "parameter"]
+
+
+@admin.register(TeamResource)
+class TeamResourceAdmin(AuditedAdmin):
+    """Buckets, DB instances and queues a team may name (services whose tags Delegate does not read)."""
+
+    list_display = ["team", "account", "kind", "identifier", "region", "description"]
+    list_filter = ["team", "kind"]
+    search_fields = ["identifier"]

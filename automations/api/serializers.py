@@ -133,11 +133,21 @@ class RunbookDetailSerializer(serializers.ModelSerializer):
     versions = serializers.SerializerMethodField()
     parameters = serializers.SerializerMethodField()
     version = serializers.SerializerMethodField()
+    needs_setup = serializers.SerializerMethodField()
+    runs_as = serializers.SerializerMethodField()
 
     class Meta:
         model = Runbook
         fields = ["id", "name", "owner", "owner_kind", "description", "account_id", "region", "default_version",
-                  "latest_version", "versions", "version", "parameters"]
+                  "latest_version", "versions", "version", "parameters", "runs_as", "needs_setup"]
+
+    def get_needs_setup(self, obj) -> list[str]:
+        """What an administrator must configure before this version can be requested (empty: ready)."""
+        return list(self.context.get("needs_setup") or [])
+
+    def get_runs_as(self, obj) -> str:
+        """The role AWS runs this version's steps as (from its assumeRole)."""
+        return self.context.get("runs_as", "")
 
     def _version(self, obj):
         return self.context.get("version")
@@ -180,18 +190,29 @@ class RequestSerializer(serializers.ModelSerializer):
     document_name = serializers.CharField(source="runbook.name")
     document_version = serializers.CharField(source="runbook_version.version")
     account_id = serializers.CharField(source="account.account_id")
-    automation_role_arn = serializers.CharField(source="account.automation_role_arn")
+    # The identity AWS runs the steps as (the automation role, a literal assumeRole, or the
+    # dispatch role's session); `automation_role_arn` is kept as an alias of it for old clients.
+    runs_as = serializers.CharField(source="run_as")
+    runs_as_source = serializers.SerializerMethodField()
+    automation_role_arn = serializers.CharField(source="run_as")
     approvals = ApprovalSerializer(many=True, read_only=True)
     execution = serializers.SerializerMethodField()
 
     class Meta:
         model = AutomationRequest
-        fields = ["id", "status", "status_reason", "team", "requester", "runbook", "document_name",
+        fields = ["id", "status", "status_reason", "reason_code", "runs_as", "runs_as_source", "document_hash",
+                  "team", "requester", "runbook", "document_name",
                   "document_version", "version_choice", "account_id", "region", "automation_role_arn", "parameters",
                   "target_parameter_name", "targets", "max_concurrency", "max_errors", "alarm_name", "resources", "resource_names",
                   "justification", "fingerprint", "client_token", "rerun_of", "created_at", "approved_at",
                   "dispatched_at", "finished_at", "approvals", "execution", "run_at"]
         read_only_fields = fields
+
+    def get_runs_as_source(self, obj) -> str:
+        """automation_role | fixed_role (a literal assumeRole) | dispatch_session (no assumeRole)."""
+        if obj.run_as == obj.account.automation_role_arn:
+            return "automation_role"
+        return "dispatch_session" if obj.run_as == obj.account.dispatch_role_arn else "fixed_role"
 
     def get_execution(self, obj) -> dict | None:
         execution = getattr(obj, "execution", None) if hasattr(obj, "execution") else None
@@ -220,3 +241,25 @@ class AuditEventSerializer(serializers.ModelSerializer):
                   "resources", "account_id", "region", "details", "client_ip", "user_agent", "role_session_name",
                   "source_identity", "aws_request_id", "execution_id", "prev_hash", "hash"]
         read_only_fields = fields
+
+
+class ContentStepSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    action = serializers.CharField()
+    service = serializers.CharField(required=False)
+    api = serializers.CharField(required=False)
+    inputs = serializers.CharField(help_text="The step's other inputs as JSON text")
+    code = serializers.CharField(help_text="Scripts and inline code, in full")
+
+
+class RequestContentSerializer(serializers.Serializer):
+    """What an approver approves: the steps of exactly the content the request bound, and a diff
+    against the content of this team's last run of the runbook."""
+
+    document_hash = serializers.CharField()
+    content_known = serializers.BooleanField()
+    steps = ContentStepSerializer(many=True)
+    diff_against_request = serializers.IntegerField(allow_null=True)
+    diff = serializers.CharField(help_text="Unified diff; empty when the content is the same or nothing ran before")
+    changed_since_submit = serializers.BooleanField()
+    current_steps = ContentStepSerializer(many=True)

@@ -16,6 +16,8 @@ from automations import audit, selectors, services
 from automations.api import schema  # noqa: F401  (registers the strict-body schema extension)
 from automations.api import serializers as s
 from automations.audit import ClientInfo
+from automations.runbooks import approval_content as content_view
+from automations.runbooks import identity as run_identity
 from automations.audit.search import AuditEventFilter, export_csv, export_jsonl
 from automations.errors import InvalidRequest
 from automations.models import AuditEvent, Execution, Runbook, RunbookVersion, TeamRunbook
@@ -59,12 +61,18 @@ class RunbookDetailApi(APIView):
     @extend_schema(parameters=[s.RunbookDetailQuery], responses={200: s.RunbookDetailSerializer, 404: ERROR})
     def get(self, request, pk: int):
         """One runbook with the parameter schema of the chosen version (the default unless asked)."""
-        offered = selectors.runbook_policies_for(request.user).values("runbook_id")
-        runbook = get_object_or_404(Runbook.objects.filter(pk__in=offered), pk=pk)
+        offered = selectors.runbook_policies_for(request.user)
+        runbook = get_object_or_404(Runbook.objects.filter(pk__in=offered.values("runbook_id")), pk=pk)
         choice = _query(s.RunbookDetailQuery, request)["version"]
         number = {"default": runbook.default_version, "latest": runbook.latest_version}.get(choice, choice)
         version = get_object_or_404(RunbookVersion, runbook=runbook, version=number)
-        return Response(s.RunbookDetailSerializer(runbook, context={"version": version}).data)
+        # The schema as it applies to the caller's (first) team: subject roles list that team's
+        # allowed choices; needs_setup names what an admin must configure first.
+        team_policy = offered.filter(runbook=runbook).select_related("team").order_by("team__name").first()
+        version.parameters = run_identity.effective_schema(version, team=team_policy.team if team_policy else None)
+        return Response(s.RunbookDetailSerializer(runbook, context={
+            "version": version, "needs_setup": run_identity.setup_problems(version, version.parameters),
+            "runs_as": run_identity.run_as_for(version, runbook.account)}).data)
 
 
 class RequestPagination(CursorPagination):
@@ -126,6 +134,19 @@ class RequestDetailApi(APIView):
     def get(self, request, pk: int):
         visible = selectors.requests_visible_to(request.user).prefetch_related("approvals__approver")
         return Response(s.RequestSerializer(get_object_or_404(visible, pk=pk)).data)
+
+
+class RequestContentApi(APIView):
+    @extend_schema(responses={200: s.RequestContentSerializer, 404: ERROR})
+    def get(self, request, pk: int):
+        """The steps of exactly the content the request bound (what an approver approves) and a
+        diff against the content of the team's last run of this runbook."""
+        item = get_object_or_404(selectors.requests_visible_to(request.user).select_related("runbook_version"), pk=pk)
+        view = content_view.approval_view(item)
+        return Response(s.RequestContentSerializer({
+            **view, "document_hash": item.document_hash,
+            "diff_against_request": view["diff_against"].pk if view["diff_against"] else None,
+        }).data)
 
 
 class _RequestActionApi(APIView):

@@ -445,9 +445,19 @@ def get_document(*, region: str, role_arn: str, name: str, version: str, ssm_cli
     return _call(ssm.get_document, Name=name, DocumentVersion=version)
 
 
-def describe_document(*, region: str, role_arn: str, name: str, ssm_client=None) -> dict:
+def describe_document(*, region: str, role_arn: str, name: str, version: str, ssm_client=None) -> dict:
+    """DescribeDocument of one exact version (never $DEFAULT/$LATEST: the hash must be of what runs)."""
+    # https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_DescribeDocument.html
+    if not str(version).isdigit():
+        raise ValueError(f"describe_document needs an explicit version number, not {version!r}")
     ssm = ssm_client or read_client("ssm", region=region, role_arn=role_arn)
-    return _call(ssm.describe_document, Name=name)["Document"]
+    return _call(ssm.describe_document, Name=name, DocumentVersion=str(version))["Document"]
+
+
+def document_hash(*, region: str, role_arn: str, name: str, version: str, ssm_client=None) -> tuple[str, str]:
+    """(Hash, HashType) SSM reports for this exact version of a document."""
+    document = describe_document(region=region, role_arn=role_arn, name=name, version=version, ssm_client=ssm_client)
+    return str(document.get("Hash", "")), str(document.get("HashType", ""))
 
 
 def describe_instances(*, region: str, role_arn: str, instance_ids: list[str] | None = None,
@@ -496,8 +506,10 @@ def describe_ec2_resources(kind: str, *, region: str, role_arn: str, ids: list[s
         kwargs[id_argument] = ids
     if filters:
         kwargs["Filters"] = filters
-    if kind in ("snapshot", "image"):
+    if kind == "snapshot":
         kwargs["OwnerIds"] = ["self"]
+    elif kind == "image":
+        kwargs["Owners"] = ["self"]  # DescribeImages names it Owners (OwnerIds is DescribeSnapshots')
     response = _call(getattr(ec2, operation), **kwargs)
     return [
         {"id": item[id_key], "state": item.get("State", ""),

@@ -2,7 +2,10 @@
 
 A team's scope is the EC2 resources tagged with its scope tag (Team=platform). Resource ids are
 recognised by their EC2 shape wherever they appear in parameters or targets, so a plain String
-parameter named InstanceId is checked as carefully as an AWS::EC2::Instance::Id one.
+parameter named InstanceId is checked as carefully as an AWS::EC2::Instance::Id one. Resources
+of services Delegate reads no tags of (S3 buckets, RDS DB instances, SQS queues) are named by
+their ARN (queues by URL) and are in scope only when an admin put them on the team's allowlist
+(the caller passes it in: this module reads AWS, never the database).
 """
 from __future__ import annotations
 
@@ -21,33 +24,66 @@ _ID_KINDS = (
 )
 
 
+_LISTED_KINDS = (
+    (re.compile(r"^arn:aws[a-z-]*:s3:::[a-z0-9.-]{3,63}$"), "bucket"),
+    (re.compile(r"^arn:aws[a-z-]*:rds:[a-z0-9-]+:\d{12}:db:[A-Za-z0-9-]{1,63}$"), "db_instance"),
+    (re.compile(r"^https://sqs\.[a-z0-9-]+\.amazonaws\.com/\d{12}/[A-Za-z0-9_.-]{1,85}$"), "queue"),
+)
+EC2_KINDS = frozenset({"instance", "volume", "snapshot", "image"})
+
+
 def kind_of(value: str) -> str | None:
-    for pattern, kind in _ID_KINDS:
+    for pattern, kind in (*_ID_KINDS, *_LISTED_KINDS):
         if pattern.match(value):
             return kind
     return None
 
 
-def resource_ids(parameters: dict[str, list[str]], targets: Iterable[dict] = ()) -> list[str]:
-    """Every EC2 resource id in the wire parameters and ParameterValues targets, in order, once."""
+def canonical(kind: str, value: str, *, region: str, account_id: str) -> str:
+    """How a resource of `kind` is named in request.resources: EC2 ids as they are, others by ARN."""
+    if kind == "bucket":
+        return f"arn:aws:s3:::{value}"
+    if kind == "db_instance":
+        return f"arn:aws:rds:{region}:{account_id}:db:{value}"
+    return value  # EC2 ids; queue URLs are already unique
+
+
+def resource_ids(parameters: dict[str, list[str]], targets: Iterable[dict] = (), *, kinds: dict[str, str] | None = None,
+                 region: str = "", account_id: str = "", target_parameter: str = "") -> list[str]:
+    """Every resource in the wire parameters and ParameterValues targets, in order, once.
+
+    EC2 ids are recognised by shape in any parameter; `kinds` ({parameter: kind}) names the
+    parameters whose values are buckets, DB instances or queues (their shape alone says nothing).
+    """
+    kinds = kinds or {}
     seen: dict[str, None] = {}
-    for values in parameters.values():
+
+    def add(parameter: str, value: str) -> None:
+        kind = kinds.get(parameter)
+        if kind and kind not in EC2_KINDS:
+            seen[canonical(kind, value, region=region, account_id=account_id)] = None
+        elif kind_of(value) in EC2_KINDS:
+            seen[value] = None
+
+    for name, values in parameters.items():
         for value in values:
-            if kind_of(value):
-                seen[value] = None
+            add(name, value)
     for target in targets:
         for value in target.get("Values", []):
-            if kind_of(value):
-                seen[value] = None
+            add(target_parameter, value)
     return list(seen)
 
 
-def out_of_scope(ids: list[str], *, tag: tuple[str, str], region: str, role_arn: str) -> list[str]:
-    """The ids that do not exist in this account and region or lack the team's scope tag."""
+def out_of_scope(ids: list[str], *, tag: tuple[str, str], region: str, role_arn: str,
+                 allowlist: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """The ids that do not exist in this account and region or lack the team's scope tag; for
+    resources without tags Delegate reads (buckets, DB instances, queues), those not allowlisted."""
     by_kind: dict[str, list[str]] = {}
     for resource_id in ids:
         by_kind.setdefault(kind_of(resource_id) or "unknown", []).append(resource_id)
     outside = list(by_kind.pop("unknown", []))
+    for listed in ("bucket", "db_instance", "queue"):
+        outside.extend(resource_id for resource_id in by_kind.pop(listed, []) if resource_id not in allowlist)
     key, value = tag
     for kind, kind_ids in by_kind.items():
         found = _in_scope(kind, kind_ids, key, value, region, role_arn)
@@ -154,7 +190,7 @@ def describe_targets(ids: list[str], *, region: str, role_arn: str) -> dict[str,
     for resource_id in ids:
         by_kind.setdefault(kind_of(resource_id) or "unknown", []).append(resource_id)
     found: dict[str, dict | None] = {resource_id: None for resource_id in ids}
-    by_kind.pop("unknown", None)
+    by_kind = {kind: kind_ids for kind, kind_ids in by_kind.items() if kind in EC2_KINDS}  # others: no Describe
     id_filters = {"instance": "instance-id", "volume": "volume-id", "snapshot": "snapshot-id", "image": "image-id"}
     for kind, kind_ids in by_kind.items():
         # A filter, not an id list: an unknown id is simply absent instead of failing the whole call.

@@ -20,15 +20,15 @@ from automations.models.policy import (
     StepApproval,
     StepDecision,
 )
-from automations.models.runbooks import Runbook, RunbookVersion, TeamRunbook
+from automations.models.runbooks import ContentRevision, RoleParameter, Runbook, RunbookVersion, TeamRole, TeamRunbook
 from automations.models.sso import SsoGroupRule, SsoIdentity
-from automations.models.teams import Account, Membership, Team
+from automations.models.teams import Account, Membership, Team, TeamResource
 
 __all__ = (
     "Account", "Approval", "AuditArchiveManifest", "AuditDigest", "AuditEvent", "AuditLogIsAppendOnly",
-    "AutomationRequest", "DispatchOutbox", "Execution", "Membership", "RequestComment", "Runbook", "RunbookVersion",
-    "TERMINAL_STATUSES", "TRANSITIONS", "Team",
-    "TeamRunbook",
+    "AutomationRequest", "ContentRevision", "DispatchOutbox", "Execution", "Membership", "RequestComment",
+    "RoleParameter", "Runbook", "RunbookVersion", "TERMINAL_STATUSES", "TRANSITIONS", "Team", "TeamResource",
+    "TeamRole", "TeamRunbook",
     # approval policy (models/policy.py)
     "ApprovalDelegation", "DelegatedApproval", "Escalation", "FreezeOverride", "FreezeWindow", "NotificationDelivery",
     "NotificationWebhook", "StepApproval", "StepDecision",

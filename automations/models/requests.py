@@ -52,8 +52,15 @@ class AutomationRequest(models.Model):
     # "Approve now, run at": dispatch waits until this time (None = as soon as approved).
     run_at = models.DateTimeField(null=True, blank=True)
     fingerprint = models.CharField(max_length=64, editable=False)
+    # The SSM content hash of the version at submit (RunbookVersion.ssm_hash): bound by the fingerprint.
+    document_hash = models.CharField(max_length=256, blank=True)
+    # The identity AWS runs the steps as (a role ARN), decided at submit from the document's
+    # assumeRole: the automation role, a literal role, or the dispatch role's session.
+    run_as = models.CharField(max_length=2048, blank=True)
     status = models.CharField(max_length=20, choices=Status, default=Status.SUBMITTED, db_index=True)
     status_reason = models.TextField(blank=True)
+    # A stable machine-readable reason for the final status (e.g. content_changed).
+    reason_code = models.CharField(max_length=40, blank=True)
     # Sent to SSM as ClientToken on every attempt: a retried dispatch cannot start a second execution.
     client_token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")

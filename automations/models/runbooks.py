@@ -27,6 +27,11 @@ class Runbook(models.Model):
     default_version = models.CharField(max_length=16, blank=True)
     latest_version = models.CharField(max_length=16, blank=True)
     available = models.BooleanField(default=True)
+    # A document whose assumeRole is a literal role or absent runs as something other than the
+    # account's automation role: not offered until an admin says so (pages then name that identity).
+    allow_unmanaged_identity = models.BooleanField(
+        default=False, help_text="Offer this runbook although its assumeRole is a fixed role or absent "
+        "(it then runs as that role, or as Delegate's dispatch session).")
     synced_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -49,9 +54,19 @@ class RunbookVersion(models.Model):
     content = models.TextField()
     document_format = models.CharField(max_length=8)  # "JSON" or "YAML"
     content_hash = models.CharField(max_length=64)
+    # The content hash SSM reports for this version (DescribeDocument Hash/HashType): what
+    # approvals bind and what the worker re-reads before Start. Empty until described.
+    ssm_hash = models.CharField(max_length=256, blank=True)
+    ssm_hash_type = models.CharField(max_length=16, blank=True)
+    # CreatedDate from ListDocumentVersions: a deleted and re-created document shows a new one.
+    ssm_created = models.CharField(max_length=64, blank=True)
+    # How many contents SSM has shown under this version number (ContentRevision rows).
+    revision = models.PositiveIntegerField(default=1)
+    # Whom the steps run as, from assumeRole (runbooks.identity_of).
+    identity = models.JSONField(default=dict, blank=True)
     description = models.TextField(blank=True)
     parameters = models.JSONField(default=dict)  # {name: {"type": ..., "required": ..., ...}}
-    steps = models.JSONField(default=list)  # [{"name", "action"}] for the approver's preview
+    steps = models.JSONField(default=list)  # [{"name", "action", "service"?, "api"?}] for the approver's preview
     # Patterns RE2 cannot compile, found at sync: such a version is not offered (ReDoS guard).
     problems = models.JSONField(default=list, blank=True)
     synced_at = models.DateTimeField(auto_now_add=True)
@@ -116,3 +131,72 @@ class TeamRunbook(TeamRunbookPolicy):
 
     def __str__(self) -> str:
         return f"{self.team} may run {self.runbook}"
+
+
+class ContentRevision(models.Model):
+    """One content SSM served under one version number. A document deleted and re-created under
+    the same name restarts at version 1 with other content: each content seen is kept here, so a
+    request shows (and binds) the exact content it was submitted with."""
+
+    runbook_version = models.ForeignKey(RunbookVersion, on_delete=models.PROTECT, related_name="revisions")
+    number = models.PositiveIntegerField()
+    ssm_hash = models.CharField(max_length=256)
+    content = models.TextField()
+    document_format = models.CharField(max_length=8)
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["runbook_version", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["runbook_version", "ssm_hash"], name="content_revision_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.runbook_version} revision {self.number}"
+
+
+class RoleParameter(models.Model):
+    """An admin's setting for one role-like parameter of one runbook (so of one account).
+
+    `kind` overrides what the document implies (runbooks.role_kind_of); `value` is the role a
+    handed-off parameter (LambdaAssumeRole, a stack's role…) gets. Never one value per name for
+    the whole account: the same name means different things in different runbooks.
+    """
+
+    runbook = models.ForeignKey(Runbook, on_delete=models.CASCADE, related_name="role_parameters")
+    parameter = models.CharField(max_length=50)
+    kind = models.CharField(max_length=16, blank=True, choices=[("", "As the document implies")] + [
+        (k, label) for k, label in (
+            ("automation", "Automation role (what the run executes as)"),
+            ("handoff", "Role handed to Lambda/CloudFormation (value below)"),
+            ("subject", "Role the change acts on (team allowlist)"))])
+    value = models.CharField(max_length=2048, blank=True, help_text="The role ARN Delegate fills in (handed-off roles).")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["runbook", "parameter"], name="role_parameter_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.runbook.short_name}.{self.parameter}"
+
+
+class TeamRole(models.Model):
+    """A role (or instance profile) a team's requesters may pick for a parameter whose role is the
+    subject of the change (a role to attach, a cluster role). Never typed free: a dropdown."""
+
+    team = models.ForeignKey("automations.Team", on_delete=models.CASCADE, related_name="allowed_roles")
+    account = models.ForeignKey("automations.Account", on_delete=models.CASCADE, related_name="+")
+    arn = models.CharField(max_length=2048, help_text="arn:aws:iam::ACCOUNT:role/Name or …:instance-profile/Name")
+    # Empty: offered for every subject-role parameter; otherwise only for this parameter name.
+    parameter = models.CharField(max_length=50, blank=True)
+    description = models.CharField(max_length=256, blank=True)
+
+    class Meta:
+        ordering = ["team", "arn"]
+        constraints = [models.UniqueConstraint(fields=["team", "account", "arn", "parameter"], name="team_role_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.team} may pick {self.arn}"
+
+    @property
+    def name(self) -> str:
+        return self.arn.rsplit("/", 1)[-1]

@@ -53,7 +53,9 @@ class Account(models.Model):
     """An AWS account Delegate dispatches into, and the two roles it uses there.
 
     The dispatch role is what the worker assumes (STS); the automation role is what every
-    execution runs as (AutomationAssumeRole). Users never choose either.
+    execution runs as (the parameter its assumeRole references). Users never choose either.
+    Other role parameters are configured per runbook (RoleParameter) or picked from a team's
+    allowlist (TeamRole).
     """
 
     account_id = models.CharField(max_length=12, unique=True, validators=[account_id_validator])
@@ -61,12 +63,43 @@ class Account(models.Model):
     regions = models.JSONField(default=list, help_text='Regions offered, e.g. ["eu-west-1", "us-east-1"].')
     dispatch_role_arn = models.CharField(max_length=2048, validators=[role_arn_validator])
     automation_role_arn = models.CharField(max_length=2048, validators=[role_arn_validator])
-    # Values for role-typed runbook parameters other than AutomationAssumeRole
-    # (e.g. {"LambdaAssumeRole": "arn:aws:iam::…:role/…"}); users never type these.
-    role_parameter_values = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.account_id})"
+
+
+class TeamResource(models.Model):
+    """A resource of a service whose tags Delegate does not read (S3 buckets, RDS DB instances,
+    SQS queues) that a team may name in requests: the admin's allowlist is its scope there."""
+
+    class Kind(models.TextChoices):
+        BUCKET = "bucket", "S3 bucket (name)"
+        DB_INSTANCE = "db_instance", "RDS DB instance (identifier)"
+        QUEUE = "queue", "SQS queue (URL)"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="allowed_resources")
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=16, choices=Kind)
+    identifier = models.CharField(max_length=512, help_text="Bucket name, DB instance identifier or queue URL.")
+    region = models.CharField(max_length=32, blank=True, help_text="For DB instances (buckets are global).")
+    description = models.CharField(max_length=256, blank=True)
+
+    class Meta:
+        ordering = ["team", "kind", "identifier"]
+        constraints = [models.UniqueConstraint(fields=["team", "account", "kind", "identifier", "region"],
+                                               name="team_resource_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.team} may name {self.get_kind_display()} {self.identifier}"
+
+    @property
+    def canonical(self) -> str:
+        """As inventory.canonical names it in request.resources."""
+        if self.kind == self.Kind.BUCKET:
+            return f"arn:aws:s3:::{self.identifier}"
+        if self.kind == self.Kind.DB_INSTANCE:
+            return f"arn:aws:rds:{self.region}:{self.account.account_id}:db:{self.identifier}"
+        return self.identifier

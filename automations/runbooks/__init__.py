@@ -10,7 +10,12 @@ from automations.runbooks.documents import (
     load_document,
     element_type,
     is_list_type,
-    is_role_parameter,
+    RoleKind,
+    identity_of,
+    is_role_like,
+    role_kind_of,
+    step_details,
+    content_diff,
     parse_parameters,
     ordered_parameters,
     pattern_problems,
@@ -24,6 +29,6 @@ from automations.runbooks.documents import (
 __all__ = [
     "PLAIN_TYPES", "KEPT_KEYS", "AUTOMATION_ROLE_PARAMETER", "MAX_CONTENT_CHARS", "MAX_PATTERN_CHARS",
     "MAX_PARAMETERS", "UnsupportedRunbook", "load_document", "element_type", "is_list_type",
-    "is_role_parameter", "parse_parameters", "ordered_parameters", "pattern_problems", "step_summary",
+    "RoleKind", "identity_of", "is_role_like", "role_kind_of", "step_details", "content_diff", "parse_parameters", "ordered_parameters", "pattern_problems", "step_summary",
     "category_of", "content_hash", "fingerprint_of", "fingerprint_for"
 ]

@@ -35,15 +35,17 @@ KEPT_KEYS = (
     "maxChars",
 )
 _COUNT_KEYS = ("minItems", "maxItems", "minChars", "maxChars")
-# Always filled in by the server with the account's automation role; never user input.
+# The usual name of the parameter a document's assumeRole references. Only a default: what is
+# server-owned is whatever parameter `assumeRole` references (any name, any case): see identity_of.
 AUTOMATION_ROLE_PARAMETER = "AutomationAssumeRole"
 # SSM documents are at most 64 KB; anything much larger is not a runbook we should parse.
 MAX_CONTENT_CHARS = 256 * 1024
 MAX_PATTERN_CHARS = 2048
 MAX_PARAMETERS = 200  # StartAutomationExecution accepts 1-200 parameters
 _PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,50}$")  # the API's key length is 1-50
-# Role-like parameters are server-owned (reliability-security.md §2.4): whoever chooses the role
-# chooses the privileges. Instance profiles are roles too (attaching one grants its role).
+# Role-like parameters (reliability-security.md §2.4): whoever chooses the role chooses the
+# privileges. Instance profiles are roles too (attaching one grants its role). Which *kind* of
+# role a parameter is (role_kind_of) decides who chooses it.
 _ROLE_NAME = re.compile(
     r"(AssumeRole|Role|RoleArn|RoleName|InstanceProfile|InstanceProfileArn|InstanceProfileName)$"
 )
@@ -105,14 +107,108 @@ def is_list_type(kind: str) -> bool:
     return kind == "StringList" or (kind.startswith("List<") and kind.endswith(">"))
 
 
-def is_role_parameter(name: str, spec: dict) -> bool:
-    """Role parameters are chosen by admins per account, never by requesters (DESIGN.md)."""
-    kind = str(spec.get("type", ""))
-    return (
-        name == AUTOMATION_ROLE_PARAMETER
-        or element_type(kind) in _ROLE_TYPES
-        or _ROLE_NAME.search(name) is not None
+class RoleKind:
+    """Who chooses a role-like (or approval) parameter's value (docs/runbooks-and-forms.md)."""
+
+    AUTOMATION = "automation"  # the role assumeRole names: the account's automation role
+    HANDOFF = "handoff"  # a role the run hands to Lambda/CloudFormation: admin, per account and runbook parameter
+    SUBJECT = "subject"  # a role the change acts on (to attach, for a cluster): the team's allowlist
+    APPROVERS = "approvers"  # aws:approve Approvers: the principal Delegate signals as
+    MIN_APPROVALS = "min_approvals"  # aws:approve MinRequiredApprovals: Delegate counts its own quorum
+
+    CHOICES = (
+        (AUTOMATION, "Automation role (what the run executes as)"),
+        (HANDOFF, "Role handed to Lambda/CloudFormation (set by an admin per runbook)"),
+        (SUBJECT, "Role the change acts on (requesters pick from the team's allowlist)"),
+        (APPROVERS, "aws:approve Approvers (Delegate's signalling principal)"),
+        (MIN_APPROVALS, "aws:approve MinRequiredApprovals (Delegate counts approvals)"),
     )
+    SERVER_OWNED = frozenset({AUTOMATION, HANDOFF, APPROVERS, MIN_APPROVALS})
+
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]{1,50})\s*\}\}")
+# Step inputs that hand a role to another service, which then acts with it (not the subject of the change).
+_HANDOFF_INPUTS = {
+    ("aws:createStack", "RoleARN"),
+    ("aws:updateStack", "RoleARN"),
+    ("lambda", "Role"),  # lambda CreateFunction / UpdateFunctionConfiguration
+    ("cloudformation", "RoleARN"),  # cloudformation CreateStack / UpdateStack
+    ("cloudformation", "RoleArn"),
+}
+# Stack parameters whose name says the stack hands the role to a Lambda function it creates.
+_HANDOFF_NAME = re.compile(r"(AssumeRole|^Lambda.*Role)", re.IGNORECASE)
+
+
+def identity_of(document: dict) -> dict:
+    """Whom AWS runs the document's steps as, read from its `assumeRole`.
+
+    {"kind": "parameter", "parameter": NAME}: a `{{ NAME }}` reference (any name, any case);
+    {"kind": "literal", "role": TEXT}: a fixed role (or an expression we do not resolve);
+    {"kind": "absent"}: no assumeRole, so the run uses the caller's credentials (the dispatch session).
+    """
+    raw = document.get("assumeRole")
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return {"kind": "absent"}
+    text = str(raw).strip()[:2048]
+    whole = _PLACEHOLDER.fullmatch(text)
+    if whole:
+        return {"kind": "parameter", "parameter": whole.group(1)}
+    return {"kind": "literal", "role": text}
+
+
+def _references(value) -> set[str]:
+    """Parameter names a step input refers to with {{ name }} (nested values included)."""
+    if isinstance(value, str):
+        return set(_PLACEHOLDER.findall(value))
+    if isinstance(value, dict):
+        return set().union(*(_references(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(_references(v) for v in value)) if value else set()
+    return set()
+
+
+def _derived_kinds(document: dict) -> dict[str, str]:
+    """Kinds the document itself tells, by where a parameter is referenced."""
+    kinds: dict[str, str] = {}
+    identity = identity_of(document)
+    if identity["kind"] == "parameter":
+        kinds[identity["parameter"]] = RoleKind.AUTOMATION
+    for step in document.get("mainSteps") or []:
+        if not isinstance(step, dict) or not isinstance(step.get("inputs"), dict):
+            continue
+        action, inputs = str(step.get("action", "")), step["inputs"]
+        if action == "aws:approve":
+            for name in _references(inputs.get("Approvers")):
+                kinds.setdefault(name, RoleKind.APPROVERS)
+            for name in _references(inputs.get("MinRequiredApprovals")):
+                kinds.setdefault(name, RoleKind.MIN_APPROVALS)
+            continue
+        service = str(inputs.get("Service", "")).lower()
+        for key, value in inputs.items():
+            if (action, key) in _HANDOFF_INPUTS or (service, key) in _HANDOFF_INPUTS:
+                for name in _references(value):
+                    kinds.setdefault(name, RoleKind.HANDOFF)
+        for entry in inputs.get("Parameters") or [] if action in ("aws:createStack", "aws:updateStack") else []:
+            if isinstance(entry, dict) and _HANDOFF_NAME.search(str(entry.get("ParameterKey", ""))):
+                for name in _references(entry.get("ParameterValue")):
+                    kinds.setdefault(name, RoleKind.HANDOFF)
+    return kinds
+
+
+def is_role_like(name: str, spec: dict) -> bool:
+    """A parameter that names an IAM role or instance profile, by its type or its name."""
+    return element_type(str(spec.get("type", ""))) in _ROLE_TYPES or _ROLE_NAME.search(name) is not None
+
+
+def role_kind_of(name: str, spec: dict, derived: dict[str, str]) -> str:
+    """The kind of a parameter ("" for an ordinary one): where the document references it first,
+    then its name (…AssumeRole and Lambda…Role are handed off), else a role-like name is the
+    subject of the change. Admins may override it per runbook (RoleParameter)."""
+    if name in derived:
+        return derived[name]
+    if not is_role_like(name, spec):
+        return ""
+    return RoleKind.HANDOFF if _HANDOFF_NAME.search(name) else RoleKind.SUBJECT
 
 
 def _is_aws_type(kind: str) -> bool:
@@ -136,7 +232,7 @@ def _scalar_text(value) -> str:
     return str(value)
 
 
-def _clean_spec(name: str, spec: dict) -> dict:
+def _clean_spec(name: str, spec: dict, derived: dict[str, str] | None = None) -> dict:
     if not isinstance(spec, dict):
         raise UnsupportedRunbook(f"{name}: a parameter definition must be an object")
     kind = str(spec.get("type", ""))
@@ -166,7 +262,8 @@ def _clean_spec(name: str, spec: dict) -> dict:
     if "displayType" in spec and spec["displayType"] not in ("textfield", "textarea"):
         entry.pop("displayType")
     entry["required"] = "default" not in spec
-    entry["server_owned"] = is_role_parameter(name, spec)
+    entry["role_kind"] = role_kind_of(name, spec, derived or {})
+    entry["server_owned"] = entry["role_kind"] in RoleKind.SERVER_OWNED
     return entry
 
 
@@ -175,8 +272,8 @@ def parse_parameters(document: dict) -> dict[str, dict]:
 
     Each entry keeps the SSM keys (type, description, default, allowedValues as strings,
     allowedPattern, displayType, min/max items and chars) plus `required` (no default),
-    `server_owned` (a role: the server fills it in, a submitted value is refused) and
-    `position` (the order in the document).
+    `role_kind` (RoleKind, "" for ordinary parameters), `server_owned` (the server fills it in,
+    a submitted value is refused) and `position` (the order in the document).
     """
     raw = document.get("parameters") or {}
     if not isinstance(raw, dict):
@@ -184,12 +281,13 @@ def parse_parameters(document: dict) -> dict[str, dict]:
     if len(raw) > MAX_PARAMETERS:
         raise UnsupportedRunbook(f"At most {MAX_PARAMETERS} parameters")
     schema: dict[str, dict] = {}
+    derived = _derived_kinds(document)
     for position, (name, spec) in enumerate(raw.items()):
         if not isinstance(name, str) or not _PARAMETER_NAME.match(name):
             raise UnsupportedRunbook(
                 f"{str(name)[:60]!r}: parameter names are 1-50 letters, digits, '_', '.' or '-'"
             )
-        schema[name] = _clean_spec(name, spec)
+        schema[name] = _clean_spec(name, spec, derived)
         # PostgreSQL's jsonb does not keep key order; the form shows parameters in the document's.
         schema[name]["position"] = position
     return schema
@@ -226,12 +324,65 @@ def pattern_problems(schema: dict[str, dict]) -> list[str]:
     return problems
 
 
+_API_ACTIONS = ("aws:executeAwsApi", "aws:waitForAwsResourceProperty", "aws:assertAwsResourceProperty")
+# Inputs that carry code or commands: shown collapsed, but in full, to the approver.
+_CODE_INPUTS = ("Script", "InputPayload", "Payload", "TemplateBody", "commands", "Parameters")
+MAX_SHOWN_CODE = 20000
+
+
 def step_summary(document: dict) -> list[dict]:
-    return [
-        {"name": str(step.get("name", ""))[:128], "action": str(step.get("action", ""))[:64]}
-        for step in document.get("mainSteps") or []
-        if isinstance(step, dict)
-    ]
+    """Each step's name and action, and for AWS API steps the service and API it calls."""
+    steps = []
+    for step in document.get("mainSteps") or []:
+        if not isinstance(step, dict):
+            continue
+        entry = {"name": str(step.get("name", ""))[:128], "action": str(step.get("action", ""))[:64]}
+        inputs = step.get("inputs") if isinstance(step.get("inputs"), dict) else {}
+        if entry["action"] in _API_ACTIONS:
+            entry["service"] = str(inputs.get("Service", ""))[:64]
+            entry["api"] = str(inputs.get("Api", ""))[:128]
+        steps.append(entry)
+    return steps
+
+
+def step_details(content: str, document_format: str) -> list[dict]:
+    """What the approver reads: every step with its action, service and API, and its inputs as
+    text (scripts and inline code in full, shown collapsed). Parsed from the exact content."""
+    try:
+        document = load_document(content, document_format)
+    except UnsupportedRunbook as error:
+        return [{"name": "(unreadable)", "action": "", "inputs": str(error)}]
+    details = []
+    for entry, step in zip(step_summary(document), [s for s in document.get("mainSteps") or [] if isinstance(s, dict)]):
+        inputs = step.get("inputs") if isinstance(step.get("inputs"), dict) else {}
+        code = {key: inputs[key] for key in _CODE_INPUTS if key in inputs and entry["action"] != "aws:createStack"}
+        if entry["action"] == "aws:createStack" and "TemplateBody" in inputs:
+            code = {"TemplateBody": inputs["TemplateBody"]}
+        rest = {key: value for key, value in inputs.items() if key not in code and key not in ("Service", "Api")}
+        details.append({
+            **entry,
+            "inputs": json.dumps(rest, indent=1, sort_keys=True, default=str)[:MAX_SHOWN_CODE],
+            "code": "\n\n".join(
+                f"# {key}\n{value if isinstance(value, str) else json.dumps(value, indent=1, default=str)}"
+                for key, value in code.items())[:MAX_SHOWN_CODE],
+        })
+    return details
+
+
+def content_diff(old: str, new: str) -> str:
+    """A unified diff of two contents (normalised to sorted, indented JSON so formatting is not noise)."""
+    import difflib
+
+    def lines(text: str) -> list[str]:
+        for fmt in ("JSON", "YAML"):
+            try:
+                return json.dumps(load_document(text, fmt), indent=1, sort_keys=True, default=str).splitlines()
+            except UnsupportedRunbook:
+                continue
+        return text.splitlines()
+
+    return "\n".join(difflib.unified_diff(lines(old), lines(new), "last run by this team", "this request",
+                                           lineterm="", n=2))[:MAX_SHOWN_CODE]
 
 
 # What a step's action touches, for the catalog's category filter when a document has no
@@ -312,7 +463,9 @@ def content_hash(content: str) -> str:
 def fingerprint_of(
     *,
     document: str,
+    owner: str,
     version: str,
+    document_hash: str,
     parameters: dict,
     targets: list,
     target_parameter_name: str,
@@ -321,13 +474,21 @@ def fingerprint_of(
     alarm: str,
     account: str,
     region: str,
+    run_at: str,
 ) -> str:
-    """SHA-256 over what an approver approves (DESIGN.md); the worker recomputes it before dispatch."""
+    """SHA-256 over what an approver approves (DESIGN.md); the worker recomputes it before dispatch.
+
+    `document_hash` is the content hash SSM reports for that exact version (DescribeDocument
+    Hash, SHA-256): a document deleted and re-created under the same name and version number
+    has another hash, so an approval of the old content never starts the new one.
+    """
     return hashlib.sha256(
         canonical_json(
             {
                 "document": document,
+                "owner": owner,
                 "version": version,
+                "document_hash": document_hash,
                 "parameters": parameters,
                 "targets": targets,
                 "rate_control": {
@@ -338,6 +499,7 @@ def fingerprint_of(
                 "alarm": alarm,
                 "account": account,
                 "region": region,
+                "run_at": run_at,
             }
         )
     ).hexdigest()
@@ -346,7 +508,9 @@ def fingerprint_of(
 def fingerprint_for(request: AutomationRequest) -> str:
     return fingerprint_of(
         document=request.runbook.name,
+        owner=request.runbook.owner,
         version=request.runbook_version.version,
+        document_hash=request.document_hash,
         parameters=request.parameters,
         targets=request.targets,
         target_parameter_name=request.target_parameter_name,
@@ -355,4 +519,5 @@ def fingerprint_for(request: AutomationRequest) -> str:
         alarm=request.alarm_name,
         account=request.account.account_id,
         region=request.region,
+        run_at=request.run_at.isoformat() if request.run_at else "",
     )

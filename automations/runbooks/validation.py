@@ -78,6 +78,58 @@ RESOURCE_FORMATS = {
 }
 
 
+# Resource kinds a requester can name, the exact AWS syntax of each (after trimming), and how
+# the portal says it. A parameter has a kind by its AWS:: type or, for plain String/StringList
+# parameters, by its name (resource_kind); every kind is scope-checked against the team.
+RESOURCE_KINDS = {
+    "instance": (re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?$"), "an instance id like i-0123456789abcdef0"),
+    "volume": (re.compile(r"^vol-[0-9a-f]{8}([0-9a-f]{9})?$"), "a volume id like vol-0123456789abcdef0"),
+    "snapshot": (re.compile(r"^snap-[0-9a-f]{8}([0-9a-f]{9})?$"), "a snapshot id like snap-0123456789abcdef0"),
+    "image": (re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$"), "an image id like ami-0123456789abcdef0"),
+    "bucket": (re.compile(r"^(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"),
+               "a bucket name: 3-63 lowercase letters, digits, dots and hyphens"),
+    "db_instance": (re.compile(r"^(?=.{1,63}$)[a-zA-Z](?:-?[a-zA-Z0-9])*$"),
+                    "a DB instance identifier: a letter, then letters, digits and single hyphens (at most 63)"),
+    "queue": (re.compile(r"^https://sqs\.[a-z0-9-]+\.amazonaws\.com/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$"),
+              "a queue URL like https://sqs.eu-west-1.amazonaws.com/123456789012/name"),
+}
+_KIND_OF_TYPE = {
+    "AWS::EC2::Instance::Id": "instance", "AWS::EC2::Volume::Id": "volume", "AWS::EC2::Snapshot::Id": "snapshot",
+    "AWS::EC2::Image::Id": "image", "AWS::S3::Bucket::Name": "bucket", "AWS::RDS::DBInstance::Id": "db_instance",
+    "AWS::SQS::Queue::Url": "queue",
+}
+_KIND_OF_NAME = (
+    (re.compile(r"(DBInstanceIdentifier|DbInstanceId|DBInstanceId|RdsInstanceId)s?$"), "db_instance"),
+    (re.compile(r"InstanceIds?$"), "instance"),
+    (re.compile(r"VolumeIds?$"), "volume"),
+    (re.compile(r"SnapshotIds?$"), "snapshot"),
+    (re.compile(r"(ImageIds?|AmiIds?)$"), "image"),
+    (re.compile(r"(BucketNames?|^S3Bucket|^Bucket)$"), "bucket"),
+    (re.compile(r"QueueUrls?$"), "queue"),
+)
+_RDS_HINT = re.compile(r"\b(RDS|DB instance|database|Aurora)\b", re.IGNORECASE)
+
+
+def resource_kind(name: str, spec: dict) -> str | None:
+    """The resource kind a parameter names (instance, volume, …), or None for plain text.
+
+    An AWS:: type decides; otherwise the name does, except that an "InstanceId" whose
+    description speaks of RDS is a DB instance (AWS-RebootRdsInstance).
+    """
+    kind = str(spec.get("type", ""))
+    inner = _element_type(kind)
+    if inner in _KIND_OF_TYPE:
+        return _KIND_OF_TYPE[inner]
+    if inner != "String" or spec.get("role_kind"):
+        return None
+    for pattern, hinted in _KIND_OF_NAME:
+        if pattern.search(name):
+            if hinted == "instance" and _RDS_HINT.search(str(spec.get("description", ""))):
+                return "db_instance"
+            return hinted
+    return None
+
+
 class PatternUnsupported(ValueError):
     """A pattern that neither RE2 nor the fallback engine can compile."""
 
@@ -198,6 +250,14 @@ def _check_text(spec: dict, value, errors: list[str], deadline: _Deadline) -> st
         errors.append("Enter text, not a list or an object.")
         return None
     text = str(value)
+    kind = spec.get("resource_kind")
+    if kind in RESOURCE_KINDS:
+        # A resource is named in exactly AWS's syntax (trimmed first), before any scope check:
+        # "I-0ABC", " i-0abc,i-0def" or a bucket name with a path would slip past the checks.
+        text = text.strip()
+        if not RESOURCE_KINDS[kind][0].match(text):
+            errors.append(f"Enter {RESOURCE_KINDS[kind][1]}.")
+            return None
     if len(text) > MAX_VALUE_CHARS:
         errors.append(f"Too long: at most {MAX_VALUE_CHARS} characters.")
         return None
@@ -208,7 +268,12 @@ def _check_text(spec: dict, value, errors: list[str], deadline: _Deadline) -> st
         errors.append(f"Too short: at least {spec['minChars']} characters.")
     if "maxChars" in spec and len(text) > int(spec["maxChars"]):
         errors.append(f"Too long: at most {spec['maxChars']} characters.")
-    if spec.get("allowedValues") and text not in spec["allowedValues"]:
+    if spec.get("role_kind") == "subject" and text not in (spec.get("allowedValues") or []):
+        # A role the change acts on comes from the team's allowlist only (never typed free).
+        errors.append("Choose one of the roles your team's administrators allow"
+                      + (": " + ", ".join(spec["allowedValues"]) if spec.get("allowedValues") else " (none yet).")
+                      + ("." if spec.get("allowedValues") else ""))
+    elif spec.get("allowedValues") and text not in spec["allowedValues"]:
         errors.append("Choose one of: " + ", ".join(spec["allowedValues"]) + ".")
     if spec.get("allowedPattern") is not None:
         try:
@@ -375,7 +440,7 @@ def validate_parameters(
             if raw.get(name) not in (None, "", [], {}):
                 errors[name] = ["Leave this empty: with rate control the targets fill it in, one per run."]
             continue
-        value, messages = validate_value(name, spec, raw.get(name), deadline=deadline)
+        value, messages = validate_value(name, with_resource_kind(name, spec), raw.get(name), deadline=deadline)
         if messages:
             errors[name] = messages
         elif value is not None:
@@ -385,10 +450,15 @@ def validate_parameters(
     return wire
 
 
-def validate_target_values(spec: dict, values: list) -> list[str]:
+def with_resource_kind(name: str, spec: dict) -> dict:
+    """The spec with its resource kind filled in (what _check_text checks the syntax of)."""
+    return {**spec, "resource_kind": resource_kind(name, spec)} if "resource_kind" not in spec else spec
+
+
+def validate_target_values(spec: dict, values: list, name: str = "target") -> list[str]:
     """Rate-control target values go into the target parameter one at a time: check each as one value."""
     single = {
-        **spec,
+        **with_resource_kind(name, spec),
         "type": _element_type(spec["type"]) if _is_list(spec["type"]) else spec["type"],
         "required": True,
     }

@@ -2,8 +2,15 @@
 
 Document metadata is synced for every runbook (Owned by me, Shared with me, Amazon); content
 and parameter schemas only for versions not seen before of runbooks an admin offers to some
-team (the Amazon list is long, and SSM document versions never change once created, so a
-re-sync costs one ListDocumentVersions per offered runbook and a GetDocument per *new* version).
+team (the Amazon list is long, so a re-sync costs one ListDocumentVersions per offered runbook
+and a DescribeDocument + GetDocument per *new* version).
+
+A version number does not name one content for ever: a document deleted and re-created under
+the same name starts again at version 1 with whatever content its new owner wrote. Each version's
+CreatedDate (from ListDocumentVersions) is kept; when it moves, the version's SSM hash is read
+again (DescribeDocument of that exact version) and a changed hash is recorded as a new content
+revision (ContentRevision), audited as `catalog.content_changed`. Requests bound to the old
+hash then refuse to start (services/dispatch.py).
 A document that disappears is marked unavailable and a version that disappears is marked not
 offered, never deleted: requests and audit events point at them. Runs as a periodic task
 (automations.sync_runbook_catalog), `manage.py sync_runbooks` and the admin's sync button.
@@ -18,11 +25,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from automations import audit, aws
-from automations.models import Account, Runbook, RunbookVersion
+from automations.models import Account, ContentRevision, Runbook, RunbookVersion
 from automations.runbooks import (
     UnsupportedRunbook,
     category_of,
     content_hash,
+    identity_of,
     load_document,
     parse_parameters,
     pattern_problems,
@@ -43,6 +51,7 @@ _REPORTED_NAMES = 50  # names listed in the audit event; the counts are always c
 class SyncReport:
     documents: int = 0
     new_versions: int = 0
+    content_changes: int = 0
     unavailable: int = 0
     fetched: int = 0  # GetDocument calls: a re-sync with nothing new makes none
     changes: list[str] = field(default_factory=list)
@@ -52,6 +61,7 @@ class SyncReport:
         return {
             "documents": self.documents,
             "new_versions": self.new_versions,
+            "content_changes": self.content_changes,
             "unavailable": self.unavailable,
             "fetched": self.fetched,
             "changes": self.changes[:_REPORTED_NAMES],
@@ -134,10 +144,15 @@ def _sync_region(account: Account, region: str, report: SyncReport, *, only_offe
             log.warning("catalog.runbook_sync_failed", runbook=runbook.name, error=error.code)
 
 
+def _created(listed: dict) -> str:
+    value = listed.get("CreatedDate")
+    return value.isoformat() if hasattr(value, "isoformat") else str(value or "")
+
+
 def _sync_versions(runbook: Runbook, role: str, report: SyncReport, *, tags: dict | None) -> None:
     versions = aws.list_document_versions(region=runbook.region, role_arn=role, name=runbook.name)
-    listed = {str(v["DocumentVersion"]) for v in versions}
-    known = {v.version: v for v in runbook.versions.only("id", "version", "problems")}
+    listed = {str(v["DocumentVersion"]): v for v in versions}
+    known = {v.version: v for v in runbook.versions.only("id", "version", "problems", "ssm_hash", "ssm_created")}
     numbers = [int(n) for n in listed if n.isdigit()]
     latest = str(max(numbers)) if numbers else runbook.latest_version
     default = next(
@@ -146,19 +161,32 @@ def _sync_versions(runbook: Runbook, role: str, report: SyncReport, *, tags: dic
     new = sorted((n for n in listed if n not in known), key=lambda n: int(n) if n.isdigit() else 0)
     for number in new:
         doc = aws.get_document(region=runbook.region, role_arn=role, name=runbook.name, version=number)
+        ssm_hash, hash_type = aws.document_hash(region=runbook.region, role_arn=role, name=runbook.name,
+                                                version=number)
         report.fetched += 1
-        _, created = RunbookVersion.objects.get_or_create(
-            runbook=runbook,
-            version=number,
-            defaults=_version_fields(doc["Content"], doc.get("DocumentFormat", "JSON")),
-        )
-        if created:  # a concurrent sync may have stored it a moment ago
-            report.new_versions += 1
-            report.changes.append(f"new version: {runbook.name} v{number}")
+        fields = _version_fields(doc["Content"], doc.get("DocumentFormat", "JSON"))
+        with transaction.atomic():
+            version, created = RunbookVersion.objects.get_or_create(
+                runbook=runbook,
+                version=number,
+                defaults={**fields, "ssm_hash": ssm_hash, "ssm_hash_type": hash_type,
+                          "ssm_created": _created(listed[number])},
+            )
+            if created:  # a concurrent sync may have stored it a moment ago
+                ContentRevision.objects.create(runbook_version=version, number=1, ssm_hash=ssm_hash,
+                                               content=fields["content"], document_format=fields["document_format"])
+                report.new_versions += 1
+                report.changes.append(f"new version: {runbook.name} v{number}")
     for number, version in known.items():
-        if number not in listed and VERSION_GONE not in version.problems:
-            RunbookVersion.objects.filter(pk=version.pk).update(problems=[*version.problems, VERSION_GONE])
-            report.changes.append(f"version gone: {runbook.name} v{number}")
+        if number not in listed:
+            if VERSION_GONE not in version.problems:
+                RunbookVersion.objects.filter(pk=version.pk).update(problems=[*version.problems, VERSION_GONE])
+                report.changes.append(f"version gone: {runbook.name} v{number}")
+            continue
+        created_date = _created(listed[number])
+        if version.ssm_hash and version.ssm_created == created_date:
+            continue  # the same version SSM listed before: its content cannot have changed
+        _recheck_content(runbook, version, role, created_date, report)
     fields = {"default_version": default, "latest_version": latest, "synced_at": timezone.now()}
     # The catalog shows the default version's description and category (re-read: it may have moved).
     default_version = runbook.versions.filter(version=default).first()
@@ -172,6 +200,56 @@ def _sync_versions(runbook: Runbook, role: str, report: SyncReport, *, tags: dic
     Runbook.objects.filter(pk=runbook.pk).update(**fields)
 
 
+def _recheck_content(runbook: Runbook, version: RunbookVersion, role: str, created_date: str,
+                     report: SyncReport) -> None:
+    """The version was re-created (or never described): read its SSM hash; a new hash is a new content."""
+    ssm_hash, hash_type = aws.document_hash(region=runbook.region, role_arn=role, name=runbook.name,
+                                            version=version.version)
+    if ssm_hash == version.ssm_hash or not version.ssm_hash:
+        # Same content re-listed, or a version stored before hashes were kept: record the hash only.
+        with transaction.atomic():
+            RunbookVersion.objects.filter(pk=version.pk).update(ssm_hash=ssm_hash, ssm_hash_type=hash_type,
+                                                                ssm_created=created_date)
+            if not version.ssm_hash:
+                stored = RunbookVersion.objects.get(pk=version.pk)
+                ContentRevision.objects.get_or_create(
+                    runbook_version=stored, ssm_hash=ssm_hash,
+                    defaults={"number": stored.revision, "content": stored.content,
+                              "document_format": stored.document_format})
+        return
+    record_content_revision(runbook=runbook, version=version, role=role, ssm_hash=ssm_hash, hash_type=hash_type,
+                            created_date=created_date)
+    report.content_changes += 1
+    report.fetched += 1
+    report.changes.append(f"content changed: {runbook.name} v{version.version}")
+
+
+def record_content_revision(*, runbook: Runbook, version: RunbookVersion, role: str, ssm_hash: str,
+                            hash_type: str, created_date: str = "", actor=None) -> RunbookVersion:
+    """SSM serves other content under a version we store: fetch it, keep the old one as a revision,
+    make the new one current (what forms and approvers see from now on) and audit it."""
+    doc = aws.get_document(region=runbook.region, role_arn=role, name=runbook.name, version=version.version)
+    fields = _version_fields(doc["Content"], doc.get("DocumentFormat", "JSON"))
+    with transaction.atomic():
+        current = RunbookVersion.objects.select_for_update().get(pk=version.pk)
+        if current.ssm_hash == ssm_hash:
+            return current  # another sync or worker recorded it first
+        number = current.revision + 1
+        ContentRevision.objects.get_or_create(
+            runbook_version=current, ssm_hash=ssm_hash,
+            defaults={"number": number, "content": fields["content"], "document_format": fields["document_format"]})
+        previous_hash = current.ssm_hash
+        RunbookVersion.objects.filter(pk=current.pk).update(
+            **fields, ssm_hash=ssm_hash, ssm_hash_type=hash_type, revision=number,
+            **({"ssm_created": created_date} if created_date else {}))
+        audit.record(action="catalog.content_changed", actor=actor, details={
+            "runbook": runbook.name, "version": current.version, "revision": number,
+            "previous_hash": previous_hash, "hash": ssm_hash, "hash_type": hash_type,
+        }, runbook=runbook.name, account_id=runbook.account.account_id, region=runbook.region)
+        log.warning("catalog.content_changed", runbook=runbook.name, version=current.version, revision=number)
+    return RunbookVersion.objects.get(pk=version.pk)
+
+
 def _version_fields(content: str, document_format: str) -> dict:
     """What we store for one version. Content we cannot parse is stored, flagged and not offered."""
     try:
@@ -182,7 +260,9 @@ def _version_fields(content: str, document_format: str) -> dict:
         description = str(document.get("description", ""))[:20000]
     except UnsupportedRunbook as error:
         schema, steps, description, problems = {}, [], "", [str(error)]
+        document = {}
     return {
+        "identity": identity_of(document) if document else {},
         "content": content,
         "document_format": str(document_format)[:8],
         "content_hash": content_hash(content),

@@ -35,8 +35,9 @@ from automations import audit, aws, policy, selectors
 from automations.aws import inventory
 from automations.ops import metrics
 from automations.models import AutomationRequest, DispatchOutbox, Execution, TeamRunbook
-from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for
-from automations.services import policies
+from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for  # noqa: F401
+from automations.runbooks import identity as run_identity
+from automations.services import content, policies
 from automations.services.transitions import transition
 
 log = structlog.get_logger(__name__)
@@ -149,9 +150,9 @@ def _refusal(request: AutomationRequest) -> str | None:
         return "An approval was given for different content (fingerprint mismatch)."
     if any(approval.approver_id == request.requester_id for approval in approvals):
         return "The requester approved their own request."
-    role = request.parameters.get(AUTOMATION_ROLE_PARAMETER)
-    if role is not None and role != [request.account.automation_role_arn]:
-        return "AutomationAssumeRole is not the account's configured automation role."
+    identity = run_identity.identity_refusal(request)  # the role it runs as is still the one it names
+    if identity:
+        return identity
     return policy.dispatch_refusal(request)  # the team policy still allows it: scope, approval validity
 
 
@@ -191,14 +192,15 @@ def _hold(request_id: int, *, attempts: int, reason: str, details: dict) -> str:
     return "uncertain"
 
 
-def _fail(request_id: int, *, action: str, reason: str, details: dict | None = None, call=None) -> str:
+def _fail(request_id: int, *, action: str, reason: str, details: dict | None = None, call=None,
+          reason_code: str = "") -> str:
     with transaction.atomic():
         request = AutomationRequest.objects.select_for_update().get(pk=request_id)
         if request.status != Status.DISPATCHING:
             return "skipped"
         transition(request, to=Status.DISPATCH_FAILED, actor=None, action=action,
                    details={"reason": reason, **(details or {})}, aws=call,
-                   status_reason=reason[:2000], finished_at=timezone.now())
+                   status_reason=reason[:2000], finished_at=timezone.now(), reason_code=reason_code)
         DispatchOutbox.objects.filter(pk=request_id).update(state=State.FAILED, last_error=reason[:1000])
     log.warning(action, automation_request=request_id, reason=reason)
     return "refused" if action == "dispatch.refused" else "failed"
@@ -302,7 +304,8 @@ def _dispatch(request_id: int) -> str:
         # resumed attempt skips this: its first attempt checked, and may already be running.)
         try:
             outside = inventory.out_of_scope(request.resources, tag=request.team.scope_tag, region=request.region,
-                                             role_arn=request.account.dispatch_role_arn)
+                                             role_arn=request.account.dispatch_role_arn,
+                                             allowlist=selectors.team_resource_allowlist(request.team, request.account))
             outside += [r for r in policy.targets_outside_policy(request) if r not in outside]  # policy tags, id patterns
         except aws.TransientAwsError as error:
             return _put_back(request_id, attempts=attempts, reason=f"inventory check failed: {error.code}",
@@ -313,6 +316,22 @@ def _dispatch(request_id: int) -> str:
         if outside:
             return _fail(request_id, action="dispatch.refused",
                          reason=f"Targets left the team's scope: {', '.join(outside)}", details={"resources": outside})
+
+    if not maybe_started:
+        # The content the approval bound must be what SSM serves under that exact version now
+        # (a resumed attempt skips this: its first attempt checked, and AWS may already run it).
+        try:
+            found, hash_type = content.live_hash(request)
+        except aws.TransientAwsError as error:
+            return _put_back(request_id, attempts=attempts, reason=f"content check failed: {error.code}",
+                             details={"error": error.code})
+        except aws.PermanentAwsError as error:  # the document or version is gone: what was approved no longer exists
+            found, hash_type = f"(unavailable: {error.code})", ""
+        if found != request.document_hash:
+            content.record_changed_content(request, found=found, hash_type=hash_type, actor=None, where="dispatch")
+            return _fail(request_id, action="dispatch.refused", reason=content.content_changed_reason(request, found),
+                         details={"code": content.CONTENT_CHANGED, "bound_hash": request.document_hash,
+                                  "found_hash": found}, reason_code=content.CONTENT_CHANGED)
 
     requester = request.requester.get_username()
     # No transaction is open during the network calls. A retry reaches this line again with

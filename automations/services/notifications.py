@@ -171,6 +171,12 @@ def recipients(event: str, request: AutomationRequest, context: dict) -> list[st
         talking |= set(request.approvals.values_list("approver_id", flat=True))
         base = policy.pool(request.team, policy.policy_for(request)).values_list("pk", flat=True)
         users = users.filter(pk__in=talking | set(base) | {request.requester_id}).exclude(pk=context.get("author_id"))
+    elif event == "request.content_changed":
+        # The requester, and whoever approved (or, before any approval, whoever could).
+        approvers = request.approvals.values("approver_id")
+        if not approvers.exists():
+            approvers = policy.pool(request.team, policy.policy_for(request)).values("pk")
+        users = users.filter(Q(pk=request.requester_id) | Q(pk__in=approvers))
     else:
         users = users.filter(pk=request.requester_id)
     return sorted(set(users.values_list("email", flat=True)))
@@ -238,6 +244,11 @@ def render(event: str, request: AutomationRequest, context: dict) -> tuple[str, 
         lead = (f"{requester}'s request {name} ({where}) has waited for approval since "
                 f"{request.created_at:%Y-%m-%d %H:%M} UTC and was escalated to {context.get('group', 'your group')}. "
                 "You may approve or reject it.")
+    elif event == "request.content_changed":
+        subject = f"{name} was not started: the runbook's content changed"
+        lead = (f"{name} ({where}) was not {'approved' if context.get('where') == 'approval' else 'started'}: "
+                "SSM now serves different content under that document version than the one requested and approved. "
+                "Nothing ran. Submit it again to review and run the new content.")
     elif event == "step.waiting":
         pause = context.get("step_action") == "aws:pause"
         subject = f"{name}: step {context.get('step', '')} waits {'to be resumed' if pause else 'for approval'}"

@@ -228,26 +228,36 @@ def step_approvals_sync(*, now: dt.datetime | None = None) -> int:
     return opened
 
 
-def _min_required(request: AutomationRequest, step_name: str) -> int:
-    """The step's MinRequiredApprovals from the runbook version we dispatched (default 1)."""
-    from automations.runbooks import UnsupportedRunbook, load_document
+def _min_required(request: AutomationRequest) -> int:
+    """How many distinct approvers an aws:approve step needs: Delegate's policy for the request
+    (at least one). AWS itself is told MinRequiredApprovals=1 and gets one signal from Delegate's
+    principal once the portal's quorum is reached (run_identity.server_values)."""
+    return max(1, policy.approvals_required(request))
 
-    version = request.runbook_version
+
+class _NoSignalYet(Exception):
+    pass
+
+
+def _step_content_check(request: AutomationRequest, *, actor, client, step: str) -> None:
+    """A step signal acts on the approval too: refuse it if SSM no longer serves the bound content."""
+    from automations.errors import ContentChanged
+    from automations.services import content
+
     try:
-        document = load_document(version.content, version.document_format)
-    except UnsupportedRunbook:
-        return 1
-    for step in document.get("mainSteps") or []:
-        if isinstance(step, dict) and step.get("name") == step_name:
-            value = (step.get("inputs") or {}).get("MinRequiredApprovals", 1)
-            if isinstance(value, str) and value.strip().startswith("{{"):
-                name = value.strip().strip("{} ")
-                value = (request.parameters.get(name) or ["1"])[0]
-            try:
-                return max(1, int(value))
-            except (TypeError, ValueError):
-                return 1
-    return 1
+        found, hash_type = content.live_hash(request)
+    except aws.TransientAwsError as error:
+        raise DomainError(f"AWS could not confirm the runbook's content: {error.code}; try again.",
+                          code="aws_error") from error
+    except aws.PermanentAwsError as error:
+        found, hash_type = f"(unavailable: {error.code})", ""
+    if found == request.document_hash:
+        return
+    content.record_changed_content(request, found=found, hash_type=hash_type, actor=actor, where="step")
+    with transaction.atomic():
+        audit.record(action="step.refused", actor=actor, request=request, client=client,
+                     details={"code": content.CONTENT_CHANGED, "step": step})
+    raise ContentChanged(content.content_changed_reason(request, found))
 
 
 def step_decide(*, step_approval: StepApproval, actor, decision: str, comment: str = "",
@@ -255,7 +265,10 @@ def step_decide(*, step_approval: StepApproval, actor, decision: str, comment: s
     """A pool member answers a waiting step: Approve/Reject an aws:approve step, Resume an aws:pause
     step; SendAutomationSignal under a session naming them.
 
-    The same rules as request approval: in the pool, never the requester, once per person.
+    The same rules as request approval: in the pool, never the requester, once per person. A
+    rejection is signalled at once; approvals are counted here and the Approve signal goes to
+    AWS when the policy's N distinct approvers have answered. Before any signal, SSM must still
+    serve the content the request bound (services/content.py).
     """
     allowed = STEP_SIGNALS.get(step_approval.action, ())
     if decision not in allowed:
@@ -276,13 +289,20 @@ def step_decide(*, step_approval: StepApproval, actor, decision: str, comment: s
             if entry.decisions.filter(approver=actor).exists():
                 raise NotAllowed("You have already answered this step.", code="already_approved")
             execution_id = entry.execution.execution_id
+            approvals = entry.decisions.filter(decision=StepDecision.Decision.APPROVE).count()
+            signal_now = decision != StepDecision.Decision.APPROVE or approvals + 1 >= _min_required(request)
     except NotAllowed as error:
         with transaction.atomic():
             audit.record(action="step.refused", actor=actor, request=request, client=client,
                          details={"code": error.code, "detail": error.detail, "step": step_approval.step_name})
         raise
     username = actor.get_username()
+    if signal_now:
+        _step_content_check(request, actor=actor, client=client, step=entry.step_name)
+    call = None
     try:
+        if not signal_now:
+            raise _NoSignalYet
         # Paced inside the gateway (every attempt of every AWS call), so no acquire() here.
         call = aws.send_signal(
             region=request.region, role_arn=request.account.dispatch_role_arn,
@@ -297,6 +317,8 @@ def step_decide(*, step_approval: StepApproval, actor, decision: str, comment: s
             payload=None if decision == StepDecision.Decision.RESUME
             else {"Comment": [comment[:1000] or f"{decision} by {username}"]},
         )
+    except _NoSignalYet:
+        pass  # more approvers needed before AWS hears anything
     except (aws.AwsError, pacing.PacingTimeout) as error:
         with transaction.atomic():
             audit.record(action="step.signal_failed", actor=actor, request=request, client=client,
@@ -311,13 +333,15 @@ def step_decide(*, step_approval: StepApproval, actor, decision: str, comment: s
             StepApproval.objects.filter(pk=entry.pk).update(state=StepApproval.State.RESUMED, closed_at=timezone.now())
         elif decision == StepDecision.Decision.REJECT:
             StepApproval.objects.filter(pk=entry.pk).update(state=StepApproval.State.REJECTED, closed_at=timezone.now())
-        elif entry.decisions.filter(decision=StepDecision.Decision.APPROVE).count() >= _min_required(request, entry.step_name):
+        elif signal_now:
             StepApproval.objects.filter(pk=entry.pk).update(state=StepApproval.State.APPROVED, closed_at=timezone.now())
-        audit.record(action={"Approve": "step.approved", "Reject": "step.rejected",
-                             "Resume": "step.resumed"}[decision], actor=actor,
-                     request=request, client=client, aws=call,
+        action = ("step.approval_added" if decision == StepDecision.Decision.APPROVE and not signal_now
+                  else {"Approve": "step.approved", "Reject": "step.rejected", "Resume": "step.resumed"}[decision])
+        audit.record(action=action, actor=actor, request=request, client=client, aws=call,
                      details={"step": entry.step_name, "step_execution_id": entry.step_execution_id,
-                              "comment": comment[:4000], "signal": decision})
+                              "comment": comment[:4000], "signal": decision if signal_now else None,
+                              "approvals": approvals + (decision == StepDecision.Decision.APPROVE),
+                              "required": _min_required(request)})
     return made
 
 

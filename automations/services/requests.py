@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from functools import partial
 
+import structlog
 from django.db import transaction
 from django.db.models import Count, F, OuterRef, Subquery
 from django.db.models.functions import Coalesce
@@ -12,7 +13,9 @@ from django.utils import timezone
 from automations import audit, aws, policy, selectors
 from automations.audit import ClientInfo
 from automations.aws import inventory
+from automations.runbooks import identity as run_identity
 from automations.errors import (
+    ContentChanged,
     DomainError,
     InvalidRequest,
     NotAllowed,
@@ -31,9 +34,11 @@ from automations.models import (
     Team,
     TeamRunbook,
 )
-from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for
+from automations.services import content
+from automations.runbooks import fingerprint_for
 from automations.runbooks.validation import (
     ALARM_NAME,
+    resource_kind,
     MAX_CONCURRENCY,
     MAX_ERRORS,
     validate_alarm_name,
@@ -44,6 +49,7 @@ from automations.services import notifications, policies
 from automations.services.transitions import transition
 
 Status = AutomationRequest.Status
+log = structlog.get_logger(__name__)
 
 
 def _refused(*, actor, error: DomainError, action: str, client: ClientInfo | None, request=None, **context) -> DomainError:
@@ -132,8 +138,10 @@ def _rate_control(schema: dict, parameters: dict, *, target_parameter_name: str,
         raise InvalidRequest("Targets are resource ids (ParameterValues) or a tag (tag:Key).",
                              errors={"targets": ["Unsupported target key."]})
     if spec is not None and key == "ParameterValues":
-        # Each value becomes the target parameter of one run: it must pass that parameter's checks.
-        problems = validate_target_values(spec, values)
+        # Each value becomes the target parameter of one run: it must pass that parameter's checks
+        # (resource ids trimmed and in AWS's exact syntax, like any parameter value).
+        values = [value.strip() for value in values]
+        problems = validate_target_values(spec, values, target_parameter_name)
         if problems:
             raise InvalidRequest("Some targets are not valid.", errors={"targets": problems})
     # With rate control SSM fills the target parameter per target; it must not be sent as well.
@@ -158,6 +166,11 @@ def _check_justification(team_policy: TeamRunbook, justification: str) -> None:
             hint = team_policy.ticket_hint or "a ticket reference"
             raise InvalidRequest(f"Include {hint} in the justification.", code="ticket_required",
                                  errors={"justification": [f"Include {hint}."]})
+
+
+def resource_kinds(schema: dict) -> dict[str, str]:
+    """{parameter: resource kind} for the parameters that name resources (validation.resource_kind)."""
+    return {name: kind for name, spec in schema.items() if (kind := resource_kind(name, spec))}
 
 
 def request_submit(
@@ -189,7 +202,14 @@ def request_submit(
     context.update(runbook=runbook.name, account_id=account.account_id, region=runbook.region)
     try:
         runbook_version = _resolve_version(runbook, team_policy, version)
-        schema = runbook_version.parameters
+        schema = run_identity.effective_schema(runbook_version, team=team)
+        problems = run_identity.setup_problems(runbook_version, schema)
+        if problems:
+            raise InvalidRequest("This runbook needs setup by an administrator first: " + "; ".join(problems) + ".",
+                                 code="needs_setup")
+        if not runbook_version.ssm_hash:
+            raise InvalidRequest("This version's content hash is not known yet; try again after the next catalog sync.",
+                                 code="content_unknown")
         wire = validate_parameters(schema, parameters, target_parameter=target_parameter_name)
         rc_targets, wire = _rate_control(
             schema, wire, target_parameter_name=target_parameter_name, targets=targets or [],
@@ -207,17 +227,12 @@ def request_submit(
         if len(justification) > 4000:
             raise InvalidRequest("Keep the justification under 4,000 characters.", errors={"justification": ["Too long."]})
         _check_justification(team_policy, justification)
-        for name, spec in schema.items():
-            if not spec.get("server_owned"):
-                continue
-            if name == AUTOMATION_ROLE_PARAMETER:
-                wire[name] = [account.automation_role_arn]
-            elif account.role_parameter_values.get(name):
-                wire[name] = [str(account.role_parameter_values[name])]
-            elif spec.get("required"):
-                raise InvalidRequest(f"{name} has no value configured for this account; ask an administrator.",
-                                     code="role_not_configured")
-        resources = inventory.resource_ids(wire, rc_targets)
+        # Roles and approvers are Delegate's: the identity assumeRole names, handed-off roles,
+        # the principal Delegate signals aws:approve steps as (run_identity).
+        wire.update(run_identity.server_values(runbook_version, schema, account))
+        resources = inventory.resource_ids(wire, rc_targets, kinds=resource_kinds(schema),
+                                           region=runbook.region, account_id=account.account_id,
+                                           target_parameter=target_parameter_name)
         if len(resources) > team_policy.max_targets:
             raise InvalidRequest(f"At most {team_policy.max_targets} resources per request for this runbook.",
                                  code="too_many_targets")
@@ -230,7 +245,8 @@ def request_submit(
         raise
     try:
         outside = inventory.out_of_scope(resources, tag=team.scope_tag, region=runbook.region,
-                                         role_arn=account.dispatch_role_arn) if resources else []
+                                         role_arn=account.dispatch_role_arn,
+                                         allowlist=selectors.team_resource_allowlist(team, account)) if resources else []
     except aws.AwsError as error:
         raise DomainError("The resource inventory could not be checked; try again shortly.",
                           code="inventory_unavailable") from error
@@ -252,6 +268,7 @@ def request_submit(
         targets=rc_targets, max_concurrency=max_concurrency if target_parameter_name else "",
         max_errors=max_errors if target_parameter_name else "", alarm_name=alarm_name, resources=resources,
         justification=justification, rerun_of=rerun_of, run_at=run_at,
+        document_hash=runbook_version.ssm_hash, run_as=run_identity.run_as_for(runbook_version, account),
     )
     request.fingerprint = fingerprint_for(request)
     try:
@@ -274,7 +291,7 @@ def request_submit(
         audit.record(action="request.submitted", actor=actor, request=request, client=client, details={
             "version": runbook_version.version, "version_choice": str(version), "parameters": wire,
             "targets": rc_targets, "fingerprint": request.fingerprint, "rerun_of": rerun_of.pk if rerun_of else None,
-            "run_at": run_at,
+            "run_at": run_at, "document_hash": request.document_hash, "run_as": request.run_as,
             # Submitted although these open requests of the same runbook share a target (confirmed).
             **({"overlapping": [other.pk for other in overlapping]} if overlapping else {}),
         })
@@ -337,6 +354,34 @@ def _take_effect(request: AutomationRequest, *, actor, client, now: dt.datetime 
     return _approve(request, actor=actor, client=client, details=details, action=action)
 
 
+def _content_still_bound(request: AutomationRequest, *, actor, client) -> None:
+    """Before an approval counts, SSM must still serve the content the request bound.
+
+    Otherwise the request is invalidated (rejected by Delegate, reason code content_changed):
+    the approver is shown the new content and the requester must submit again for it. If SSM
+    cannot be asked right now the approval goes ahead; the worker checks again before Start.
+    """
+    if request.status != Status.SUBMITTED or actor.pk == request.requester_id:
+        return
+    try:
+        found, hash_type = content.live_hash(request)
+    except aws.AwsError as error:
+        log.warning("approval.content_check_unavailable", automation_request=request.pk, error=error.code)
+        return
+    if found == request.document_hash:
+        return
+    reason = content.content_changed_reason(request, found)
+    content.record_changed_content(request, found=found, hash_type=hash_type, actor=actor, where="approval")
+    with transaction.atomic():
+        locked = AutomationRequest.objects.select_for_update().get(pk=request.pk)
+        if locked.status == Status.SUBMITTED:
+            transition(locked, to=Status.REJECTED, actor=None, client=client, action="request.invalidated",
+                       details={"code": content.CONTENT_CHANGED, "bound_hash": request.document_hash,
+                                "found_hash": found, "attempted_by": actor.get_username()},
+                       status_reason=reason, reason_code=content.CONTENT_CHANGED, finished_at=timezone.now())
+    raise ContentChanged(reason)
+
+
 def request_approve(*, request: AutomationRequest, actor, comment: str = "", emergency: bool = False,
                     client: ClientInfo | None = None):
     """Someone in the request's approver pool, never the requester, approves once.
@@ -348,6 +393,7 @@ def request_approve(*, request: AutomationRequest, actor, comment: str = "", eme
     if emergency and not comment.strip():
         raise InvalidRequest("An emergency override needs a reason.", code="reason_required",
                              errors={"comment": ["Say why this cannot wait for the freeze to end."]})
+    _content_still_bound(request, actor=actor, client=client)
     try:
         with transaction.atomic():
             # Lock the row: two approvers at once count each other correctly, and exactly one of

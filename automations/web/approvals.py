@@ -22,8 +22,9 @@ from automations.audit import ClientInfo
 from automations.errors import DomainError
 from automations.models import ApprovalDelegation, AutomationRequest, FreezeWindow, StepApproval, Team
 from automations.policy.batch import free_seats
+from automations.runbooks import approval_content as content_view
 from automations.runbooks.undo import undo_candidates
-from automations.services import policies
+from automations.services import catalog, content, policies
 
 RECENT_RUNS = 10
 
@@ -136,6 +137,7 @@ def decision_context(user, item: AutomationRequest) -> dict:
         # Only a request still waiting needs the live inventory; the page is not polled then.
         context["targets"], context["targets_error"] = resolved_targets(item)
         context["recent_runs"] = recent_runs(user, item)
+        _notice_new_content(item)  # so the approver sees what SSM serves now, not only what was bound
     if item.status in AFTERMATH_STATUSES:
         # A run that stopped part-way may have left targets changed: show them as they are now.
         context["targets"], context["targets_error"] = resolved_targets(item)
@@ -147,6 +149,7 @@ def decision_context(user, item: AutomationRequest) -> dict:
         visible = set(selectors.requests_visible_to(user).filter(pk__in=[o.pk for o in others])
                       .values_list("pk", flat=True)) if others else set()
         context["overlapping"] = [other for other in others if other.pk in visible]
+    context.update(content_view.approval_view(item))
     if item.status == AutomationRequest.Status.RUNNING:
         context["waiting_steps"] = [
             {"entry": entry, "may_answer": selectors.may_answer_step(user, entry, item),
@@ -182,6 +185,26 @@ def step_next_text(entry: StepApproval, item: AutomationRequest | None = None) -
                 "Cancel run stops it instead.")
     return (f"The run waits until {pool} approves this step; then {then} runs. "
             "Rejecting it fails the run; nothing after this step runs.")
+
+
+def _notice_new_content(item: AutomationRequest) -> None:
+    """Read the version's SSM hash now; other content than the catalog's is recorded as a revision."""
+    try:
+        found, hash_type = content.live_hash(item)
+    except aws.AwsError:
+        return  # approving checks again (and refuses on a mismatch); the worker checks before Start
+    if found != item.runbook_version.ssm_hash:
+        try:
+            catalog.record_content_revision(runbook=item.runbook, version=item.runbook_version,
+                                            role=item.account.dispatch_role_arn, ssm_hash=found, hash_type=hash_type)
+        except aws.AwsError:
+            return
+        item.runbook_version.refresh_from_db()
+
+
+def _may_answer(user, entry: StepApproval, item: AutomationRequest) -> bool:
+    return (user.pk != item.requester_id and bool(policy.seats(user, item))
+            and not entry.decisions.filter(approver=user).exists())
 
 
 #

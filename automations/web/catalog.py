@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET
 
 from automations import selectors, services
 from automations.aws import inventory
+from automations.runbooks import identity as run_identity
 from automations.runbooks import markdown
 from automations.audit import ClientInfo
 from automations.errors import DomainError
@@ -69,7 +70,8 @@ def catalog(request):
         Prefetch(
             "runbook__versions",
             to_attr="version_rows",
-            queryset=RunbookVersion.objects.only("id", "runbook_id", "version", "problems").order_by("-id"),
+            queryset=RunbookVersion.objects.only(
+                "id", "runbook_id", "version", "problems", "parameters", "identity").order_by("-id"),
         )
     )
     page = Paginator(policies, 25).get_page(request.GET.get("page"))
@@ -104,11 +106,25 @@ def _catalog_row(team_policy: TeamRunbook) -> dict:
         "policy": team_policy,
         "runbook": runbook,
         "versions": versions,
+        "needs_setup": _needs_setup(team_policy),
         "excerpt": markdown.excerpt(runbook.description),
         "description": markdown.render(runbook.description),
         # The expander only when it adds something beyond the excerpt shown on the card.
         "more": markdown.says_more_than_excerpt(runbook.description),
     }
+
+
+def _needs_setup(team_policy: TeamRunbook) -> list[str]:
+    """What an administrator must set up before the version a request resolves to can be requested."""
+    runbook = team_policy.runbook
+    wanted = {TeamRunbook.VersionChoice.PINNED: team_policy.pinned_version,
+              TeamRunbook.VersionChoice.LATEST: runbook.latest_version}.get(team_policy.version_choice,
+                                                                           runbook.default_version)
+    version = next((v for v in getattr(runbook, "version_rows", []) if v.version == wanted), None)
+    if version is None or version.problems:
+        return []
+    version.runbook = runbook
+    return run_identity.setup_problems(version, run_identity.effective_schema(version, team=team_policy.team))
 
 
 #
@@ -253,6 +269,12 @@ def request_new(request, policy_pk: int):
         context["amending"] = get_object_or_404(selectors.requests_visible_to(request.user), pk=amend_pk,
                                                 team=team_policy.team, runbook=runbook)
         initial.update(_initial_from(context["amending"], runbook_version))
+    # The form follows the schema as it applies to this team: admin kind overrides, and the team's
+    # allowlist as the choices of roles the change acts on (in memory only; never saved).
+    runbook_version.parameters = run_identity.effective_schema(runbook_version, team=team_policy.team)
+    context["needs_setup"] = run_identity.setup_problems(runbook_version, runbook_version.parameters)
+    context["runs_as"] = run_identity.run_as_for(runbook_version, runbook.account)
+    context["runs_as_dispatch_session"] = run_identity.runs_as_dispatch_session(runbook_version)
     form = AutomationRequestForm(
         request.POST or None,
         runbook_version=runbook_version,

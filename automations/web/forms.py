@@ -117,6 +117,12 @@ def field_for(name: str, spec: dict) -> ParameterField:
     default = spec.get("default")
     multiple = kind == "StringList" or kind.startswith("List<")
     common = {"parameter": name, "spec": spec}
+    if spec.get("role_kind") == "subject":
+        # A role the change acts on: a dropdown of the team's allowlist, never free text.
+        choices = [(value, label) for value, label in spec.get("role_choices") or []]
+        if not spec.get("required"):
+            choices = [("", f"Default ({_text(default)})")] + choices
+        return ChoiceParameterField(choices=choices, initial="" if not spec.get("required") else None, **common)
     picker = inventory.picker_for(name, spec)
     if picker:
         initial = (

@@ -252,7 +252,8 @@ def approved_in_bulk(world):
                 team=world.platform, requester=world.alice, runbook=version.runbook, runbook_version=version,
                 account=world.account, region="eu-west-1",
                 parameters={AUTOMATION_ROLE_PARAMETER: [world.account.automation_role_arn]},
-                status=AutomationRequest.Status.APPROVED, approved_at=now)
+                status=AutomationRequest.Status.APPROVED, approved_at=now,
+                document_hash=version.ssm_hash, run_as=world.account.automation_role_arn)
             request.fingerprint = fingerprint_for(request)
             requests.append(request)
         requests = AutomationRequest.objects.bulk_create(requests)

@@ -5,6 +5,7 @@ Factories give the starting state; services do the action; the AuditEvent rows a
 """
 import contextlib
 import datetime as dt
+from unittest import mock
 import json
 
 import uuid
@@ -347,9 +348,11 @@ class TestTimeouts:
         assert request.status == Status.APPROVED and not starts(sb, request)
         # Validity counts from the run-at time, not the approval.
         assert policy.dispatch_deadline(request) == run_at + dt.timedelta(hours=policy.approval_validity_hours(None))
-        AutomationRequest.objects.filter(pk=request.pk).update(run_at=timezone.now() - dt.timedelta(seconds=1))
+        # Then the run-at time comes (run_at is part of what was approved: the clock moves, not the request).
         make_due(request)
-        services.request_dispatch(request_id=request.pk)
+        later = run_at + dt.timedelta(seconds=1)
+        with mock.patch("django.utils.timezone.now", return_value=later):
+            services.request_dispatch(request_id=request.pk)
         request.refresh_from_db()
         assert request.status == Status.RUNNING and len(starts(sb, request)) == 1
 

@@ -8,7 +8,7 @@ from automations.runbooks import (
     UnsupportedRunbook,
     category_of,
     element_type,
-    is_role_parameter,
+    is_role_like,
     load_document,
     ordered_parameters,
     parse_parameters,
@@ -51,6 +51,7 @@ class TestFixtures:
             "type": "StringList",
             "description": restart["InstanceId"]["description"],
             "required": True,
+            "role_kind": "",
             "server_owned": False,
             "position": 0,
         }
@@ -142,17 +143,17 @@ class TestRoles:
         ],
     )
     def test_role_like_names(self, name):
-        assert is_role_parameter(name, {"type": "String"})
+        assert is_role_like(name, {"type": "String"})
 
     @pytest.mark.parametrize(
         "kind", ["AWS::IAM::Role::Arn", "List<AWS::IAM::Role::Arn>", "AWS::IAM::Role::Name"]
     )
     def test_role_types(self, kind):
-        assert is_role_parameter("Whatever", {"type": kind})
+        assert is_role_like("Whatever", {"type": kind})
 
     @pytest.mark.parametrize("name", ["InstanceId", "SNSTopicArn", "Approvers", "Roles2"])
     def test_not_roles(self, name):
-        assert not is_role_parameter(name, {"type": "String"})
+        assert not is_role_like(name, {"type": "String"})
 
 
 def test_element_type_and_steps_and_category():
@@ -161,7 +162,7 @@ def test_element_type_and_steps_and_category():
     document = _doc(
         {}, mainSteps=[{"name": "a", "action": "aws:executeAwsApi", "inputs": {"Service": "s3"}}, "junk"]
     )
-    assert step_summary(document) == [{"name": "a", "action": "aws:executeAwsApi"}]
+    assert step_summary(document) == [{"name": "a", "action": "aws:executeAwsApi", "service": "s3", "api": ""}]
     assert category_of(document) == "S3"
     assert category_of(document, {"Category": "Storage"}) == "Storage"
     assert category_of(document, name="AWS-RebootRdsInstance") == "RDS"
@@ -175,3 +176,49 @@ def test_element_type_and_steps_and_category():
         ],
     )
     assert category_of(plumbing) == "EC2"
+
+
+class TestIdentityAndRoleKinds:
+    """Issue 12: the identity comes from assumeRole; a role parameter's kind from where it is used."""
+
+    @pytest.mark.parametrize(("assume_role", "expected"), [
+        ("{{ AutomationAssumeRole }}", {"kind": "parameter", "parameter": "AutomationAssumeRole"}),
+        ("{{automationAssumeRole}}", {"kind": "parameter", "parameter": "automationAssumeRole"}),
+        ("  {{ MyRole }} ", {"kind": "parameter", "parameter": "MyRole"}),
+        ("arn:aws:iam::123456789012:role/Fixed", {"kind": "literal", "role": "arn:aws:iam::123456789012:role/Fixed"}),
+        ("arn:aws:iam::{{global:ACCOUNT_ID}}:role/X", {"kind": "literal", "role": "arn:aws:iam::{{global:ACCOUNT_ID}}:role/X"}),
+        ("", {"kind": "absent"}),
+        (None, {"kind": "absent"}),
+    ])
+    def test_identity_of(self, assume_role, expected):
+        from automations.runbooks import identity_of
+
+        document = {"schemaVersion": "0.3", "mainSteps": [{"name": "a", "action": "aws:sleep", "inputs": {}}]}
+        if assume_role is not None:
+            document["assumeRole"] = assume_role
+        assert identity_of(document) == expected
+
+    def test_kinds_follow_where_the_parameter_is_referenced(self):
+        steps = [
+            {"name": "approve", "action": "aws:approve",
+             "inputs": {"Approvers": "{{ Approvers }}", "MinRequiredApprovals": "{{ Quorum }}"}},
+            {"name": "stack", "action": "aws:createStack",
+             "inputs": {"StackName": "s", "RoleARN": "{{ StackRole }}",
+                        "Parameters": [{"ParameterKey": "LambdaRoleArn", "ParameterValue": "{{ FnRole }}"},
+                                       {"ParameterKey": "RoleName", "ParameterValue": "{{ RoleName }}"}]}},
+            {"name": "fn", "action": "aws:executeAwsApi",
+             "inputs": {"Service": "lambda", "Api": "CreateFunction", "Role": "{{ ExecRole }}"}},
+            {"name": "attach", "action": "aws:executeAwsApi",
+             "inputs": {"Service": "iam", "Api": "AddRoleToInstanceProfile", "RoleName": "{{ TargetRole }}"}},
+        ]
+        names = ["runAs", "Approvers", "Quorum", "StackRole", "FnRole", "RoleName", "ExecRole", "TargetRole",
+                 "ClusterRoleArn", "LambdaAssumeRole", "InstanceId"]
+        document = _doc({name: {"type": "String"} for name in names}, mainSteps=steps, assumeRole="{{ runAs }}")
+        kinds = {name: spec["role_kind"] for name, spec in parse_parameters(document).items()}
+        assert kinds == {
+            "runAs": "automation", "Approvers": "approvers", "Quorum": "min_approvals", "StackRole": "handoff",
+            "FnRole": "handoff", "RoleName": "subject", "ExecRole": "handoff", "TargetRole": "subject",
+            "ClusterRoleArn": "subject", "LambdaAssumeRole": "handoff", "InstanceId": "",
+        }
+        owned = {name for name, spec in parse_parameters(document).items() if spec["server_owned"]}
+        assert owned == {"runAs", "Approvers", "Quorum", "StackRole", "FnRole", "ExecRole", "LambdaAssumeRole"}

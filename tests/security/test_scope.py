@@ -39,6 +39,7 @@ OBJECTS = {
     "automations:audit_request": {"pk": "request"},
     "api:runbook_detail": {"pk": "runbook"},
     "api:request_detail": {"pk": "request"},
+    "api:request_content": {"pk": "request"},
     "api:request_approve": {"pk": "request"},
     "api:request_reject": {"pk": "request"},
     "api:request_send_back": {"pk": "request"},

@@ -74,7 +74,8 @@ def copies(request, n: int):
         yield AutomationRequest.objects.create(
             team=request.team, requester=request.requester, runbook=request.runbook,
             runbook_version=request.runbook_version, account=request.account, region=request.region,
-            parameters=request.parameters, resources=request.resources, fingerprint=request.fingerprint)
+            parameters=request.parameters, resources=request.resources, fingerprint=request.fingerprint,
+            document_hash=request.document_hash, run_as=request.run_as)
 
 
 def client_for(user):
@@ -215,7 +216,7 @@ def step_runbook(world):
 
 def running_with_waiting_step(world, step_runbook, instance):
     request = services.request_submit(actor=world.alice, team=world.platform, runbook_id=step_runbook.pk, parameters={
-        "InstanceId": [instance], "Approvers": [world.account.dispatch_role_arn],
+        "InstanceId": [instance],
         "SNSTopicArn": "arn:aws:sns:eu-west-1:123456789012:AutomationApprovals"})
     request = services.request_approve(request=request, actor=world.bob)
     services.request_dispatch(request_id=request.pk)
@@ -421,8 +422,7 @@ class TestPauseSteps:
         monkeypatch.setattr(notifications, "publish", lambda delivery_id: True)
         instance = seeded_instance("web-1")
         request = services.request_submit(actor=world.alice, team=world.platform, runbook_id=pause_runbook.pk,
-                                          parameters={"InstanceIds": [instance],
-                                                      "Approvers": [world.account.dispatch_role_arn]})
+                                          parameters={"InstanceIds": [instance]})  # Approvers: Delegate's
         request = services.request_approve(request=request, actor=world.bob)
         services.request_dispatch(request_id=request.pk)
         wait_until(_step_waiting(request, "aws:approve", "approvePatching"), timeout=30, what="the approve step")

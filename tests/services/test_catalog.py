@@ -17,8 +17,17 @@ from rest_framework.test import APIClient
 
 from automations import services
 from automations.web.forms import PickerField, field_for
-from automations.models import AuditEvent, AutomationRequest, Runbook, RunbookVersion, TeamRunbook
+from automations.models import (
+    AuditEvent,
+    AutomationRequest,
+    RoleParameter,
+    Runbook,
+    RunbookVersion,
+    TeamResource,
+    TeamRunbook,
+)
 from sandbox.inventory import seeded_id
+from automations.runbooks.identity import effective_schema
 from automations.services.catalog import VERSION_GONE
 from automations.web.catalog import start_call
 from tests.runbooks.test_validation import FIXTURE_FILES
@@ -61,6 +70,11 @@ _VERSION_FIELDS = (
     "content",
     "document_format",
     "content_hash",
+    "ssm_hash",
+    "ssm_hash_type",
+    "ssm_created",
+    "revision",
+    "identity",
     "description",
     "parameters",
     "steps",
@@ -94,6 +108,16 @@ def synced(world, sb):
     policies = {}
     for runbook in Runbook.objects.filter(account=world.account, region=REGION, available=True):
         policies[runbook.name] = TeamRunbook.objects.get_or_create(team=world.platform, runbook=runbook)[0]
+        # The admin's setup: the bucket and DB instance platform may name (no tags read there),
+        # and roles handed to Lambda/CloudFormation, per runbook parameter.
+        for kind, identifier in (("bucket", NAMED_VALUES["BucketName"]), ("db_instance", "orders-db")):
+            TeamResource.objects.get_or_create(team=world.platform, account=world.account, kind=kind,
+                                               identifier=identifier, region=REGION)
+        for version in runbook.versions.all():
+            for parameter, spec in version.parameters.items():
+                if spec.get("role_kind") == "handoff":
+                    RoleParameter.objects.get_or_create(runbook=runbook, parameter=parameter, defaults={
+                        "value": f"arn:aws:iam::{world.account.account_id}:role/DelegateLambda"})
     return policies
 
 
@@ -118,6 +142,7 @@ def ids(world):
         "other_team": world.etl1,
         "volume": seeded_id("vol", REGION, "platform/spare"),
         "snapshot": seeded_id("snap", REGION, "platform/backup"),
+        "image": seeded_id("ami", REGION, "platform/golden"),
     }
 
 
@@ -149,6 +174,8 @@ def valid_parameters(world, name: str, schema: dict) -> dict:
             value = resources["volume"]
         elif parameter.endswith("SnapshotId"):
             value = resources["snapshot"]
+        elif parameter.endswith(("AmiId", "ImageId")):
+            value = resources["image"]
         elif "Instance" in parameter or "Instance" in spec["type"]:
             value = (
                 resources["instance2"]
@@ -353,14 +380,9 @@ class TestCatalogPage:
 #
 
 
-# AWS-CreateManagedInstance asks the user for `RoleName` (the role to create): today every
-# *RoleName parameter is server-owned, so the form hides it (issue 12, "two kinds of role parameters").
-_ROLE_SUBJECT_BUG = pytest.mark.xfail(strict=True, reason="issue 12: a role that is the subject of a change is hidden")
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=_ROLE_SUBJECT_BUG) if n == "AWS-CreateManagedInstance" else n for n in EVERY_RUNBOOK]
-)
+# AWS-CreateManagedInstance asks the user for `RoleName` (the role to create): a role that is the
+# subject of the change, so the form shows it as a dropdown of the team's allowlist (issue 12).
+@pytest.mark.parametrize("name", EVERY_RUNBOOK)
 def test_every_runbook_renders_accepts_and_refuses_in_the_browser(name, world, synced, browser):
     policy = synced[name]
     version = policy.runbook.versions.get(version=policy.runbook.default_version)
@@ -392,10 +414,13 @@ def test_every_runbook_renders_accepts_and_refuses_in_the_browser(name, world, s
 @pytest.mark.parametrize("name", EVERY_RUNBOOK)
 def test_every_runbook_accepts_and_refuses_through_the_api(name, world, synced, api):
     runbook = synced[name].runbook
-    schema = runbook.versions.get(version=runbook.default_version).parameters
+    version = runbook.versions.get(version=runbook.default_version)
+    schema = version.parameters
     values = valid_parameters(world, name, schema)
     detail = api.get(f"/api/v1/runbooks/{runbook.pk}/").json()
-    assert detail["parameters"] == schema and detail["version"] == runbook.default_version
+    # The schema as it applies to the caller's team (a subject role lists the team's allowed roles).
+    assert detail["parameters"] == effective_schema(version, team=world.platform)
+    assert detail["version"] == runbook.default_version and detail["needs_setup"] == []
     response = api.post("/api/v1/requests/", {"runbook": runbook.pk, "parameters": values}, format="json")
     assert response.status_code == 201, response.json()
     assert response.json()["document_version"] == runbook.default_version

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from automations import services
-from automations.models import Account, Membership, Runbook, Team, TeamRunbook
+from automations.models import Account, Membership, RoleParameter, Runbook, Team, TeamResource, TeamRunbook
 
 PASSWORD = "delegate-demo"
 ACCOUNT_ID = "123456789012"
@@ -40,7 +40,6 @@ class Command(BaseCommand):
                 "name": "Sandbox", "regions": [settings.DELEGATE_DEFAULT_REGION, "us-east-1"],
                 "dispatch_role_arn": f"arn:aws:iam::{ACCOUNT_ID}:role/DelegateDispatch",
                 "automation_role_arn": f"arn:aws:iam::{ACCOUNT_ID}:role/DelegateAutomation",
-                "role_parameter_values": {"LambdaAssumeRole": f"arn:aws:iam::{ACCOUNT_ID}:role/DelegateLambda"},
             })
             teams = {}
             for name, display in (("platform", "Platform"), ("data", "Data")):
@@ -74,6 +73,16 @@ class Command(BaseCommand):
                 TeamRunbook.objects.get_or_create(team=team, runbook=runbook, defaults={
                     "approvals_required": 1, "justification_required": True})
         report = services.runbook_catalog_sync(only_offered=True)
+        # An admin's setup: roles handed to Lambda/CloudFormation, per runbook parameter, and the
+        # bucket the data team may name (S3 has no tags Delegate reads: an allowlist is its scope).
+        for runbook in Runbook.objects.filter(account=account, team_policies__isnull=False).distinct():
+            for version in runbook.versions.all():
+                for parameter, spec in version.parameters.items():
+                    if spec.get("role_kind") == "handoff":
+                        RoleParameter.objects.get_or_create(runbook=runbook, parameter=parameter, defaults={
+                            "value": f"arn:aws:iam::{ACCOUNT_ID}:role/DelegateLambda"})
+        TeamResource.objects.get_or_create(team=teams["data"], account=account, kind=TeamResource.Kind.BUCKET,
+                                           identifier="data-logs", defaults={"description": "demo bucket"})
         self.stdout.write(f"Seeded demo data; catalog: {report.documents} documents, {report.new_versions} new versions.")
         for error in report.errors:
             self.stderr.write(f"catalog error: {error}")
