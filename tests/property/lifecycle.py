@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from django.db import transaction
+from django.db.models import Q
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
@@ -312,9 +313,12 @@ class LifecycleMachine(RuleBasedStateMachine):
     @rule(data=st.data(), fault=st.sampled_from(["none", "none", "throttled", "server_error", "sts_throttled",
                                                  "worker_dies", "worker_dies"]))
     def deliver_to_an_approved_request(self, data, fault):
-        """The message of an approved (or starting) request arrives: where the faults matter most."""
-        waiting = sorted(AutomationRequest.objects.filter(
-            pk__in=list(self.tracked), status__in=(Status.APPROVED, Status.DISPATCHING)).values_list("pk", flat=True))
+        """The message of a request that is due (approved, run-at passed) or starting arrives: where
+        the faults matter most."""
+        now = self.h.clock.now
+        waiting = sorted(AutomationRequest.objects.filter(pk__in=list(self.tracked)).filter(
+            Q(status=Status.DISPATCHING) | Q(status=Status.APPROVED, run_at__isnull=True)
+            | Q(status=Status.APPROVED, run_at__lte=now)).values_list("pk", flat=True))
         if not waiting:
             return
         self.deliver(data.draw(st.sampled_from(waiting), label="pk"), fault)

@@ -57,6 +57,7 @@ def test_a_stale_read_loses_to_whoever_moved_first(world, submit):
     with pytest.raises(TransitionNotAllowed) as refused, transaction.atomic():
         transition(stale, to=Status.WITHDRAWN, actor=world.alice)
     assert refused.value.current == Status.REJECTED  # what the database says now, not what was read
+    assert refused.value.target == Status.WITHDRAWN
     assert "Someone else changed this request first" in refused.value.detail
     assert AutomationRequest.objects.get(pk=request.pk).status == Status.REJECTED
     assert len(events(request)) == before
