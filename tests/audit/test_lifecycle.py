@@ -155,9 +155,14 @@ class TestRequestPaths:
 
     def test_cancel_of_a_running_execution_names_the_canceller_to_aws(self, world, submit, sb):
         request = services.request_approve(request=submit(), actor=world.bob)
-        services.request_dispatch(request_id=request.pk)
-        request.refresh_from_db()
-        services.request_cancel(request=request, actor=world.bob, reason="wrong box", client=LEAD)
+        # Hold the sandbox's engine: on a busy machine the run could finish before the stop arrives.
+        sb.engine.stop()
+        try:
+            services.request_dispatch(request_id=request.pk)
+            request.refresh_from_db()
+            services.request_cancel(request=request, actor=world.bob, reason="wrong box", client=LEAD)
+        finally:
+            sb.engine.start()
         event = events_of(request)[-1]
         stop = [c for c in sb.calls if c["operation"] == "StopAutomationExecution"][-1]
         check(event, action="request.cancel_requested", actor=world.bob, request=request, client=LEAD,

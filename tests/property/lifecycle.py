@@ -346,8 +346,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         finally:
             self._after_attempt()
 
-    @rule()
-    def aws_finishes_running_executions(self):
+    def _aws_finishes_running_executions(self):
         """AWS's engine runs until every execution of this example ended (stopped ones end Cancelled)."""
         sb = self.h.sb
         sb.engine.start()
@@ -357,9 +356,12 @@ class LifecycleMachine(RuleBasedStateMachine):
         finally:
             sb.engine.stop()
 
-    @rule()
-    def status_sync(self):
-        """The status sync polls AWS and mirrors what it reports."""
+    @rule(aws_finished=st.booleans())
+    def status_sync(self, aws_finished):
+        """The status sync polls AWS and mirrors what it reports: with the runs still going, or after
+        AWS's engine ran every execution of this example to its end (stopped ones end Cancelled)."""
+        if aws_finished:
+            self._aws_finishes_running_executions()
         self.reached[f"status sync changed {min(services.execution_statuses_sync(), 1)}+"] += 1
 
     @rule()
