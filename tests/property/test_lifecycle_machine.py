@@ -73,6 +73,7 @@ MILESTONES = (
     "ended succeeded", "ended cancelled", "ended withdrawn", "ended rejected", "ended expired", "ended running",
     "audited request.auto_approved", "audited request.approval_added", "audited dispatch.started",
     "audited dispatch.deferred", "audited dispatch.uncertain", "audited dispatch.resumed",
+    "audited request.cancel_requested", "audited execution.cancelled",
     "worker died after AWS accepted", "sweep with the broker refusing: nothing published",
     "sweep with the broker up: published",
 )
