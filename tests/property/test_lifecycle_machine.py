@@ -96,7 +96,9 @@ class ContentBoundLifecycleMachine(LifecycleMachine):
     check_content_binding = True
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
+# Not strict: 60 examples reach a start after a content swap on SQLite but not always on PostgreSQL.
+# The strict pin is tests/property/test_regressions.py::test_content_swapped_after_approval_is_not_started.
+@pytest.mark.xfail(strict=False, raises=AssertionError,
                    reason="issue 12: the approval binds the runbook's name and version, not its content")
 def test_approved_content_is_what_runs_under_every_interleaving(harness):
     """The same machine with the content invariant on. When issue 12 lands this passes: drop the
