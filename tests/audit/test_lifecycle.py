@@ -155,15 +155,14 @@ class TestRequestPaths:
 
     def test_cancel_of_a_running_execution_names_the_canceller_to_aws(self, world, submit, sb):
         request = services.request_approve(request=submit(), actor=world.bob)
-        # At the suite's time scale (50) the restart ends in ~0.2 s, before a busy machine gets to the
-        # cancel, and AWS then refuses the stop; at scale 1 it runs ~9 s.
-        old_scale, sb.state.time_scale = sb.state.time_scale, 1.0
+        # Hold the sandbox's engine: on a busy machine the run could finish before the stop arrives.
+        sb.engine.stop()
         try:
             services.request_dispatch(request_id=request.pk)
             request.refresh_from_db()
             services.request_cancel(request=request, actor=world.bob, reason="wrong box", client=LEAD)
         finally:
-            sb.state.time_scale = old_scale
+            sb.engine.start()
         event = events_of(request)[-1]
         stop = [c for c in sb.calls if c["operation"] == "StopAutomationExecution"][-1]
         check(event, action="request.cancel_requested", actor=world.bob, request=request, client=LEAD,
@@ -292,7 +291,7 @@ class TestPeopleAndConfiguration:
             "account_id": account.account_id, "name": "Production",
             "regions": json.dumps(["eu-west-1", "us-east-1"]),
             "dispatch_role_arn": account.dispatch_role_arn, "automation_role_arn": account.automation_role_arn,
-            "_save": "Save",
+            "role_parameter_values": json.dumps(account.role_parameter_values), "_save": "Save",
         }, REMOTE_ADDR="192.0.2.44", HTTP_USER_AGENT="admin-browser")
         assert response.status_code == 302, response.content[:2000]
         event = AuditEvent.objects.get(action="config.changed")

@@ -255,15 +255,14 @@ class TestDispatchAndTrack:
     def test_cancel_running_stops_under_a_session_naming_the_canceller(self, world, submit, sb):
         sb.faults.latency = 0
         request = self._approved(world, submit)
-        # At the suite's time scale (50) the restart ends in ~0.2 s, before a busy machine gets to the
-        # cancel, and AWS then refuses the stop; at scale 1 it runs ~9 s.
-        old_scale, sb.state.time_scale = sb.state.time_scale, 1.0
+        # Hold the sandbox's engine: on a busy machine the run could finish before the stop arrives.
+        sb.engine.stop()
         try:
             services.request_dispatch(request_id=request.pk)
             request.refresh_from_db()
             services.request_cancel(request=request, actor=world.bob, reason="wrong box")
         finally:
-            sb.state.time_scale = old_scale
+            sb.engine.start()
         stop = [c for c in sb.calls if c["operation"] == "StopAutomationExecution"][-1]
         assert stop["source_identity"] == "bob"
         assert stop["session_name"] == f"delegate-cancel-{request.pk}-bob"

@@ -1,0 +1,1 @@
+"""Stateful property tests: Hypothesis state machines driving the public services against the sandbox."""

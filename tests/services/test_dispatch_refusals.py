@@ -1,0 +1,102 @@
+"""What dispatch records when it does not start a run: the audit event says why, a failure is
+finished at a time, and the audit chain's range checks hold (written to kill surviving mutants)."""
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from automations import services
+from automations.audit import verify_chain
+from automations.audit.guards import TABLE
+from automations.models import AuditEvent, AutomationRequest
+from tests.audit_helpers import row_trigger_disabled, seed_chain, sql
+
+Status = AutomationRequest.Status
+START = "StartAutomationExecution"
+
+
+@pytest.fixture(autouse=True)
+def _quick_retries(settings):
+    settings.DELEGATE_DISPATCH_RETRY_SECONDS = 1.0
+    settings.DELEGATE_DISPATCH_RETRY_MAX_SECONDS = 4.0
+
+
+@pytest.fixture
+def approved(world, submit):
+    def _approved(**kwargs):
+        return services.request_approve(request=submit(**kwargs), actor=world.bob)
+    return _approved
+
+
+def test_a_deferred_attempt_says_why_in_the_audit_trail(approved, sb):
+    request = approved()
+    sb.faults.error_next(START, "AutomationExecutionLimitExceededException", n=1)
+    assert services.request_dispatch(request_id=request.pk) == "deferred"
+    details = AuditEvent.objects.get(request=request, action="dispatch.deferred").details
+    assert details["reason"] == "AWS asked us to wait: AutomationExecutionLimitExceededException"
+    assert details["attempt"] == 1 and details["from"] == Status.DISPATCHING and details["to"] == Status.APPROVED
+
+
+def test_an_uncertain_attempt_says_why_in_the_audit_trail(approved, sb):
+    request = approved()
+    sb.faults.error_next(START, "InternalServerError", n=3, status=500)
+    assert services.request_dispatch(request_id=request.pk) == "uncertain"
+    details = AuditEvent.objects.get(request=request, action="dispatch.uncertain").details
+    assert details["reason"] == "AWS did not confirm the start: InternalServerError"
+    assert details["attempt"] == 1 and details["client_token"] == str(request.client_token)
+
+
+def test_a_failed_start_is_finished_when_it_failed(approved, sb):
+    request = approved()
+    sb.faults.error_next(START, "AccessDeniedException", n=1, message="no")
+    before = timezone.now()
+    assert services.request_dispatch(request_id=request.pk) == "failed"
+    request.refresh_from_db()
+    assert request.status == Status.DISPATCH_FAILED
+    assert request.finished_at is not None and before <= request.finished_at <= timezone.now()
+    event = AuditEvent.objects.get(request=request, action="dispatch.failed")
+    assert event.details["reason"].startswith("AWS refused to start the run: AccessDeniedException")
+
+
+def test_a_refused_dispatch_is_finished_and_says_why(approved, sb):
+    request = approved()
+    AutomationRequest.objects.filter(pk=request.pk).update(approved_at=timezone.now() - dt.timedelta(days=30))
+    assert services.request_dispatch(request_id=request.pk) == "refused"
+    request.refresh_from_db()
+    assert request.status == Status.DISPATCH_FAILED and request.finished_at is not None
+    assert "approval validity ran out" in request.status_reason
+    assert sb.calls.of(START) == []
+
+
+class TestChainRanges:
+    """verify_chain(start, end, anchor_hash) on either database: a range check sees only its range,
+    and an anchor must match (tests/audit/test_integrity.py covers the command on PostgreSQL)."""
+
+    def test_a_range_check_covers_its_range_only(self, db):
+        events = seed_chain(8)
+        assert verify_chain() is None
+        with tampering():
+            sql(f"UPDATE {TABLE} SET details = %s WHERE sequence = 2", ['{"i": 999}'])
+        assert verify_chain().sequence == 2
+        assert verify_chain(start=1, end=2).sequence == 2
+        assert verify_chain(start=1, end=1) is None  # the edit is after the range
+        assert verify_chain(start=4) is None  # without an anchor a range trusts its first prev_hash
+        assert verify_chain(start=4, anchor_hash=events[2].hash) is None
+        problem = verify_chain(start=4, end=6, anchor_hash="f" * 64)
+        assert problem.sequence == 4 and "anchor" in problem.reason
+
+    def test_a_deleted_event_inside_a_range_is_named(self, db):
+        seed_chain(8)
+        with tampering():
+            sql(f"DELETE FROM {TABLE} WHERE sequence = 5")
+        assert verify_chain(start=3, end=6).sequence == 5
+        assert verify_chain(start=6, end=8) is None
+
+
+def tampering():
+    """A raw edit behind the model: PostgreSQL needs its append-only trigger off (a superuser's
+    power); SQLite has no such trigger."""
+    from contextlib import nullcontext
+
+    from django.db import connection
+    return row_trigger_disabled() if connection.vendor == "postgresql" else nullcontext()
