@@ -13,9 +13,8 @@ from typing import Callable
 
 from django import forms
 
-from automations.aws import inventory
 from automations.models import RunbookVersion
-from automations.runbooks import ordered_parameters
+from automations.runbooks import ordered_parameters, pickers
 
 PARAM_PREFIX = "param_"
 OTHER_SUFFIX = "__other"  # free-text values beside a suggesting picker
@@ -94,12 +93,12 @@ class PickerWidget(forms.Widget):
 
 
 class PickerField(ParameterField):
-    """A resource parameter: searchable choices from the team's inventory (inventory.picker_for)."""
+    """A resource parameter: searchable choices from the team's inventory (runbooks.pickers.picker_for)."""
 
     template_kind = "picker"
     widget = PickerWidget
 
-    def __init__(self, *, picker: inventory.Picker, **kwargs):
+    def __init__(self, *, picker: pickers.Picker, **kwargs):
         super().__init__(**kwargs)
         self.picker = picker
         self.state: dict = {}
@@ -115,7 +114,7 @@ def field_for(name: str, spec: dict) -> ParameterField:
     default = spec.get("default")
     multiple = kind == "StringList" or kind.startswith("List<")
     common = {"parameter": name, "spec": spec}
-    picker = inventory.picker_for(name, spec)
+    picker = pickers.picker_for(name, spec)
     if picker:
         initial = (
             [str(v) for v in default] if isinstance(default, list) else ([str(default)] if default else [])
@@ -194,7 +193,7 @@ def picker_state(
         "options": rest,
         "error": error,
         "query": query,
-        "kind_label": inventory.KIND_LABELS.get(field.picker.kind, "resources"),
+        "kind_label": pickers.KIND_LABELS.get(field.picker.kind, "resources"),
         "free_text": not field.picker.strict or bool(error),
     }
 

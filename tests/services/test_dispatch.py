@@ -12,7 +12,7 @@ from automations import services, tasks
 from automations.ops import metrics
 from automations.errors import TransitionNotAllowed
 from automations.models import AuditEvent, AutomationRequest, DispatchOutbox
-from automations.services import dispatch
+from automations.services import dispatch, publishing
 
 Status = AutomationRequest.Status
 State = DispatchOutbox.State
@@ -62,7 +62,7 @@ class TestOutbox:
     def test_publish_after_commit_marks_the_row_enqueued(self, world, submit, django_capture_on_commit_callbacks,
                                                          monkeypatch):
         published = []
-        monkeypatch.setattr(tasks, "_publish", lambda pk, source: published.append((pk, source)))
+        monkeypatch.setattr(publishing, "publish_dispatch", lambda pk, source: published.append((pk, source)))
         with django_capture_on_commit_callbacks(execute=True):
             request = services.request_approve(request=submit(), actor=world.bob)
         assert published == [(request.pk, "approval")]
@@ -74,7 +74,7 @@ class TestOutbox:
                                                                        django_capture_on_commit_callbacks):
         def broker_down(pk, source):
             raise ConnectionRefusedError("Error 111 connecting to 127.0.0.1:6379")
-        monkeypatch.setattr(tasks, "_publish", broker_down)
+        monkeypatch.setattr(publishing, "publish_dispatch", broker_down)
         with django_capture_on_commit_callbacks(execute=True):
             request = services.request_approve(request=submit(), actor=world.bob)
         assert request.status == Status.APPROVED
@@ -119,7 +119,7 @@ class TestOutbox:
     def test_a_row_locked_by_another_sweeper_is_skipped(self, approved, monkeypatch):
         if connection.vendor != "postgresql":
             pytest.skip("SKIP LOCKED is PostgreSQL's")
-        monkeypatch.setattr(tasks, "_publish", lambda pk, source: None)  # committed for real: no broker here
+        monkeypatch.setattr(publishing, "publish_dispatch", lambda pk, source: None)  # committed for real: no broker here
         locked, free = approved(), approved()
         DispatchOutbox.objects.update(state=State.PENDING, next_attempt_at=timezone.now())
         holding, release = threading.Event(), threading.Event()
@@ -159,7 +159,7 @@ class TestClaim:
     @pytest.mark.django_db(transaction=True)
     def test_two_deliveries_at_the_same_instant_start_once(self, world, submit, sb, monkeypatch):
         """Row 7 in one process: two threads, two database connections, one request."""
-        monkeypatch.setattr(tasks, "_publish", lambda pk, source: None)  # committed for real: no broker here
+        monkeypatch.setattr(publishing, "publish_dispatch", lambda pk, source: None)  # committed for real: no broker here
         request = services.request_approve(request=submit(), actor=world.bob)
         barrier = threading.Barrier(2)
         outcomes = []
@@ -356,7 +356,7 @@ class TestSweepCommand:
         call_command("sweep_outbox", "--dry-run", stdout=out)
         assert f"#{request.pk} pending" in out.getvalue() and "1 due" in out.getvalue()
         published = []
-        monkeypatch.setattr(tasks, "_publish", lambda pk, source: published.append((pk, source)))
+        monkeypatch.setattr(publishing, "publish_dispatch", lambda pk, source: published.append((pk, source)))
         out = StringIO()
         call_command("sweep_outbox", stdout=out)
         assert published == [(request.pk, "command")] and "published 1" in out.getvalue()
