@@ -7,7 +7,6 @@ RUN useradd --create-home --uid 10001 delegate
 COPY pyproject.toml README.md ./
 COPY portal ./portal
 COPY automations ./automations
-COPY templates ./templates
 COPY manage.py ./
 RUN pip install . && mkdir -p /app/var && DJANGO_SECRET_KEY=build-only python manage.py collectstatic --noinput \
     && chown -R delegate /app/var
