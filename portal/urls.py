@@ -1,3 +1,4 @@
+"""Root URL configuration: pages, sign-in, admin, API, schema and operations endpoints."""
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path

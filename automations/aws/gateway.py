@@ -5,7 +5,7 @@ and tests can stub the clients (botocore Stubber) or point everything at the san
 Endpoints come from AWS_ENDPOINT_URL_SSM / _STS / _EC2 (or AWS_ENDPOINT_URL), which botocore
 reads itself, so the same code talks to AWS or the local sandbox.
 
-Two kinds of session (DESIGN.md, aws-api.md §11.1):
+Two kinds of session (docs/architecture.md; aws-api.md §11.1):
 - every mutating call (start, stop, signal) gets a fresh AssumeRole whose RoleSessionName and
   SourceIdentity name the human who caused it; used once, never cached;
 - read-only calls (status polling, catalog, inventory) share one cached, refreshing session

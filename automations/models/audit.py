@@ -1,3 +1,4 @@
+"""The audit event table: append-only, hash-chained rows (written only by automations.audit.record)."""
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models

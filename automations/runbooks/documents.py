@@ -106,7 +106,7 @@ def is_list_type(kind: str) -> bool:
 
 
 def is_role_parameter(name: str, spec: dict) -> bool:
-    """Role parameters are chosen by admins per account, never by requesters (DESIGN.md)."""
+    """Role parameters are chosen by admins per account, never by requesters (docs/runbooks-and-forms.md)."""
     kind = str(spec.get("type", ""))
     return (
         name == AUTOMATION_ROLE_PARAMETER
@@ -322,7 +322,7 @@ def fingerprint_of(
     account: str,
     region: str,
 ) -> str:
-    """SHA-256 over what an approver approves (DESIGN.md); the worker recomputes it before dispatch."""
+    """SHA-256 over what an approver approves (docs/approvals-and-policy.md); the worker recomputes it before dispatch."""
     return hashlib.sha256(
         canonical_json(
             {

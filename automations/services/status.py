@@ -25,7 +25,7 @@ from automations.services.transitions import transition
 log = structlog.get_logger(__name__)
 Status = AutomationRequest.Status
 
-# DESIGN.md's mapping of AWS's 19 statuses onto ours; anything else is still running.
+# The mapping of AWS's 19 statuses onto ours (docs/operations.md); anything else is still running.
 FINAL_STATUS = {
     "Success": Status.SUCCEEDED, "CompletedWithSuccess": Status.SUCCEEDED,
     "Failed": Status.FAILED, "CompletedWithFailure": Status.FAILED, "Rejected": Status.FAILED,
