@@ -5,7 +5,9 @@ Two kinds of numbers:
   throttles, pacing waits, broker publishes), in whichever process they happen: web,
   Celery pool child, beat;
 - state read from PostgreSQL at scrape time (outbox rows and the age of the oldest, active
-  requests), so they are right whichever process scrapes and need no cross-process gauge.
+  requests), so they are right whichever process scrapes and need no cross-process gauge;
+  that collector lives with the /metrics view in automations/api/operations.py, so this
+  module stays a leaf that imports nothing of the portal.
 
 Multiprocess: Celery's prefork children and gunicorn's workers are separate processes. When
 PROMETHEUS_MULTIPROC_DIR names a directory shared by the web and worker processes of a host,
