@@ -132,7 +132,6 @@ class TestSeparationOfDuties:
         assert response.status_code == 403 and response.json()["code"] == "no_freeze"
 
 
-@pytest.mark.django_db(transaction=True)
 class TestOnePolicyPass:
     """An approval asks policy once (automations.policy.approval_decision), not once per question."""
 
@@ -174,6 +173,7 @@ class TestOnePolicyPass:
         assert {name: counted.count(name) for name in ("freeze_at", "seats")} == {"freeze_at": 1, "seats": 1}
 
 
+@pytest.mark.django_db(transaction=True)
 class TestRaces:
     """Separate connections, committed data, a barrier: the real thing, looped."""
 
