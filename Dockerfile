@@ -7,7 +7,6 @@ RUN useradd --create-home --uid 10001 delegate
 COPY pyproject.toml README.md ./
 COPY portal ./portal
 COPY automations ./automations
-COPY templates ./templates
 COPY manage.py ./
 # collectstatic needs no secrets: DEBUG on for this build step only (at run time DEBUG is off and
 # the settings refuse to start without DJANGO_SECRET_KEY and DELEGATE_AUDIT_DIGEST_KEY).

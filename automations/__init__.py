@@ -1,0 +1,1 @@
+"""Delegate's portal app: self-service requests for AWS Systems Manager Automation runbooks."""

@@ -1,3 +1,4 @@
+"""The app config: wires login audit signals, structured logging and AWS call hooks at start-up."""
 from django.apps import AppConfig
 
 

@@ -5,7 +5,8 @@ from typing import TYPE_CHECKING
 
 from django.db.models import Q, QuerySet
 
-from automations import policy
+from automations import aws, policy
+from automations.aws import inventory
 from automations.models import AuditEvent, AutomationRequest, Membership, StepApproval, Team, TeamRunbook
 
 if TYPE_CHECKING:
@@ -136,9 +137,6 @@ def audit_events_visible_to(user: AbstractBaseUser) -> QuerySet[AuditEvent]:
     return queryset.filter(own | Q(team__in=led))
 
 
-def team_resource_allowlist(team, account) -> frozenset[str]:
-    """The buckets, DB instances and queues (canonical names) an admin allows this team to name."""
-    from automations.models import TeamResource
-
-    return frozenset(row.canonical for row in TeamResource.objects.filter(team=team, account=account)
-                     .select_related("account"))
+from automations import aws, policy
+from automations.aws import inventory
+from automations.models import AuditEvent, AutomationRequest, Membership, StepApproval, Team, TeamRunbook

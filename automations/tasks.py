@@ -8,15 +8,12 @@ in a message header) and, for dispatch, the automation request id.
 from __future__ import annotations
 
 import re
-import time
 import uuid
 
 import structlog
 from celery import shared_task
 from celery.signals import before_task_publish, task_postrun, task_prerun, worker_process_init
 from django.db import InterfaceError, OperationalError
-
-from automations.ops import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -58,43 +55,6 @@ def _after_fork(**kwargs):
 
     pacing.reset()
     aws.reset_sessions()
-
-
-def _publish(request_id: int, *, source: str) -> None:
-    """One bounded publish, no retries: a broker outage must not hang the caller.
-
-    broker_connection_timeout, the transport's socket timeouts and max_retries=0 bound it
-    (portal/settings.py; measured in docs/operations.md). Failures are the caller's to handle.
-    """
-    started = time.monotonic()
-    try:
-        dispatch_request.apply_async((request_id,), retry=False)
-    except Exception:
-        metrics.BROKER_PUBLISH.labels(source=source, outcome="error").inc()
-        raise
-    finally:
-        metrics.BROKER_PUBLISH_SECONDS.observe(time.monotonic() - started)
-    metrics.BROKER_PUBLISH.labels(source=source, outcome="ok").inc()
-
-
-def publish_dispatch(request_id: int) -> None:
-    """The on-commit fast path after an approval: publish once, then mark the outbox row enqueued.
-
-    A broker error is logged and swallowed: the outbox row stays pending and the sweeper
-    publishes it later. Marking the row enqueued keeps the sweeper from publishing it again
-    while the message waits in the queue.
-    """
-    from automations import services
-
-    try:
-        _publish(request_id, source="approval")
-    except Exception as error:  # noqa: BLE001 - broker down: the outbox row stays pending for the sweeper
-        log.warning("dispatch.publish_failed", automation_request=request_id, error=str(error)[:300])
-        return
-    try:
-        services.dispatch_outbox_mark_enqueued(request_id=request_id)
-    except Exception as error:  # noqa: BLE001 - the row stays pending; a second message is harmless
-        log.warning("dispatch.mark_enqueued_failed", automation_request=request_id, error=str(error)[:300])
 
 
 def _valid_id(value) -> int | None:
@@ -148,7 +108,7 @@ def sync_execution_statuses() -> int:
 def sweep_dispatch_outbox() -> int:
     from automations import services
 
-    return services.dispatch_outbox_sweep(publish=lambda pk: _publish(pk, source="sweeper"))
+    return services.dispatch_outbox_sweep(source="sweeper")
 
 
 @shared_task(name="automations.expire_requests", ignore_result=True)
@@ -201,6 +161,6 @@ def sweep_notifications() -> int:
 
 @shared_task(name="automations.approvals_tick", ignore_result=True, soft_time_limit=50, time_limit=60)
 def approvals_tick() -> dict:
-    from automations.services import policies
+    from automations import services
 
-    return policies.approvals_tick()
+    return services.approvals_tick()

@@ -97,7 +97,9 @@ MIDDLEWARE = [
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        # The app's own folder, searched first (its admin/ and drf_spectacular/ overrides win), here
+        # and in an installed wheel alike (BASE_DIR is the folder holding portal/ and automations/).
+        "DIRS": [BASE_DIR / "automations" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

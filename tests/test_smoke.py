@@ -14,6 +14,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from automations import services, tasks
+from automations.services import publishing
 from automations.models import AuditEvent, AutomationRequest, TeamRunbook
 from tests.conftest import seeded_instance
 
@@ -48,7 +49,7 @@ def test_the_demo_story_from_sign_in_to_a_verified_audit_trail(sb, monkeypatch):
     bob = signed_in("bob")
     page = bob.get(f"/requests/{request.pk}/")
     assert page.status_code == 200 and b"AWS-RestartEC2Instance" in page.content
-    monkeypatch.setattr(tasks, "_publish", lambda pk, source: None)  # no broker here: the sweep below publishes
+    monkeypatch.setattr(publishing, "publish_dispatch", lambda pk, source: None)  # no broker here: the sweep below publishes
     decided = bob.post(f"/requests/{request.pk}/approve/", {"comment": "go"})
     assert decided.status_code == 302
     request.refresh_from_db()

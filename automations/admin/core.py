@@ -3,12 +3,9 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.urls import path
-from django.db import transaction
-from django.forms.models import model_to_dict
 
-from automations import audit, services
-from automations.audit import ClientInfo
-from automations.canonical import json_roundtrip
+from automations import services
+from automations.admin.base import AuditedAdmin, ReadOnlyAdmin
 from automations.runbooks import identity as run_identity
 from automations.models import (
     Account,
@@ -23,36 +20,6 @@ from automations.models import (
     TeamRunbook,
 )
 from automations.models import SsoGroupRule, SsoIdentity
-
-
-def _snapshot(obj) -> dict:
-    return json_roundtrip({key: value for key, value in model_to_dict(obj).items()
-                           if not isinstance(value, (list, tuple)) or all(isinstance(v, (str, int)) for v in value)}) \
-        if obj is not None and obj.pk else {}
-
-
-class AuditedAdmin(admin.ModelAdmin):
-    """Writes config.changed / config.deleted audit events with before/after snapshots."""
-
-    def save_model(self, request, obj, form, change):
-        before = _snapshot(type(obj).objects.filter(pk=obj.pk).first()) if change else {}
-        with transaction.atomic():
-            super().save_model(request, obj, form, change)
-            audit.record(action="config.changed" if change else "config.created", actor=request.user,
-                         client=ClientInfo.from_request(request),
-                         details={"model": obj._meta.label, "object_id": obj.pk, "object": str(obj),
-                                  "before": before, "after": _snapshot(obj)})
-
-    def delete_model(self, request, obj):
-        with transaction.atomic():
-            audit.record(action="config.deleted", actor=request.user, client=ClientInfo.from_request(request),
-                         details={"model": obj._meta.label, "object_id": obj.pk, "object": str(obj),
-                                  "before": _snapshot(obj)})
-            super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        for obj in queryset:
-            self.delete_model(request, obj)
 
 
 class MembershipInline(admin.TabularInline):
@@ -165,7 +132,7 @@ class TeamRunbookAdmin(AuditedAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     """Read-only: the audit log is append-only at the model, admin and database levels."""
 
     list_display = ["sequence", "occurred_at", "actor_name", "action", "request_id", "team"]
@@ -173,14 +140,6 @@ class AuditEventAdmin(admin.ModelAdmin):
     search_fields = ["actor_name", "action", "runbook", "execution_id"]
     readonly_fields = [f.name for f in AuditEvent._meta.fields]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(SsoGroupRule)

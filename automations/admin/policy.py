@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.db import transaction
 
 from automations import audit
-from automations.admin.core import AuditedAdmin, _snapshot
+from automations.admin.base import AuditedAdmin, ReadOnlyAdmin, _snapshot
 from automations.audit import ClientInfo
 from automations.models import (
     ApprovalDelegation,
@@ -86,25 +86,14 @@ class NotificationWebhookAdmin(AuditedAdmin):
             obj.delete()
 
 
-class _ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(NotificationDelivery)
-class NotificationDeliveryAdmin(_ReadOnly):
+class NotificationDeliveryAdmin(ReadOnlyAdmin):
     list_display = ["id", "event", "channel", "request", "state", "attempts", "created_at", "delivered_at"]
     list_filter = ["state", "channel", "event"]
     exclude = ["payload"]
 
 
 @admin.register(StepApproval)
-class StepApprovalAdmin(_ReadOnly):
+class StepApprovalAdmin(ReadOnlyAdmin):
     list_display = ["step_name", "execution", "state", "first_seen_at", "closed_at"]
     list_filter = ["state"]

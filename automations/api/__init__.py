@@ -1,0 +1,1 @@
+"""REST API v1 (Django REST framework) and the operations endpoints (/healthz, /readyz, /metrics)."""

@@ -2,6 +2,7 @@
 from rest_framework import serializers
 
 from automations.models import Approval, AuditEvent, AutomationRequest, Execution, Runbook, TeamRunbook
+from automations.runbooks.start_body import start_body_for
 
 MAX_ID = 2**63 - 1  # BigAutoField
 
@@ -197,6 +198,9 @@ class RequestSerializer(serializers.ModelSerializer):
     automation_role_arn = serializers.CharField(source="run_as")
     approvals = ApprovalSerializer(many=True, read_only=True)
     execution = serializers.SerializerMethodField()
+    start_call = serializers.SerializerMethodField(
+        help_text="The StartAutomationExecution body the worker sends for this request, without ClientToken "
+                  "and Tags; built by the same function as the form's preview (automations.runbooks.start_body).")
 
     class Meta:
         model = AutomationRequest
@@ -205,7 +209,7 @@ class RequestSerializer(serializers.ModelSerializer):
                   "document_version", "version_choice", "account_id", "region", "automation_role_arn", "parameters",
                   "target_parameter_name", "targets", "max_concurrency", "max_errors", "alarm_name", "resources", "resource_names",
                   "justification", "fingerprint", "client_token", "rerun_of", "created_at", "approved_at",
-                  "dispatched_at", "finished_at", "approvals", "execution", "run_at"]
+                  "dispatched_at", "finished_at", "approvals", "execution", "run_at", "start_call"]
         read_only_fields = fields
 
     def get_runs_as_source(self, obj) -> str:
@@ -221,6 +225,9 @@ class RequestSerializer(serializers.ModelSerializer):
         except Execution.DoesNotExist:
             return None
         return ExecutionSerializer(execution).data
+
+    def get_start_call(self, obj) -> dict:
+        return start_body_for(obj)
 
 
 class RequestPageSerializer(serializers.Serializer):

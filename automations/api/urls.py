@@ -1,3 +1,4 @@
+"""URL routes of the REST API v1, mounted at /api/v1/."""
 from django.urls import path
 
 from automations.api import views

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from automations import locks
 from automations.canonical import _default as canonical_default
 from automations.canonical import json_roundtrip
 from automations.models import AuditEvent
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
     from automations.models import AutomationRequest
 
 GENESIS_HASH = "0" * 64
-# Arbitrary constant key for pg_advisory_xact_lock: serialises chain appends across processes.
-_CHAIN_LOCK_KEY = 0x44454C4547415445  # "DELEGATE"
 
 # The hash input, in this order of names (canonical JSON sorts them anyway). Changing this
 # list changes every hash: never do it without a format version (docs/audit.md).
@@ -80,10 +79,7 @@ def _valid_ip(value: str | None) -> str | None:
 
 
 def _lock_chain() -> None:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
-    # SQLite (the demo) runs transactions as BEGIN IMMEDIATE: writers are already serialised.
+    locks.hold_for_transaction(locks.AUDIT_CHAIN)  # serialises chain appends across processes
 
 
 #

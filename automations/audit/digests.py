@@ -27,10 +27,10 @@ from pathlib import Path
 import structlog
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from automations import audit
+from automations import audit, locks
 from automations.canonical import canonical_json
 from automations.models import AuditDigest, AuditEvent
 
@@ -38,7 +38,6 @@ log = structlog.get_logger(__name__)
 
 FORMAT = "delegate-audit-digest/1"
 PREFIX = "delegate-audit-digest-"
-_DIGEST_LOCK_KEY = 0x4445_4C44_4947_4553  # "DELDIGES": one digest writer at a time
 
 
 class DigestError(Exception):
@@ -203,9 +202,7 @@ def write_digest(*, signer: Signer | None = None, directory: Path | None = None,
         raise DigestError("DELEGATE_AUDIT_DIGEST_KEY is not set; no digest written.")
     directory = directory or digest_dir()
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_DIGEST_LOCK_KEY])
+        locks.hold_for_transaction(locks.AUDIT_DIGEST)
         previous_path = _latest(directory)
         previous = load(previous_path) if previous_path else None
         head = AuditEvent.objects.order_by("-sequence").values("sequence", "hash", "occurred_at").first()

@@ -5,7 +5,7 @@ and tests can stub the clients (botocore Stubber) or point everything at the san
 Endpoints come from AWS_ENDPOINT_URL_SSM / _STS / _EC2 (or AWS_ENDPOINT_URL), which botocore
 reads itself, so the same code talks to AWS or the local sandbox.
 
-Two kinds of session (DESIGN.md, aws-api.md §11.1):
+Two kinds of session (docs/architecture.md; aws-api.md §11.1):
 - every mutating call (start, stop, signal) gets a fresh AssumeRole whose RoleSessionName and
   SourceIdentity name the human who caused it; used once, never cached;
 - read-only calls (status polling, catalog, inventory) share one cached, refreshing session
@@ -266,31 +266,21 @@ def _call(method, **kwargs):
 
 def start_automation(
     *, region: str, role_arn: str, session_name: str, source_identity: str, tags: list[dict],
-    document_name: str, document_version: str, parameters: dict[str, list[str]], client_token: uuid.UUID | str,
-    target_parameter_name: str = "", targets: list | None = None, max_concurrency: str = "", max_errors: str = "",
-    alarm_name: str = "", execution_tags: list[dict] | None = None, sts_client=None, ssm_client=None,
+    body: dict, client_token: uuid.UUID | str, execution_tags: list[dict] | None = None,
+    sts_client=None, ssm_client=None,
 ) -> AwsCall:
+    """Start an execution with `body` (built by automations.runbooks.start_body, the same function the
+    preview page shows), adding the request's fixed ClientToken and the execution tags."""
     session = assume_role(region=region, role_arn=role_arn, session_name=session_name,
                           source_identity=source_identity, tags=tags, sts_client=sts_client)
     ssm = ssm_client or _client("ssm", region, credentials=session.credentials, role_arn=role_arn)
     attempts = _attempt_log(ssm, "StartAutomationExecution")
     # https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_StartAutomationExecution.html
     kwargs = {
-        "DocumentName": document_name,
-        "DocumentVersion": document_version,
-        "Parameters": parameters,
+        **body,
         # botocore does not fill this in for this operation; ours is fixed per request.
         "ClientToken": str(client_token),
     }
-    if target_parameter_name:
-        kwargs["TargetParameterName"] = target_parameter_name
-        kwargs["Targets"] = targets or []
-        if max_concurrency:
-            kwargs["MaxConcurrency"] = max_concurrency
-        if max_errors:
-            kwargs["MaxErrors"] = max_errors
-    if alarm_name:
-        kwargs["AlarmConfiguration"] = {"IgnorePollAlarmFailure": False, "Alarms": [{"Name": alarm_name}]}
     if execution_tags:
         kwargs["Tags"] = execution_tags[:5]  # SSM accepts at most 5 tags at start
     try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from typing import Iterable
 
 from automations.aws import gateway as aws
@@ -112,45 +111,8 @@ def team_resources(kind: str, *, tag: tuple[str, str], region: str, role_arn: st
 # Pickers: searchable choices for resource parameters, from the team's live inventory
 #
 
-# Resource types with a strict picker: the value must be one of the team's resources.
-PICKER_TYPES = {
-    "AWS::EC2::Instance::Id": "instance", "AWS::EC2::Volume::Id": "volume",
-    "AWS::EC2::Snapshot::Id": "snapshot", "AWS::EC2::Image::Id": "image",
-}
-# Plain String/StringList parameters named like resource ids get suggestions beside free text:
-# the name is a hint, not a contract (AWS-RebootRdsInstance's InstanceId is an RDS instance).
-_NAME_HINTS = (
-    (re.compile(r"InstanceIds?$"), "instance"), (re.compile(r"VolumeIds?$"), "volume"),
-    (re.compile(r"SnapshotIds?$"), "snapshot"), (re.compile(r"(ImageIds?|AmiIds?)$"), "image"),
-)
-_OTHER_SERVICE = re.compile(r"\b(RDS|DB instance|database|Aurora|Lightsail|WorkSpaces?)\b", re.IGNORECASE)
 PICKER_CACHE_SECONDS = 30  # a page load and its searches share one DescribeInstances
 PICKER_LIMIT = 50
-KIND_LABELS = {"instance": "instances", "volume": "volumes", "snapshot": "snapshots", "image": "images"}
-
-
-@dataclass(frozen=True)
-class Picker:
-    kind: str  # instance | volume | snapshot | image
-    strict: bool  # an AWS:: type: only the team's resources; else suggestions beside free text
-    multiple: bool
-
-
-def picker_for(name: str, spec: dict) -> Picker | None:
-    """Which picker, if any, a parameter gets."""
-    kind = str(spec.get("type", ""))
-    multiple = kind == "StringList" or kind.startswith("List<")
-    inner = kind[5:-1] if kind.startswith("List<") and kind.endswith(">") else kind
-    if inner in PICKER_TYPES:
-        return Picker(PICKER_TYPES[inner], strict=True, multiple=multiple)
-    if kind not in ("String", "StringList") or spec.get("allowedValues"):
-        return None
-    if _OTHER_SERVICE.search(str(spec.get("description", ""))):
-        return None
-    for pattern, hinted in _NAME_HINTS:
-        if pattern.search(name):
-            return Picker(hinted, strict=False, multiple=multiple)
-    return None
 
 
 def _label(item: dict) -> str:

@@ -1,4 +1,4 @@
-"""Delegate's data model. See DESIGN.md for the lifecycle these models carry."""
+"""Delegate's data model: every table, with the invariants the database itself enforces (constraints)."""
 from automations.models.audit import AuditArchiveManifest, AuditDigest, AuditEvent, AuditLogIsAppendOnly
 from automations.models.requests import (
     TERMINAL_STATUSES,

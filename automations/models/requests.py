@@ -1,3 +1,4 @@
+"""Automation requests, approvals, executions and the dispatch outbox, with their constraints."""
 import uuid
 
 from django.conf import settings

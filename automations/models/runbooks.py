@@ -1,3 +1,4 @@
+"""Runbooks, their stored versions (parameter schema, content hash) and which team may request which."""
 from django.db import models
 
 from automations.models.policy import TeamRunbookPolicy

@@ -1,3 +1,4 @@
+"""Teams, memberships (member or lead) and AWS accounts."""
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models

@@ -1,11 +1,13 @@
-"""Prometheus metrics, served at /metrics.
+"""Prometheus metrics: the counters and histograms every process increments (served by api/operations.py at /metrics).
 
 Two kinds of numbers:
 - events counted where they happen (dispatch latency, AWS calls by operation and outcome,
   throttles, pacing waits, broker publishes), in whichever process they happen: web,
   Celery pool child, beat;
 - state read from PostgreSQL at scrape time (outbox rows and the age of the oldest, active
-  requests), so they are right whichever process scrapes and need no cross-process gauge.
+  requests), so they are right whichever process scrapes and need no cross-process gauge;
+  that collector lives with the /metrics view in automations/api/operations.py, so this
+  module stays a leaf that imports nothing of the portal.
 
 Multiprocess: Celery's prefork children and gunicorn's workers are separate processes. When
 PROMETHEUS_MULTIPROC_DIR names a directory shared by the web and worker processes of a host,
@@ -15,12 +17,8 @@ counters plus the database-derived gauges. See docs/operations.md.
 """
 from __future__ import annotations
 
-import hmac
-import os
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.metrics_core import GaugeMetricFamily
+from prometheus_client import Counter, Histogram
 
 _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
@@ -99,109 +97,3 @@ def observe_aws_response(event_name: str = "", response_dict=None, parsed_respon
     AWS_CALLS.labels(service=service, operation=operation, outcome=outcome).inc()
     if outcome == "throttled":
         AWS_THROTTLES.labels(service=service, operation=operation).inc()
-
-
-class DatabaseCollector:
-    """Gauges read from PostgreSQL at scrape time: they are the same whichever process answers."""
-
-    def collect(self):
-        from django.db.models import Count, Min
-        from django.utils import timezone
-
-        from automations.models import AutomationRequest, DispatchOutbox
-
-        up = GaugeMetricFamily("delegate_metrics_database_up", "1 if the database answered this scrape.")
-        rows = GaugeMetricFamily("delegate_outbox_rows", "Outbox rows not yet started, by state.", labels=["state"])
-        age = GaugeMetricFamily("delegate_outbox_oldest_age_seconds",
-                                "Age of the oldest outbox row not yet started (since its approval), by state.",
-                                labels=["state"])
-        overdue = GaugeMetricFamily("delegate_outbox_overdue_seconds",
-                                    "How long the most overdue outbox row has been due (sweeper or worker lag).")
-        active = GaugeMetricFamily("delegate_requests_active", "Requests approved, dispatching or running.",
-                                   labels=["status"])
-        try:
-            now = timezone.now()
-            waiting = (DispatchOutbox.State.PENDING, DispatchOutbox.State.ENQUEUED, DispatchOutbox.State.CALLING)
-            by_state = {row["state"]: row for row in DispatchOutbox.objects.filter(state__in=waiting)
-                        .values("state").annotate(n=Count("pk"), oldest=Min("created_at"))}
-            for state in waiting:
-                row = by_state.get(state)
-                rows.add_metric([state], row["n"] if row else 0)
-                age.add_metric([state], (now - row["oldest"]).total_seconds() if row else 0.0)
-            due = DispatchOutbox.objects.filter(state__in=waiting, next_attempt_at__lte=now).aggregate(
-                first=Min("next_attempt_at"))["first"]
-            overdue.add_metric([], (now - due).total_seconds() if due else 0.0)
-            Status = AutomationRequest.Status
-            counts = dict(AutomationRequest.objects.filter(
-                status__in=(Status.APPROVED, Status.DISPATCHING, Status.RUNNING))
-                .values_list("status").annotate(n=Count("pk")))
-            for status in (Status.APPROVED, Status.DISPATCHING, Status.RUNNING):
-                active.add_metric([status], counts.get(status, 0))
-            up.add_metric([], 1)
-        except Exception:  # noqa: BLE001 - a scrape must answer even when the database does not
-            up.add_metric([], 0)
-            yield up
-            return
-        yield from (up, rows, age, overdue, active)
-
-
-class _ProcessRegistry:
-    """This process's default registry, as one collector of a per-scrape registry."""
-
-    def collect(self):
-        yield from REGISTRY.collect()
-
-
-def registry() -> CollectorRegistry:
-    scrape = CollectorRegistry(auto_describe=False)
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        multiprocess.MultiProcessCollector(scrape)
-    else:
-        scrape.register(_ProcessRegistry())
-    scrape.register(DatabaseCollector())
-    return scrape
-
-
-def _allowed_address(request) -> bool:
-    """The client address (trusted-proxy aware, as in the audit log) is in DELEGATE_METRICS_ALLOWED_IPS."""
-    import ipaddress
-
-    from django.conf import settings
-
-    from automations.audit import ClientInfo
-
-    client = ClientInfo.from_request(request).ip
-    if not client:
-        return False
-    address = ipaddress.ip_address(client)
-    for entry in getattr(settings, "DELEGATE_METRICS_ALLOWED_IPS", []):
-        try:
-            if address in ipaddress.ip_network(entry.strip(), strict=False):
-                return True
-        except ValueError:
-            continue  # a malformed entry allows nothing
-    return False
-
-
-def metrics_view(request):
-    """GET /metrics. With DEBUG off: a bearer token (DELEGATE_METRICS_TOKEN) or an allowed client address.
-
-    Closed by default: the numbers describe the deployment (queues, accounts' activity, failures),
-    which is reconnaissance for an attacker. /healthz and /readyz stay open for probes.
-    """
-    from django.conf import settings
-    from django.http import HttpResponse
-
-    token = getattr(settings, "DELEGATE_METRICS_TOKEN", "")
-    given = request.META.get("HTTP_AUTHORIZATION", "")
-    if token and given:
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return HttpResponse("metrics need the bearer token\n", status=401, content_type="text/plain")
-    elif not settings.DEBUG and not _allowed_address(request):
-        if token:
-            return HttpResponse("metrics need the bearer token\n", status=401, content_type="text/plain")
-        return HttpResponse("metrics are not open to this address (DELEGATE_METRICS_TOKEN or"
-                            " DELEGATE_METRICS_ALLOWED_IPS)\n", status=403, content_type="text/plain")
-    return HttpResponse(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)

@@ -1,3 +1,4 @@
+"""Request-id middleware (log correlation) and a fast 503 when the database is unreachable."""
 import re
 import uuid
 

@@ -143,15 +143,47 @@ def taken_by(request: AutomationRequest) -> set[int]:
     return taken
 
 
+def _first_free(user: AbstractBaseUser, found: list[Seat], taken: set[int]) -> Seat | None:
+    if user.pk in taken:
+        return None
+    for seat in found:
+        if seat.on_behalf_of is None or seat.on_behalf_of.pk not in taken:
+            return seat
+    return None
+
+
 def free_seat(user: AbstractBaseUser, request: AutomationRequest) -> Seat | None:
     """The seat `user` would approve from now, or None (no seat, or every seat of theirs is used)."""
     taken = taken_by(request)
     if user.pk in taken:
         return None
-    for seat in seats(user, request):
-        if seat.on_behalf_of is None or seat.on_behalf_of.pk not in taken:
-            return seat
-    return None
+    return _first_free(user, seats(user, request), taken)
+
+
+@dataclass(frozen=True)
+class ApprovalDecision:
+    """Policy's one answer for one approver acting on one request, computed once per approval."""
+
+    team_policy: TeamRunbook | None
+    required: int  # distinct approvals the policy asks for
+    seats: list[Seat]  # every way the approver may decide it (empty: not an approver)
+    seat: Seat | None  # the seat they approve from now; None when none is free
+    freeze: tuple[FreezeWindow, dt.datetime] | None  # the change freeze in force, and when it ends
+
+
+def approval_decision(user: AbstractBaseUser, request: AutomationRequest,
+                      *, at: dt.datetime | None = None) -> ApprovalDecision:
+    """Everything the approve path asks of policy, in one pass (the service consults nothing else)."""
+    at = at or timezone.now()
+    team_policy = policy_for(request)
+    found = seats(user, request, at=at)
+    return ApprovalDecision(
+        team_policy=team_policy,
+        required=team_policy.approvals_required if team_policy else 1,
+        seats=found,
+        seat=_first_free(user, found, taken_by(request)) if found else None,
+        freeze=freeze_at(request.team, at=at),
+    )
 
 
 def can_approve(user: AbstractBaseUser, request: AutomationRequest) -> bool:

@@ -11,6 +11,7 @@ from automations.services.dispatch import (
     request_mark_dispatch_failed,
 )
 from automations.services.requests import (
+    approvals_tick,
     request_amend,
     request_approve,
     request_cancel,
@@ -24,7 +25,9 @@ from automations.services.requests import (
 from automations.services.status import execution_statuses_sync
 
 __all__ = (
-    "dispatch_outbox_mark_enqueued", "dispatch_outbox_sweep", "execution_statuses_sync", "request_amend", "request_approve", "request_cancel", "request_comment", "request_dispatch",
-    "request_expire_stale", "request_mark_dispatch_failed", "request_reject", "request_send_back", "request_submit", "request_withdraw",
+    "approvals_tick",
+    "dispatch_outbox_mark_enqueued", "dispatch_outbox_sweep", "execution_statuses_sync", "request_amend", "request_approve",
+    "request_cancel", "request_comment", "request_dispatch", "request_expire_stale", "request_mark_dispatch_failed",
+    "request_reject", "request_send_back", "request_submit", "request_withdraw",
     "runbook_catalog_sync", "runbook_sync",
 )

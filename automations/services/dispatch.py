@@ -19,81 +19,43 @@ including `calling` rows whose worker died (their lease ran out).
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import random
-import time
 import zlib
+from functools import partial
 
 import structlog
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from automations import audit, aws, policy, selectors
+from automations import audit, aws, locks, policy, selectors
 from automations.aws import inventory
 from automations.ops import metrics
 from automations.models import AutomationRequest, DispatchOutbox, Execution, TeamRunbook
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for  # noqa: F401
 from automations.runbooks import identity as run_identity
-from automations.services import content, policies
+from automations.runbooks.start_body import start_body_for
+from automations.services import content, policies, publishing
 from automations.services.transitions import transition
 
 log = structlog.get_logger(__name__)
 Status = AutomationRequest.Status
 State = DispatchOutbox.State
 
-# Advisory lock keys. The per-request lock uses the one-bigint key space (prefix "DP" above any
-# real id; the audit chain's key is elsewhere in it); the per-region cap lock uses the two-int
-# key space, which PostgreSQL keeps separate from the bigint one.
-_REQUEST_LOCK_BASE = 0x4450 << 48
-_CAP_LOCK_CLASS = 0x43415053  # "CAPS"
+# A holder that just died (SIGKILLed child, redelivered at once) may need a moment for
+# PostgreSQL to notice its closed socket: look again briefly before calling it busy.
 _LOCK_PATIENCE_SECONDS = 2.0
 # Statuses a request can only have if nobody ever approved it: a message for it is forged.
 _NEVER_APPROVED = (Status.SUBMITTED, Status.REJECTED, Status.WITHDRAWN)
 
 
-def _postgres() -> bool:
-    return connection.vendor == "postgresql"
-
-
-@contextlib.contextmanager
-def _attempt_lock(request_id: int):
-    """Hold a session-level advisory lock for one dispatch attempt; yields False if another
-    worker holds it. If this process dies, PostgreSQL drops the lock with its connection."""
-    if not _postgres():
-        yield True  # the demo's SQLite runs one worker
-        return
-    key = _REQUEST_LOCK_BASE + int(request_id)
-    # A holder that just died (SIGKILLed child, redelivered at once) may need a moment for
-    # PostgreSQL to notice its closed socket: look again briefly before calling it busy.
-    deadline = time.monotonic() + _LOCK_PATIENCE_SECONDS
-    while True:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
-            held = cursor.fetchone()[0]
-        if held or time.monotonic() >= deadline:
-            break
-        time.sleep(0.1)
-    try:
-        yield held
-    finally:
-        if held:
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
-            except DatabaseError:  # the connection died, and the lock with it
-                pass
-
-
 def _lock_region_cap(request: AutomationRequest) -> None:
     """Serialise 'count running, then claim' per account and region (inside the transaction)."""
-    if _postgres():
-        region_key = zlib.crc32(f"{request.account_id}:{request.region}".encode())
-        region_key = region_key - (1 << 32) if region_key >= (1 << 31) else region_key
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_CAP_LOCK_CLASS, region_key])
+    region_key = zlib.crc32(f"{request.account_id}:{request.region}".encode())
+    region_key = region_key - (1 << 32) if region_key >= (1 << 31) else region_key
+    locks.hold_for_transaction(locks.REGION_CAP_CLASS, region_key)
 
 
 def _running_count(request: AutomationRequest) -> int:
@@ -212,7 +174,9 @@ def request_dispatch(*, request_id: int) -> str:
     Returns what happened (started, deferred, uncertain, capped, failed, refused, skipped);
     the task and the metrics use it, nothing depends on it for correctness.
     """
-    with _attempt_lock(request_id) as held:
+    # One attempt per request at a time (held for the whole attempt, AWS call included).
+    with locks.held_for_session(locks.DISPATCH_REQUEST_BASE + int(request_id),
+                                patience_seconds=_LOCK_PATIENCE_SECONDS) as held:
         if not held:
             # Another worker is in the middle of this very request; if it dies, its own message
             # is redelivered (acks_late) or the sweeper re-drives the row when its lease ends.
@@ -343,15 +307,8 @@ def _dispatch(request_id: int) -> str:
             session_name=aws.role_session_name("delegate-req", str(request.pk), requester),
             source_identity=aws.sts_source_identity(requester),
             tags=aws.session_tags(requester=requester, team=request.team.name, **{"request-id": str(request.pk)}),
-            document_name=request.runbook.name,
-            document_version=request.runbook_version.version,
-            parameters=request.parameters,
+            body=start_body_for(request),  # the same builder the preview page shows
             client_token=request.client_token,
-            target_parameter_name=request.target_parameter_name,
-            targets=request.targets,
-            max_concurrency=request.max_concurrency,
-            max_errors=request.max_errors,
-            alarm_name=request.alarm_name,
             execution_tags=aws.session_tags(**{"delegate:request-id": str(request.pk), "delegate:requester": requester,
                                                "delegate:team": request.team.name}),
         )
@@ -398,6 +355,24 @@ def request_mark_dispatch_failed(*, request_id: int, reason: str) -> None:
     _fail(request_id, action="dispatch.failed", reason=reason)
 
 
+def dispatch_publish_after_approval(request_id: int) -> None:
+    """The on-commit fast path after an approval: publish once, then mark the outbox row enqueued.
+
+    A broker error is logged and swallowed: the outbox row stays pending and the sweeper
+    publishes it later. Marking the row enqueued keeps the sweeper from publishing it again
+    while the message waits in the queue.
+    """
+    try:
+        publishing.publish_dispatch(request_id, source="approval")
+    except Exception as error:  # noqa: BLE001 - broker down: the outbox row stays pending for the sweeper
+        log.warning("dispatch.publish_failed", automation_request=request_id, error=str(error)[:300])
+        return
+    try:
+        dispatch_outbox_mark_enqueued(request_id=request_id)
+    except Exception as error:  # noqa: BLE001 - the row stays pending; a second message is harmless
+        log.warning("dispatch.mark_enqueued_failed", automation_request=request_id, error=str(error)[:300])
+
+
 def dispatch_outbox_mark_enqueued(*, request_id: int) -> None:
     """After a successful on-commit publish: the message is in the queue, so the sweeper leaves
     the row alone for one grace period (unless a worker already claimed it)."""
@@ -406,12 +381,14 @@ def dispatch_outbox_mark_enqueued(*, request_id: int) -> None:
         state=State.ENQUEUED, next_attempt_at=timezone.now() + grace)
 
 
-def dispatch_outbox_sweep(*, publish, limit: int = 100) -> int:
+def dispatch_outbox_sweep(*, publish=None, source: str = "sweeper", limit: int = 100) -> int:
     """Republish outbox rows that are due: never published, lost by the broker, put back for
     later, or `calling` with a lease that ran out (the worker died mid-dispatch).
 
     Row locks with SKIP LOCKED let several sweepers run side by side on PostgreSQL.
     """
+    if publish is None:
+        publish = partial(publishing.publish_dispatch, source=source)
     now = timezone.now()
     grace = dt.timedelta(seconds=settings.DELEGATE_OUTBOX_GRACE_SECONDS)
     with transaction.atomic():

@@ -103,12 +103,12 @@ _broker_down_until = 0.0
 
 def publish(delivery_id: int) -> bool:
     global _broker_down_until
-    from automations import tasks
+    from automations.services import publishing
 
     if time.monotonic() < _broker_down_until:
         return False
     try:
-        tasks.deliver_notification.apply_async((delivery_id,), retry=False)
+        publishing.send(publishing.NOTIFY_TASK, delivery_id)
         return True
     except Exception as error:  # broker unreachable: the row stays pending for the sweeper
         _broker_down_until = time.monotonic() + BROKER_BACKOFF_SECONDS

@@ -345,22 +345,6 @@ def step_decide(*, step_approval: StepApproval, actor, decision: str, comment: s
     return made
 
 
-#
-# The periodic tick
-#
-
-def approvals_tick(*, now: dt.datetime | None = None) -> dict:
-    """Escalate stale requests, release approvals a freeze held, surface waiting aws:approve steps."""
-    from automations.services.requests import requests_release_held
-
-    now = now or timezone.now()
-    return {
-        "escalated": requests_escalate_stale(now=now),
-        "released": requests_release_held(now=now),
-        "steps": step_approvals_sync(now=now),
-    }
-
-
 def delegate_candidates(team: Team, actor):
     """Who `actor` may delegate to: active members of the team other than themselves."""
     return (get_user_model().objects.filter(is_active=True, memberships__team=team)

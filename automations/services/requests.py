@@ -1,6 +1,7 @@
 """Submitting and deciding requests: submit, approve, reject, withdraw, cancel, expire."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from functools import partial
 
@@ -34,8 +35,9 @@ from automations.models import (
     Team,
     TeamRunbook,
 )
-from automations.services import content
-from automations.runbooks import fingerprint_for
+from automations.services import content, dispatch, notifications, policies
+from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for
+from automations.services.transitions import transition
 from automations.runbooks.validation import (
     ALARM_NAME,
     resource_kind,
@@ -311,23 +313,22 @@ def _approve(request: AutomationRequest, *, actor, client, details: dict, action
                          details=details, approved_at=timezone.now())
     # "Approve now, run at": the outbox row waits until the run-at time; the sweeper publishes it then.
     DispatchOutbox.objects.create(request=request, next_attempt_at=max(timezone.now(), request.run_at or timezone.now()))
-    from automations import tasks  # tasks import services; import late to avoid a cycle
-
     # Fast path; robust=True: a broker error is logged, never raised into the response.
     # If the publish is lost, the outbox sweeper republishes the row.
-    transaction.on_commit(partial(tasks.publish_dispatch, request.pk), robust=True)
+    transaction.on_commit(partial(dispatch.dispatch_publish_after_approval, request.pk), robust=True)
     return request
 
 
 def _take_effect(request: AutomationRequest, *, actor, client, now: dt.datetime | None = None,
-                 released: bool = False) -> AutomationRequest:
+                 released: bool = False, decision: policy.ApprovalDecision | None = None) -> AutomationRequest:
     """Make a locked, submitted request approved if its approvals satisfy the policy now.
 
     Approvals count only if bound to the request's fingerprint. Inside a change freeze they take
     effect only with emergency overrides from two approvers; otherwise the request waits and
     the approvals tick releases it when the freeze ends.
     """
-    team_policy = policy.policy_for(request)
+    # The approve path hands in the decision it already took; submit and the tick ask policy here.
+    team_policy = decision.team_policy if decision else policy.policy_for(request)
     required = team_policy.approvals_required if team_policy else 1
     approvals = [a for a in request.approvals.select_related("approver") if a.fingerprint == request.fingerprint]
     if len(approvals) < required:
@@ -340,7 +341,7 @@ def _take_effect(request: AutomationRequest, *, actor, client, now: dt.datetime 
     if required == 0:
         action = "request.auto_approved"
         details.update(rule=f"team-runbook-policy:{team_policy.pk}", reason="policy requires no approval")
-    frozen = policy.freeze_at(request.team, at=now)
+    frozen = decision.freeze if decision else policy.freeze_at(request.team, at=now)
     if frozen:
         window, until = frozen
         if len(overrides) < policy.FREEZE_OVERRIDE_APPROVERS:
@@ -382,6 +383,26 @@ def _content_still_bound(request: AutomationRequest, *, actor, client) -> None:
     raise ContentChanged(reason)
 
 
+@contextlib.contextmanager
+def _deciding(request: AutomationRequest, *, actor, client: ClientInfo | None, target: str, refusal: str, own: str):
+    """The one opening of an approve or reject: lock the row, check it still waits for a decision
+    and that the actor is not the requester; a NotAllowed raised inside is audited as `refusal`.
+
+    Locking the row means two deciders at once count each other correctly, and exactly one of
+    them makes the transition (and, for an approval, the outbox row).
+    """
+    try:
+        with transaction.atomic():
+            locked = AutomationRequest.objects.select_for_update().get(pk=request.pk)
+            if locked.status != Status.SUBMITTED:
+                raise TransitionNotAllowed(current=locked.status, target=target)
+            if actor.pk == locked.requester_id:
+                raise NotAllowed(own, code="self_approval")
+            yield locked
+    except NotAllowed as error:
+        raise _refused(actor=actor, error=error, action=refusal, client=client, request=request)
+
+
 def request_approve(*, request: AutomationRequest, actor, comment: str = "", emergency: bool = False,
                     client: ClientInfo | None = None):
     """Someone in the request's approver pool, never the requester, approves once.
@@ -394,48 +415,40 @@ def request_approve(*, request: AutomationRequest, actor, comment: str = "", eme
         raise InvalidRequest("An emergency override needs a reason.", code="reason_required",
                              errors={"comment": ["Say why this cannot wait for the freeze to end."]})
     _content_still_bound(request, actor=actor, client=client)
-    try:
-        with transaction.atomic():
-            # Lock the row: two approvers at once count each other correctly, and exactly one of
-            # them makes the transition and the outbox row.
-            request = AutomationRequest.objects.select_for_update().get(pk=request.pk)
-            if request.status != Status.SUBMITTED:
-                raise TransitionNotAllowed(current=request.status, target=Status.APPROVED)
-            if actor.pk == request.requester_id:
-                raise NotAllowed("You cannot approve your own request.", code="self_approval")
-            frozen = policy.freeze_at(request.team) if emergency else None
-            if emergency and frozen is None:
-                raise NotAllowed("No change freeze applies to this request; approve it normally.", code="no_freeze")
-            existing = request.approvals.filter(approver=actor).first()
-            if existing is not None:
-                if emergency and not hasattr(existing, "freeze_override"):
-                    # An approver who approved before the freeze adds their override to that approval.
-                    FreezeOverride.objects.create(approval=existing, freeze=frozen[0], reason=comment)
-                    audit.record(action="request.emergency_override", actor=actor, request=request, client=client,
-                                 details={"reason": comment, "freeze": frozen[0].as_dict()})
-                    return _take_effect(request, actor=actor, client=client)
-                raise NotAllowed("You have already approved this request.", code="already_approved")
-            seat = policy.free_seat(actor, request)
-            if seat is None:
-                if policy.seats(actor, request):
-                    raise NotAllowed("Someone already approved in the place of the person you stand in for.",
-                                     code="already_approved")
-                raise NotAllowed("You are not an approver for this request.", code="not_a_lead")
-            approval = Approval.objects.create(request=request, approver=actor, requester_id=request.requester_id,
-                                               fingerprint=request.fingerprint, comment=comment)
-            if seat.delegation is not None:
-                DelegatedApproval.objects.create(approval=approval, delegation=seat.delegation,
-                                                 on_behalf_of=seat.on_behalf_of)
-            if emergency:
-                FreezeOverride.objects.create(approval=approval, freeze=frozen[0], reason=comment)
-            count = request.approvals.filter(fingerprint=request.fingerprint).count()
-            audit.record(action="request.approval_added", actor=actor, request=request, client=client, details={
-                "comment": comment, "approvals": count, "required": policy.approvals_required(request),
-                "fingerprint": request.fingerprint, **seat.as_dict(),
-                **({"emergency_override": True, "freeze": frozen[0].as_dict()} if emergency else {})})
-            return _take_effect(request, actor=actor, client=client)
-    except NotAllowed as error:
-        raise _refused(actor=actor, error=error, action="approval.refused", client=client, request=request)
+    with _deciding(request, actor=actor, client=client, target=Status.APPROVED, refusal="approval.refused",
+                   own="You cannot approve your own request.") as request:
+        decision = policy.approval_decision(actor, request)  # the one policy pass of this approval
+        frozen = decision.freeze if emergency else None
+        if emergency and frozen is None:
+            raise NotAllowed("No change freeze applies to this request; approve it normally.", code="no_freeze")
+        existing = request.approvals.filter(approver=actor).first()
+        if existing is not None:
+            if emergency and not hasattr(existing, "freeze_override"):
+                # An approver who approved before the freeze adds their override to that approval.
+                FreezeOverride.objects.create(approval=existing, freeze=frozen[0], reason=comment)
+                audit.record(action="request.emergency_override", actor=actor, request=request, client=client,
+                             details={"reason": comment, "freeze": frozen[0].as_dict()})
+                return _take_effect(request, actor=actor, client=client, decision=decision)
+            raise NotAllowed("You have already approved this request.", code="already_approved")
+        seat = decision.seat
+        if seat is None:
+            if decision.seats:
+                raise NotAllowed("Someone already approved in the place of the person you stand in for.",
+                                 code="already_approved")
+            raise NotAllowed("You are not an approver for this request.", code="not_a_lead")
+        approval = Approval.objects.create(request=request, approver=actor, requester_id=request.requester_id,
+                                           fingerprint=request.fingerprint, comment=comment)
+        if seat.delegation is not None:
+            DelegatedApproval.objects.create(approval=approval, delegation=seat.delegation,
+                                             on_behalf_of=seat.on_behalf_of)
+        if emergency:
+            FreezeOverride.objects.create(approval=approval, freeze=frozen[0], reason=comment)
+        count = request.approvals.filter(fingerprint=request.fingerprint).count()
+        audit.record(action="request.approval_added", actor=actor, request=request, client=client, details={
+            "comment": comment, "approvals": count, "required": decision.required,
+            "fingerprint": request.fingerprint, **seat.as_dict(),
+            **({"emergency_override": True, "freeze": frozen[0].as_dict()} if emergency else {})})
+        return _take_effect(request, actor=actor, client=client, decision=decision)
 
 
 def _reason_required(comment: str, what: str) -> str:
@@ -448,21 +461,14 @@ def _reason_required(comment: str, what: str) -> str:
 
 def request_reject(*, request: AutomationRequest, actor, comment: str = "", client: ClientInfo | None = None):
     """Anyone who may approve may reject instead, with a reason (a freeze never blocks a rejection)."""
-    try:
-        with transaction.atomic():
-            request = AutomationRequest.objects.select_for_update().get(pk=request.pk)
-            if request.status != Status.SUBMITTED:
-                raise TransitionNotAllowed(current=request.status, target=Status.REJECTED)
-            if actor.pk == request.requester_id:
-                raise NotAllowed("You cannot decide your own request; withdraw it instead.", code="self_approval")
-            seats = policy.seats(actor, request)
-            if not seats:
-                raise NotAllowed("You are not an approver for this request.", code="not_a_lead")
-            comment = _reason_required(comment, "reject it")
-            return transition(request, to=Status.REJECTED, actor=actor, client=client,
-                              details={"comment": comment[:4000], **seats[0].as_dict()}, status_reason=comment[:4000])
-    except NotAllowed as error:
-        raise _refused(actor=actor, error=error, action="rejection.refused", client=client, request=request)
+    with _deciding(request, actor=actor, client=client, target=Status.REJECTED, refusal="rejection.refused",
+                   own="You cannot decide your own request; withdraw it instead.") as request:
+        seats = policy.seats(actor, request)
+        if not seats:
+            raise NotAllowed("You are not an approver for this request.", code="not_a_lead")
+        comment = _reason_required(comment, "reject it")
+        return transition(request, to=Status.REJECTED, actor=actor, client=client,
+                          details={"comment": comment[:4000], **seats[0].as_dict()}, status_reason=comment[:4000])
 
 
 def request_send_back(*, request: AutomationRequest, actor, comment: str = "", client: ClientInfo | None = None):
@@ -647,3 +653,17 @@ def request_expire_stale(*, now: dt.datetime | None = None) -> int:
             DispatchOutbox.objects.filter(pk=request.pk).update(state=DispatchOutbox.State.CANCELLED)
             expired += 1
     return expired
+
+
+#
+# The periodic tick
+#
+
+def approvals_tick(*, now: dt.datetime | None = None) -> dict:
+    """Escalate stale requests, release approvals a freeze held, surface waiting aws:approve steps."""
+    now = now or timezone.now()
+    return {
+        "escalated": policies.requests_escalate_stale(now=now),
+        "released": requests_release_held(now=now),
+        "steps": policies.step_approvals_sync(now=now),
+    }

@@ -9,16 +9,15 @@ would double the calls for nothing.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import time
 from collections import defaultdict
 
 import structlog
-from django.db import DatabaseError, connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from automations import aws
+from automations import aws, locks
 from automations.ops import metrics
 from automations.models import AutomationRequest, Execution
 from automations.services.transitions import transition
@@ -26,7 +25,7 @@ from automations.services.transitions import transition
 log = structlog.get_logger(__name__)
 Status = AutomationRequest.Status
 
-# DESIGN.md's mapping of AWS's 19 statuses onto ours; anything else is still running.
+# The mapping of AWS's 19 statuses onto ours (docs/operations.md); anything else is still running.
 FINAL_STATUS = {
     "Success": Status.SUCCEEDED, "CompletedWithSuccess": Status.SUCCEEDED,
     "Failed": Status.FAILED, "CompletedWithFailure": Status.FAILED, "Rejected": Status.FAILED,
@@ -51,35 +50,15 @@ def _step_view(step: dict) -> dict:
     }
 
 
-_SYNC_LOCK_KEY = 0x5353 << 48  # "SS": one status sync at a time (the one-bigint advisory key space)
 # Step details for many new executions at 3 calls/s take a while (100 executions ≈ 35 s); past
 # this much time in one cycle the rest wait for the next cycle, so a cycle stays well inside the
 # task's time limit. Describe calls are always made: they are what notices a change at all.
 STEP_BUDGET_SECONDS = 25.0
 
 
-@contextlib.contextmanager
-def _single_flight():
-    if connection.vendor != "postgresql":
-        yield True
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [_SYNC_LOCK_KEY])
-        held = cursor.fetchone()[0]
-    try:
-        yield held
-    finally:
-        if held:
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s)", [_SYNC_LOCK_KEY])
-            except DatabaseError:
-                pass
-
-
 def execution_statuses_sync() -> int:
     """Poll every running execution once; return how many changed."""
-    with _single_flight() as held:
+    with locks.held_for_session(locks.STATUS_SYNC) as held:
         if not held:
             metrics.STATUS_SYNC_CYCLES.labels(outcome="busy").inc()
             return 0

@@ -16,8 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from automations import aws, policy, selectors
-from automations.aws import inventory
+from automations import policy, selectors
 from automations.audit import ClientInfo
 from automations.errors import DomainError
 from automations.models import ApprovalDelegation, AutomationRequest, FreezeWindow, StepApproval, Team
@@ -60,24 +59,6 @@ def policy_rules(team_policy, team: Team) -> list[str]:
         rules.append(f"Escalates to “{team_policy.escalation_group.name}” after {team_policy.escalate_after_hours:g} h.")
     return rules
 
-
-def resolved_targets(item: AutomationRequest) -> tuple[list[dict], str]:
-    """The request's resources as AWS describes them now (state, type, tags), and an error text."""
-    if not item.resources:
-        return [], ""
-    try:
-        found = inventory.describe_targets(list(item.resources), region=item.region,
-                                           role_arn=item.account.dispatch_role_arn)
-    except aws.AwsError as error:
-        return [{"id": resource, "missing": False, "tags": {}} for resource in item.resources], \
-            f"The inventory could not be read ({error.code}); tags are not shown."
-    rows = []
-    for resource in item.resources:
-        described = found.get(resource)
-        rows.append({"id": resource, "missing": described is None,
-                     "state": (described or {}).get("state", ""), "type": (described or {}).get("type", ""),
-                     "tags": dict(sorted((described or {}).get("tags", {}).items()))})
-    return rows, ""
 
 
 def recent_runs(user, item: AutomationRequest) -> list[AutomationRequest]:
@@ -135,7 +116,7 @@ def decision_context(user, item: AutomationRequest) -> dict:
                                        and submitted)
     if submitted:
         # Only a request still waiting needs the live inventory; the page is not polled then.
-        context["targets"], context["targets_error"] = resolved_targets(item)
+        context["targets"], context["targets_error"] = selectors.resolved_targets(item)
         context["recent_runs"] = recent_runs(user, item)
         _notice_new_content(item)  # so the approver sees what SSM serves now, not only what was bound
     if item.status in AFTERMATH_STATUSES:

@@ -6,7 +6,6 @@ every value to services.request_submit, which validates it exactly as it does fo
 
 from __future__ import annotations
 
-import json
 import re
 
 from django.contrib import messages
@@ -18,9 +17,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET
 
 from automations import selectors, services
-from automations.aws import inventory
 from automations.runbooks import identity as run_identity
 from automations.runbooks import markdown
+from automations.runbooks.start_body import start_body_for, start_body_text
 from automations.audit import ClientInfo
 from automations.errors import DomainError
 from automations.web.forms import (
@@ -141,22 +140,6 @@ def _version_choice(raw: str | None) -> str:
     return choice if _VERSION_CHOICE.match(choice) else "default"
 
 
-def _resources(team_policy: TeamRunbook):
-    """The pickers' view of the team's inventory in the runbook's account and region."""
-    runbook, team = team_policy.runbook, team_policy.team
-
-    def resources(kind: str, query: str) -> list[dict]:
-        return inventory.picker_choices(
-            kind,
-            tag=team.scope_tag,
-            account_id=runbook.account.account_id,
-            region=runbook.region,
-            role_arn=runbook.account.dispatch_role_arn,
-            query=query,
-        )
-
-    return resources
-
 
 def _versions_offered(team_policy: TeamRunbook) -> list[dict]:
     runbook = team_policy.runbook
@@ -198,30 +181,6 @@ def _initial_from(original: AutomationRequest, runbook_version: RunbookVersion) 
             max_errors=original.max_errors,
         )
     return initial
-
-
-def start_call(preview: AutomationRequest) -> dict:
-    """The StartAutomationExecution request body the worker will send (aws.start_automation),
-    minus ClientToken and Tags, which are fixed when the request is saved.
-    tests/services/test_catalog.py compares this with what the sandbox receives."""
-    body: dict = {
-        "DocumentName": preview.runbook.name,
-        "DocumentVersion": preview.runbook_version.version,
-        "Parameters": preview.parameters,
-    }
-    if preview.target_parameter_name:
-        body["TargetParameterName"] = preview.target_parameter_name
-        body["Targets"] = preview.targets
-        if preview.max_concurrency:
-            body["MaxConcurrency"] = preview.max_concurrency
-        if preview.max_errors:
-            body["MaxErrors"] = preview.max_errors
-    if preview.alarm_name:
-        body["AlarmConfiguration"] = {
-            "IgnorePollAlarmFailure": False,
-            "Alarms": [{"Name": preview.alarm_name}],
-        }
-    return body
 
 
 @login_required
@@ -279,7 +238,7 @@ def request_new(request, policy_pk: int):
         request.POST or None,
         runbook_version=runbook_version,
         initial=initial,
-        resources=_resources(team_policy),
+        resources=selectors.inventory_for_pickers(team_policy),
     )
     context.update(
         version=runbook_version, form=form, description=markdown.render(runbook_version.description)
@@ -333,7 +292,7 @@ def request_new(request, policy_pk: int):
             visible = set(selectors.requests_visible_to(request.user).filter(
                 pk__in=[other.pk for other in preview.overlapping]).values_list("pk", flat=True))
             context["overlapping"] = [{"item": other, "visible": other.pk in visible} for other in preview.overlapping]
-            context["start_call"] = json.dumps(start_call(preview), indent=2, ensure_ascii=False)
+            context["start_call"] = start_body_text(start_body_for(preview))
     return render(request, "automations/request_new.html", context)
 
 
@@ -355,7 +314,7 @@ def picker(request, policy_pk: int, parameter: str):
     if not isinstance(field, PickerField):
         raise Http404
     selected = field.widget.value_from_datadict(request.GET, {}, PARAM_PREFIX + parameter)[:50]
-    state = picker_state(field, selected, _resources(team_policy), request.GET.get("q", "")[:100])
+    state = picker_state(field, selected, selectors.inventory_for_pickers(team_policy), request.GET.get("q", "")[:100])
     return render(
         request,
         "automations/_picker_options.html",

@@ -1,3 +1,4 @@
+"""Template context shared by every page: the navigation the signed-in user may see."""
 from automations import policy, selectors
 
 

@@ -15,9 +15,8 @@ from typing import Callable
 
 from django import forms
 
-from automations.aws import inventory
 from automations.models import RunbookVersion
-from automations.runbooks import ordered_parameters
+from automations.runbooks import ordered_parameters, pickers
 
 PARAM_PREFIX = "param_"
 OTHER_SUFFIX = "__other"  # free-text values beside a suggesting picker
@@ -96,12 +95,12 @@ class PickerWidget(forms.Widget):
 
 
 class PickerField(ParameterField):
-    """A resource parameter: searchable choices from the team's inventory (inventory.picker_for)."""
+    """A resource parameter: searchable choices from the team's inventory (runbooks.pickers.picker_for)."""
 
     template_kind = "picker"
     widget = PickerWidget
 
-    def __init__(self, *, picker: inventory.Picker, **kwargs):
+    def __init__(self, *, picker: pickers.Picker, **kwargs):
         super().__init__(**kwargs)
         self.picker = picker
         self.state: dict = {}
@@ -123,7 +122,7 @@ def field_for(name: str, spec: dict) -> ParameterField:
         if not spec.get("required"):
             choices = [("", f"Default ({_text(default)})")] + choices
         return ChoiceParameterField(choices=choices, initial="" if not spec.get("required") else None, **common)
-    picker = inventory.picker_for(name, spec)
+    picker = pickers.picker_for(name, spec)
     if picker:
         initial = (
             [str(v) for v in default] if isinstance(default, list) else ([str(default)] if default else [])
@@ -202,7 +201,7 @@ def picker_state(
         "options": rest,
         "error": error,
         "query": query,
-        "kind_label": inventory.KIND_LABELS.get(field.picker.kind, "resources"),
+        "kind_label": pickers.KIND_LABELS.get(field.picker.kind, "resources"),
         "free_text": not field.picker.strict or bool(error),
     }
 

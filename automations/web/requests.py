@@ -9,7 +9,6 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from automations import policy, selectors, services
-from automations.ops import health
 from automations.web import approvals as views_approvals
 from automations.audit import ClientInfo
 from automations.errors import DomainError
@@ -211,11 +210,6 @@ def team_policy_url(team_policy) -> str:
 #
 # Operations
 #
-
-# /healthz and /readyz live in automations.ops.health (re-exported here for portal/urls.py).
-healthz = health.healthz
-readyz = health.readyz
-
 
 def robots(request):
     return HttpResponse("User-agent: *\nDisallow: /\n", content_type="text/plain")

@@ -1,3 +1,4 @@
+"""URL routes of the server-rendered pages (namespace `automations`)."""
 from django.urls import path
 
 from automations.web import requests as views

@@ -1,5 +1,6 @@
 """REST API v1: the lifecycle, scoping (404 outside scope), strict input, stable error codes."""
 import io
+import json
 
 import pytest
 from django.core.management import call_command
@@ -52,6 +53,18 @@ def test_requester_submits_lead_approves_worker_dispatches_and_status_is_final(w
     assert started["aws_request_id"] and started["execution_id"] == execution_id
     assert started["resources"] == [world.web1]
     assert all(event["actor_name"] for event in trail)
+
+
+def test_the_api_shows_the_start_body_the_worker_sends(world, sb, created):
+    # The same builder as the preview page (automations.runbooks.start_body): what the API shows
+    # before approval is byte for byte what the sandbox receives, minus ClientToken and Tags.
+    shown = created["start_call"]
+    client_for(world.bob).post(f"/api/v1/requests/{created['id']}/approve/", {}, format="json")
+    assert services.request_dispatch(request_id=created["id"]) == "started"
+    [sent] = [c for c in sb.calls.of("StartAutomationExecution") if c["client_token"] == created["client_token"]]
+    body = {k: v for k, v in sent["params"].items() if k not in ("ClientToken", "Tags")}
+    assert json.dumps(shown) == json.dumps(body)
+    assert shown["Parameters"]["InstanceId"] == [world.web1]
 
 
 def test_other_teams_request_is_404_everywhere(world, created):

@@ -94,7 +94,7 @@ class TestEscaping:
 class TestNoEscapeHatches:
     def test_no_template_turns_escaping_off(self):
         offenders = []
-        for path in (ROOT / "templates").rglob("*.html"):
+        for path in (ROOT / "automations" / "templates").rglob("*.html"):
             text = path.read_text()
             for pattern in (r"\|\s*safe\b", r"\|\s*safeseq\b", r"{%\s*autoescape\s+off"):
                 offenders += [f"{path.relative_to(ROOT)}: {m.group(0)}" for m in re.finditer(pattern, text)]

@@ -6,6 +6,7 @@ import pytest
 from botocore.stub import Stubber
 
 from automations import aws
+from automations.runbooks.start_body import start_body
 
 CREDENTIALS = {"AccessKeyId": "ASIAEXAMPLEEXAMPLE12", "SecretAccessKey": "x" * 40, "SessionToken": "token",
                "Expiration": "2030-01-01T00:00:00Z"}
@@ -46,9 +47,9 @@ def test_start_assumes_the_dispatch_role_naming_the_human_and_forces_token():
             region="eu-west-1", role_arn="arn:aws:iam::123456789012:role/DelegateDispatch",
             session_name=aws.role_session_name("delegate-req", "7", "alice"),
             source_identity=aws.sts_source_identity("alice"), tags=tags,
-            document_name="AWS-RestartEC2Instance", document_version="1",
-            parameters={"InstanceId": ["i-0123456789abcdef0"],
-                        "AutomationAssumeRole": ["arn:aws:iam::123456789012:role/DelegateAutomation"]},
+            body=start_body(document_name="AWS-RestartEC2Instance", document_version="1",
+                            parameters={"InstanceId": ["i-0123456789abcdef0"],
+                                        "AutomationAssumeRole": ["arn:aws:iam::123456789012:role/DelegateAutomation"]}),
             client_token=token, sts_client=sts, ssm_client=ssm,
         )
     assert call.execution_id == "4a1b7c2e-1111-4222-8333-444455556666"
@@ -71,8 +72,9 @@ def test_errors_are_classified(code, transient):
                                   http_status_code=500 if code == "InternalServerError" else 400)
         with pytest.raises(aws.TransientAwsError if transient else aws.PermanentAwsError) as error:
             aws.start_automation(region="eu-west-1", role_arn="arn:aws:iam::1:role/R", session_name="s-1",
-                                 source_identity="alice", tags=[], document_name="Doc", document_version="1",
-                                 parameters={}, client_token=uuid.uuid4(), sts_client=sts, ssm_client=ssm)
+                                 source_identity="alice", tags=[],
+                                 body=start_body(document_name="Doc", document_version="1", parameters={}),
+                                 client_token=uuid.uuid4(), sts_client=sts, ssm_client=ssm)
     assert error.value.code == code
 
 

@@ -53,7 +53,7 @@ def queued_dispatches(redis_server) -> int:
 
 
 def sweep():
-    return services.dispatch_outbox_sweep(publish=lambda pk: tasks._publish(pk, source="sweeper"))
+    return services.dispatch_outbox_sweep(source="sweeper")
 
 
 def executions_for(sb, request) -> list[dict]:

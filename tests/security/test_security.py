@@ -217,7 +217,7 @@ class TestSchema:
 # Content Security Policy and templates
 #
 
-TEMPLATE_DIRS = [ROOT / "templates", *sorted((ROOT / "automations").glob("**/templates"))]
+TEMPLATE_DIRS = sorted((ROOT / "automations").glob("**/templates"))
 _COMMENTS = re.compile(r"{%\s*comment\s*%}.*?{%\s*endcomment\s*%}|{#.*?#}", re.DOTALL)
 _FORBIDDEN = {
     "inline <script> (no src)": re.compile(r"<script(?![^>]*\bsrc\s*=)[^>]*>", re.IGNORECASE),

@@ -27,7 +27,7 @@ from automations.models import (
     StepDecision,
     TeamRunbook,
 )
-from automations.services import notifications, policies
+from automations.services import dispatch, notifications, policies
 from tests import factories as f
 from tests.conftest import require_postgres, seeded_instance
 from tests.processes import wait_until
@@ -63,7 +63,7 @@ def race(*calls):
 def quiet_publish(monkeypatch):
     """The race tests are about the database; record publishes instead of talking to a broker."""
     published = []
-    monkeypatch.setattr(tasks, "publish_dispatch", published.append)
+    monkeypatch.setattr(dispatch, "dispatch_publish_after_approval", published.append)
     monkeypatch.setattr(notifications, "publish", lambda delivery_id: True)
     return published
 
@@ -131,6 +131,47 @@ class TestSeparationOfDuties:
         response = client_for(world.bob).post(f"/api/v1/requests/{submit().pk}/approve/",
                                               {"emergency": True, "comment": "outage"}, format="json")
         assert response.status_code == 403 and response.json()["code"] == "no_freeze"
+
+
+class TestOnePolicyPass:
+    """An approval asks policy once (automations.policy.approval_decision), not once per question."""
+
+    @pytest.fixture
+    def counted(self, monkeypatch):
+        from automations import policy
+        from automations.policy import rules
+
+        calls: list[str] = []
+        for name in ("freeze_at", "seats", "policy_for"):
+            original = getattr(rules, name)
+
+            def counting(*args, _name=name, _original=original, **kwargs):
+                calls.append(_name)
+                return _original(*args, **kwargs)
+            monkeypatch.setattr(rules, name, counting)  # calls inside the policy package
+            monkeypatch.setattr(policy, name, counting)  # calls through the package (services, pages)
+        return calls
+
+    def test_an_emergency_approval_in_a_freeze_computes_the_freeze_once(self, world, submit, quiet_publish, counted):
+        from tests.policy.test_policy import freeze
+
+        freeze(world.platform)
+        request = submit()
+        counted.clear()
+        services.request_approve(request=request, actor=world.bob, comment="outage", emergency=True)
+        assert counted.count("freeze_at") == 1
+        assert counted.count("seats") == 1
+        counted.clear()
+        services.request_approve(request=request, actor=world.frank, comment="confirmed", emergency=True)
+        request.refresh_from_db()
+        assert request.status == Status.APPROVED
+        assert counted.count("freeze_at") == 1 and counted.count("seats") == 1
+
+    def test_a_plain_approval_asks_each_question_once(self, world, submit, quiet_publish, counted):
+        request = submit()
+        counted.clear()
+        services.request_approve(request=request, actor=world.bob)
+        assert {name: counted.count(name) for name in ("freeze_at", "seats")} == {"freeze_at": 1, "seats": 1}
 
 
 @pytest.mark.postgres(reason="row locks between connections")

@@ -5,7 +5,9 @@ renders, accepts a valid submission and rejects invalid ones with the right mess
 browser and through the API.
 """
 
+import html
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from automations.models import (
 from sandbox.inventory import seeded_id
 from automations.runbooks.identity import effective_schema
 from automations.services.catalog import VERSION_GONE
-from automations.web.catalog import start_call
+from automations.runbooks.start_body import start_body_for
 from tests.runbooks.test_validation import FIXTURE_FILES
 
 REGION = "eu-west-1"
@@ -589,7 +591,29 @@ class TestFormBehaviour:
         ]
         assert len(sent) == 1
         params = {k: v for k, v in sent[0]["params"].items() if k not in ("ClientToken", "Tags")}
-        assert params == start_call(preview)
+        assert params == start_body_for(preview)
+
+    @pytest.mark.parametrize("mode", ["simple", "rate_control"])
+    def test_the_preview_page_shows_byte_for_byte_the_body_the_worker_sends(self, world, synced, browser, sb, mode):
+        # One builder (automations.runbooks.start_body): the JSON text the preview prints is the
+        # body the sandbox received for StartAutomationExecution, minus ClientToken and Tags
+        # (fixed when the request is saved), to the byte, on SQLite and PostgreSQL alike.
+        policy = synced["AWS-RestartEC2Instance"]
+        version = policy.runbook.versions.get()
+        extra = dict(mode="rate_control", target_parameter_name="InstanceId", target_key="ids",
+                     max_concurrency="1", max_errors="0", alarm_name="platform-cpu-high") if mode == "rate_control" else {}
+        data = form_data(version, {"InstanceId": [world.web1, world.web2]}, **extra)
+        url = reverse("automations:request_new", args=[policy.pk])
+        page = browser.post(url, {**data, "preview": "1"})
+        assert page.status_code == 200, _errors(page)
+        shown = html.unescape(re.search(r'<pre class="call"><code>(.*?)</code></pre>', page.content.decode(), re.S)[1])
+        _, created = preview_then_submit(browser, policy, data)
+        services.request_approve(request=created, actor=world.bob)
+        assert services.request_dispatch(request_id=created.pk) == "started"
+        [sent] = [c for c in sb.calls.of("StartAutomationExecution") if c["client_token"] == str(created.client_token)]
+        body = {k: v for k, v in sent["params"].items() if k not in ("ClientToken", "Tags")}
+        assert shown == json.dumps(body, indent=2, ensure_ascii=False)
+        assert json.loads(shown)["DocumentName"] == "AWS-RestartEC2Instance"
 
     def test_tag_targets_resolve_within_the_team_only(self, world, synced, browser):
         policy = synced["AWS-RestartEC2Instance"]

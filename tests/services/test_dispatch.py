@@ -12,7 +12,7 @@ from automations import services, tasks
 from automations.ops import metrics
 from automations.errors import TransitionNotAllowed
 from automations.models import AuditEvent, AutomationRequest, DispatchOutbox
-from automations.services import dispatch
+from automations.services import dispatch, publishing
 from tests.conftest import require_postgres
 
 Status = AutomationRequest.Status
@@ -63,7 +63,7 @@ class TestOutbox:
     def test_publish_after_commit_marks_the_row_enqueued(self, world, submit, django_capture_on_commit_callbacks,
                                                          monkeypatch):
         published = []
-        monkeypatch.setattr(tasks, "_publish", lambda pk, source: published.append((pk, source)))
+        monkeypatch.setattr(publishing, "publish_dispatch", lambda pk, source: published.append((pk, source)))
         with django_capture_on_commit_callbacks(execute=True):
             request = services.request_approve(request=submit(), actor=world.bob)
         assert published == [(request.pk, "approval")]
@@ -75,7 +75,7 @@ class TestOutbox:
                                                                        django_capture_on_commit_callbacks):
         def broker_down(pk, source):
             raise ConnectionRefusedError("Error 111 connecting to 127.0.0.1:6379")
-        monkeypatch.setattr(tasks, "_publish", broker_down)
+        monkeypatch.setattr(publishing, "publish_dispatch", broker_down)
         with django_capture_on_commit_callbacks(execute=True):
             request = services.request_approve(request=submit(), actor=world.bob)
         assert request.status == Status.APPROVED
@@ -120,7 +120,7 @@ class TestOutbox:
     @pytest.mark.django_db(transaction=True)
     def test_a_row_locked_by_another_sweeper_is_skipped(self, approved, monkeypatch):
         require_postgres("SKIP LOCKED")
-        monkeypatch.setattr(tasks, "_publish", lambda pk, source: None)  # committed for real: no broker here
+        monkeypatch.setattr(publishing, "publish_dispatch", lambda pk, source: None)  # committed for real: no broker here
         locked, free = approved(), approved()
         DispatchOutbox.objects.update(state=State.PENDING, next_attempt_at=timezone.now())
         holding, release = threading.Event(), threading.Event()
@@ -160,7 +160,7 @@ class TestClaim:
     @staticmethod
     def deliver_twice_at_once(world, submit, monkeypatch):
         """Row 7 in one process: two threads, two database connections, one request."""
-        monkeypatch.setattr(tasks, "_publish", lambda pk, source: None)  # committed for real: no broker here
+        monkeypatch.setattr(publishing, "publish_dispatch", lambda pk, source: None)  # committed for real: no broker here
         request = services.request_approve(request=submit(), actor=world.bob)
         barrier = threading.Barrier(2)
         outcomes = []
@@ -376,7 +376,7 @@ class TestSweepCommand:
         call_command("sweep_outbox", "--dry-run", stdout=out)
         assert f"#{request.pk} pending" in out.getvalue() and "1 due" in out.getvalue()
         published = []
-        monkeypatch.setattr(tasks, "_publish", lambda pk, source: published.append((pk, source)))
+        monkeypatch.setattr(publishing, "publish_dispatch", lambda pk, source: published.append((pk, source)))
         out = StringIO()
         call_command("sweep_outbox", stdout=out)
         assert published == [(request.pk, "command")] and "published 1" in out.getvalue()

@@ -73,10 +73,10 @@ class TestSubmit:
 
 class TestDecisions:
     def test_lead_approval_commits_outbox_and_publishes_after_commit(self, world, submit, django_capture_on_commit_callbacks, monkeypatch):
-        from automations import tasks
+        from automations.services import dispatch
 
         published = []
-        monkeypatch.setattr(tasks, "publish_dispatch", published.append)
+        monkeypatch.setattr(dispatch, "dispatch_publish_after_approval", published.append)
         request = submit()
         with django_capture_on_commit_callbacks(execute=True):
             request = services.request_approve(request=request, actor=world.bob, comment="ok")

@@ -18,9 +18,9 @@ from django.core import mail
 from django.db import connection
 from django.utils import timezone
 
-from automations import services, tasks
+from automations import services
 from automations.models import AuditEvent, AutomationRequest, NotificationDelivery, NotificationWebhook
-from automations.services import notifications
+from automations.services import dispatch, notifications
 from tests.integration.conftest import broker, redis_server, wait_until, worker_factory  # noqa: F401
 
 Status = AutomationRequest.Status
@@ -246,7 +246,7 @@ class TestDelivery:
 @pytest.mark.django_db(transaction=True)
 class TestNeverBlocksOrRollsBack:
     def test_a_broken_notifier_does_not_undo_the_approval(self, world, submit, monkeypatch):
-        monkeypatch.setattr(tasks, "publish_dispatch", lambda pk: None)
+        monkeypatch.setattr(dispatch, "dispatch_publish_after_approval", lambda pk: None)
 
         def broken(*args, **kwargs):
             raise RuntimeError("mail server on fire")
@@ -259,7 +259,7 @@ class TestNeverBlocksOrRollsBack:
     def test_broker_down_costs_one_bounded_publish_and_the_row_waits(self, world, submit, monkeypatch, settings):
         from portal.celery import app
 
-        monkeypatch.setattr(tasks, "publish_dispatch", lambda pk: None)
+        monkeypatch.setattr(dispatch, "dispatch_publish_after_approval", lambda pk: None)
         # An earlier test may have left the process believing the broker is down: then nothing here
         # would try the broker at all (the count below caught exactly that in the full suite).
         notifications.reset_publish_backoff()
@@ -318,7 +318,7 @@ class TestNeverBlocksOrRollsBack:
 def test_worker_retries_with_backoff_until_delivered(world, submit, receiver, worker_factory, broker,  # noqa: F811
                                                      monkeypatch):
     """A real worker on Redis: 503, 503, then 200; the gaps grow; the body is signed every time."""
-    monkeypatch.setattr(tasks, "publish_dispatch", lambda pk: None)
+    monkeypatch.setattr(dispatch, "dispatch_publish_after_approval", lambda pk: None)
     endpoint = receiver([503, 503, 200])
     webhook = hook(endpoint.url, events=["request.submitted"])
     worker_factory.start("notify", DELEGATE_NOTIFY_BACKOFF_SECONDS="0.5")

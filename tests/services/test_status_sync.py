@@ -9,6 +9,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from automations import locks
 from automations import aws, services
 from automations.models import AuditEvent, AutomationRequest, Execution
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER
@@ -166,10 +167,10 @@ class TestCalls:
         def other_sync():
             from django.db import connection as own
             with own.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_lock(%s)", [status_sync._SYNC_LOCK_KEY])
+                cursor.execute("SELECT pg_advisory_lock(%s)", [locks.STATUS_SYNC])
                 held.set()
                 release.wait(10)
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [status_sync._SYNC_LOCK_KEY])
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [locks.STATUS_SYNC])
             own.close()
         thread = threading.Thread(target=other_sync)
         thread.start()

@@ -7,7 +7,7 @@ import yaml
 from django.http import QueryDict
 from django.template.loader import render_to_string
 
-from automations.aws import inventory
+from automations.runbooks import pickers
 from automations.runbooks import markdown
 from automations.web.forms import (
     AutomationRequestForm,
@@ -119,12 +119,12 @@ class TestPickers:
             (
                 "InstanceIds",
                 {"type": "List<AWS::EC2::Instance::Id>"},
-                inventory.Picker("instance", True, True),
+                pickers.Picker("instance", True, True),
             ),
-            ("Target", {"type": "AWS::EC2::Volume::Id"}, inventory.Picker("volume", True, False)),
-            ("InstanceId", {"type": "StringList"}, inventory.Picker("instance", False, True)),
-            ("SnapshotId", {"type": "String"}, inventory.Picker("snapshot", False, False)),
-            ("AmiId", {"type": "String"}, inventory.Picker("image", False, False)),
+            ("Target", {"type": "AWS::EC2::Volume::Id"}, pickers.Picker("volume", True, False)),
+            ("InstanceId", {"type": "StringList"}, pickers.Picker("instance", False, True)),
+            ("SnapshotId", {"type": "String"}, pickers.Picker("snapshot", False, False)),
+            ("AmiId", {"type": "String"}, pickers.Picker("image", False, False)),
             ("InstanceId", {"type": "String", "description": "(Required) ID of the RDS instance"}, None),
             ("InstanceType", {"type": "String"}, None),
             ("BucketName", {"type": "AWS::S3::Bucket::Name"}, None),
@@ -132,7 +132,7 @@ class TestPickers:
         ],
     )
     def test_which_parameters_get_a_picker(self, name, spec, expected):
-        assert inventory.picker_for(name, spec) == expected
+        assert pickers.picker_for(name, spec) == expected
 
     def test_selection_is_kept_across_searches(self):
         field = field_for("InstanceIds", ROTATE["InstanceIds"])

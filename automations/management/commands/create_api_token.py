@@ -1,3 +1,4 @@
+"""manage.py create_api_token USER: print an API token for USER (audited)."""
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction

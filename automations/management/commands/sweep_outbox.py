@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand
 from django.db.models import Q
 from django.utils import timezone
 
-from automations import services, tasks
+from automations import services
 from automations.models import AutomationRequest, DispatchOutbox
 
 
@@ -31,6 +31,6 @@ class Command(BaseCommand):
             self.stdout.write(f"{due.count()} due")
             return
         total = 0
-        while published := services.dispatch_outbox_sweep(publish=lambda pk: tasks._publish(pk, source="command")):
+        while published := services.dispatch_outbox_sweep(source="command"):
             total += published
         self.stdout.write(f"published {total}")

@@ -1,3 +1,4 @@
+"""manage.py sync_runbooks: sync the runbook catalog from SSM (what the beat task does)."""
 from django.core.management.base import BaseCommand
 
 from automations import services
