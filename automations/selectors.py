@@ -137,6 +137,49 @@ def audit_events_visible_to(user: AbstractBaseUser) -> QuerySet[AuditEvent]:
     return queryset.filter(own | Q(team__in=led))
 
 
-from automations import aws, policy
-from automations.aws import inventory
-from automations.models import AuditEvent, AutomationRequest, Membership, StepApproval, Team, TeamRunbook
+def team_resource_allowlist(team, account) -> frozenset[str]:
+    """The buckets, DB instances and queues (canonical names) an admin allows this team to name."""
+    from automations.models import TeamResource
+
+    return frozenset(row.canonical for row in TeamResource.objects.filter(team=team, account=account)
+                     .select_related("account"))
+
+
+#
+# Reads from AWS for pages: pages never import the gateway; they read AWS state through here.
+#
+
+def resolved_targets(item: AutomationRequest) -> tuple[list[dict], str]:
+    """The request's resources as AWS describes them now (state, type, tags), and an error text."""
+    if not item.resources:
+        return [], ""
+    try:
+        found = inventory.describe_targets(list(item.resources), region=item.region,
+                                           role_arn=item.account.dispatch_role_arn)
+    except aws.AwsError as error:
+        return [{"id": resource, "missing": False, "tags": {}} for resource in item.resources], \
+            f"The inventory could not be read ({error.code}); tags are not shown."
+    rows = []
+    for resource in item.resources:
+        described = found.get(resource)
+        rows.append({"id": resource, "missing": described is None,
+                     "state": (described or {}).get("state", ""), "type": (described or {}).get("type", ""),
+                     "tags": dict(sorted((described or {}).get("tags", {}).items()))})
+    return rows, ""
+
+
+def inventory_for_pickers(team_policy: TeamRunbook):
+    """The pickers' view of the team's inventory in the runbook's account and region."""
+    runbook, team = team_policy.runbook, team_policy.team
+
+    def resources(kind: str, query: str) -> list[dict]:
+        return inventory.picker_choices(
+            kind,
+            tag=team.scope_tag,
+            account_id=runbook.account.account_id,
+            region=runbook.region,
+            role_arn=runbook.account.dispatch_role_arn,
+            query=query,
+        )
+
+    return resources
