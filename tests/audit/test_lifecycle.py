@@ -291,7 +291,7 @@ class TestPeopleAndConfiguration:
             "account_id": account.account_id, "name": "Production",
             "regions": json.dumps(["eu-west-1", "us-east-1"]),
             "dispatch_role_arn": account.dispatch_role_arn, "automation_role_arn": account.automation_role_arn,
-            "role_parameter_values": json.dumps(account.role_parameter_values), "_save": "Save",
+            "_save": "Save",
         }, REMOTE_ADDR="192.0.2.44", HTTP_USER_AGENT="admin-browser")
         assert response.status_code == 302, response.content[:2000]
         event = AuditEvent.objects.get(action="config.changed")

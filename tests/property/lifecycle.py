@@ -20,7 +20,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 
 from automations import services
 from automations.audit import verify_chain
-from automations.errors import DomainError, NotAllowed, TransitionNotAllowed
+from automations.errors import ContentChanged, DomainError, NotAllowed, TransitionNotAllowed
 from automations.models import (
     TERMINAL_STATUSES,
     TRANSITIONS,
@@ -47,7 +47,11 @@ def document_text(generation: int) -> str:
     return (
         "schemaVersion: '0.3'\n"
         f"description: Property-test runbook, content generation {generation}\n"
+        "assumeRole: '{{ AutomationAssumeRole }}'\n"
         "parameters:\n"
+        "  AutomationAssumeRole:\n"
+        "    type: String\n"
+        "    default: ''\n"
         "  Note:\n"
         "    type: String\n"
         "    default: none\n"
@@ -114,9 +118,8 @@ class LifecycleMachine(RuleBasedStateMachine):
     # What the examples reached (dispatch outcomes, final statuses, faults met): the test asserts the
     # budget covers the interesting paths, so a machine that stops reaching them fails loudly.
     reached: Counter = Counter()
-    # The approved content must be the content that runs (issue 12). Off in the CI machine until
-    # dispatch binds content; tests/property/test_lifecycle_machine.py runs it on as a strict xfail.
-    check_content_binding = False
+    # The approved content must be the content that runs (issue 12: dispatch re-reads the hash).
+    check_content_binding = True
 
     requests = Bundle("requests")
 
@@ -213,6 +216,14 @@ class LifecycleMachine(RuleBasedStateMachine):
         before = request.status
         try:
             after = services.request_approve(request=request, actor=user)
+        except ContentChanged:
+            # Issue 12: the content changed under the request; the approval does not count and
+            # Delegate invalidates the request (rejected, reason content_changed).
+            request.refresh_from_db()
+            assert before == Status.SUBMITTED and user.pk != request.requester_id
+            assert request.status == Status.REJECTED and request.reason_code == "content_changed", request.status
+            self.reached["approval refused: the content changed"] += 1
+            return
         except (NotAllowed, TransitionNotAllowed) as error:
             if before == Status.SUBMITTED and user.pk == request.requester_id:
                 assert error.code == "self_approval", error.code

@@ -38,7 +38,6 @@ def own_runbook(world, sb):
         pass
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: the approval binds name and version, not the document's content")
 def test_content_swapped_after_approval_is_not_started(world, sb, own_runbook):
     """Machine steps: policy_and_first_request(required=1, approved=True) → document_changes() →
     deliver_to_an_approved_request(fault='none'). Bob approved generation 0; the runbook was then
@@ -62,7 +61,7 @@ def test_content_swapped_after_approval_is_not_started(world, sb, own_runbook):
 
 def test_same_content_after_approval_is_started(world, sb, own_runbook):
     """The control for the test above: with the approved content unchanged the run starts, so the
-    xfail fails only for the reason it names."""
+    refusal above is about the content, not a dispatch that never starts."""
     runbook, _ = own_runbook
     request = services.request_submit(actor=world.alice, team=world.platform, runbook_id=runbook.pk,
                                       parameters={"Note": ["a"]})
