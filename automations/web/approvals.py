@@ -121,7 +121,7 @@ def decision_context(user, item: AutomationRequest) -> dict:
         _notice_new_content(item)  # so the approver sees what SSM serves now, not only what was bound
     if item.status in AFTERMATH_STATUSES:
         # A run that stopped part-way may have left targets changed: show them as they are now.
-        context["targets"], context["targets_error"] = resolved_targets(item)
+        context["targets"], context["targets_error"] = selectors.resolved_targets(item)
         context["undo"] = undo_suggestions(user, item, [row.get("state", "") for row in context["targets"]])
     if not item.is_terminal:
         others = selectors.requests_overlapping(

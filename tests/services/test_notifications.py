@@ -18,7 +18,7 @@ from django.core import mail
 from django.db import connection
 from django.utils import timezone
 
-from automations import services
+from automations import services, tasks
 from automations.models import AuditEvent, AutomationRequest, NotificationDelivery, NotificationWebhook
 from automations.services import dispatch, notifications
 from tests.integration.conftest import broker, redis_server, wait_until, worker_factory  # noqa: F401
