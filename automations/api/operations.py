@@ -145,14 +145,44 @@ def registry() -> CollectorRegistry:
     return scrape
 
 
+def _allowed_address(request) -> bool:
+    """The client address (trusted-proxy aware, as in the audit log) is in DELEGATE_METRICS_ALLOWED_IPS."""
+    import ipaddress
+
+    from django.conf import settings
+
+    from automations.audit import ClientInfo
+
+    client = ClientInfo.from_request(request).ip
+    if not client:
+        return False
+    address = ipaddress.ip_address(client)
+    for entry in getattr(settings, "DELEGATE_METRICS_ALLOWED_IPS", []):
+        try:
+            if address in ipaddress.ip_network(entry.strip(), strict=False):
+                return True
+        except ValueError:
+            continue  # a malformed entry allows nothing
+    return False
+
+
 def metrics_view(request):
-    """GET /metrics. With DELEGATE_METRICS_TOKEN set, scrapers must send `Authorization: Bearer <token>`."""
+    """GET /metrics. With DEBUG off: a bearer token (DELEGATE_METRICS_TOKEN) or an allowed client address.
+
+    Closed by default: the numbers describe the deployment (queues, accounts' activity, failures),
+    which is reconnaissance for an attacker. /healthz and /readyz stay open for probes.
+    """
     from django.conf import settings
     from django.http import HttpResponse
 
     token = getattr(settings, "DELEGATE_METRICS_TOKEN", "")
-    if token:
-        given = request.META.get("HTTP_AUTHORIZATION", "")
+    given = request.META.get("HTTP_AUTHORIZATION", "")
+    if token and given:
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return HttpResponse("metrics need the bearer token\n", status=401, content_type="text/plain")
+    elif not settings.DEBUG and not _allowed_address(request):
+        if token:
+            return HttpResponse("metrics need the bearer token\n", status=401, content_type="text/plain")
+        return HttpResponse("metrics are not open to this address (DELEGATE_METRICS_TOKEN or"
+                            " DELEGATE_METRICS_ALLOWED_IPS)\n", status=403, content_type="text/plain")
     return HttpResponse(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)

@@ -21,7 +21,7 @@ from django.db import DatabaseError, connection, transaction
 
 from automations import audit
 from tests.audit_helpers import seed_chain
-from tests.conftest import require
+from tests.conftest import require_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 GUARDED = {
@@ -46,7 +46,7 @@ class FreshDatabase:
             self.url = f"sqlite:///{self.path}"
         else:
             base = settings.DATABASES["default"]
-            require(base["ENGINE"].endswith("postgresql"), "PostgreSQL (DATABASE_URL)")
+            require_postgres("a second PostgreSQL database migrated from zero")
             self.params = {"host": base["HOST"] or "127.0.0.1", "port": base["PORT"] or 5432, "user": base["USER"],
                            "password": base["PASSWORD"] or None}
             self.name = f"{connection.settings_dict['NAME']}_fresh_{secrets.token_hex(3)}"[:63]
@@ -138,7 +138,7 @@ def refused(statement: str) -> str:
 
 @pytest.mark.django_db
 def test_the_application_role_is_refused_by_postgresql():
-    require(connection.vendor == "postgresql", "PostgreSQL (roles)")
+    require_postgres("database roles")
     role = f"delegate_app_test_{secrets.token_hex(4)}"
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE ROLE {role} NOLOGIN")

@@ -18,9 +18,9 @@ from django.core import mail
 from django.db import connection
 from django.utils import timezone
 
-from automations import services, tasks
+from automations import services, tasks  # noqa: F401 - registers the tasks send_task publishes to
 from automations.models import AuditEvent, AutomationRequest, NotificationDelivery, NotificationWebhook
-from automations.services import dispatch, notifications
+from automations.services import dispatch, notifications, publishing
 from tests.integration.conftest import broker, redis_server, wait_until, worker_factory  # noqa: F401
 
 Status = AutomationRequest.Status
@@ -274,12 +274,12 @@ class TestNeverBlocksOrRollsBack:
             return outcomes[-1]
         monkeypatch.setattr(notifications, "publish", timed)
         tries = []  # publishes that went to the broker (counted: "did not even try" is not a timing)
-        real_apply_async = tasks.deliver_notification.apply_async
+        real_send = publishing.send  # services publish by task name (issue 17), not through the task object
 
-        def counted_apply_async(*args, **kwargs):
-            tries.append(args)
-            return real_apply_async(*args, **kwargs)
-        monkeypatch.setattr(tasks.deliver_notification, "apply_async", counted_apply_async)
+        def counted_send(task_name, *args):
+            tries.append((task_name, *args))
+            return real_send(task_name, *args)
+        monkeypatch.setattr(publishing, "send", counted_send)
 
         def reset_pools():  # as tests/integration's broker fixture does: forget cached connections
             if app._pool is not None:
