@@ -278,16 +278,20 @@ def request_submit(
                                                           role_arn=account.dispatch_role_arn) if resources else {}
     except aws.AwsError:
         request.resource_names = {}  # names are a courtesy; the ids are what runs and what is checked
-    if expected_fingerprint is not None and expected_fingerprint != request.fingerprint:
-        raise InvalidRequest("The request changed since you previewed it; check the new preview and submit again.",
-                             code="changed_since_preview")
     overlapping = selectors.requests_overlapping(account_id=account.pk, region=runbook.region, resources=resources,
                                                  runbook_id=runbook.pk)
     request.overlapping = overlapping
+    if expected_fingerprint is not None and expected_fingerprint != request.fingerprint:
+        error = InvalidRequest("The request changed since you previewed it; check the new preview and submit again.",
+                               code="changed_since_preview")
+        error.preview = request  # what would be sent now: the page shows it without validating everything again
+        raise error
     if preview:
         return request
     if check_overlap and overlapping:
-        raise OverlappingRequest(overlapping)
+        error = OverlappingRequest(overlapping)
+        error.preview = request
+        raise error
     with transaction.atomic():
         request.save()
         audit.record(action="request.submitted", actor=actor, request=request, client=client, details={

@@ -272,11 +272,9 @@ def request_new(request, policy_pk: int):
                 return redirect(created)
             context["preview"] = services.request_submit(preview=True, **common)
         except DomainError as error:
-            if error.code in ("changed_since_preview", "overlapping_request"):
-                try:  # show what would be sent now, so the requester can check it and submit again
-                    context["preview"] = services.request_submit(preview=True, **common)
-                except DomainError:
-                    pass
+            # A refusal for an overlap or a changed preview carries what would be sent now (built once,
+            # by the same validation): the requester checks it and submits again.
+            context["preview"] = getattr(error, "preview", None)
             if error.code == "overlapping_request":
                 context["overlap_refused"] = True  # the preview names them; a checkbox confirms
             else:

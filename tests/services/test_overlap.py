@@ -99,3 +99,41 @@ class TestTargetLock:
         second = services.request_approve(request=submit(), actor=world.bob)
         assert services.request_dispatch(request_id=first.pk) == "started"
         assert services.request_dispatch(request_id=second.pk) == "started"
+
+
+class TestOneValidationPerPost:
+    """Issue 17: a refused submit used to validate the whole request again to show the preview
+    (up to three request_submit runs per POST); the service now hands back what it built."""
+
+    @pytest.fixture
+    def counted(self, monkeypatch):
+        calls = []
+        original = services.request_submit
+
+        def counting(**kwargs):
+            calls.append(kwargs.get("preview", False))
+            return original(**kwargs)
+        monkeypatch.setattr(services, "request_submit", counting)
+        return calls
+
+    def test_a_submit_refused_for_an_overlap_validates_once_and_still_shows_the_preview(
+            self, world, submit, client, counted):
+        first = submit()
+        client.force_login(world.alice)
+        url = reverse("automations:request_new", args=[world.platform_policy.pk])
+        counted.clear()
+        refused = client.post(url, {**_form(world), "submit": "1"})
+        assert refused.status_code == 200 and refused.context["preview"] is not None
+        assert f'href="/requests/{first.pk}/"' in refused.content.decode()
+        assert counted == [False]
+
+    def test_a_submit_that_changed_since_its_preview_validates_once_and_shows_the_new_one(
+            self, world, client, counted):
+        client.force_login(world.alice)
+        url = reverse("automations:request_new", args=[world.platform_policy.pk])
+        counted.clear()
+        refused = client.post(url, {**_form(world), "submit": "1", "previewed": "0" * 64})
+        assert refused.status_code == 200 and counted == [False]
+        preview = refused.context["preview"]
+        assert preview is not None and preview.fingerprint != "0" * 64
+        assert AutomationRequest.objects.count() == 0
