@@ -135,7 +135,9 @@ def screenshot(page, name: str, *, full_page: bool = True) -> Path:
     """<name>.png in SCREENSHOTS (test-artifacts/, or docs/screenshots/ when refreshing the README's)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=full_page, animations="disabled")
+    # No style injection: Playwright's animations="disabled" and caret="hide" add a <style> to the page,
+    # which the site's CSP (style-src 'self') refuses and reports, i.e. a harness-made browser error.
+    page.screenshot(path=str(path), full_page=full_page, animations="allow", caret="initial")
     return path
 
 
