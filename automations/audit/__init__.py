@@ -1,4 +1,4 @@
-"""Audit: the one hash-chained writer (chain), digests, archive, the external stream, guards, database roles, search and the denied-access middleware."""
+"""Audit: the one hash-chained writer (chain), signing keys, signed digests, archive manifests and archives, the external stream, guards, database roles, search and the denied-access middleware."""
 from automations.audit.chain import (
     GENESIS_HASH,
     CHAINED_FIELDS,
