@@ -61,3 +61,69 @@ def test_the_check_refuses_what_it_should(tmp_path):
         assert first_line_problem(tmp_path / name), name
     (tmp_path / "good.py").write_text('"""The one guarded function that changes a request\'s status."""\n')
     assert first_line_problem(tmp_path / "good.py") is None
+
+
+#
+# docs/architecture.md names every module, and only modules that exist
+#
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+APP = ROOT / "automations"
+NOT_CODE = ("migrations", "templates", "static", "__pycache__")
+
+
+def app_names() -> list[str]:
+    """Each package (`services/`) and module (`services/content.py`) of automations, as the doc names it."""
+    names = []
+    for path in sorted(APP.rglob("*.py")):
+        relative = path.relative_to(APP)
+        if any(part in NOT_CODE for part in relative.parts) or relative == Path("__init__.py"):
+            continue
+        names.append(f"{relative.parent.as_posix()}/" if path.name == "__init__.py" else relative.as_posix())
+    return names
+
+
+def named_in(text: str, name: str) -> bool:
+    # `automations/services/content.py` and `services/content.py` both count; `web/requests.py` is
+    # not `services/requests.py`, and `admin/` is not `management/commands/` ... `admin`.
+    return re.search(r"(?<![\w/.-])(?:automations/)?" + re.escape(name) + r"(?![\w/])"
+                     if name.endswith("/") else
+                     r"(?<![\w/.-])(?:automations/)?" + re.escape(name) + r"(?!\w)", text) is not None
+
+
+def test_the_architecture_doc_names_every_module():
+    text = ARCHITECTURE.read_text()
+    missing = [name for name in app_names() if not named_in(text, name)]
+    assert missing == [], "docs/architecture.md does not name: " + ", ".join(missing)
+
+
+def test_the_architecture_doc_names_only_files_that_exist():
+    text = ARCHITECTURE.read_text()
+    packages = {path.name for path in APP.iterdir() if path.is_dir() and path.name not in NOT_CODE}
+    stale = []
+    for name in sorted(set(re.findall(r"`((?:[\w-]+/)*[\w-]+(?:\.py|/))`", text))):
+        parts = name.removeprefix("automations/").split("/")
+        if parts[0] in packages or (len(parts) == 1 and (APP / parts[0]).exists()):
+            where = APP / name.removeprefix("automations/")
+        else:
+            where = ROOT / name  # sandbox/, portal/, manage.py, pyproject-level files
+        if not where.exists():
+            stale.append(name)
+    assert stale == [], "docs/architecture.md names files that do not exist: " + ", ".join(stale)
+
+
+def test_the_request_diagram_calls_functions_that_exist():
+    diagram = re.search(r"```mermaid\n(.*?)```", ARCHITECTURE.read_text(), re.S).group(1)
+    source = "\n".join(path.read_text() for path in APP.rglob("*.py") if "migrations" not in path.parts)
+    called = set(re.findall(r"\b([a-z_][a-z0-9_]*)\(", diagram))
+    assert called, "the diagram names no function"
+    unknown = sorted(name for name in called if not re.search(rf"(?:def |\.){name}\(", source))
+    assert unknown == [], "the diagram calls functions automations does not have: " + ", ".join(unknown)
+
+
+def test_the_doc_checks_match_what_they_claim():
+    assert named_in("see `services/content.py`", "services/content.py")
+    assert named_in("in automations/audit/roles.py.", "audit/roles.py")
+    assert not named_in("`web/requests.py`", "services/requests.py")
+    assert not named_in("`services/requests.pyc`", "services/requests.py")
+    assert named_in("`admin/` holds", "admin/") and not named_in("`web/admin/`", "admin/")
