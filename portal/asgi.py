@@ -1,4 +1,4 @@
-"""ASGI entry point."""
+"""The ASGI entry point, for an ASGI server; the image serves WSGI (portal.wsgi, gunicorn)."""
 import os
 
 from django.core.asgi import get_asgi_application

@@ -10,7 +10,7 @@ an action the sandbox cannot perform fails its step saying so.
 
 from __future__ import annotations
 
-from . import aws_calls, document_store, executions, parameters, services_actions
+from . import aws_calls, document_store, executions, parameters, services_actions, statuses
 from .errors import AwsError
 from .outcome import Outcome, StepContext, StepFailure, done, poll, wait
 from .protocol import parse_time
@@ -326,7 +326,7 @@ def execute_automation(ctx: StepContext) -> Outcome:
         scratch["child"] = child["AutomationExecutionId"]
     child = region.executions[scratch["child"]]
     status = child["AutomationExecutionStatus"]
-    if not executions.is_terminal(status):
+    if not statuses.is_terminal(status):
         return ctx.later()
     outputs = {"ExecutionId": child["AutomationExecutionId"], "Status": status, "Output": child["Outputs"]}
     if status != "Success":

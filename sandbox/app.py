@@ -9,11 +9,12 @@ from typing import Self
 
 from . import moto_bridge, world
 from .engine import Engine
-from .executions import TERMINAL, snapshot
+from .executions import snapshot
 from .faults import Faults
 from .inventory import SEED_REGIONS, Transitions
 from .server import SandboxServer
 from .state import CallLog, State
+from .statuses import TERMINAL
 
 FINISHED = tuple(sorted(TERMINAL))  # what wait_for_execution waits for by default
 SAVE_INTERVAL_SECONDS = 0.5  # debounce: at most two state-file writes a second

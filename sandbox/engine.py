@@ -19,9 +19,10 @@ import threading
 import time
 
 from . import actions, executions, rate_control
-from .executions import finish, is_terminal, new_step, refresh_outputs, set_running
+from .executions import finish, new_step, refresh_outputs, set_running
 from .outcome import StepContext, StepFailure
 from .parameters import typed_default
+from .statuses import is_terminal
 from .templating import Unresolved, render, select
 
 log = logging.getLogger(__name__)

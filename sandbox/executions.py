@@ -14,41 +14,8 @@ import time
 import uuid
 
 from .state import Caller
+from .statuses import is_terminal
 
-STATUSES = (
-    "Pending",
-    "InProgress",
-    "Waiting",
-    "Success",
-    "TimedOut",
-    "Cancelling",
-    "Cancelled",
-    "Failed",
-    "PendingApproval",
-    "Approved",
-    "Rejected",
-    "Scheduled",
-    "RunbookInProgress",
-    "PendingChangeCalendarOverride",
-    "ChangeCalendarOverrideApproved",
-    "ChangeCalendarOverrideRejected",
-    "CompletedWithSuccess",
-    "CompletedWithFailure",
-    "Exited",
-)
-TERMINAL = frozenset(
-    {
-        "Success",
-        "TimedOut",
-        "Cancelled",
-        "Failed",
-        "Rejected",
-        "ChangeCalendarOverrideRejected",
-        "CompletedWithSuccess",
-        "CompletedWithFailure",
-        "Exited",
-    }
-)
 NO_OUTPUT = "No output available yet because the step is not successfully executed"
 
 # AutomationExecutionMetadata members (DescribeAutomationExecutions has no Parameters or steps).
@@ -81,10 +48,6 @@ METADATA_KEYS = (
     "RoleSessionName",
     "Tags",
 )
-
-
-def is_terminal(status: str) -> bool:
-    return status in TERMINAL
 
 
 def new_step(definition: dict) -> dict:

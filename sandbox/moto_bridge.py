@@ -1,4 +1,4 @@
-"""moto in this process: every AWS call the sandbox does not own goes to moto's WSGI dispatcher.
+"""The bridge to moto: every AWS call the sandbox does not own goes to moto's WSGI dispatcher.
 
 moto (https://github.com/getmoto/moto) models hundreds of AWS APIs. Its server mode is a WSGI
 application (`DomainDispatcherApplication`) that picks the service from the SigV4 credential

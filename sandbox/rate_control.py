@@ -13,7 +13,8 @@ import re
 
 from . import parameters
 from .errors import AwsError
-from .executions import caller_of, finish, is_terminal, new_execution, request_cancel
+from .executions import caller_of, finish, new_execution, request_cancel
+from .statuses import is_terminal
 
 MAX_CONCURRENCY = re.compile(r"^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$")
 MAX_ERRORS = re.compile(r"^([1-9][0-9]*|[0]|[1-9][0-9]%|[0-9]%|100%)$")

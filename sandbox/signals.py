@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 
 from .errors import AwsError
-from .executions import is_terminal, request_cancel
+from .executions import request_cancel
+from .statuses import is_terminal
 
 SIGNALS = ("Approve", "Reject", "StartStep", "StopStep", "Resume", "Revoke")
 

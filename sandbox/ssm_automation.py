@@ -12,10 +12,11 @@ import re
 
 from . import document_store, executions, parameters, rate_control, signals
 from .errors import AwsError, validation
-from .executions import STATUSES, is_terminal, new_execution, request_cancel
+from .executions import new_execution, request_cancel
 from .paging import page
 from .protocol import parse_time
 from .state import Request
+from .statuses import STATUSES, is_terminal
 
 DOCUMENT_NAME = re.compile(r"^[a-zA-Z0-9_\-.:/]{3,128}$")
 DOCUMENT_VERSION = re.compile(r"^([$]LATEST|[$]DEFAULT|[1-9][0-9]*)$")

@@ -15,6 +15,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .statuses import is_terminal
+
 # Which kinds of record a region holds. "tokens" are StartAutomationExecution ClientTokens.
 # AWS resources (EC2, S3, RDS...) are not here: moto holds them (moto_bridge.py, world.py).
 REGION_KINDS = ("documents", "executions", "tokens")
@@ -97,8 +99,6 @@ class State:
                 for kind in REGION_KINDS:
                     setattr(region, kind, kinds.get(kind, {}))
                 self.regions[name] = region
-            from .executions import is_terminal
-
             self.active = {
                 (name, execution_id): None
                 for name, region in self.regions.items()

@@ -1,4 +1,8 @@
-"""Audit: the one hash-chained writer (chain), digests, archive, the external stream, guards, database roles, search and the denied-access middleware."""
+"""Audit: the one hash-chained writer, and everything that keeps its record honest and searchable.
+
+chain (the writer and the chain check), signing (keys), digests, manifests and archive, stream
+(the external copy), guards (triggers), roles (database grants), search, and middleware (denied access).
+"""
 from automations.audit.chain import (
     GENESIS_HASH,
     CHAINED_FIELDS,

@@ -9,16 +9,11 @@ so that a deleted digest file is noticed too. Point DELEGATE_AUDIT_DIGEST_DIR at
 database host cannot rewrite (a separate log host, or a directory synced to S3 Object Lock).
 
 Before signing, the writer re-verifies the chain from the previous digest's head to the new
-head, so a digest never launders tampering that happened since the last one.
-
-Key formats (docs/audit.md): ``ed25519:<base64 32-byte private seed>`` (preferred: auditors
-verify with the public key alone) or ``hmac-sha256:<secret of 32+ characters>``.
+head, so a digest never launders tampering that happened since the last one. The keys and
+what is signed live in automations.audit.signing (key formats: docs/audit.md).
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import os
 from dataclasses import dataclass, field
@@ -26,11 +21,12 @@ from pathlib import Path
 
 import structlog
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
 from automations import audit, locks
+from automations.audit import manifests as audit_manifests
+from automations.audit.signing import DigestError, Signer, configured_signer, signed_bytes, trusted_signers
 from automations.canonical import canonical_json
 from automations.models import AuditDigest, AuditEvent
 
@@ -38,117 +34,6 @@ log = structlog.get_logger(__name__)
 
 FORMAT = "delegate-audit-digest/1"
 PREFIX = "delegate-audit-digest-"
-
-
-class DigestError(Exception):
-    """A digest cannot be written: the chain disagrees with the last digest, or no key."""
-
-
-#
-# Keys
-#
-
-@dataclass(frozen=True)
-class Signer:
-    algorithm: str
-    key_id: str
-    _secret: bytes = field(repr=False, default=b"")
-    _private: object = field(repr=False, default=None)
-    _public: object = field(repr=False, default=None)
-
-    def sign(self, data: bytes) -> str:
-        if self.algorithm == "hmac-sha256":
-            return base64.b64encode(hmac.new(self._secret, data, hashlib.sha256).digest()).decode()
-        if self._private is None:
-            raise DigestError("Only the public key is configured: this process can verify digests, not write them.")
-        return base64.b64encode(self._private.sign(data)).decode()
-
-    def verify(self, data: bytes, signature: str) -> bool:
-        try:
-            raw = base64.b64decode(signature, validate=True)
-        except (ValueError, TypeError):
-            return False
-        if self.algorithm == "hmac-sha256":
-            return hmac.compare_digest(raw, hmac.new(self._secret, data, hashlib.sha256).digest())
-        from cryptography.exceptions import InvalidSignature
-
-        try:
-            self._public.verify(raw, data)
-            return True
-        except InvalidSignature:
-            return False
-
-    @property
-    def public_key(self) -> str:
-        """`ed25519-pub:<base64>` for auditors' verify-only use; empty for HMAC (the key is the secret)."""
-        if self.algorithm != "ed25519":
-            return ""
-        from cryptography.hazmat.primitives import serialization
-
-        raw = self._public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return "ed25519-pub:" + base64.b64encode(raw).decode()
-
-
-def signer_from(value: str) -> Signer:
-    """Parse a key setting: ed25519:<seed>, ed25519-pub:<public key> (verify only), or hmac-sha256:<secret>."""
-    value = (value or "").strip()
-    kind, _, material = value.partition(":")
-    if kind in ("ed25519", "ed25519-pub"):
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-        try:
-            raw = base64.b64decode(material, validate=True)
-            if kind == "ed25519":
-                private = Ed25519PrivateKey.from_private_bytes(raw)
-                public = private.public_key()
-            else:
-                private, public = None, Ed25519PublicKey.from_public_bytes(raw)
-        except ValueError as error:
-            raise ImproperlyConfigured(f"The audit digest key is not a valid {kind} key (base64 of 32 bytes).") from error
-        public_raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return Signer("ed25519", "ed25519:" + hashlib.sha256(public_raw).hexdigest()[:16],
-                      _private=private, _public=public)
-    if kind == "hmac-sha256":
-        secret = material.encode()
-        if len(secret) < 32:
-            raise ImproperlyConfigured("An HMAC audit digest key needs at least 32 characters.")
-        key_id = hashlib.sha256(b"delegate-audit-digest-key-id:" + secret).hexdigest()[:16]
-        return Signer("hmac-sha256", "hmac-sha256:" + key_id, _secret=secret)
-    raise ImproperlyConfigured("DELEGATE_AUDIT_DIGEST_KEY must start with ed25519: or hmac-sha256: (docs/audit.md).")
-
-
-def configured_signer() -> Signer | None:
-    value = settings.DELEGATE_AUDIT_DIGEST_KEY
-    return signer_from(value) if value else None
-
-
-def trusted_signers(extra=()) -> list[Signer]:
-    """Keys whose signatures verify_audit accepts: the configured key, the keys it replaced
-    (DELEGATE_AUDIT_DIGEST_PREVIOUS_KEYS, public keys after a rotation), and any given."""
-    keys = [one for one in extra if one is not None]
-    configured = configured_signer()
-    if configured:
-        keys.append(configured)
-    keys += [signer_from(value) for value in getattr(settings, "DELEGATE_AUDIT_DIGEST_PREVIOUS_KEYS", []) if value]
-    unique: dict[str, Signer] = {}
-    for key in keys:
-        # A signing key beats the public-only form of the same key.
-        if key.key_id not in unique or unique[key.key_id]._private is None:
-            unique[key.key_id] = key
-    return list(unique.values())
-
-
-def generate_ed25519_key() -> tuple[str, str]:
-    """A new (private setting, public key) pair for DELEGATE_AUDIT_DIGEST_KEY."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    private = Ed25519PrivateKey.generate()
-    seed = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                 serialization.NoEncryption())
-    value = "ed25519:" + base64.b64encode(seed).decode()
-    return value, signer_from(value).public_key
 
 
 #
@@ -187,10 +72,6 @@ def load(path: Path) -> dict:
     return json.loads(path.read_bytes())
 
 
-def signed_bytes(digest: dict) -> bytes:
-    return canonical_json({key: value for key, value in digest.items() if key != "signature"})
-
-
 #
 # Writing
 #
@@ -215,10 +96,8 @@ def write_digest(*, signer: Signer | None = None, directory: Path | None = None,
         if head["sequence"] == last_pinned and not force:
             return None
         # Never vouch for a front cut: events below the oldest stored one must be under signed manifests.
-        from automations.audit import archive as audit_archive
-
         oldest = AuditEvent.objects.order_by("sequence").values_list("sequence", flat=True).first()
-        coverage = audit_archive.front_coverage(oldest, trusted_signers([signer]))
+        coverage = audit_manifests.front_coverage(oldest, trusted_signers([signer]))
         if coverage.anchor is None:
             raise DigestError(f"Refusing to sign: {coverage.problems[-1].reason}. Run verify_audit.")
         # Re-check what was appended since the last digest before vouching for it.
@@ -295,7 +174,7 @@ def verify_digests(*, signer: Signer | list[Signer], directory: Path | None = No
 
     `signer` may be several trusted keys (after a key rotation, the old public key and the new
     key). A pinned head must still be stored with the signed hash, or lie in a range that a
-    valid signed archive manifest (`manifests`, from audit_archive.front_coverage) accounts for.
+    valid signed archive manifest (`manifests`, from audit_manifests.front_coverage) accounts for.
     """
     trusted = {one.key_id: one for one in (signer if isinstance(signer, list) else [signer])}
     directory = directory or digest_dir()

@@ -9,7 +9,8 @@ signed digests and the external stream detect (docs/audit.md).
 Guarded: the events, and the database copies of the signed digests and archive manifests.
 Installed by migrations 0002 and 0010; `check_after_migrate` runs at the end of every `migrate`
 (post_migrate) and fails it when a guard is missing or disabled, because a table rebuild (SQLite's
-way of altering a column) silently drops triggers: migration 0003 did exactly that.
+way of altering a column) silently drops triggers: migration 0003 did exactly that. The database
+role grants (automations.audit.roles) follow it as a second post_migrate receiver (apps.py).
 """
 from __future__ import annotations
 
@@ -120,25 +121,31 @@ class GuardsMissing(Exception):
 _lifted = threading.local()
 
 
-def check_after_migrate(using: str = "default", **kwargs) -> None:
-    """post_migrate: refuse to finish a migrate that left an audit table unguarded (and grant the app role)."""
-    from django.db import connections
-
+def after_migrate_applies(**kwargs) -> bool:
+    """Whether the post_migrate work (this check, then roles.grant_after_migrate) runs for this migrate."""
     if getattr(_lifted, "active", False):
-        return  # the test harness is emptying the database (guard_lifted_for_test_teardown)
+        return False  # the test harness is emptying the database (guard_lifted_for_test_teardown)
     plan = kwargs.get("plan") or []
     if plan and all(backwards for _, backwards in plan):
-        return  # unapplying migrations (0002 removes the guards on its way down)
-    connection = connections[using]
-    problems = missing(connection)
+        return False  # unapplying migrations (0002 removes the guards on its way down)
+    return True
+
+
+def check_after_migrate(using: str = "default", **kwargs) -> None:
+    """post_migrate: refuse to finish a migrate that left an audit table unguarded.
+
+    Connected before roles.grant_after_migrate (apps.py), so a refused migrate grants nothing.
+    """
+    from django.db import connections
+
+    if not after_migrate_applies(**kwargs):
+        return
+    problems = missing(connections[using])
     if problems:
         raise GuardsMissing(
             "The audit tables' append-only guards are missing after migrate: " + ", ".join(problems)
             + ". A migration dropped them (an SQLite table rebuild does); add a migration that calls"
               " automations.audit.guards.install().")
-    from automations.audit import roles as db_roles
-
-    db_roles.grant_if_configured(connection)
 
 
 @contextmanager

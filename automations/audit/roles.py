@@ -101,6 +101,14 @@ def grant(connection, app: str) -> None:
         raise RoleProblem("The application role is not restricted: " + "; ".join(found))
 
 
+def grant_after_migrate(using: str = "default", **kwargs) -> None:
+    """post_migrate, connected after guards.check_after_migrate: grant the application role its privileges."""
+    from django.db import connections
+
+    if audit_guards.after_migrate_applies(**kwargs):
+        grant_if_configured(connections[using])
+
+
 def grant_if_configured(connection) -> None:
     """post_migrate: with DELEGATE_DB_APP_ROLE set, grant it its runtime privileges and check them."""
     from django.conf import settings

@@ -1,5 +1,7 @@
-"""Approval policy: the rules on a team's runbook, freeze windows, delegations, escalations,
-aws:approve steps answered from the portal, and outgoing notifications.
+"""The approval-policy tables: the rules on a runbook, freezes, delegations, escalations and notices.
+
+In full: the rules on a team's runbook, freeze windows, delegations, escalations, aws:approve
+steps answered from the portal, and outgoing notifications.
 
 Every row here is configuration (admin, audited with before/after) or a record that a rule was
 applied (written by automations.services.policies / requests, audited there).

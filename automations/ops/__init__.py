@@ -1,1 +1,1 @@
-"""Operations: health endpoints, Prometheus metrics, structured logging and request-id middleware."""
+"""Operations: Prometheus metrics, structured logging and the request-id middleware (health: api/operations.py)."""

@@ -1,5 +1,7 @@
-"""Who may do what, and which rules apply. Plain functions over the models; services call them
-before every write and dispatch calls them again before AWS is asked to do anything.
+"""Who may do what, and which rules apply.
+
+Plain functions over the models; services call them before every write and dispatch calls them
+again before AWS is asked to do anything.
 
 The approver pool of a request is its policy's named group, or the team's leads when none is
 named, never the requester; plus the escalation group once the request was escalated, plus

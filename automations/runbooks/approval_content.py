@@ -1,6 +1,9 @@
-"""What the approver reads: the steps of the exact content a request bound, a diff against the
-last content this team ran of that runbook, and, if the catalog has since seen other content
-under the same version, those steps too (such a request can no longer be approved)."""
+"""What the approver reads: the steps of the content a request bound, and how they differ.
+
+In full: the steps of the exact content a request bound, a diff against the last content this
+team ran of that runbook, and, if the catalog has since seen other content under the same
+version, those steps too (such a request can no longer be approved).
+"""
 from __future__ import annotations
 
 from automations.models import AutomationRequest, ContentRevision

@@ -1,6 +1,8 @@
-"""Runbook descriptions are Markdown written by whoever owns the document (AWS, our admins, or
-another account that shared it). Render them, then clean the HTML with nh3 (an allow-list
-sanitiser): no raw HTML, scripts, styles, event handlers, images or non-web links survive.
+"""Runbook descriptions, Markdown from the document's owner, rendered to HTML that is safe to show.
+
+The Markdown is written by whoever owns the document (AWS, our admins, or another account that
+shared it). Render it, then clean the HTML with nh3 (an allow-list sanitiser): no raw HTML,
+scripts, styles, event handlers, images or non-web links survive.
 The CSP would block most of that anyway; this makes the output safe on its own.
 """
 

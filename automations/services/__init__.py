@@ -1,4 +1,6 @@
-"""All writes. Every function here (1) checks permission via automations.policy, (2) changes a
+"""The service layer: the functions that write, each under the three rules below.
+
+Every function here (1) checks permission via automations.policy, (2) changes a
 request's status only via transitions.transition, which writes the audit event in the same
 transaction, and (3) hands work to Celery or AWS only after commit (dispatch via the outbox).
 Functions take the acting user explicitly as `actor`.

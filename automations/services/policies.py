@@ -1,5 +1,7 @@
-"""Writes around approval policy: submit-time scope checks, dispatch holds, delegations,
-escalations, approvals released when a freeze ends, and aws:approve steps answered from the portal.
+"""Writes around approval policy: scope checks, holds, delegations, escalations and aws:approve steps.
+
+In full: submit-time scope checks, dispatch holds, delegations, escalations, approvals released
+when a freeze ends, and aws:approve steps answered from the portal.
 
 The rules themselves are in automations.policy; request decisions (approve, reject, expire) are
 in automations.services.requests. Everything here audits in the transaction that makes the change.

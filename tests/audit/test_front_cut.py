@@ -13,6 +13,7 @@ from django.db import transaction
 from automations import audit
 from automations.audit import archive as audit_archive
 from automations.audit import digests as audit_digests
+from automations.audit import signing as audit_signing
 from automations.audit.guards import TABLE
 from automations.models import AuditEvent
 from tests.audit_helpers import guards_bypassed, seed_chain, sql, verify
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def digests(settings, tmp_path):
     """Digests and manifests signed with a fresh Ed25519 key, into a temporary directory."""
-    private, public = audit_digests.generate_ed25519_key()
+    private, public = audit_signing.generate_ed25519_key()
     settings.DELEGATE_AUDIT_DIGEST_KEY = private
     settings.DELEGATE_AUDIT_DIGEST_PREVIOUS_KEYS = []
     settings.DELEGATE_AUDIT_DIGEST_DIR = str(tmp_path / "digests")
@@ -47,7 +48,7 @@ def forge_archived_row(last_sequence: int) -> None:
 
 
 def archive(through: int, out_dir):
-    return audit_archive.archive(through=through, out_dir=out_dir, signer=audit_digests.configured_signer())
+    return audit_archive.archive(through=through, out_dir=out_dir, signer=audit_signing.configured_signer())
 
 
 class TestFrontCut:
@@ -60,7 +61,7 @@ class TestFrontCut:
         assert code == 1, err
         assert "events 1..4" in err and "signed archive manifest" in err
         # The next digest must not launder the cut: the writer refuses, and verify still fails.
-        with pytest.raises(audit_digests.DigestError, match="1..4"):
+        with pytest.raises(audit_signing.DigestError, match="1..4"):
             audit_digests.write_digest()
         code, _, err = verify("--require-digests")
         assert code == 1 and "events 1..4" in err
@@ -69,7 +70,7 @@ class TestFrontCut:
         seed_chain(10)
         purge(1, 4)
         forge_archived_row(4)
-        with pytest.raises(audit_digests.DigestError, match="1..4"):
+        with pytest.raises(audit_signing.DigestError, match="1..4"):
             audit_digests.write_digest()
         code, _, err = verify()
         assert code == 1 and "events 1..4" in err
@@ -81,10 +82,10 @@ class TestFrontCut:
         assert verify()[0] == 0
         # The attacker extends the archive to 1..7 with a manifest signed by a key of their own,
         # inserted where verify_audit looks for manifests (INSERT is what the application may do).
-        attacker = audit_digests.signer_from(audit_digests.generate_ed25519_key()[0])
+        attacker = audit_signing.signer_from(audit_signing.generate_ed25519_key()[0])
         forged = dict(legit.manifest, last_sequence=7, event_count=7,
                       last_hash=AuditEvent.objects.get(sequence=8).prev_hash)
-        forged["signature"] = attacker.sign(audit_digests.signed_bytes(forged))
+        forged["signature"] = attacker.sign(audit_signing.signed_bytes(forged))
         from automations.models import AuditArchiveManifest
 
         AuditArchiveManifest.objects.create(first_sequence=1, last_sequence=7, document=json.dumps(forged))
@@ -171,12 +172,12 @@ class TestKeyRotation:
         archive(3, tmp_path / "archive")
         purge(1, 3)
         # Rotation: the new key signs from now on; the old key's public half stays trusted.
-        new_private, _ = audit_digests.generate_ed25519_key()
+        new_private, _ = audit_signing.generate_ed25519_key()
         settings.DELEGATE_AUDIT_DIGEST_KEY = new_private
         settings.DELEGATE_AUDIT_DIGEST_PREVIOUS_KEYS = [old_public]
         seed_chain(3)
         second = audit_digests.load(audit_digests.write_digest())
-        assert second["key_id"] == audit_digests.signer_from(new_private).key_id
+        assert second["key_id"] == audit_signing.signer_from(new_private).key_id
         code, out, err = verify("--require-digests")
         assert code == 0, err
         assert "digests: 2 verified" in out
@@ -198,6 +199,6 @@ class TestDigestCopies:
         newest.unlink()  # the files' own chain cannot show a missing newest file
         code, _, err = verify()
         assert code == 1 and "digest 2" in err and "recorded in the database but its file is missing" in err
-        with pytest.raises(audit_digests.DigestError, match="Digest 2 is recorded in the database"):
+        with pytest.raises(audit_signing.DigestError, match="Digest 2 is recorded in the database"):
             audit_digests.write_digest()
         assert first.exists()

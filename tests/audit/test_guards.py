@@ -60,9 +60,9 @@ class FreshDatabase:
 
         return psycopg.connect(dbname=dbname, autocommit=True, **self.params)
 
-    def migrate(self) -> subprocess.CompletedProcess:
+    def migrate(self, **extra_env: str) -> subprocess.CompletedProcess:
         env = {**os.environ, "DATABASE_URL": self.url, "DJANGO_SETTINGS_MODULE": "portal.settings",
-               "LOG_LEVEL": "WARNING"}
+               "LOG_LEVEL": "WARNING", **extra_env}
         return subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=300)
 
@@ -127,6 +127,35 @@ def test_migrate_fails_loudly_when_a_guard_is_missing(fresh_database):
     result = fresh_database.migrate()
     assert result.returncode != 0
     assert "append-only guards" in result.stderr and missing in result.stderr
+
+
+def test_migrate_grants_the_application_role_only_after_the_guard_check_passes(tmp_path):
+    """apps.py connects two post_migrate receivers: the guard check, then the role grants (audit.roles)."""
+    database = FreshDatabase("postgresql", tmp_path)
+    role = f"delegate_app_test_{secrets.token_hex(4)}"
+    with database._pg("postgres") as admin:
+        admin.execute(f"CREATE ROLE {role} NOLOGIN")
+
+    def may(table: str, privilege: str) -> bool:
+        with database._pg(database.name) as db:
+            return db.execute("SELECT has_table_privilege(%s, %s, %s)", [role, table, privilege]).fetchone()[0]
+
+    try:
+        result = database.migrate(DELEGATE_DB_APP_ROLE=role)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert may("automations_team", "UPDATE") and may("automations_auditevent", "INSERT")
+        assert not may("automations_auditevent", "UPDATE") and not may("automations_auditevent", "TRUNCATE")
+
+        # A migrate the guard check refuses grants nothing.
+        database.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
+        database.execute("ALTER TABLE automations_auditevent DISABLE TRIGGER audit_event_no_truncate")
+        result = database.migrate(DELEGATE_DB_APP_ROLE=role)
+        assert result.returncode != 0 and "append-only guards" in result.stderr
+        assert not may("automations_team", "UPDATE") and not may("automations_auditevent", "INSERT")
+    finally:
+        database.drop()
+        with database._pg("postgres") as admin:
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
 
 
 def refused(statement: str) -> str:

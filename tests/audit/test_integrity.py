@@ -8,6 +8,7 @@ from django.db import DatabaseError, transaction
 from automations import audit
 from automations.audit import archive as audit_archive
 from automations.audit import digests as audit_digests
+from automations.audit import signing as audit_signing
 from automations.audit.guards import TABLE
 from automations.models import AuditEvent, AuditLogIsAppendOnly
 from tests.audit_helpers import row_trigger_disabled, seed_chain, sql, verify
@@ -25,7 +26,7 @@ def postgres():
 
 @pytest.fixture
 def ed25519_key():
-    private, public = audit_digests.generate_ed25519_key()
+    private, public = audit_signing.generate_ed25519_key()
     return private, public
 
 
@@ -211,7 +212,7 @@ class TestDigests:
         seed_chain(5)
         with row_trigger_disabled():
             sql(f"UPDATE {TABLE} SET action = 'nothing.happened' WHERE sequence = 7")
-        with pytest.raises(audit_digests.DigestError, match="sequence 7"):
+        with pytest.raises(audit_signing.DigestError, match="sequence 7"):
             audit_digests.write_digest()
 
     def test_deleted_or_altered_digest_files_are_caught(self, postgres, digests):
@@ -239,11 +240,11 @@ class TestDigests:
     def test_key_rotation_keeps_old_digests_verifiable(self, postgres, digests, settings, ed25519_key):
         seed_chain(3)
         audit_digests.write_digest()
-        new_private, _ = audit_digests.generate_ed25519_key()
+        new_private, _ = audit_signing.generate_ed25519_key()
         settings.DELEGATE_AUDIT_DIGEST_KEY = new_private
         seed_chain(3)
         second = audit_digests.load(audit_digests.write_digest())
-        assert second["previous_signature"] and second["key_id"] != audit_digests.signer_from(ed25519_key[0]).key_id
+        assert second["previous_signature"] and second["key_id"] != audit_signing.signer_from(ed25519_key[0]).key_id
         assert "not a trusted key" in verify()[2]
         code, out, _ = verify("--public-key", ed25519_key[1])
         assert code == 0 and "2 verified" in out
@@ -258,7 +259,7 @@ class TestDigests:
         assert verify()[0] == 0
         for bad in ("hmac-sha256:short", "rsa:abc", "ed25519:not-base64!"):
             with pytest.raises(ImproperlyConfigured):
-                audit_digests.signer_from(bad)
+                audit_signing.signer_from(bad)
 
     def test_without_a_key_the_task_skips_and_verify_says_so(self, settings):
         from automations import tasks
@@ -286,7 +287,7 @@ class TestArchive:
 
     def test_archive_then_purge_keeps_the_remaining_chain_verifiable(self, postgres, digests, tmp_path):
         seed_chain(20)
-        result = audit_archive.archive(through=12, out_dir=tmp_path / "archive", signer=audit_digests.configured_signer())
+        result = audit_archive.archive(through=12, out_dir=tmp_path / "archive", signer=audit_signing.configured_signer())
         manifest = result.manifest
         assert (manifest["first_sequence"], manifest["last_sequence"], manifest["event_count"]) == (1, 12, 12)
         assert manifest["last_hash"] == AuditEvent.objects.get(sequence=12).hash
@@ -310,7 +311,7 @@ class TestArchive:
 
     def test_a_tampered_archive_file_is_caught(self, postgres, digests, tmp_path):
         seed_chain(8)
-        result = audit_archive.archive(through=5, out_dir=tmp_path, signer=audit_digests.configured_signer())
+        result = audit_archive.archive(through=5, out_dir=tmp_path, signer=audit_signing.configured_signer())
         data = tmp_path / result.manifest["file"]
         data.write_bytes(data.read_bytes().replace(b'"i":2', b'"i":7'))
         code, _, err = verify("--archive", str(result.manifest_path))
@@ -318,7 +319,7 @@ class TestArchive:
 
     def test_archive_refuses_open_ranges_and_overwrites(self, postgres, digests, tmp_path):
         seed_chain(5)
-        signer = audit_digests.configured_signer()
+        signer = audit_signing.configured_signer()
         with pytest.raises(audit_archive.ArchiveError, match="closed range"):
             audit_archive.archive(through=5, out_dir=tmp_path, signer=signer)
         audit_archive.archive(through=2, out_dir=tmp_path, signer=signer)

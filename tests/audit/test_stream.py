@@ -16,6 +16,7 @@ from django.db import transaction
 
 from automations import audit
 from automations.audit import digests as audit_digests
+from automations.audit import signing as audit_signing
 from automations.audit import stream as audit_stream
 from automations.audit.guards import TABLE
 from automations.models import AuditEvent
@@ -33,7 +34,7 @@ def stream_file(settings, tmp_path):
 
 @pytest.fixture
 def digests(settings, tmp_path):
-    settings.DELEGATE_AUDIT_DIGEST_KEY = audit_digests.generate_ed25519_key()[0]
+    settings.DELEGATE_AUDIT_DIGEST_KEY = audit_signing.generate_ed25519_key()[0]
     settings.DELEGATE_AUDIT_DIGEST_DIR = str(tmp_path / "digests")
 
 
@@ -279,7 +280,7 @@ def test_the_digest_key_prints_its_public_key(settings):
 
     from django.core.management import call_command
 
-    private, public = audit_digests.generate_ed25519_key()
+    private, public = audit_signing.generate_ed25519_key()
     settings.DELEGATE_AUDIT_DIGEST_KEY = private
     out = io.StringIO()
     call_command("audit_digest", "--public-key", stdout=out)

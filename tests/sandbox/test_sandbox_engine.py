@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from botocore.exceptions import ClientError
 
-from sandbox.executions import TERMINAL
+from sandbox.statuses import TERMINAL
 from tests.processes import wait_until
 
 pytestmark = []

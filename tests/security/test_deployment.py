@@ -18,7 +18,7 @@ import yaml
 from django.core.management import call_command
 from django.test import Client
 
-from automations.audit import digests as audit_digests
+from automations.audit import signing as audit_signing
 
 ROOT = Path(__file__).resolve().parents[2]
 _VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
@@ -55,7 +55,7 @@ def interpolate(environment: dict, supplied: dict) -> tuple[dict, set]:
 def production_secrets() -> dict:
     return {
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-        "DELEGATE_AUDIT_DIGEST_KEY": audit_digests.generate_ed25519_key()[0],
+        "DELEGATE_AUDIT_DIGEST_KEY": audit_signing.generate_ed25519_key()[0],
         "DELEGATE_DB_OWNER_PASSWORD": secrets.token_urlsafe(24),
         "DELEGATE_DB_APP_PASSWORD": secrets.token_urlsafe(24),
         "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
@@ -136,7 +136,7 @@ class TestStartRefusesWeakSecrets:
 
     @pytest.mark.parametrize("secret_key", [None, *DEFAULTS])
     def test_a_missing_or_known_default_secret_key(self, secret_key):
-        environment = {"DJANGO_DEBUG": "false", "DELEGATE_AUDIT_DIGEST_KEY": audit_digests.generate_ed25519_key()[0]}
+        environment = {"DJANGO_DEBUG": "false", "DELEGATE_AUDIT_DIGEST_KEY": audit_signing.generate_ed25519_key()[0]}
         if secret_key:
             environment["DJANGO_SECRET_KEY"] = secret_key
         result = self.run_check(**environment)

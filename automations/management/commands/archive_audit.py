@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_datetime
 
 from automations.audit import archive as audit_archive
-from automations.audit import digests as audit_digests
+from automations.audit import signing as audit_signing
 from automations.models import AuditEvent
 
 
@@ -30,8 +30,8 @@ class Command(BaseCommand):
             if through is None:
                 raise CommandError("No event occurred before that time.")
         try:
-            result = audit_archive.archive(through=through, out_dir=out, signer=audit_digests.configured_signer())
-        except (audit_archive.ArchiveError, audit_digests.DigestError) as error:
+            result = audit_archive.archive(through=through, out_dir=out, signer=audit_signing.configured_signer())
+        except (audit_archive.ArchiveError, audit_signing.DigestError) as error:
             raise CommandError(str(error)) from error
         manifest = result.manifest
         self.stdout.write(self.style.SUCCESS(

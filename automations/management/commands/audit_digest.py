@@ -2,6 +2,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from automations.audit import digests as audit_digests
+from automations.audit import signing as audit_signing
 
 
 class Command(BaseCommand):
@@ -16,17 +17,17 @@ class Command(BaseCommand):
 
     def handle(self, *args, generate_key=False, public_key=False, force=False, **options):
         if public_key:
-            signer = audit_digests.configured_signer()
+            signer = audit_signing.configured_signer()
             if signer is None or not signer.public_key:
                 raise CommandError("DELEGATE_AUDIT_DIGEST_KEY is not an ed25519 key.")
             self.stdout.write(signer.public_key)
             return
         if generate_key:
-            private, public = audit_digests.generate_ed25519_key()
+            private, public = audit_signing.generate_ed25519_key()
             self.stdout.write(f"DELEGATE_AUDIT_DIGEST_KEY={private}\n# public key for auditors: {public}")
             return
         try:
             path = audit_digests.write_digest(force=force)
-        except audit_digests.DigestError as error:
+        except audit_signing.DigestError as error:
             raise CommandError(str(error)) from error
         self.stdout.write(f"wrote {path}" if path else "nothing new since the last digest")

@@ -7,6 +7,8 @@ from django.core.management.base import BaseCommand, CommandError
 from automations import audit
 from automations.audit import archive as audit_archive
 from automations.audit import digests as audit_digests
+from automations.audit import manifests as audit_manifests
+from automations.audit import signing as audit_signing
 from automations.models import AuditEvent
 
 
@@ -44,7 +46,7 @@ class Command(BaseCommand):
     def handle(self, *args, start=None, end=None, anchor=None, archive=None, digest_dir=None, public_key=None,
                no_digests=False, require_digests=False, against=None, **options):
         # Keys are needed for manifests even with --no-digests: only a signed manifest explains a gap.
-        signers = audit_digests.trusted_signers([audit_digests.signer_from(value) for value in public_key or []])
+        signers = audit_signing.trusted_signers([audit_signing.signer_from(value) for value in public_key or []])
         problems: list[audit.ChainProblem] = []
         how = None
         extra_manifests = []
@@ -68,7 +70,7 @@ class Command(BaseCommand):
             start = oldest or 1
         if anchor is not None and how is None:
             how = "the given anchor"
-        coverage = audit_archive.front_coverage(oldest or start, signers, extra_manifests)
+        coverage = audit_manifests.front_coverage(oldest or start, signers, extra_manifests)
         if anchor is None and start == 1:
             anchor, how = audit.GENESIS_HASH, "genesis"
         elif anchor is None and oldest is not None and start == oldest:
@@ -84,7 +86,7 @@ class Command(BaseCommand):
         else:
             # An explicit anchor, but a forged manifest is still worth reporting.
             problems += [problem for problem in coverage.problems if "missing" not in problem.reason]
-        problems += audit_archive.manifests_against_stored(coverage.manifests)
+        problems += audit_manifests.manifests_against_stored(coverage.manifests)
 
         report = audit.check_chain(start=start, end=end, anchor_hash=anchor)
         if report.problem:
