@@ -569,3 +569,112 @@ class TestCanonicalTargets:
         # EC2's query protocol puts boto3's Owners=["self"] on the wire as Owner.1 (OwnerIds was refused by boto3).
         assert call["error"] is None and call["params"].get("Owner.1") == "self", call["params"]
 
+
+
+#
+# 7. The content check fails closed: an approval, a step signal or a start that cannot confirm
+#    the bound content does nothing (issue 12, follow-up)
+#
+
+def _approval_trail(request) -> list[str]:
+    return list(AuditEvent.objects.filter(request=request).values_list("action", flat=True))
+
+
+class TestContentCheckFailsClosed:
+    @pytest.mark.parametrize("how", ["refused", "throttled", "deleted"])
+    def test_an_approval_that_cannot_read_the_hash_is_refused_and_nothing_is_approved(
+            self, world, own, sb, deliveries, django_capture_on_commit_callbacks, how):
+        from automations.errors import ContentUnverifiable
+
+        policy = own(document(harmless()))
+        request = submit(world, policy)
+        if how == "refused":
+            sb.faults.error_next("DescribeDocument", "AccessDeniedException", n=1)
+        elif how == "throttled":
+            sb.faults.throttle_next("DescribeDocument", 10)  # more than the client's retries
+        else:
+            own.ssm.delete_document(Name=policy.runbook.name)
+        with django_capture_on_commit_callbacks(execute=True), pytest.raises(ContentUnverifiable) as refused:
+            services.request_approve(request=request, actor=world.bob)
+        assert refused.value.code == "content_unverifiable"
+        request.refresh_from_db()
+        assert request.status == Status.SUBMITTED and request.approved_at is None
+        assert not Approval.objects.filter(request=request).exists()
+        trail = _approval_trail(request)
+        assert "request.approval_added" not in trail and "request.approved" not in trail
+        event = AuditEvent.objects.get(request=request, action="approval.refused")
+        assert event.details["code"] == "content_unverifiable"
+        assert sb.calls.of(START) == []
+
+    def test_the_api_answers_content_unverifiable(self, world, own, sb):
+        policy = own(document(harmless()))
+        request = submit(world, policy)
+        sb.faults.error_next("DescribeDocument", "AccessDeniedException", n=1)
+        api = APIClient()
+        api.force_login(world.bob)
+        response = api.post(f"/api/v1/requests/{request.pk}/approve/", {"comment": "ok"}, format="json")
+        assert response.json()["code"] == "content_unverifiable", response.json()
+        assert response.status_code == 503
+        request.refresh_from_db()
+        assert request.status == Status.SUBMITTED
+
+    def test_a_step_signal_that_cannot_read_the_hash_is_refused_with_content_unverifiable(
+            self, world, own, sb, deliveries):
+        from automations.errors import ContentUnverifiable
+
+        steps = [{"name": "approve", "action": "aws:approve",
+                  "inputs": {"Approvers": "{{ Approvers }}", "MinRequiredApprovals": 1, "Message": "go?"}},
+                 *harmless()]
+        policy = own(document(steps, parameters={"Approvers": {"type": "StringList"}}))
+        request = services.request_approve(request=submit(world, policy), actor=world.bob)
+        assert services.request_dispatch(request_id=request.pk) == "started"
+        entry = _waiting_step(request)
+        sb.calls.clear()
+        sb.faults.throttle_next("DescribeDocument", 10)
+        with pytest.raises(ContentUnverifiable):
+            policies.step_decide(step_approval=entry, actor=world.frank, decision="Approve")
+        assert sb.calls.of("SendAutomationSignal") == []
+
+
+#
+# 8. Requests from before the content binding (no document_hash) never start
+#
+
+class TestRowsWithoutContentHash:
+    def _legacy(self, world, own):
+        policy = own(document(harmless()))
+        request = services.request_approve(request=submit(world, policy), actor=world.bob)
+        # What migration 0011 left on rows submitted before the binding: no hash, and the old
+        # fingerprint (without the hash) on the request and its approvals.
+        AutomationRequest.objects.filter(pk=request.pk).update(document_hash="")
+        request.refresh_from_db()
+        return request
+
+    def test_dispatch_refuses_an_unbound_request_with_content_unbound(
+            self, world, own, sb, deliveries, django_capture_on_commit_callbacks):
+        request = self._legacy(world, own)
+        sb.calls.clear()
+        with django_capture_on_commit_callbacks(execute=True):
+            assert services.request_dispatch(request_id=request.pk) == "refused"
+        request.refresh_from_db()
+        assert request.status == Status.DISPATCH_FAILED and request.reason_code == "content_unbound"
+        assert "submit" in request.status_reason.lower()
+        assert sb.calls.of(START) == []
+        assert AuditEvent.objects.filter(request=request, action="dispatch.refused",
+                                         details__code="content_unbound").exists()
+
+    def test_an_unbound_request_cannot_be_approved(self, world, own, sb, deliveries):
+        from automations.errors import ContentUnverifiable
+
+        policy = own(document(harmless()))
+        request = submit(world, policy)
+        AutomationRequest.objects.filter(pk=request.pk).update(document_hash="")
+        request.refresh_from_db()
+        with pytest.raises(ContentUnverifiable) as refused:
+            services.request_approve(request=request, actor=world.bob)
+        assert refused.value.code == "content_unbound"
+        request.refresh_from_db()
+        assert request.status == Status.REJECTED and request.reason_code == "content_unbound"
+        assert not Approval.objects.filter(request=request).exists()
+        assert AuditEvent.objects.filter(request=request, action="request.invalidated",
+                                         details__code="content_unbound").exists()
