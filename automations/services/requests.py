@@ -233,9 +233,10 @@ def request_submit(
         # Roles and approvers are Delegate's: the identity assumeRole names, handed-off roles,
         # the principal Delegate signals aws:approve steps as (run_identity).
         wire.update(run_identity.server_values(runbook_version, schema, account))
-        resources = inventory.resource_ids(wire, rc_targets, kinds=resource_kinds(schema),
-                                           region=runbook.region, account_id=account.account_id,
-                                           target_parameter=target_parameter_name)
+        by_parameter = inventory.resources_by_parameter(wire, rc_targets, kinds=resource_kinds(schema),
+                                                        region=runbook.region, account_id=account.account_id,
+                                                        target_parameter=target_parameter_name)
+        resources = list(dict.fromkeys(r for found in by_parameter.values() for r in found))
         if len(resources) > team_policy.max_targets:
             raise InvalidRequest(f"At most {team_policy.max_targets} resources per request for this runbook.",
                                  code="too_many_targets")
@@ -254,7 +255,10 @@ def request_submit(
         raise DomainError("The resource inventory could not be checked; try again shortly.",
                           code="inventory_unavailable") from error
     if outside:
-        error = OutOfScope(f"Not in your team's scope: {', '.join(outside)}.", errors={"resources": outside})
+        # Field errors name the parameter (the form shows them there) and `resources` lists them all.
+        fields = {name: [f"Not in your team's scope: {', '.join(r for r in found if r in outside)}."]
+                  for name, found in by_parameter.items() if any(r in outside for r in found)}
+        error = OutOfScope(f"Not in your team's scope: {', '.join(outside)}.", errors={"resources": outside, **fields})
         if preview:
             raise error
         raise _refused(actor=actor, client=client, action="request.refused", error=error, resources=outside, **context)

@@ -678,3 +678,115 @@ class TestRowsWithoutContentHash:
         assert not Approval.objects.filter(request=request).exists()
         assert AuditEvent.objects.filter(request=request, action="request.invalidated",
                                          details__code="content_unbound").exists()
+
+
+#
+# 9. Every resource type a request can name is scope-checked against the team (issue 12, follow-up):
+#    security groups, subnets, VPCs (EC2 tags) and CloudFormation stacks (stack tags); an AWS::
+#    type Delegate cannot check fails closed.
+#
+
+@pytest.fixture
+def network(sb):
+    """A VPC, subnet and security group per team, tagged Team=platform / Team=data, and a stack each."""
+    ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=sb.url,
+                       aws_access_key_id="AKIDTESTTESTTEST0000", aws_secret_access_key="test")
+    cfn = boto3.client("cloudformation", region_name=REGION, endpoint_url=sb.url,
+                       aws_access_key_id="AKIDTESTTESTTEST0000", aws_secret_access_key="test")
+    found = {}
+    suffix = uuid.uuid4().hex[:6]
+    for team in ("platform", "data"):
+        tags = [{"Key": "Team", "Value": team}]
+        vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16", TagSpecifications=[{"ResourceType": "vpc", "Tags": tags}])
+        vpc_id = vpc["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.9.1.0/24",
+                                   TagSpecifications=[{"ResourceType": "subnet", "Tags": tags}])["Subnet"]["SubnetId"]
+        group = ec2.create_security_group(GroupName=f"{team}-{suffix}", Description=team, VpcId=vpc_id,
+                                          TagSpecifications=[{"ResourceType": "security-group", "Tags": tags}])["GroupId"]
+        stack = f"{team}-stack-{suffix}"
+        cfn.create_stack(StackName=stack, Tags=tags, TemplateBody=json.dumps(
+            {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}))
+        found[team] = {"vpc": vpc_id, "subnet": subnet, "security_group": group, "stack": stack}
+    return found
+
+
+# parameter name (plain String: the name decides the kind) -> the kind in `network`
+NAMED_KINDS = {"SecurityGroupId": "security_group", "SubnetId": "subnet", "VpcId": "vpc", "StackNameOrId": "stack"}
+# AWS:: parameter types -> the kind in `network`
+TYPED_KINDS = {"AWS::EC2::SecurityGroup::Id": "security_group", "AWS::EC2::Subnet::Id": "subnet",
+               "AWS::EC2::VPC::Id": "vpc"}
+
+
+def _kinds_document(parameters: dict) -> str:
+    return document(harmless(), parameters=parameters)
+
+
+class TestEveryResourceTypeIsScopeChecked:
+    @pytest.mark.parametrize("parameter", sorted(NAMED_KINDS))
+    def test_another_teams_resource_named_by_parameter_name_is_refused(self, world, own, network, parameter):
+        from automations.errors import OutOfScope
+
+        policy = own(_kinds_document({parameter: {"type": "String", "default": ""}}))
+        kind = NAMED_KINDS[parameter]
+        before = AutomationRequest.objects.count()
+        with pytest.raises(OutOfScope) as refused:
+            submit(world, policy, {"InstanceId": world.web1, parameter: network["data"][kind]})
+        assert refused.value.code == "out_of_scope"
+        assert parameter in refused.value.errors, refused.value.errors
+        assert AutomationRequest.objects.count() == before
+        request = submit(world, policy, {"InstanceId": world.web1, parameter: network["platform"][kind]})
+        assert len(request.resources) == 2  # the instance and this resource, both checked again at dispatch
+
+    @pytest.mark.parametrize("kind_type", sorted(TYPED_KINDS))
+    def test_another_teams_resource_of_an_aws_type_is_refused(self, world, own, network, kind_type):
+        from automations.errors import OutOfScope
+
+        policy = own(_kinds_document({"Target": {"type": kind_type}}))
+        kind = TYPED_KINDS[kind_type]
+        with pytest.raises(OutOfScope) as refused:
+            submit(world, policy, {"InstanceId": world.web1, "Target": network["data"][kind]})
+        assert "Target" in refused.value.errors
+        assert network["platform"][kind] in submit(world, policy, {"InstanceId": world.web1,
+                                                                   "Target": network["platform"][kind]}).resources
+
+    def test_an_ec2_id_in_any_parameter_is_checked_by_its_shape(self, world, own, network):
+        from automations.errors import OutOfScope
+
+        policy = own(_kinds_document({"Notes": {"type": "String", "default": ""}}))
+        with pytest.raises(OutOfScope):
+            submit(world, policy, {"InstanceId": world.web1, "Notes": network["data"]["security_group"]})
+
+    def test_a_stack_arn_of_another_team_or_account_is_refused(self, world, own, network, sb):
+        from automations.errors import OutOfScope
+
+        policy = own(_kinds_document({"StackNameOrId": {"type": "String", "default": ""}}))
+        cfn = boto3.client("cloudformation", region_name=REGION, endpoint_url=sb.url,
+                           aws_access_key_id="AKIDTESTTESTTEST0000", aws_secret_access_key="test")
+        arn = cfn.describe_stacks(StackName=network["data"]["stack"])["Stacks"][0]["StackId"]
+        for value in (arn, arn.replace(world.account.account_id, "999999999999"), "no-such-stack"):
+            with pytest.raises(OutOfScope):
+                submit(world, policy, {"InstanceId": world.web1, "StackNameOrId": value})
+
+    @pytest.mark.parametrize("kind_type", ["AWS::Lambda::Function::Name", "AWS::EC2::KeyPair::KeyName",
+                                           "List<AWS::SSM::Parameter::Name>"])
+    def test_an_aws_type_delegate_cannot_check_fails_closed(self, world, own, kind_type):
+        policy = own(_kinds_document({"Target": {"type": kind_type, "default": ""}}))
+        before = AutomationRequest.objects.count()
+        with pytest.raises(InvalidRequest) as refused:
+            submit(world, policy, {"InstanceId": world.web1, "Target": "anything"})
+        assert refused.value.code == "resource_type_unsupported"
+        assert "Target" in refused.value.errors
+        assert AutomationRequest.objects.count() == before
+
+    def test_dispatch_checks_them_again(self, world, own, network, sb, deliveries):
+        policy = own(_kinds_document({"SecurityGroupId": {"type": "String", "default": ""}}))
+        group = network["platform"]["security_group"]
+        request = services.request_approve(
+            request=submit(world, policy, {"InstanceId": world.web1, "SecurityGroupId": group}), actor=world.bob)
+        ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=sb.url,
+                           aws_access_key_id="AKIDTESTTESTTEST0000", aws_secret_access_key="test")
+        ec2.create_tags(Resources=[group], Tags=[{"Key": "Team", "Value": "data"}])  # handed over meanwhile
+        sb.calls.clear()
+        assert services.request_dispatch(request_id=request.pk) == "refused"
+        request.refresh_from_db()
+        assert group in request.status_reason and sb.calls.of(START) == []
