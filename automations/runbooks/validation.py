@@ -120,7 +120,9 @@ _KIND_OF_NAME = (
     (re.compile(r"SecurityGroupIds?$"), "security_group"),
     (re.compile(r"SubnetIds?$"), "subnet"),
     (re.compile(r"VpcIds?$"), "vpc"),
-    (re.compile(r"^(Stack(Name|Id|NameOrId|Arn)|CloudFormationStack(Name)?)$"), "stack"),
+    # An existing stack to act on. A bare "StackName" is left out: AWS runbooks use it for the
+    # stack they create (AWS-CreateManagedInstance), which cannot be in anyone's scope yet.
+    (re.compile(r"^Stack(Id|NameOrId|Arn)$"), "stack"),
 )
 _RDS_HINT = re.compile(r"\b(RDS|DB instance|database|Aurora)\b", re.IGNORECASE)
 
