@@ -256,7 +256,9 @@ def request_submit(
                           code="inventory_unavailable") from error
     if outside:
         # Field errors name the parameter (the form shows them there) and `resources` lists them all.
-        fields = {name: [f"Not in your team's scope: {', '.join(r for r in found if r in outside)}."]
+        # (Rate-control target values are the `targets` field, not the parameter they fill.)
+        fields = {("targets" if name == target_parameter_name else name):
+                  [f"{r} is not in your team's scope (or does not exist here)." for r in found if r in outside]
                   for name, found in by_parameter.items() if any(r in outside for r in found)}
         error = OutOfScope(f"Not in your team's scope: {', '.join(outside)}.", errors={"resources": outside, **fields})
         if preview:

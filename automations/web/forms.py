@@ -376,7 +376,8 @@ class AutomationRequestForm(forms.Form):
         for name, messages in errors.items():
             messages = messages if isinstance(messages, list) else [messages]
             if name == "resources":
-                self._add_resource_errors(messages, parameters or {})
+                if len(errors) == 1:  # the service named no field: find the parameter holding each id
+                    self._add_resource_errors(messages, parameters or {})
                 continue
             field = PARAM_PREFIX + name if PARAM_PREFIX + name in self.fields else mapping.get(name, name)
             if field not in self.fields:

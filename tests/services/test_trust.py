@@ -778,6 +778,15 @@ class TestEveryResourceTypeIsScopeChecked:
         assert "Target" in refused.value.errors
         assert AutomationRequest.objects.count() == before
 
+    def test_a_stack_to_create_is_not_a_stack_to_check(self):
+        from automations.runbooks.validation import resource_kind
+
+        # AWS-CreateManagedInstance names the stack it creates "StackName": it cannot be in scope yet.
+        assert resource_kind("StackName", {"type": "String"}) is None
+        assert resource_kind("StackNameOrId", {"type": "String"}) == "stack"
+        assert resource_kind("Target", {"type": "AWS::CloudFormation::Stack::Name"}) == "stack"
+        assert resource_kind("Role", {"type": "AWS::IAM::Role::Arn", "role_kind": "subject"}) is None
+
     def test_dispatch_checks_them_again(self, world, own, network, sb, deliveries):
         policy = own(_kinds_document({"SecurityGroupId": {"type": "String", "default": ""}}))
         group = network["platform"]["security_group"]
