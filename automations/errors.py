@@ -89,3 +89,11 @@ class ContentChanged(DomainError):
 
     code = "content_changed"
     status = 409
+
+
+class ContentUnverifiable(DomainError):
+    """SSM's content hash for the request's version could not be read (or the request bound none):
+    nothing that acts on an approval may go ahead on content nobody could confirm."""
+
+    code = "content_unverifiable"
+    status = 503

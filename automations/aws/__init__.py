@@ -33,6 +33,7 @@ from automations.aws.gateway import (
     document_hash,
     describe_instances,
     describe_ec2_resources,
+    stack_tags,
 )
 
 __all__ = [
@@ -42,5 +43,6 @@ __all__ = [
     "session_tags", "AssumedSession", "assume_role", "start_automation", "stop_automation",
     "send_signal", "READ_SESSION_NAME", "read_client", "describe_executions", "get_execution",
     "step_executions", "list_automation_documents", "list_document_versions", "get_document",
-    "describe_document", "document_hash", "describe_instances", "describe_ec2_resources"
+    "describe_document", "document_hash", "describe_instances", "describe_ec2_resources",
+    "stack_tags"
 ]

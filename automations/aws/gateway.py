@@ -480,12 +480,16 @@ _EC2_KINDS = {
     "volume": ("describe_volumes", "VolumeIds", "Volumes", "VolumeId"),
     "snapshot": ("describe_snapshots", "SnapshotIds", "Snapshots", "SnapshotId"),
     "image": ("describe_images", "ImageIds", "Images", "ImageId"),
+    "security_group": ("describe_security_groups", "GroupIds", "SecurityGroups", "GroupId"),
+    "subnet": ("describe_subnets", "SubnetIds", "Subnets", "SubnetId"),
+    "vpc": ("describe_vpcs", "VpcIds", "Vpcs", "VpcId"),
 }
 
 
 def describe_ec2_resources(kind: str, *, region: str, role_arn: str, ids: list[str] | None = None,
                            filters: list[dict] | None = None, ec2_client=None) -> list[dict]:
-    """Volumes, snapshots or images as {"id", "state", "tags"}; instances use describe_instances."""
+    """Volumes, snapshots, images, security groups, subnets or VPCs as {"id", "state", "tags"}
+    (security groups have no state: ""); instances use describe_instances."""
     if kind == "instance":
         return describe_instances(region=region, role_arn=role_arn, instance_ids=ids, filters=filters,
                                   ec2_client=ec2_client)
@@ -506,3 +510,18 @@ def describe_ec2_resources(kind: str, *, region: str, role_arn: str, ids: list[s
          "tags": {tag["Key"]: tag.get("Value", "") for tag in item.get("Tags", [])}}
         for item in response.get(result_key, [])
     ]
+
+
+def stack_tags(*, region: str, role_arn: str, stack: str, cfn_client=None) -> dict[str, str] | None:
+    """A CloudFormation stack's tags (by name or ARN); None when it does not exist or was deleted."""
+    cfn = cfn_client or read_client("cloudformation", region=region, role_arn=role_arn)
+    try:
+        stacks = _call(cfn.describe_stacks, StackName=stack).get("Stacks", [])
+    except PermanentAwsError as error:
+        if error.code == "ValidationError":  # CloudFormation's answer for "Stack with id … does not exist"
+            return None
+        raise
+    live = [item for item in stacks if item.get("StackStatus") != "DELETE_COMPLETE"]
+    if not live:
+        return None
+    return {tag["Key"]: tag.get("Value", "") for tag in live[0].get("Tags", [])}

@@ -92,11 +92,22 @@ RESOURCE_KINDS = {
                     "a DB instance identifier: a letter, then letters, digits and single hyphens (at most 63)"),
     "queue": (re.compile(r"^https://sqs\.[a-z0-9-]+\.amazonaws\.com/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$"),
               "a queue URL like https://sqs.eu-west-1.amazonaws.com/123456789012/name"),
+    "security_group": (re.compile(r"^sg-[0-9a-f]{8}([0-9a-f]{9})?$"), "a security group id like sg-0123456789abcdef0"),
+    "subnet": (re.compile(r"^subnet-[0-9a-f]{8}([0-9a-f]{9})?$"), "a subnet id like subnet-0123456789abcdef0"),
+    "vpc": (re.compile(r"^vpc-[0-9a-f]{8}([0-9a-f]{9})?$"), "a VPC id like vpc-0123456789abcdef0"),
+    "stack": (re.compile(r"^([A-Za-z][A-Za-z0-9-]{0,127}|arn:aws[a-z-]*:cloudformation:[a-z0-9-]+:\d{12}:"
+                         r"stack/[A-Za-z][A-Za-z0-9-]{0,127}/[0-9a-f-]{1,64})$"),
+              "a stack name (a letter, then letters, digits and hyphens) or a stack ARN"),
 }
+# A parameter of an AWS:: type that names none of the kinds above (a Lambda function, a key
+# pair…): Delegate cannot check it against the team's scope, so it is refused, never passed.
+UNSUPPORTED_KIND = "unsupported"
 _KIND_OF_TYPE = {
     "AWS::EC2::Instance::Id": "instance", "AWS::EC2::Volume::Id": "volume", "AWS::EC2::Snapshot::Id": "snapshot",
     "AWS::EC2::Image::Id": "image", "AWS::S3::Bucket::Name": "bucket", "AWS::RDS::DBInstance::Id": "db_instance",
-    "AWS::SQS::Queue::Url": "queue",
+    "AWS::SQS::Queue::Url": "queue", "AWS::EC2::SecurityGroup::Id": "security_group",
+    "AWS::EC2::Subnet::Id": "subnet", "AWS::EC2::VPC::Id": "vpc", "AWS::CloudFormation::Stack::Name": "stack",
+    "AWS::CloudFormation::Stack::Id": "stack",
 }
 _KIND_OF_NAME = (
     (re.compile(r"(DBInstanceIdentifier|DbInstanceId|DBInstanceId|RdsInstanceId)s?$"), "db_instance"),
@@ -106,6 +117,12 @@ _KIND_OF_NAME = (
     (re.compile(r"(ImageIds?|AmiIds?)$"), "image"),
     (re.compile(r"(BucketNames?|^S3Bucket|^Bucket)$"), "bucket"),
     (re.compile(r"QueueUrls?$"), "queue"),
+    (re.compile(r"SecurityGroupIds?$"), "security_group"),
+    (re.compile(r"SubnetIds?$"), "subnet"),
+    (re.compile(r"VpcIds?$"), "vpc"),
+    # An existing stack to act on. A bare "StackName" is left out: AWS runbooks use it for the
+    # stack they create (AWS-CreateManagedInstance), which cannot be in anyone's scope yet.
+    (re.compile(r"^Stack(Id|NameOrId|Arn)$"), "stack"),
 )
 _RDS_HINT = re.compile(r"\b(RDS|DB instance|database|Aurora)\b", re.IGNORECASE)
 
@@ -113,13 +130,16 @@ _RDS_HINT = re.compile(r"\b(RDS|DB instance|database|Aurora)\b", re.IGNORECASE)
 def resource_kind(name: str, spec: dict) -> str | None:
     """The resource kind a parameter names (instance, volume, …), or None for plain text.
 
-    An AWS:: type decides; otherwise the name does, except that an "InstanceId" whose
-    description speaks of RDS is a DB instance (AWS-RebootRdsInstance).
+    An AWS:: type decides (one Delegate cannot scope-check is UNSUPPORTED_KIND); otherwise the
+    name does, except that an "InstanceId" whose description speaks of RDS is a DB instance
+    (AWS-RebootRdsInstance).
     """
     kind = str(spec.get("type", ""))
     inner = _element_type(kind)
     if inner in _KIND_OF_TYPE:
         return _KIND_OF_TYPE[inner]
+    if inner.startswith("AWS::") and not inner.startswith("AWS::IAM::"):  # IAM types are roles (role_kind)
+        return UNSUPPORTED_KIND
     if inner != "String" or spec.get("role_kind"):
         return None
     for pattern, hinted in _KIND_OF_NAME:
@@ -429,6 +449,15 @@ def validate_parameters(
                 for name in owned
             },
         )
+    unsupported = sorted(name for name in raw if isinstance(name, str) and name in schema
+                         and raw[name] not in (None, "", [], {}) and resource_kind(name, schema[name]) == UNSUPPORTED_KIND)
+    if unsupported:
+        # Fail closed: a resource Delegate cannot check against the team's scope is never sent.
+        raise InvalidRequest(
+            "Delegate cannot check this kind of resource against your team's scope, so it cannot be named here.",
+            code="resource_type_unsupported",
+            errors={name: [f"Delegate cannot check a {schema[name]['type']} against your team's scope; "
+                           "ask an administrator to change the runbook or leave this empty."] for name in unsupported})
     unknown = sorted(str(name)[:60] for name in raw if name not in schema)
     errors: dict[str, list[str]] = {name: ["This runbook version has no such parameter."] for name in unknown}
     deadline = _Deadline()
@@ -464,6 +493,8 @@ def validate_target_values(spec: dict, values: list, name: str = "target") -> li
     }
     single.pop("minItems", None)
     single.pop("maxItems", None)
+    if single.get("resource_kind") == UNSUPPORTED_KIND:
+        return [f"Delegate cannot check a {spec['type']} against your team's scope; these targets cannot be named."]
     deadline = _Deadline()
     errors: list[str] = []
     for value in values:

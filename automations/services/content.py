@@ -7,6 +7,12 @@ signalling one of its aws:approve steps) the hash of that exact version is read 
 replaced (e.g. deleted and re-created under the same name and version number): nothing acts,
 the new content is recorded as a catalog revision (so approvers see it), an audit event names
 both hashes, and the requester and approvers are told. Reason code: `content_changed`.
+
+The check fails closed. When SSM cannot be asked (throttled, access denied, the document
+deleted) nothing acts on the approval: an approval or a step signal is refused with
+`content_unverifiable` and may be tried again; the worker puts a transient failure back and
+refuses a permanent one. A request that bound no hash at all (submitted before the binding
+existed) is never approved, signalled or started: `content_unbound`, submit it again.
 """
 from __future__ import annotations
 
@@ -19,12 +25,26 @@ from automations.services import notifications
 
 log = structlog.get_logger(__name__)
 CONTENT_CHANGED = "content_changed"
+CONTENT_UNVERIFIABLE = "content_unverifiable"
+CONTENT_UNBOUND = "content_unbound"
 
 
 def live_hash(request: AutomationRequest) -> tuple[str, str]:
     """(Hash, HashType) SSM reports now for the request's exact document version."""
     return aws.document_hash(region=request.region, role_arn=request.account.dispatch_role_arn,
                              name=request.runbook.name, version=request.runbook_version.version)
+
+
+def unbound_reason(request: AutomationRequest) -> str:
+    return (f"This request was submitted before Delegate bound the runbook's content (it has no content hash), "
+            f"so nobody can confirm that {request.runbook.short_name} v{request.runbook_version.version} is what was "
+            "approved. Nothing was started; submit the request again.")
+
+
+def unverifiable_reason(request: AutomationRequest, error: aws.AwsError) -> str:
+    return (f"SSM could not confirm the content of {request.runbook.short_name} v{request.runbook_version.version} "
+            f"({error.code}); nothing was approved or signalled. Try again shortly; if the document was deleted, "
+            "the request cannot go ahead.")
 
 
 def content_changed_reason(request: AutomationRequest, found: str) -> str:

@@ -259,6 +259,11 @@ def _dispatch(request_id: int) -> str:
         return claimed
     request, attempts, maybe_started = claimed
 
+    if not request.document_hash:
+        # Submitted before approvals bound content: nobody can say what was approved, so it never
+        # starts (checked first: its old fingerprint would only say "mismatch").
+        return _fail(request_id, action="dispatch.refused", reason=content.unbound_reason(request),
+                     details={"code": content.CONTENT_UNBOUND}, reason_code=content.CONTENT_UNBOUND)
     refusal = _refusal(request)
     if refusal:
         return _fail(request_id, action="dispatch.refused", reason=refusal)

@@ -242,24 +242,27 @@ class _NoSignalYet(Exception):
 
 
 def _step_content_check(request: AutomationRequest, *, actor, client, step: str) -> None:
-    """A step signal acts on the approval too: refuse it if SSM no longer serves the bound content."""
-    from automations.errors import ContentChanged
+    """A step signal acts on the approval too: refuse it if SSM no longer serves the bound content,
+    and fail closed when that cannot be confirmed (content_unverifiable, content_unbound)."""
+    from automations.errors import ContentChanged, ContentUnverifiable
     from automations.services import content
 
-    try:
-        found, hash_type = content.live_hash(request)
-    except aws.TransientAwsError as error:
-        raise DomainError(f"AWS could not confirm the runbook's content: {error.code}; try again.",
-                          code="aws_error") from error
-    except aws.PermanentAwsError as error:
-        found, hash_type = f"(unavailable: {error.code})", ""
-    if found == request.document_hash:
-        return
-    content.record_changed_content(request, found=found, hash_type=hash_type, actor=actor, where="step")
+    if not request.document_hash:
+        error = ContentUnverifiable(content.unbound_reason(request), code=content.CONTENT_UNBOUND)
+    else:
+        try:
+            found, hash_type = content.live_hash(request)
+        except aws.AwsError as failure:  # throttled, denied, or the document is gone: nothing is signalled
+            error = ContentUnverifiable(content.unverifiable_reason(request, failure))
+        else:
+            if found == request.document_hash:
+                return
+            content.record_changed_content(request, found=found, hash_type=hash_type, actor=actor, where="step")
+            error = ContentChanged(content.content_changed_reason(request, found))
     with transaction.atomic():
         audit.record(action="step.refused", actor=actor, request=request, client=client,
-                     details={"code": content.CONTENT_CHANGED, "step": step})
-    raise ContentChanged(content.content_changed_reason(request, found))
+                     details={"code": error.code, "step": step})
+    raise error
 
 
 def step_decide(*, step_approval: StepApproval, actor, decision: str, comment: str = "",

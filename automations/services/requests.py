@@ -17,6 +17,7 @@ from automations.aws import inventory
 from automations.runbooks import identity as run_identity
 from automations.errors import (
     ContentChanged,
+    ContentUnverifiable,
     DomainError,
     InvalidRequest,
     NotAllowed,
@@ -232,9 +233,10 @@ def request_submit(
         # Roles and approvers are Delegate's: the identity assumeRole names, handed-off roles,
         # the principal Delegate signals aws:approve steps as (run_identity).
         wire.update(run_identity.server_values(runbook_version, schema, account))
-        resources = inventory.resource_ids(wire, rc_targets, kinds=resource_kinds(schema),
-                                           region=runbook.region, account_id=account.account_id,
-                                           target_parameter=target_parameter_name)
+        by_parameter = inventory.resources_by_parameter(wire, rc_targets, kinds=resource_kinds(schema),
+                                                        region=runbook.region, account_id=account.account_id,
+                                                        target_parameter=target_parameter_name)
+        resources = list(dict.fromkeys(r for found in by_parameter.values() for r in found))
         if len(resources) > team_policy.max_targets:
             raise InvalidRequest(f"At most {team_policy.max_targets} resources per request for this runbook.",
                                  code="too_many_targets")
@@ -253,7 +255,12 @@ def request_submit(
         raise DomainError("The resource inventory could not be checked; try again shortly.",
                           code="inventory_unavailable") from error
     if outside:
-        error = OutOfScope(f"Not in your team's scope: {', '.join(outside)}.", errors={"resources": outside})
+        # Field errors name the parameter (the form shows them there) and `resources` lists them all.
+        # (Rate-control target values are the `targets` field, not the parameter they fill.)
+        fields = {("targets" if name == target_parameter_name else name):
+                  [f"{r} is not in your team's scope (or does not exist here)." for r in found if r in outside]
+                  for name, found in by_parameter.items() if any(r in outside for r in found)}
+        error = OutOfScope(f"Not in your team's scope: {', '.join(outside)}.", errors={"resources": outside, **fields})
         if preview:
             raise error
         raise _refused(actor=actor, client=client, action="request.refused", error=error, resources=outside, **context)
@@ -363,28 +370,43 @@ def _content_still_bound(request: AutomationRequest, *, actor, client) -> None:
     """Before an approval counts, SSM must still serve the content the request bound.
 
     Otherwise the request is invalidated (rejected by Delegate, reason code content_changed):
-    the approver is shown the new content and the requester must submit again for it. If SSM
-    cannot be asked right now the approval goes ahead; the worker checks again before Start.
+    the approver is shown the new content and the requester must submit again for it. The check
+    fails closed: if SSM cannot be asked (throttled, access denied, the document deleted) the
+    approval is refused with content_unverifiable and nothing is recorded as approved; a request
+    that bound no hash (submitted before the binding existed) is invalidated, content_unbound.
     """
     if request.status != Status.SUBMITTED or actor.pk == request.requester_id:
         return
+    if not request.document_hash:
+        reason = content.unbound_reason(request)
+        _invalidate(request, client=client, reason=reason, code=content.CONTENT_UNBOUND,
+                    details={"attempted_by": actor.get_username()})
+        raise ContentUnverifiable(reason, code=content.CONTENT_UNBOUND)
     try:
         found, hash_type = content.live_hash(request)
     except aws.AwsError as error:
         log.warning("approval.content_check_unavailable", automation_request=request.pk, error=error.code)
-        return
+        raise _refused(actor=actor, client=client, action="approval.refused", request=request,
+                       error=ContentUnverifiable(content.unverifiable_reason(request, error)),
+                       aws_error=error.code) from error
     if found == request.document_hash:
         return
     reason = content.content_changed_reason(request, found)
     content.record_changed_content(request, found=found, hash_type=hash_type, actor=actor, where="approval")
+    _invalidate(request, client=client, reason=reason, code=content.CONTENT_CHANGED,
+                details={"bound_hash": request.document_hash, "found_hash": found,
+                         "attempted_by": actor.get_username()})
+    raise ContentChanged(reason)
+
+
+def _invalidate(request: AutomationRequest, *, client, reason: str, code: str, details: dict) -> None:
+    """Delegate rejects a submitted request that can never be approved as it stands."""
     with transaction.atomic():
         locked = AutomationRequest.objects.select_for_update().get(pk=request.pk)
         if locked.status == Status.SUBMITTED:
             transition(locked, to=Status.REJECTED, actor=None, client=client, action="request.invalidated",
-                       details={"code": content.CONTENT_CHANGED, "bound_hash": request.document_hash,
-                                "found_hash": found, "attempted_by": actor.get_username()},
-                       status_reason=reason, reason_code=content.CONTENT_CHANGED, finished_at=timezone.now())
-    raise ContentChanged(reason)
+                       details={"code": code, **details}, status_reason=reason, reason_code=code,
+                       finished_at=timezone.now())
 
 
 @contextlib.contextmanager

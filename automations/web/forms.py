@@ -376,7 +376,10 @@ class AutomationRequestForm(forms.Form):
         for name, messages in errors.items():
             messages = messages if isinstance(messages, list) else [messages]
             if name == "resources":
-                self._add_resource_errors(messages, parameters or {})
+                # Ids the service already reported on a field are not repeated; others are placed here.
+                named = " ".join(str(m) for key, found in errors.items() if key != "resources"
+                                 for m in (found if isinstance(found, list) else [found]))
+                self._add_resource_errors([r for r in messages if str(r) not in named], parameters or {})
                 continue
             field = PARAM_PREFIX + name if PARAM_PREFIX + name in self.fields else mapping.get(name, name)
             if field not in self.fields:

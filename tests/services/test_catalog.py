@@ -148,6 +148,18 @@ def ids(world):
     }
 
 
+def platform_stack() -> str:
+    """A new CloudFormation stack tagged Team=platform in the sandbox (stacks are scope-checked by tag)."""
+    import os
+
+    cfn = boto3.client("cloudformation", region_name=REGION, endpoint_url=os.environ["AWS_ENDPOINT_URL"],
+                       aws_access_key_id="AKIDTESTTESTTEST0000", aws_secret_access_key="test")
+    name = f"platform-stack-{uuid.uuid4().hex[:8]}"
+    cfn.create_stack(StackName=name, Tags=[{"Key": "Team", "Value": "platform"}],
+                     TemplateBody='{"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}')
+    return name
+
+
 # Values a requester would type for parameters whose meaning the schema alone does not give.
 NAMED_VALUES = {
     "Device": "/dev/sdf",
@@ -178,6 +190,8 @@ def valid_parameters(world, name: str, schema: dict) -> dict:
             value = resources["snapshot"]
         elif parameter.endswith(("AmiId", "ImageId")):
             value = resources["image"]
+        elif parameter == "StackNameOrId":
+            value = platform_stack()  # a stack the run may delete: a fresh one each time
         elif "Instance" in parameter or "Instance" in spec["type"]:
             value = (
                 resources["instance2"]

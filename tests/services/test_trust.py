@@ -569,3 +569,233 @@ class TestCanonicalTargets:
         # EC2's query protocol puts boto3's Owners=["self"] on the wire as Owner.1 (OwnerIds was refused by boto3).
         assert call["error"] is None and call["params"].get("Owner.1") == "self", call["params"]
 
+
+
+#
+# 7. The content check fails closed: an approval, a step signal or a start that cannot confirm
+#    the bound content does nothing (issue 12, follow-up)
+#
+
+def _approval_trail(request) -> list[str]:
+    return list(AuditEvent.objects.filter(request=request).values_list("action", flat=True))
+
+
+class TestContentCheckFailsClosed:
+    @pytest.mark.parametrize("how", ["refused", "throttled", "deleted"])
+    def test_an_approval_that_cannot_read_the_hash_is_refused_and_nothing_is_approved(
+            self, world, own, sb, deliveries, django_capture_on_commit_callbacks, how):
+        from automations.errors import ContentUnverifiable
+
+        policy = own(document(harmless()))
+        request = submit(world, policy)
+        if how == "refused":
+            sb.faults.error_next("DescribeDocument", "AccessDeniedException", n=1)
+        elif how == "throttled":
+            sb.faults.throttle_next("DescribeDocument", 10)  # more than the client's retries
+        else:
+            own.ssm.delete_document(Name=policy.runbook.name)
+        with django_capture_on_commit_callbacks(execute=True), pytest.raises(ContentUnverifiable) as refused:
+            services.request_approve(request=request, actor=world.bob)
+        assert refused.value.code == "content_unverifiable"
+        request.refresh_from_db()
+        assert request.status == Status.SUBMITTED and request.approved_at is None
+        assert not Approval.objects.filter(request=request).exists()
+        trail = _approval_trail(request)
+        assert "request.approval_added" not in trail and "request.approved" not in trail
+        event = AuditEvent.objects.get(request=request, action="approval.refused")
+        assert event.details["code"] == "content_unverifiable"
+        assert sb.calls.of(START) == []
+
+    def test_the_api_answers_content_unverifiable(self, world, own, sb):
+        policy = own(document(harmless()))
+        request = submit(world, policy)
+        sb.faults.error_next("DescribeDocument", "AccessDeniedException", n=1)
+        api = APIClient()
+        api.force_login(world.bob)
+        response = api.post(f"/api/v1/requests/{request.pk}/approve/", {"comment": "ok"}, format="json")
+        assert response.json()["code"] == "content_unverifiable", response.json()
+        assert response.status_code == 503
+        request.refresh_from_db()
+        assert request.status == Status.SUBMITTED
+
+    def test_a_step_signal_that_cannot_read_the_hash_is_refused_with_content_unverifiable(
+            self, world, own, sb, deliveries):
+        from automations.errors import ContentUnverifiable
+
+        steps = [{"name": "approve", "action": "aws:approve",
+                  "inputs": {"Approvers": "{{ Approvers }}", "MinRequiredApprovals": 1, "Message": "go?"}},
+                 *harmless()]
+        policy = own(document(steps, parameters={"Approvers": {"type": "StringList"}}))
+        request = services.request_approve(request=submit(world, policy), actor=world.bob)
+        assert services.request_dispatch(request_id=request.pk) == "started"
+        entry = _waiting_step(request)
+        sb.calls.clear()
+        sb.faults.throttle_next("DescribeDocument", 10)
+        with pytest.raises(ContentUnverifiable):
+            policies.step_decide(step_approval=entry, actor=world.frank, decision="Approve")
+        assert sb.calls.of("SendAutomationSignal") == []
+
+
+#
+# 8. Requests from before the content binding (no document_hash) never start
+#
+
+class TestRowsWithoutContentHash:
+    def _legacy(self, world, own):
+        policy = own(document(harmless()))
+        request = services.request_approve(request=submit(world, policy), actor=world.bob)
+        # What migration 0011 left on rows submitted before the binding: no hash, and the old
+        # fingerprint (without the hash) on the request and its approvals.
+        AutomationRequest.objects.filter(pk=request.pk).update(document_hash="")
+        request.refresh_from_db()
+        return request
+
+    def test_dispatch_refuses_an_unbound_request_with_content_unbound(
+            self, world, own, sb, deliveries, django_capture_on_commit_callbacks):
+        request = self._legacy(world, own)
+        sb.calls.clear()
+        with django_capture_on_commit_callbacks(execute=True):
+            assert services.request_dispatch(request_id=request.pk) == "refused"
+        request.refresh_from_db()
+        assert request.status == Status.DISPATCH_FAILED and request.reason_code == "content_unbound"
+        assert "submit" in request.status_reason.lower()
+        assert sb.calls.of(START) == []
+        assert AuditEvent.objects.filter(request=request, action="dispatch.refused",
+                                         details__code="content_unbound").exists()
+
+    def test_an_unbound_request_cannot_be_approved(self, world, own, sb, deliveries):
+        from automations.errors import ContentUnverifiable
+
+        policy = own(document(harmless()))
+        request = submit(world, policy)
+        AutomationRequest.objects.filter(pk=request.pk).update(document_hash="")
+        request.refresh_from_db()
+        with pytest.raises(ContentUnverifiable) as refused:
+            services.request_approve(request=request, actor=world.bob)
+        assert refused.value.code == "content_unbound"
+        request.refresh_from_db()
+        assert request.status == Status.REJECTED and request.reason_code == "content_unbound"
+        assert not Approval.objects.filter(request=request).exists()
+        assert AuditEvent.objects.filter(request=request, action="request.invalidated",
+                                         details__code="content_unbound").exists()
+
+
+#
+# 9. Every resource type a request can name is scope-checked against the team (issue 12, follow-up):
+#    security groups, subnets, VPCs (EC2 tags) and CloudFormation stacks (stack tags); an AWS::
+#    type Delegate cannot check fails closed.
+#
+
+@pytest.fixture
+def network(sb):
+    """A VPC, subnet and security group per team, tagged Team=platform / Team=data, and a stack each."""
+    ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=sb.url,
+                       aws_access_key_id="AKIDTESTTESTTEST0000", aws_secret_access_key="test")
+    cfn = boto3.client("cloudformation", region_name=REGION, endpoint_url=sb.url,
+                       aws_access_key_id="AKIDTESTTESTTEST0000", aws_secret_access_key="test")
+    found = {}
+    suffix = uuid.uuid4().hex[:6]
+    for team in ("platform", "data"):
+        tags = [{"Key": "Team", "Value": team}]
+        vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16", TagSpecifications=[{"ResourceType": "vpc", "Tags": tags}])
+        vpc_id = vpc["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.9.1.0/24",
+                                   TagSpecifications=[{"ResourceType": "subnet", "Tags": tags}])["Subnet"]["SubnetId"]
+        group = ec2.create_security_group(GroupName=f"{team}-{suffix}", Description=team, VpcId=vpc_id,
+                                          TagSpecifications=[{"ResourceType": "security-group", "Tags": tags}])["GroupId"]
+        stack = f"{team}-stack-{suffix}"
+        cfn.create_stack(StackName=stack, Tags=tags, TemplateBody=json.dumps(
+            {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}))
+        found[team] = {"vpc": vpc_id, "subnet": subnet, "security_group": group, "stack": stack}
+    return found
+
+
+# parameter name (plain String: the name decides the kind) -> the kind in `network`
+NAMED_KINDS = {"SecurityGroupId": "security_group", "SubnetId": "subnet", "VpcId": "vpc", "StackNameOrId": "stack"}
+# AWS:: parameter types -> the kind in `network`
+TYPED_KINDS = {"AWS::EC2::SecurityGroup::Id": "security_group", "AWS::EC2::Subnet::Id": "subnet",
+               "AWS::EC2::VPC::Id": "vpc"}
+
+
+def _kinds_document(parameters: dict) -> str:
+    return document(harmless(), parameters=parameters)
+
+
+class TestEveryResourceTypeIsScopeChecked:
+    @pytest.mark.parametrize("parameter", sorted(NAMED_KINDS))
+    def test_another_teams_resource_named_by_parameter_name_is_refused(self, world, own, network, parameter):
+        from automations.errors import OutOfScope
+
+        policy = own(_kinds_document({parameter: {"type": "String", "default": ""}}))
+        kind = NAMED_KINDS[parameter]
+        before = AutomationRequest.objects.count()
+        with pytest.raises(OutOfScope) as refused:
+            submit(world, policy, {"InstanceId": world.web1, parameter: network["data"][kind]})
+        assert refused.value.code == "out_of_scope"
+        assert parameter in refused.value.errors, refused.value.errors
+        assert AutomationRequest.objects.count() == before
+        request = submit(world, policy, {"InstanceId": world.web1, parameter: network["platform"][kind]})
+        assert len(request.resources) == 2  # the instance and this resource, both checked again at dispatch
+
+    @pytest.mark.parametrize("kind_type", sorted(TYPED_KINDS))
+    def test_another_teams_resource_of_an_aws_type_is_refused(self, world, own, network, kind_type):
+        from automations.errors import OutOfScope
+
+        policy = own(_kinds_document({"Target": {"type": kind_type}}))
+        kind = TYPED_KINDS[kind_type]
+        with pytest.raises(OutOfScope) as refused:
+            submit(world, policy, {"InstanceId": world.web1, "Target": network["data"][kind]})
+        assert "Target" in refused.value.errors
+        assert network["platform"][kind] in submit(world, policy, {"InstanceId": world.web1,
+                                                                   "Target": network["platform"][kind]}).resources
+
+    def test_an_ec2_id_in_any_parameter_is_checked_by_its_shape(self, world, own, network):
+        from automations.errors import OutOfScope
+
+        policy = own(_kinds_document({"Notes": {"type": "String", "default": ""}}))
+        with pytest.raises(OutOfScope):
+            submit(world, policy, {"InstanceId": world.web1, "Notes": network["data"]["security_group"]})
+
+    def test_a_stack_arn_of_another_team_or_account_is_refused(self, world, own, network, sb):
+        from automations.errors import OutOfScope
+
+        policy = own(_kinds_document({"StackNameOrId": {"type": "String", "default": ""}}))
+        cfn = boto3.client("cloudformation", region_name=REGION, endpoint_url=sb.url,
+                           aws_access_key_id="AKIDTESTTESTTEST0000", aws_secret_access_key="test")
+        arn = cfn.describe_stacks(StackName=network["data"]["stack"])["Stacks"][0]["StackId"]
+        for value in (arn, arn.replace(world.account.account_id, "999999999999"), "no-such-stack"):
+            with pytest.raises(OutOfScope):
+                submit(world, policy, {"InstanceId": world.web1, "StackNameOrId": value})
+
+    @pytest.mark.parametrize("kind_type", ["AWS::Lambda::Function::Name", "AWS::EC2::KeyPair::KeyName",
+                                           "List<AWS::SSM::Parameter::Name>"])
+    def test_an_aws_type_delegate_cannot_check_fails_closed(self, world, own, kind_type):
+        policy = own(_kinds_document({"Target": {"type": kind_type, "default": ""}}))
+        before = AutomationRequest.objects.count()
+        with pytest.raises(InvalidRequest) as refused:
+            submit(world, policy, {"InstanceId": world.web1, "Target": "anything"})
+        assert refused.value.code == "resource_type_unsupported"
+        assert "Target" in refused.value.errors
+        assert AutomationRequest.objects.count() == before
+
+    def test_a_stack_to_create_is_not_a_stack_to_check(self):
+        from automations.runbooks.validation import resource_kind
+
+        # AWS-CreateManagedInstance names the stack it creates "StackName": it cannot be in scope yet.
+        assert resource_kind("StackName", {"type": "String"}) is None
+        assert resource_kind("StackNameOrId", {"type": "String"}) == "stack"
+        assert resource_kind("Target", {"type": "AWS::CloudFormation::Stack::Name"}) == "stack"
+        assert resource_kind("Role", {"type": "AWS::IAM::Role::Arn", "role_kind": "subject"}) is None
+
+    def test_dispatch_checks_them_again(self, world, own, network, sb, deliveries):
+        policy = own(_kinds_document({"SecurityGroupId": {"type": "String", "default": ""}}))
+        group = network["platform"]["security_group"]
+        request = services.request_approve(
+            request=submit(world, policy, {"InstanceId": world.web1, "SecurityGroupId": group}), actor=world.bob)
+        ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=sb.url,
+                           aws_access_key_id="AKIDTESTTESTTEST0000", aws_secret_access_key="test")
+        ec2.create_tags(Resources=[group], Tags=[{"Key": "Team", "Value": "data"}])  # handed over meanwhile
+        sb.calls.clear()
+        assert services.request_dispatch(request_id=request.pk) == "refused"
+        request.refresh_from_db()
+        assert group in request.status_reason and sb.calls.of(START) == []
