@@ -21,7 +21,7 @@ from django.db import transaction
 
 from automations import audit, aws
 from automations.models import AutomationRequest
-from automations.services import notifications
+from automations.services import catalog, notifications
 
 log = structlog.get_logger(__name__)
 CONTENT_CHANGED = "content_changed"
@@ -33,6 +33,26 @@ def live_hash(request: AutomationRequest) -> tuple[str, str]:
     """(Hash, HashType) SSM reports now for the request's exact document version."""
     return aws.document_hash(region=request.region, role_arn=request.account.dispatch_role_arn,
                              name=request.runbook.name, version=request.runbook_version.version)
+
+
+def notice_current_content(request: AutomationRequest) -> str:
+    """For the request page: read the version's hash now and record other content as a revision.
+
+    Returns "" when SSM confirmed the content (the page then shows what SSM serves now), else why it
+    could not be confirmed, for the page to say (approving checks again and refuses on its own).
+    """
+    try:
+        found, hash_type = live_hash(request)
+        if found != request.runbook_version.ssm_hash:
+            catalog.record_content_revision(runbook=request.runbook, version=request.runbook_version,
+                                            role=request.account.dispatch_role_arn, ssm_hash=found,
+                                            hash_type=hash_type)
+            request.runbook_version.refresh_from_db()
+    except aws.AwsError as error:
+        return (f"Delegate could not confirm the content SSM serves now for {request.runbook.short_name} "
+                f"v{request.runbook_version.version} ({error.code}). Approving checks it again and is refused "
+                "until SSM answers.")
+    return ""
 
 
 def unbound_reason(request: AutomationRequest) -> str:

@@ -799,3 +799,25 @@ class TestEveryResourceTypeIsScopeChecked:
         assert services.request_dispatch(request_id=request.pk) == "refused"
         request.refresh_from_db()
         assert group in request.status_reason and sb.calls.of(START) == []
+
+
+class TestThePageSaysWhenContentCannotBeChecked:
+    """The request page reads the version's hash to show what SSM serves now. When SSM cannot be
+    asked, the page must say so (truth rule) instead of failing or staying silent."""
+
+    def test_the_approver_sees_that_the_content_could_not_be_checked(self, world, own, sb, client):
+        policy = own(document(harmless()))
+        request = submit(world, policy)
+        sb.faults.error_next("DescribeDocument", "AccessDeniedException", n=1)
+        client.force_login(world.bob)
+        response = client.get(reverse("automations:request_detail", args=[request.pk]))
+        assert response.status_code == 200
+        page = response.content.decode()
+        assert "could not confirm the content" in page and "AccessDeniedException" in page
+
+    def test_no_notice_when_the_content_is_confirmed(self, world, own, sb, client):
+        policy = own(document(harmless()))
+        request = submit(world, policy)
+        client.force_login(world.bob)
+        response = client.get(reverse("automations:request_detail", args=[request.pk]))
+        assert response.status_code == 200 and "could not confirm the content" not in response.content.decode()
