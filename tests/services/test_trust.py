@@ -321,7 +321,7 @@ class TestIdentity:
         request = submit(world, policy)
         expected = assume_role or world.account.dispatch_role_arn
         assert request.run_as == expected
-        form = client.get(reverse("automations:request_new", args=[policy.pk])).content.decode()
+        form = client.get(reverse("automations:request_new", args=[policy.runbook_id])).content.decode()
         assert expected in form and world.account.automation_role_arn not in form
         request = services.request_approve(request=request, actor=world.bob)
         assert services.request_dispatch(request_id=request.pk) == "started"
@@ -411,7 +411,7 @@ class TestRoleParameters:
                                 arn=f"arn:aws:iam::{world.account.account_id}:role/AppServer")
         detail = api.get(f"/api/v1/runbooks/{policy.runbook_id}/").json()
         assert detail["needs_setup"] == [] and detail["parameters"]["RoleName"]["allowedValues"] == ["AppServer"]
-        form = client.get(reverse("automations:request_new", args=[policy.pk])).content.decode()
+        form = client.get(reverse("automations:request_new", args=[policy.runbook_id])).content.decode()
         assert '<select name="param_RoleName"' in form and '<option value="AppServer"' in form
         with pytest.raises(InvalidRequest) as refused:
             submit(world, policy, {"InstanceId": world.web1, "RoleName": "Administrator"})

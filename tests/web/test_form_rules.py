@@ -10,7 +10,7 @@ from automations.models import AutomationRequest, DispatchOutbox
 
 
 def _post(client, world, **extra):
-    url = reverse("automations:request_new", args=[world.platform_policy.pk])
+    url = reverse("automations:request_new", args=[world.platform_policy.runbook_id])
     data = {"version": "default", "mode": "simple", "param_InstanceId": [world.web1], **extra}
     return client.post(url, data)
 
@@ -52,7 +52,7 @@ def test_run_at_is_read_as_utc_shown_and_honoured_at_dispatch(world, sb, client)
 
 def test_the_form_ignores_enter_in_text_boxes_and_focuses_the_preview(world, sb, client):
     client.force_login(world.alice)
-    page = client.get(reverse("automations:request_new", args=[world.platform_policy.pk])).content.decode()
+    page = client.get(reverse("automations:request_new", args=[world.platform_policy.runbook_id])).content.decode()
     form = page[page.index('novalidate aria-describedby="form-note">'):]
     first_button = form[form.index("<button"):form.index("</button>")]
     assert "disabled" in first_button  # implicit submission (Enter) has no button to press

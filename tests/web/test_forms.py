@@ -243,7 +243,7 @@ class TestRendering:
         html = "".join(
             render_to_string(
                 "automations/_field.html",
-                {"field": f, "policy": type("P", (), {"pk": 1})(), "version_choice": "default"},
+                {"field": f, "policy": type("P", (), {"runbook_id": 1, "team": type("T", (), {"name": "platform"})()})(), "version_choice": "default"},
             )
             for f in form.parameter_fields()
         )
@@ -254,7 +254,7 @@ class TestRendering:
         )
         assert 'role="alert"' in html and "Too short: at least 3 characters." in html
         assert '<legend>InstanceIds <span aria-hidden="true">*</span>' in html  # a picker is a fieldset
-        assert 'hx-get="/runbooks/1/pick/InstanceIds/?version=default"' in html
+        assert 'hx-get="/runbooks/1/pick/InstanceIds/?version=default&amp;team=platform"' in html
         assert "web-1 (i-0000000000000000a)" in html
         assert "<script" not in html and "style=" not in html  # the CSP forbids both inline
 
