@@ -24,6 +24,7 @@ import re2
 import regex
 
 from automations.errors import InvalidRequest, ServerOwnedParameter
+from automations.runbooks import pattern_words
 
 MAX_VALUE_CHARS = 512  # SSM accepts at most 512 characters per value
 MAX_LIST_ITEMS = 50  # and at most 50 values per parameter
@@ -223,6 +224,14 @@ def matches_pattern(pattern: str, value: str, *, deadline: _Deadline | None = No
     return compiled.fullmatch(value, timeout=budget) is not None
 
 
+def pattern_refusal(pattern: str) -> str:
+    """A value that misses allowedPattern, in words: the regex is for those who ask (form, API schema)."""
+    words = pattern_words.describe(pattern)
+    if words:
+        return f"Enter {words}."
+    return "Does not have the form this parameter needs; its description says what it takes."
+
+
 def _element_type(kind: str) -> str:
     if kind.startswith("List<") and kind.endswith(">"):
         return kind[5:-1]
@@ -278,7 +287,7 @@ def _check_text(spec: dict, value, errors: list[str], deadline: _Deadline) -> st
     if spec.get("allowedPattern") is not None:
         try:
             if not matches_pattern(spec["allowedPattern"], text, deadline=deadline):
-                errors.append(f"Does not have the required form (pattern {spec['allowedPattern']}).")
+                errors.append(pattern_refusal(spec["allowedPattern"]))
         except TimeoutError:
             errors.append(
                 "This value could not be checked against the runbook's pattern in time; try a shorter value."

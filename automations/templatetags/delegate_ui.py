@@ -69,3 +69,11 @@ def resources_label(item, limit: int = 0) -> str:
     if limit and len(resources) > int(limit):
         text += f" … (+{len(resources) - int(limit)})"
     return text or "—"
+
+
+@register.filter
+def pattern_words(pattern) -> str:
+    """An allowedPattern in plain words ("" when it cannot be said simply)."""
+    from automations.runbooks import pattern_words as words
+
+    return words.describe(pattern) or ""

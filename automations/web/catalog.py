@@ -279,6 +279,7 @@ def request_new(request, pk: int):
         runbook_version=runbook_version,
         initial=initial,
         resources=selectors.inventory_for_pickers(team_policy),
+        justification_required=team_policy.justification_required,
     )
     context.update(
         version=runbook_version, form=form, description=markdown.render(runbook_version.description)

@@ -55,3 +55,20 @@ def test_the_api_carries_the_names_stored_at_submit(world, submit):
     api = APIClient()
     api.force_login(world.alice)
     assert api.get(f"/api/v1/requests/{request.pk}/").json()["resource_names"] == {world.web1: "web-1"}
+
+
+def test_the_preview_my_requests_and_the_catalog_search_speak_names(world, sb, client):
+    client.force_login(world.alice)
+    preview = client.post(f"/runbooks/{world.runbook.pk}/request/", {
+        "version": "default", "mode": "simple", "param_InstanceId": [world.web1], "preview": "1",
+        "justification": "leak"})
+    assert preview.context["preview"] is not None
+    assert f"web-1 ({world.web1})" in preview.content.decode()
+    submit = client.post(f"/runbooks/{world.runbook.pk}/request/", {
+        "version": "default", "mode": "simple", "param_InstanceId": [world.web1], "submit": "1",
+        "justification": "leak", "previewed": preview.context["preview"].fingerprint})
+    assert submit.status_code == 302
+    assert f"web-1 ({world.web1})" in client.get("/requests/").content.decode()  # My requests
+    for text in ("restart", "RESTART", "RestartEC2"):
+        rows = client.get("/runbooks/", {"q": text}).context["rows"]
+        assert [row["runbook"].name for row in rows] == ["AWS-RestartEC2Instance"], text

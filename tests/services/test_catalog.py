@@ -109,7 +109,8 @@ def synced(world, sb):
                 )
     policies = {}
     for runbook in Runbook.objects.filter(account=world.account, region=REGION, available=True):
-        policies[runbook.name] = TeamRunbook.objects.get_or_create(team=world.platform, runbook=runbook)[0]
+        policies[runbook.name] = TeamRunbook.objects.get_or_create(
+            team=world.platform, runbook=runbook, defaults={"justification_required": False})[0]
         # The admin's setup: the bucket and DB instance platform may name (no tags read there),
         # and roles handed to Lambda/CloudFormation, per runbook parameter.
         for kind, identifier in (("bucket", NAMED_VALUES["BucketName"]), ("db_instance", "orders-db")):
@@ -293,7 +294,7 @@ class TestSync:
             assert VERSION_GONE in runbook.versions.get(version="1").problems  # kept, no longer offered
         finally:
             ssm.delete_document(Name=name)
-        policy = TeamRunbook.objects.create(team=world.platform, runbook=runbook)
+        policy = TeamRunbook.objects.create(team=world.platform, runbook=runbook, justification_required=False)
         report = services.runbook_catalog_sync(only_offered=False)
         runbook.refresh_from_db()
         assert not runbook.available and report.unavailable == 1 and f"unavailable: {name}" in report.changes
