@@ -158,7 +158,10 @@ def field_for(name: str, spec: dict) -> ParameterField:
         )
     if kind in ("StringMap", "MapList"):
         initial = json.dumps(default) if default not in (None, "") else ""
-        placeholder = '{"Key": "value"}' if kind == "StringMap" else '[{"Key": "value"}]'
+        # A map as Key=value lines (JSON is read too); a MapList stays JSON.
+        if kind == "StringMap" and isinstance(default, dict):
+            initial = "\n".join(f"{key}={value}" for key, value in default.items())
+        placeholder = "Key=value, one per line" if kind == "StringMap" else '[{"Key": "value"}]'
         return TextParameterField(
             initial=initial,
             widget=forms.Textarea(

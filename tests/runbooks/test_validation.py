@@ -323,9 +323,10 @@ class TestTypes:
         assert validate_value("Labels", labels, {"b": "2", "a": "1"}) == (['{"a":"1","b":"2"}'], [])
         assert validate_value("Labels", labels, '{"env": "prod"}') == (['{"env":"prod"}'], [])
         assert validate_value("Labels", labels, {"n": 1})[1][0].startswith(
-            "Enter a JSON object of text values"
+            "Enter one Key=value per line, or a JSON object of text values"
         )
-        assert validate_value("Labels", labels, "{nope")[1] == ["Enter valid JSON."]
+        assert validate_value("Labels", labels, "{nope")[1][0].startswith("Enter one Key=value per line")
+        assert validate_value("Labels", labels, "env=prod") == (['{"env":"prod"}'], [])
         assert validate_value("Schedule", schedule, [{"Day": "Mon"}]) == (['[{"Day":"Mon"}]'], [])
         assert validate_value("Schedule", schedule, json.dumps([{"Day": "Mon"}] * 8))[1] == [
             "Give at most 7 entries."

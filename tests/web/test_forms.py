@@ -282,3 +282,23 @@ class TestMarkdown:
         )
         assert markdown.excerpt(source) == "It restarts things & more."
         assert markdown.excerpt("") == ""
+
+
+class TestStringMapLines:
+    """A StringMap is typed as Key=value lines (JSON still works), in the form and the API alike:
+    the service reads both, so both accept and refuse the same text."""
+
+    def test_key_value_lines_become_the_map_and_json_still_works(self):
+        from automations.runbooks.validation import validate_value
+        from automations.web.forms import field_for
+
+        spec = {"type": "StringMap", "required": True}
+        field = field_for("Tags", spec)
+        assert "Key=value" in str(field.widget.attrs.get("placeholder"))
+        text = field.to_python("Environment=prod\n Owner = team-a \n\n")
+        assert validate_value("Tags", spec, text) == (['{"Environment":"prod","Owner":"team-a"}'], [])
+        assert validate_value("Tags", spec, '{"A": "b"}') == (['{"A":"b"}'], [])
+        assert validate_value("Tags", spec, "url=https://x/?a=b") == (['{"url":"https://x/?a=b"}'], [])
+        assert validate_value("Tags", spec, "no equals sign")[1] == [
+            'Enter one Key=value per line, or a JSON object of text values, e.g. {"Environment": "prod"}.']
+        assert validate_value("Tags", spec, "A=1\nA=2")[1] == ["Each key only once: A."]
