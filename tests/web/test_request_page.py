@@ -50,3 +50,19 @@ def test_the_poll_is_scoped_like_the_page(world, submit, client):
     client.force_login(world.dave)  # another team's requester
     assert _poll(client, item.pk).status_code == 404
     assert _poll(client, item.pk, "0" * 16).status_code == 404
+
+
+def test_a_failure_or_a_send_back_reason_is_said_once(world, submit, client):
+    from automations.models import AutomationRequest, Execution
+
+    failed = submit()
+    message = "Step fails when it is Executing. Fail Message: instance i-0abc is in state stopping"
+    Execution.objects.create(request=failed, execution_id="6a1d3a5c-0000-4000-8000-0000000000f1",
+                             failure_message=message, aws_status="Failed")
+    AutomationRequest.objects.filter(pk=failed.pk).update(status="failed", status_reason=message)
+    client.force_login(world.alice)
+    assert client.get(f"/requests/{failed.pk}/").content.decode().count(message) == 1
+    sent_back = submit(parameters={"InstanceId": [world.web2]})
+    AutomationRequest.objects.filter(pk=sent_back.pk).update(status="changes_requested",
+                                                             status_reason="Use the maintenance window")
+    assert client.get(f"/requests/{sent_back.pk}/").content.decode().count("Use the maintenance window") == 1
