@@ -66,3 +66,22 @@ def test_a_failure_or_a_send_back_reason_is_said_once(world, submit, client):
     AutomationRequest.objects.filter(pk=sent_back.pk).update(status="changes_requested",
                                                              status_reason="Use the maintenance window")
     assert client.get(f"/requests/{sent_back.pk}/").content.decode().count("Use the maintenance window") == 1
+
+
+def test_the_request_time_does_not_go_stale_on_an_open_page(world, submit, client):
+    """The header is not refreshed by polling: it says when, not "2 seconds ago"."""
+    request = submit()
+    client.force_login(world.alice)
+    html = client.get(f"/requests/{request.pk}/").content.decode()
+    header = html[html.index("<hgroup>"):html.index("</hgroup>")]
+    assert f"{request.created_at:%Y-%m-%d %H:%M} UTC</time>" in header
+    assert "ago" not in header and "now" not in header
+    # Polling stops once a request is final, so "finished …" is a time too.
+    from django.utils import timezone
+
+    from automations.models import AutomationRequest
+
+    done = timezone.now()
+    AutomationRequest.objects.filter(pk=request.pk).update(status="rejected", finished_at=done)
+    html = client.get(f"/requests/{request.pk}/").content.decode()
+    assert f'finished <time datetime="{done.isoformat()}" title="{done:%Y-%m-%d %H:%M:%S} UTC">{done:%Y-%m-%d %H:%M} UTC</time>' in html
