@@ -1,5 +1,9 @@
 """Small presentation helpers for the templates: words for audit actions, nothing that decides."""
+import re
+
 from django import template
+from django.utils.html import conditional_escape
+from django.utils.safestring import mark_safe
 
 register = template.Library()
 
@@ -77,3 +81,27 @@ def pattern_words(pattern) -> str:
     from automations.runbooks import pattern_words as words
 
     return words.describe(pattern) or ""
+
+
+_EPOCH = re.compile(r"^(\d{10})(\.\d+)?$|^(\d{13})$")  # seconds (2001–2286) or milliseconds since 1970
+
+
+@register.filter
+def output_values(values) -> str:
+    """A step output's values as text; epoch numbers (as AWS APIs return times) become UTC times."""
+    import datetime as dt
+
+    from django.utils.html import format_html
+
+    parts = []
+    for value in values if isinstance(values, list) else [values]:
+        text = str(value)
+        match = _EPOCH.match(text)
+        if match:
+            seconds = int(match.group(1)) if match.group(1) else int(match.group(3)) / 1000
+            when = dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+            parts.append(format_html('<time datetime="{}" title="{}">{} UTC</time>', when.isoformat(), text,
+                                     when.strftime("%Y-%m-%d %H:%M:%S")))
+        else:
+            parts.append(conditional_escape(text))
+    return mark_safe(", ".join(parts))

@@ -85,3 +85,20 @@ def test_the_request_time_does_not_go_stale_on_an_open_page(world, submit, clien
     AutomationRequest.objects.filter(pk=request.pk).update(status="rejected", finished_at=done)
     html = client.get(f"/requests/{request.pk}/").content.decode()
     assert f'finished <time datetime="{done.isoformat()}" title="{done:%Y-%m-%d %H:%M:%S} UTC">{done:%Y-%m-%d %H:%M} UTC</time>' in html
+
+
+def test_step_outputs_read_as_text_with_times_not_epoch_numbers(world, submit, client):
+    from automations.models import AutomationRequest, Execution
+
+    request = submit()
+    Execution.objects.create(
+        request=request, execution_id="6a1d3a5c-0000-4000-8000-0000000000f2", aws_status="Success",
+        steps=[{"name": "describe", "action": "aws:executeAwsApi", "status": "Success", "failure_message": "",
+                "outputs": {"LaunchTime": ["1764770400.0"], "State": ["running"], "StartedMs": ["1764770400000"]}}],
+        outputs={"describe.State": ["running"]})
+    AutomationRequest.objects.filter(pk=request.pk).update(status="succeeded")
+    client.force_login(world.alice)
+    html = client.get(f"/requests/{request.pk}/").content.decode()
+    assert '<time datetime="2025-12-03T14:00:00+00:00" title="1764770400.0">2025-12-03 14:00:00 UTC</time>' in html
+    assert '<time datetime="2025-12-03T14:00:00+00:00" title="1764770400000">2025-12-03 14:00:00 UTC</time>' in html
+    assert "State: running" in html and "1764770400.0<" not in html
