@@ -2,8 +2,6 @@
 import re
 
 from django import template
-from django.utils.html import conditional_escape
-from django.utils.safestring import mark_safe
 
 register = template.Library()
 
@@ -91,7 +89,7 @@ def output_values(values) -> str:
     """A step output's values as text; epoch numbers (as AWS APIs return times) become UTC times."""
     import datetime as dt
 
-    from django.utils.html import format_html
+    from django.utils.html import format_html, format_html_join
 
     parts = []
     for value in values if isinstance(values, list) else [values]:
@@ -103,5 +101,6 @@ def output_values(values) -> str:
             parts.append(format_html('<time datetime="{}" title="{}">{} UTC</time>', when.isoformat(), text,
                                      when.strftime("%Y-%m-%d %H:%M:%S")))
         else:
-            parts.append(conditional_escape(text))
-    return mark_safe(", ".join(parts))
+            parts.append(text)  # escaped by format_html_join below
+    # format_html_join escapes plain text and keeps the <time> pieces format_html built.
+    return format_html_join(", ", "{}", ((part,) for part in parts))

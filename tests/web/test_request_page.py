@@ -94,7 +94,8 @@ def test_step_outputs_read_as_text_with_times_not_epoch_numbers(world, submit, c
     Execution.objects.create(
         request=request, execution_id="6a1d3a5c-0000-4000-8000-0000000000f2", aws_status="Success",
         steps=[{"name": "describe", "action": "aws:executeAwsApi", "status": "Success", "failure_message": "",
-                "outputs": {"LaunchTime": ["1764770400.0"], "State": ["running"], "StartedMs": ["1764770400000"]}}],
+                "outputs": {"LaunchTime": ["1764770400.0"], "State": ["running"], "StartedMs": ["1764770400000"],
+                            "Note": ["<b>x</b>"]}}],
         outputs={"describe.State": ["running"]})
     AutomationRequest.objects.filter(pk=request.pk).update(status="succeeded")
     client.force_login(world.alice)
@@ -102,3 +103,4 @@ def test_step_outputs_read_as_text_with_times_not_epoch_numbers(world, submit, c
     assert '<time datetime="2025-12-03T14:00:00+00:00" title="1764770400.0">2025-12-03 14:00:00 UTC</time>' in html
     assert '<time datetime="2025-12-03T14:00:00+00:00" title="1764770400000">2025-12-03 14:00:00 UTC</time>' in html
     assert "State: running" in html and "1764770400.0<" not in html
+    assert "Note: &lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html
