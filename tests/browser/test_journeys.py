@@ -41,6 +41,9 @@ def test_four_roles_end_to_end(stack, pages):
     # The resource picker: search the team's instances, tick web-1.
     picker = alice.locator("fieldset.picker").first
     picker.get_by_role("searchbox").fill("web-1")
+    # Wait for the search's answer (api-1 gone) before ticking: the full list also has one web-1, and
+    # an answer arriving after the tick would replace the ticked box with an unticked one.
+    expect(picker.get_by_role("checkbox", name=re.compile("api-1"))).to_have_count(0)
     option = picker.get_by_role("checkbox", name=re.compile("web-1"))
     expect(option).to_have_count(1)
     expect(picker.get_by_role("checkbox", name=re.compile("etl-1"))).to_have_count(0)  # data's, not platform's
