@@ -105,3 +105,5 @@ class TeamRunbookFactory(DjangoModelFactory):
     team = factory.SubFactory(TeamFactory)
     runbook = factory.SubFactory(RunbookFactory)
     approvals_required = 1
+    # The model's default is on; tests about other things submit without one (tests of the rule turn it on).
+    justification_required = False

@@ -12,8 +12,9 @@ class Runbook(models.Model):
     """
 
     class Owner(models.TextChoices):
-        SELF = "self", "Owned by me"
-        PRIVATE = "private", "Shared with me"
+        # Whose document it is as SSM says it (Owner=Self is the portal's account), never a person's.
+        SELF = "self", "Our account's"
+        PRIVATE = "private", "Shared with our account"
         AMAZON = "amazon", "Amazon"
 
     account = models.ForeignKey("automations.Account", on_delete=models.PROTECT, related_name="runbooks")
@@ -105,9 +106,9 @@ class TeamRunbook(TeamRunbookPolicy):
         default=False, verbose_name="One run per target at a time",
         help_text="An approved request waits to start while another request in this account and region is "
                   "running on any of its targets (any runbook); it starts when that run ends.")
-    # Off for a new policy row (an admin turns it on); the demo's policies have it on (seed_demo).
+    # On for a new policy row: a request that says "—" tells approvers nothing (an admin may turn it off).
     justification_required = models.BooleanField(
-        default=False, help_text="A request must say why it is needed (approvers read it).")
+        default=True, help_text="A request must say why it is needed (approvers read it).")
     # e.g. ^(CHG|INC)-[0-9]+ : the justification must contain a ticket reference of this shape.
     ticket_pattern = models.CharField(
         max_length=200, blank=True, verbose_name="Ticket reference pattern",

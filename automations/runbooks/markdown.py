@@ -88,11 +88,3 @@ def excerpt(source: str | None, length: int = 180) -> str:
         if line:
             return line if len(line) <= length else line[: length - 1].rstrip() + "…"
     return ""
-
-
-def says_more_than_excerpt(source: str | None, length: int = 180) -> bool:
-    """True when the description holds more than its catalog excerpt (so an expander adds something)."""
-    html = _render(str(source or "")[:MAX_SOURCE_CHARS])
-    whole = " ".join(html_lib.unescape(nh3.clean(html, tags=set())).split())
-    shown = excerpt(source, length).rstrip("…").strip()
-    return len(whole) > len(shown) + 1

@@ -24,6 +24,7 @@ import re2
 import regex
 
 from automations.errors import InvalidRequest, ServerOwnedParameter
+from automations.runbooks import pattern_words
 
 MAX_VALUE_CHARS = 512  # SSM accepts at most 512 characters per value
 MAX_LIST_ITEMS = 50  # and at most 50 values per parameter
@@ -243,6 +244,14 @@ def matches_pattern(pattern: str, value: str, *, deadline: _Deadline | None = No
     return compiled.fullmatch(value, timeout=budget) is not None
 
 
+def pattern_refusal(pattern: str) -> str:
+    """A value that misses allowedPattern, in words: the regex is for those who ask (form, API schema)."""
+    words = pattern_words.describe(pattern)
+    if words:
+        return f"Enter {words}."
+    return "Does not have the form this parameter needs; its description says what it takes."
+
+
 def _element_type(kind: str) -> str:
     if kind.startswith("List<") and kind.endswith(">"):
         return kind[5:-1]
@@ -298,7 +307,7 @@ def _check_text(spec: dict, value, errors: list[str], deadline: _Deadline) -> st
     if spec.get("allowedPattern") is not None:
         try:
             if not matches_pattern(spec["allowedPattern"], text, deadline=deadline):
-                errors.append(f"Does not have the required form (pattern {spec['allowedPattern']}).")
+                errors.append(pattern_refusal(spec["allowedPattern"]))
         except TimeoutError:
             errors.append(
                 "This value could not be checked against the runbook's pattern in time; try a shorter value."
@@ -381,6 +390,24 @@ def _validate_list(spec: dict, raw, deadline: _Deadline) -> tuple[list[str] | No
     return (cleaned if cleaned and not errors else None), errors
 
 
+_MAP_HINT = 'Enter one Key=value per line, or a JSON object of text values, e.g. {"Environment": "prod"}.'
+
+
+def _map_from_lines(text: str) -> tuple[dict | None, list[str]]:
+    """'Key=value' per line (split at the first '='; blank lines ignored) as a StringMap."""
+    mapping: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        key, equals, item = line.partition("=")
+        if not equals or not key.strip():
+            return None, [_MAP_HINT]
+        if key.strip() in mapping:
+            return None, [f"Each key only once: {key.strip()}."]
+        mapping[key.strip()] = item.strip()
+    return mapping, []
+
+
 def _validate_json(kind: str, spec: dict, raw) -> tuple[list[str] | None, list[str]]:
     value = raw
     if isinstance(raw, list) and kind == "StringMap" and len(raw) == 1 and isinstance(raw[0], str):
@@ -388,15 +415,21 @@ def _validate_json(kind: str, spec: dict, raw) -> tuple[list[str] | None, list[s
     if isinstance(value, str):
         if len(value) > MAX_VALUE_CHARS:
             return None, [f"Too long: at most {MAX_VALUE_CHARS} characters of JSON."]
-        try:
-            value = json.loads(value)
-        except (ValueError, RecursionError):
-            return None, ["Enter valid JSON."]
+        if kind == "StringMap" and not value.lstrip().startswith("{"):
+            # Key=value lines, as people type a map (the form's box says so); JSON still works.
+            value, errors = _map_from_lines(value)
+            if errors:
+                return None, errors
+        else:
+            try:
+                value = json.loads(value)
+            except (ValueError, RecursionError):
+                return None, [_MAP_HINT if kind == "StringMap" else "Enter valid JSON."]
     if kind == "StringMap":
         if not isinstance(value, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
-            return None, ['Enter a JSON object of text values, e.g. {"Environment": "prod"}.']
+            return None, [_MAP_HINT]
     else:
         if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
             try:

@@ -1,6 +1,6 @@
 """Catalog sync: mirror the Automation runbooks SSM offers, through the read-only session.
 
-Document metadata is synced for every runbook (Owned by me, Shared with me, Amazon); content
+Document metadata is synced for every runbook (Owner=Self, Private, Amazon); content
 and parameter schemas only for versions not seen before of runbooks an admin offers to some
 team (the Amazon list is long, so a re-sync costs one ListDocumentVersions per offered runbook
 and a DescribeDocument + GetDocument per *new* version).

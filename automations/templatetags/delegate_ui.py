@@ -1,4 +1,6 @@
 """Small presentation helpers for the templates: words for audit actions, nothing that decides."""
+import re
+
 from django import template
 
 register = template.Library()
@@ -69,3 +71,36 @@ def resources_label(item, limit: int = 0) -> str:
     if limit and len(resources) > int(limit):
         text += f" … (+{len(resources) - int(limit)})"
     return text or "—"
+
+
+@register.filter
+def pattern_words(pattern) -> str:
+    """An allowedPattern in plain words ("" when it cannot be said simply)."""
+    from automations.runbooks import pattern_words as words
+
+    return words.describe(pattern) or ""
+
+
+_EPOCH = re.compile(r"^(\d{10})(\.\d+)?$|^(\d{13})$")  # seconds (2001–2286) or milliseconds since 1970
+
+
+@register.filter
+def output_values(values) -> str:
+    """A step output's values as text; epoch numbers (as AWS APIs return times) become UTC times."""
+    import datetime as dt
+
+    from django.utils.html import format_html, format_html_join
+
+    parts = []
+    for value in values if isinstance(values, list) else [values]:
+        text = str(value)
+        match = _EPOCH.match(text)
+        if match:
+            seconds = int(match.group(1)) if match.group(1) else int(match.group(3)) / 1000
+            when = dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+            parts.append(format_html('<time datetime="{}" title="{}">{} UTC</time>', when.isoformat(), text,
+                                     when.strftime("%Y-%m-%d %H:%M:%S")))
+        else:
+            parts.append(text)  # escaped by format_html_join below
+    # format_html_join escapes plain text and keeps the <time> pieces format_html built.
+    return format_html_join(", ", "{}", ((part,) for part in parts))

@@ -11,9 +11,10 @@ import re
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Prefetch, Q
+from django.db.models import Prefetch, Q, prefetch_related_objects
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from automations import selectors, services
@@ -46,7 +47,11 @@ _VERSION_CHOICE = re.compile(r"^(default|latest|[1-9][0-9]{0,5})$")
 @login_required
 @require_GET
 def catalog(request):
-    """Runbooks the user's teams may request, console-like: owner tabs, category, text search."""
+    """Runbooks the user's teams may request, console-like: owner tabs, category, text search.
+
+    One compact entry per document (account and name): the regions and teams that offer it are
+    a choice on the entry, not one card each.
+    """
     offered = selectors.runbook_policies_for(request.user)
     tab = request.GET.get("tab", "all")
     tab = tab if tab in dict(TABS) else "all"
@@ -65,16 +70,18 @@ def catalog(request):
             | Q(runbook__description__icontains=query)
             | Q(runbook__category__icontains=query)
         )
-    policies = policies.prefetch_related(
-        Prefetch(
-            "runbook__versions",
-            to_attr="version_rows",
-            queryset=RunbookVersion.objects.only(
-                "id", "runbook_id", "version", "problems", "parameters", "identity").order_by("-id"),
-        )
-    )
-    page = Paginator(policies, 25).get_page(request.GET.get("page"))
-    rows = [_catalog_row(team_policy) for team_policy in page]
+    groups: dict[tuple, list[TeamRunbook]] = {}
+    for team_policy in policies.order_by("runbook__name", "runbook__account__name", "runbook__region", "team__name"):
+        groups.setdefault((team_policy.runbook.account_id, team_policy.runbook.name), []).append(team_policy)
+    page = Paginator(list(groups.values()), 25).get_page(request.GET.get("page"))
+    on_page = [team_policy for group in page for team_policy in group]
+    prefetch_related_objects(on_page, Prefetch(
+        "runbook__versions",
+        to_attr="version_rows",
+        queryset=RunbookVersion.objects.only(
+            "id", "runbook_id", "version", "problems", "parameters", "identity").order_by("-id"),
+    ))
+    rows = [_catalog_entry(group) for group in page]
     context = {
         "rows": rows,
         "page": page,
@@ -88,29 +95,41 @@ def catalog(request):
     return render(request, template, context)
 
 
-def _catalog_row(team_policy: TeamRunbook) -> dict:
-    runbook = team_policy.runbook
-    versions = [
-        {
-            "number": v.version,
-            "default": v.version == runbook.default_version,
-            "latest": v.version == runbook.latest_version,
-            "offered": not v.problems,
-        }
-        for v in getattr(runbook, "version_rows", [])
-    ]
-    if team_policy.version_choice == TeamRunbook.VersionChoice.PINNED:
-        versions = [v for v in versions if v["number"] == team_policy.pinned_version]
+def _catalog_entry(group: list[TeamRunbook]) -> dict:
+    """One document's entry: its first region's runbook stands for it; every region and team is a choice."""
+    runbook = group[0].runbook
+    regions: dict[int, str] = {}
+    for team_policy in group:
+        regions.setdefault(team_policy.runbook.pk, team_policy.runbook.region)
+    teams = sorted({team_policy.team.name for team_policy in group})
+    needs_setup = sorted({problem for team_policy in group for problem in _needs_setup(team_policy)})
     return {
-        "policy": team_policy,
         "runbook": runbook,
-        "versions": versions,
-        "needs_setup": _needs_setup(team_policy),
+        "regions": sorted(regions.items(), key=lambda item: item[1]),
+        "teams": teams,
+        "needs_setup": needs_setup,
+        "approvals": sorted({team_policy.approvals_required for team_policy in group}),
         "excerpt": markdown.excerpt(runbook.description),
-        "description": markdown.render(runbook.description),
-        # The expander only when it adds something beyond the excerpt shown on the card.
-        "more": markdown.says_more_than_excerpt(runbook.description),
     }
+
+
+@login_required
+@require_GET
+def request_choose(request):
+    """The catalog entry's Request button: the region (runbook id) and team chosen there."""
+    runbook_pk, team = request.GET.get("runbook", ""), request.GET.get("team", "")[:150]
+    if not runbook_pk.isdigit():
+        raise Http404
+    team_policy = _policy_for(request.user, int(runbook_pk), team or None)
+    return redirect(request_url(team_policy))
+
+
+def request_url(team_policy: TeamRunbook, **params) -> str:
+    """The request page of a team's runbook: the runbook's own id, the team as a query parameter."""
+    from urllib.parse import urlencode
+
+    query = urlencode({"team": team_policy.team.name, **params})
+    return f"{reverse('automations:request_new', args=[team_policy.runbook_id])}?{query}"
 
 
 def _needs_setup(team_policy: TeamRunbook) -> list[str]:
@@ -131,8 +150,21 @@ def _needs_setup(team_policy: TeamRunbook) -> list[str]:
 #
 
 
-def _policy_for(user, pk: int) -> TeamRunbook:
-    return get_object_or_404(selectors.runbook_policies_for(user), pk=pk)
+def _policy_for(user, runbook_pk: int, team: str | None = None) -> TeamRunbook:
+    """The policy under which `user` requests runbook `runbook_pk`: the team asked for, else the first
+    of their teams (by name) that offers it; a runbook or team not offered to them is a 404."""
+    offered = selectors.runbook_policies_for(user).filter(runbook_id=runbook_pk)
+    if team:
+        offered = offered.filter(team__name=team)
+    team_policy = offered.order_by("team__name").first()
+    if team_policy is None:
+        raise Http404
+    return team_policy
+
+
+def _teams_offering(user, runbook_pk: int) -> list[str]:
+    return sorted(set(selectors.runbook_policies_for(user).filter(runbook_id=runbook_pk)
+                      .values_list("team__name", flat=True)))
 
 
 def _version_choice(raw: str | None) -> str:
@@ -184,9 +216,12 @@ def _initial_from(original: AutomationRequest, runbook_version: RunbookVersion) 
 
 
 @login_required
-def request_new(request, policy_pk: int):
-    """The generated form. POST `preview` shows exactly what will be sent; `submit` then sends it."""
-    team_policy = _policy_for(request.user, policy_pk)
+def request_new(request, pk: int):
+    """The generated form. POST `preview` shows exactly what will be sent; `submit` then sends it.
+
+    `pk` is the runbook's id, as in the API; `team` (query or form) picks the team to request for."""
+    team = (request.POST.get("team") if request.method == "POST" else None) or request.GET.get("team")
+    team_policy = _policy_for(request.user, pk, (team or "")[:150] or None)
     runbook = team_policy.runbook
     choice = _version_choice(
         request.POST.get("version") if request.method == "POST" else request.GET.get("version")
@@ -196,6 +231,11 @@ def request_new(request, policy_pk: int):
     context = {
         "policy": team_policy,
         "runbook": runbook,
+        "teams": _teams_offering(request.user, pk),
+        # The same document in the team's other regions: each is its own runbook (id, versions).
+        "regions": list(selectors.runbook_policies_for(request.user).filter(
+            team=team_policy.team, runbook__account=runbook.account, runbook__name=runbook.name)
+            .order_by("runbook__region").values_list("runbook_id", "runbook__region")),
         "versions": _versions_offered(team_policy),
         "version_choice": choice,
         "preview": None,
@@ -239,6 +279,7 @@ def request_new(request, policy_pk: int):
         runbook_version=runbook_version,
         initial=initial,
         resources=selectors.inventory_for_pickers(team_policy),
+        justification_required=team_policy.justification_required,
     )
     context.update(
         version=runbook_version, form=form, description=markdown.render(runbook_version.description)
@@ -296,9 +337,9 @@ def request_new(request, policy_pk: int):
 
 @login_required
 @require_GET
-def picker(request, policy_pk: int, parameter: str):
+def picker(request, pk: int, parameter: str):
     """htmx: a resource picker's options for a search, keeping the ids already checked."""
-    team_policy = _policy_for(request.user, policy_pk)
+    team_policy = _policy_for(request.user, pk, request.GET.get("team", "")[:150] or None)
     try:
         runbook_version = resolve_version(
             team_policy.runbook, team_policy, _version_choice(request.GET.get("version"))

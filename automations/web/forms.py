@@ -158,7 +158,10 @@ def field_for(name: str, spec: dict) -> ParameterField:
         )
     if kind in ("StringMap", "MapList"):
         initial = json.dumps(default) if default not in (None, "") else ""
-        placeholder = '{"Key": "value"}' if kind == "StringMap" else '[{"Key": "value"}]'
+        # A map as Key=value lines (JSON is read too); a MapList stays JSON.
+        if kind == "StringMap" and isinstance(default, dict):
+            initial = "\n".join(f"{key}={value}" for key, value in default.items())
+        placeholder = "Key=value, one per line" if kind == "StringMap" else '[{"Key": "value"}]'
         return TextParameterField(
             initial=initial,
             widget=forms.Textarea(
@@ -276,8 +279,11 @@ class AutomationRequestForm(forms.Form):
                   "once approved; an approval stays valid for the hours the policy says, so schedule within them.",
     )
 
-    def __init__(self, *args, runbook_version: RunbookVersion, resources: Resources | None = None, **kwargs):
+    def __init__(self, *args, runbook_version: RunbookVersion, resources: Resources | None = None,
+                 justification_required: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        # Marked required (*) when the team's policy requires it; the service still judges the text.
+        self.fields["justification"].parameter_required = justification_required
         self.use_required_attribute = False  # the service decides what is missing, with its own words
         self.runbook_version = runbook_version
         self.parameter_names: list[str] = []

@@ -12,6 +12,7 @@ from automations import policy, selectors, services
 from automations.web import approvals as views_approvals
 from automations.audit import ClientInfo
 from automations.errors import DomainError
+from automations.web.catalog import request_url
 from automations.web.forms import DecisionForm
 from automations.models import AutomationRequest
 
@@ -168,7 +169,7 @@ def request_amend(request, pk: int):
     if not policy.can_amend(request.user, item) or team_policy is None:
         messages.error(request, "Only the requester can amend a request that was sent back for changes.")
         return redirect(item)
-    return redirect(f"{team_policy_url(team_policy)}?amend={item.pk}&version={item.runbook_version.version}")
+    return redirect(request_url(team_policy, amend=item.pk, version=item.runbook_version.version))
 
 
 @login_required
@@ -198,13 +199,7 @@ def request_rerun(request, pk: int):
     if team_policy is None:
         messages.error(request, "Your team may no longer request this runbook.")
         return redirect(original)
-    return redirect(f"{team_policy_url(team_policy)}?rerun={original.pk}&version={original.runbook_version.version}")
-
-
-def team_policy_url(team_policy) -> str:
-    from django.urls import reverse
-
-    return reverse("automations:request_new", args=[team_policy.pk])
+    return redirect(request_url(team_policy, rerun=original.pk, version=original.runbook_version.version))
 
 
 #

@@ -55,3 +55,34 @@ def test_the_api_carries_the_names_stored_at_submit(world, submit):
     api = APIClient()
     api.force_login(world.alice)
     assert api.get(f"/api/v1/requests/{request.pk}/").json()["resource_names"] == {world.web1: "web-1"}
+
+
+def test_the_preview_my_requests_and_the_catalog_search_speak_names(world, sb, client):
+    client.force_login(world.alice)
+    preview = client.post(f"/runbooks/{world.runbook.pk}/request/", {
+        "version": "default", "mode": "simple", "param_InstanceId": [world.web1], "preview": "1",
+        "justification": "leak"})
+    assert preview.context["preview"] is not None
+    assert f"web-1 ({world.web1})" in preview.content.decode()
+    submit = client.post(f"/runbooks/{world.runbook.pk}/request/", {
+        "version": "default", "mode": "simple", "param_InstanceId": [world.web1], "submit": "1",
+        "justification": "leak", "previewed": preview.context["preview"].fingerprint})
+    assert submit.status_code == 302
+    assert f"web-1 ({world.web1})" in client.get("/requests/").content.decode()  # My requests
+    for text in ("restart", "RESTART", "RestartEC2"):
+        rows = client.get("/runbooks/", {"q": text}).context["rows"]
+        assert [row["runbook"].name for row in rows] == ["AWS-RestartEC2Instance"], text
+
+
+def test_the_audit_filters_keep_the_results_near_the_top_on_a_phone(world, client):
+    """Four everyday filters show; the rest fold into "More filters", open when one of them is set."""
+    client.force_login(world.carol)
+    html = client.get("/audit/").content.decode()
+    more = html[html.index('<details class="more-filters"'):html.index("</details>")]
+    assert more.startswith('<details class="more-filters">')  # closed
+    for name in ("team", "request", "account_id", "region", "since", "until", "aws_request_id"):
+        assert f'name="{name}"' in more, name
+    for name in ("actor", "action_prefix", "runbook", "resource"):
+        assert f'name="{name}"' in html and f'name="{name}"' not in more, name
+    opened = client.get("/audit/", {"region": "eu-west-1"}).content.decode()
+    assert '<details class="more-filters" open>' in opened

@@ -86,7 +86,7 @@ def test_main_pages_accessible_and_phone_sized(story, pages, live_server):
     visits = [
         (None, "/accounts/login/", "login"),
         ("alice", "/runbooks/", None),
-        ("alice", f"/runbooks/{_policy_pk('platform')}/request/", "request-form"),
+        ("alice", f"/runbooks/{_runbook_pk()}/request/", "request-form"),
         ("alice", "/requests/", "my-requests"),
         ("alice", f"/requests/{done.pk}/", None),
         ("dave", "/requests/", "empty-requests"),
@@ -146,11 +146,10 @@ def test_keyboard_only_approval(story, pages):
     assert story["waiting"].status in ("approved", "dispatching", "running", "succeeded")
 
 
-def _policy_pk(team: str) -> int:
-    from automations.models import TeamRunbook
+def _runbook_pk() -> int:
+    from automations.models import Runbook
 
-    return TeamRunbook.objects.get(team__name=team, runbook__name="AWS-RestartEC2Instance",
-                                   runbook__region="eu-west-1").pk
+    return Runbook.objects.get(name="AWS-RestartEC2Instance", region="eu-west-1").pk
 
 
 def test_phone_navigation_reaches_every_section(stack, pages):

@@ -103,11 +103,13 @@ def test_back_and_submit_again_warns_about_the_duplicate(stack, pages):
     from automations.models import AutomationRequest
 
     policy = _policy("AWS-RestartEC2Instance")
-    alice = pages.as_user("alice", next_path=f"/runbooks/{policy.pk}/request/")
+    alice = pages.as_user("alice", next_path=f"/runbooks/{policy.runbook_id}/request/")
 
     def fill_and_preview():
         picker = alice.locator("fieldset.picker").first
         picker.get_by_role("searchbox").fill("web-1")
+        # The search's answer first (api-1 gone): an answer after the tick would replace the ticked box.
+        expect(picker.get_by_role("checkbox", name=re.compile("api-1"))).to_have_count(0)
         picker.get_by_role("checkbox", name=re.compile("web-1")).check()
         alice.get_by_label("Justification").fill("web-1 leaks memory.")
         alice.get_by_role("button", name="Preview").click()
@@ -117,7 +119,7 @@ def test_back_and_submit_again_warns_about_the_duplicate(stack, pages):
     alice.get_by_role("button", name="Submit request").click()
     expect(alice.locator(".messages")).to_contain_text("submitted")
     first = int(re.search(r"/requests/(\d+)/", alice.url).group(1))
-    alice.goto(f"/runbooks/{policy.pk}/request/")
+    alice.goto(f"/runbooks/{policy.runbook_id}/request/")
     fill_and_preview()
     warning = alice.locator(".overlap-warning")
     expect(warning).to_contain_text("Already requested on the same targets")
@@ -206,7 +208,7 @@ def test_keyboard_only_form_with_an_error_fixed(stack, pages):
     from playwright.sync_api import expect
 
     policy = _policy("AWS-RestartEC2Instance")
-    alice = pages.as_user("alice", next_path=f"/runbooks/{policy.pk}/request/")
+    alice = pages.as_user("alice", next_path=f"/runbooks/{policy.runbook_id}/request/")
     form_url = alice.url
     alice.focus("body")
     _tab_to(alice, "el.type === 'search'")
@@ -250,7 +252,7 @@ def test_run_at_is_honoured(stack, pages):
 
     policy = _policy("AWS-RestartEC2Instance")
     when = (timezone.now() + dt.timedelta(hours=1)).replace(second=0, microsecond=0)
-    alice = pages.as_user("alice", next_path=f"/runbooks/{policy.pk}/request/")
+    alice = pages.as_user("alice", next_path=f"/runbooks/{policy.runbook_id}/request/")
     expect(alice.get_by_label("Run at (UTC, optional)")).to_be_visible()
     picker = alice.locator("fieldset.picker").first
     picker.get_by_role("searchbox").fill("api-1")

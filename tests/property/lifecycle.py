@@ -198,7 +198,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         half the examples the leads approve at once, so the steps go to what happens after approval."""
         self.required = required
         TeamRunbook.objects.create(team=self.h.team, runbook=self.runbook, approvals_required=required,
-                                   request_expiry_hours=2, approval_validity_hours=1)
+                                   request_expiry_hours=2, approval_validity_hours=1, justification_required=False)
         pk = self._submit(requester, note, run_at_minutes)
         if approved:
             for lead in [name for name in LEADS if self.h.users[name].pk != self.tracked[pk].requester_id][:required]:

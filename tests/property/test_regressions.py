@@ -30,7 +30,8 @@ def own_runbook(world, sb):
     f.RunbookVersionFactory(runbook=runbook, version="1", document_format="YAML", content=text,
                             content_hash=content_hash(text), parameters=parse_parameters(document),
                             steps=step_summary(document), problems=[])
-    TeamRunbook.objects.create(team=world.platform, runbook=runbook, approvals_required=1)
+    TeamRunbook.objects.create(team=world.platform, runbook=runbook, approvals_required=1,
+                               justification_required=False)
     yield runbook, ssm
     try:
         ssm.delete_document(Name=name)

@@ -20,8 +20,8 @@ MISSING = 10**9  # an id that does not exist
 
 # Route name → which of team platform's objects fills each parameter.
 OBJECTS = {
-    "automations:request_new": {"policy_pk": "policy"},
-    "automations:picker": {"policy_pk": "policy", "parameter": "=InstanceId"},
+    "automations:request_new": {"pk": "runbook"},
+    "automations:picker": {"pk": "runbook", "parameter": "=InstanceId"},
     "automations:runbook_detail": {"pk": "runbook"},
     "automations:request_detail": {"pk": "request"},
     "automations:request_status": {"pk": "request"},

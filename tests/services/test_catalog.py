@@ -109,7 +109,8 @@ def synced(world, sb):
                 )
     policies = {}
     for runbook in Runbook.objects.filter(account=world.account, region=REGION, available=True):
-        policies[runbook.name] = TeamRunbook.objects.get_or_create(team=world.platform, runbook=runbook)[0]
+        policies[runbook.name] = TeamRunbook.objects.get_or_create(
+            team=world.platform, runbook=runbook, defaults={"justification_required": False})[0]
         # The admin's setup: the bucket and DB instance platform may name (no tags read there),
         # and roles handed to Lambda/CloudFormation, per runbook parameter.
         for kind, identifier in (("bucket", NAMED_VALUES["BucketName"]), ("db_instance", "orders-db")):
@@ -222,7 +223,7 @@ def form_data(runbook_version: RunbookVersion, values: dict, **extra) -> dict:
 
 
 def preview_then_submit(browser, policy, data):
-    url = reverse("automations:request_new", args=[policy.pk])
+    url = reverse("automations:request_new", args=[policy.runbook_id])
     response = browser.post(url, {**data, "preview": "1"})
     assert response.status_code == 200, _errors(response)
     preview = response.context["preview"]
@@ -307,7 +308,7 @@ class TestSync:
             assert VERSION_GONE in runbook.versions.get(version="1").problems  # kept, no longer offered
         finally:
             ssm.delete_document(Name=name)
-        policy = TeamRunbook.objects.create(team=world.platform, runbook=runbook)
+        policy = TeamRunbook.objects.create(team=world.platform, runbook=runbook, justification_required=False)
         report = services.runbook_catalog_sync(only_offered=False)
         runbook.refresh_from_db()
         assert not runbook.available and report.unavailable == 1 and f"unavailable: {name}" in report.changes
@@ -366,15 +367,20 @@ class TestCatalogPage:
         Runbook.objects.filter(name="Delegate-RotateLogs").update(
             description="# Rotate\n\n<script>alert(1)</script>[x](javascript:alert(2)) **bold**"
         )
-        body = browser.get(reverse("automations:catalog"), {"q": "Delegate-R"}).content.decode()
+        # The catalog shows a plain excerpt; the runbook's page renders the whole description.
+        catalog = browser.get(reverse("automations:catalog"), {"q": "Delegate-R"}).content.decode()
+        assert "<script>alert" not in catalog and "javascript:" not in catalog
+        rotate = synced["Delegate-RotateLogs"].runbook
+        RunbookVersion.objects.filter(runbook=rotate).update(
+            description="# Rotate\n\n<script>alert(1)</script>[x](javascript:alert(2)) **bold**")
+        body = browser.get(reverse("automations:runbook_detail", args=[rotate.pk])).content.decode()
         assert "<strong>bold</strong>" in body and "<h3>Rotate</h3>" in body
         assert "<script>alert" not in body and "javascript:" not in body
-        rows = browser.get(reverse("automations:catalog"), {"q": "RestartService"}).context["rows"]
-        assert [(v["number"], v["default"], v["latest"]) for v in rows[0]["versions"]] == [
-            ("3", False, True),
-            ("2", True, False),
-            ("1", False, False),
-        ]
+        restart = synced["Delegate-RestartService"].runbook
+        page = browser.get(reverse("automations:runbook_detail", args=[restart.pk])).content.decode()
+        versions = page[page.index('id="versions-title"'):]
+        assert re.findall(r"<li>v(\d+)( <span class=\"badge badge-(?:default|latest)\">)?", versions)[:3] == [
+            ("3", ' <span class="badge badge-latest">'), ("2", ' <span class="badge badge-default">'), ("1", "")]
 
     def test_htmx_search_returns_the_results_only(self, world, synced, browser):
         response = browser.get(reverse("automations:catalog"), {"q": "snapshot"}, HTTP_HX_REQUEST="true")
@@ -388,7 +394,7 @@ class TestCatalogPage:
         Runbook.objects.filter(name="AWS-RestartEC2Instance").update(available=False)
         assert client.get(reverse("automations:catalog")).context["rows"] == []
         other = synced["Delegate-RotateLogs"]
-        assert client.get(reverse("automations:request_new", args=[other.pk])).status_code == 404
+        assert client.get(reverse("automations:request_new", args=[other.runbook_id])).status_code == 404
 
 
 #
@@ -402,7 +408,7 @@ class TestCatalogPage:
 def test_every_runbook_renders_accepts_and_refuses_in_the_browser(name, world, synced, browser):
     policy = synced[name]
     version = policy.runbook.versions.get(version=policy.runbook.default_version)
-    url = reverse("automations:request_new", args=[policy.pk])
+    url = reverse("automations:request_new", args=[policy.runbook_id])
     page = browser.get(url)
     assert page.status_code == 200
     body = page.content.decode()
@@ -471,7 +477,7 @@ class TestFormBehaviour:
             "/api/v1/requests/", {"runbook": policy.runbook.pk, "parameters": bad}, format="json"
         ).json()["errors"]
         response = browser.post(
-            reverse("automations:request_new", args=[policy.pk]), {**form_data(version, bad), "preview": "1"}
+            reverse("automations:request_new", args=[policy.runbook_id]), {**form_data(version, bad), "preview": "1"}
         )
         via_form = {k.removeprefix("param_"): v for k, v in response.context["form"].errors.items()}
         assert via_api == via_form
@@ -481,7 +487,7 @@ class TestFormBehaviour:
         self, world, synced, browser
     ):
         policy = synced["Delegate-RotateLogs"]
-        form = browser.get(reverse("automations:request_new", args=[policy.pk])).context["form"]
+        form = browser.get(reverse("automations:request_new", args=[policy.runbook_id])).context["form"]
         assert form.parameter_names == [
             "InstanceIds",
             "CollectorInstanceId",
@@ -501,7 +507,7 @@ class TestFormBehaviour:
         data = form_data(version, valid_parameters(world, "AWS-CopySnapshot", version.parameters))
         data["param_LambdaAssumeRole"] = "arn:aws:iam::123456789012:role/Admin"
         response = browser.post(
-            reverse("automations:request_new", args=[policy.pk]), {**data, "preview": "1"}
+            reverse("automations:request_new", args=[policy.runbook_id]), {**data, "preview": "1"}
         )
         assert response.status_code == 200 and "chosen by Delegate" in response.content.decode()
         event = AuditEvent.objects.get(action="request.refused")
@@ -512,7 +518,7 @@ class TestFormBehaviour:
         policy = synced["AWS-RestartEC2Instance"]
         version = policy.runbook.versions.get()
         response = browser.post(
-            reverse("automations:request_new", args=[policy.pk]),
+            reverse("automations:request_new", args=[policy.runbook_id]),
             {**form_data(version, {"InstanceId": [world.etl1]}), "preview": "1"},
         )
         assert response.context["form"].errors["param_InstanceId"] == [
@@ -522,7 +528,7 @@ class TestFormBehaviour:
     def test_submit_is_refused_when_it_differs_from_the_preview_shown(self, world, synced, browser):
         policy = synced["AWS-RestartEC2Instance"]
         version = policy.runbook.versions.get()
-        url = reverse("automations:request_new", args=[policy.pk])
+        url = reverse("automations:request_new", args=[policy.runbook_id])
         shown = browser.post(url, {**form_data(version, {"InstanceId": [world.web1]}), "preview": "1"})
         changed = form_data(version, {"InstanceId": [world.web2]})
         response = browser.post(
@@ -541,7 +547,7 @@ class TestFormBehaviour:
         self, world, synced, browser, api
     ):
         policy = synced["Delegate-RestartService"]
-        url = reverse("automations:request_new", args=[policy.pk])
+        url = reverse("automations:request_new", args=[policy.runbook_id])
         fields = lambda response: set(response.context["form"].parameter_names)  # noqa: E731
         assert fields(browser.get(url)) == {"InstanceIds", "DrainSeconds"}  # default = 2
         assert fields(browser.get(url, {"version": "latest"})) == {
@@ -576,7 +582,7 @@ class TestFormBehaviour:
         policy = synced["Delegate-RestartService"]
         policy.version_choice = TeamRunbook.VersionChoice.LATEST
         policy.save()
-        page = browser.get(reverse("automations:request_new", args=[policy.pk]))
+        page = browser.get(reverse("automations:request_new", args=[policy.runbook_id]))
         assert page.context["version"].version == "3" and page.context["version_choice"] == "latest"
         assert "?version=default" not in page.content.decode()
 
@@ -617,7 +623,7 @@ class TestFormBehaviour:
         extra = dict(mode="rate_control", target_parameter_name="InstanceId", target_key="ids",
                      max_concurrency="1", max_errors="0", alarm_name="platform-cpu-high") if mode == "rate_control" else {}
         data = form_data(version, {"InstanceId": [world.web1, world.web2]}, **extra)
-        url = reverse("automations:request_new", args=[policy.pk])
+        url = reverse("automations:request_new", args=[policy.runbook_id])
         page = browser.post(url, {**data, "preview": "1"})
         assert page.status_code == 200, _errors(page)
         shown = html.unescape(re.search(r'<pre class="call"><code>(.*?)</code></pre>', page.content.decode(), re.S)[1])
@@ -640,7 +646,7 @@ class TestFormBehaviour:
             max_concurrency="50%",
             max_errors="1",
         )
-        url = reverse("automations:request_new", args=[policy.pk])
+        url = reverse("automations:request_new", args=[policy.runbook_id])
         response = browser.post(
             url, {**form_data(version, {}, target_values="web-1\netl-1", **base), "preview": "1"}
         )
@@ -662,7 +668,7 @@ class TestFormBehaviour:
         self, world, synced, browser, client
     ):
         policy = synced["Delegate-RotateLogs"]
-        url = reverse("automations:picker", args=[policy.pk, "InstanceIds"])
+        url = reverse("automations:picker", args=[policy.runbook_id, "InstanceIds"])
         api1 = seeded_id("i", REGION, "api-1")
         response = browser.get(url, {"q": "web", "param_InstanceIds": [api1]})
         state = response.context["state"]
@@ -672,13 +678,13 @@ class TestFormBehaviour:
         assert world.etl1 not in {item["id"] for item in everything} and world.bastion not in str(everything)
         assert (
             f'value="{world.web1}"'
-            in browser.get(reverse("automations:request_new", args=[policy.pk])).content.decode()
+            in browser.get(reverse("automations:request_new", args=[policy.runbook_id])).content.decode()
         )
         assert (
-            browser.get(reverse("automations:picker", args=[policy.pk, "AutomationAssumeRole"])).status_code
+            browser.get(reverse("automations:picker", args=[policy.runbook_id, "AutomationAssumeRole"])).status_code
             == 404
         )
-        assert browser.get(reverse("automations:picker", args=[policy.pk, "LogGroup"])).status_code == 404
+        assert browser.get(reverse("automations:picker", args=[policy.runbook_id, "LogGroup"])).status_code == 404
         client.force_login(world.dave)
         assert client.get(url).status_code == 404
 
@@ -699,7 +705,7 @@ class TestFormBehaviour:
             ),
         )
         form = browser.get(
-            reverse("automations:request_new", args=[policy.pk]), {"rerun": original.pk}
+            reverse("automations:request_new", args=[policy.runbook_id]), {"rerun": original.pk}
         ).context["form"]
         assert form["param_RetentionDays"].value() == "30"
         assert form["param_Paths"].value() == "/var/log/a.log\n/var/log/b.log"

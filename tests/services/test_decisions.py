@@ -68,7 +68,7 @@ class TestSendBackAndAmend:
         assert form.status_code == 200 and "Amending" in form.content.decode()
         data = {"version": "default", "mode": "simple", "param_InstanceId": [world.web2], "justification": "x",
                 "amend": str(request.pk)}
-        post_url = reverse("automations:request_new", args=[world.platform_policy.pk])
+        post_url = reverse("automations:request_new", args=[world.platform_policy.runbook_id])
         preview = client.post(post_url, {**data, "preview": "1"}).context["preview"]
         response = client.post(post_url, {**data, "submit": "1", "previewed": preview.fingerprint})
         assert response.status_code == 302 and response["Location"] == f"/requests/{request.pk}/"
@@ -190,8 +190,8 @@ class TestConsequences:
             page = client.get(f"/requests/{request.pk}/").content.decode()
             assert "Where the targets are now" in page
             assert f"web-2 ({instance})</span>: <strong>stopped</strong>" in page
-            assert f'href="/runbooks/{start_policy.pk}/request/?undo={request.pk}"' in page
-            form = client.get(f"/runbooks/{start_policy.pk}/request/?undo={request.pk}")
+            assert f'href="/runbooks/{start_policy.runbook_id}/request/?team=platform&amp;undo={request.pk}"' in page
+            form = client.get(f"/runbooks/{start_policy.runbook_id}/request/?undo={request.pk}")
             assert form.context["form"].initial["param_InstanceId"] == [instance]
         finally:
             sb.faults.fail_step = set()

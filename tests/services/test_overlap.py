@@ -19,7 +19,7 @@ class TestDuplicateWarning:
     def test_the_form_warns_links_and_submits_only_when_confirmed(self, world, submit, client):
         first = submit()
         client.force_login(world.alice)
-        url = reverse("automations:request_new", args=[world.platform_policy.pk])
+        url = reverse("automations:request_new", args=[world.platform_policy.runbook_id])
         preview = client.post(url, {**_form(world), "preview": "1"})
         page = preview.content.decode()
         assert "Already requested on the same targets" in page
@@ -41,7 +41,7 @@ class TestDuplicateWarning:
         services.request_withdraw(request=first, actor=world.alice)
         submit(parameters={"InstanceId": [world.web2]})
         client.force_login(world.alice)
-        url = reverse("automations:request_new", args=[world.platform_policy.pk])
+        url = reverse("automations:request_new", args=[world.platform_policy.runbook_id])
         page = client.post(url, {**_form(world), "preview": "1"}).content.decode()
         assert "Already requested on the same targets" not in page
 
@@ -120,7 +120,7 @@ class TestOneValidationPerPost:
             self, world, submit, client, counted):
         first = submit()
         client.force_login(world.alice)
-        url = reverse("automations:request_new", args=[world.platform_policy.pk])
+        url = reverse("automations:request_new", args=[world.platform_policy.runbook_id])
         counted.clear()
         refused = client.post(url, {**_form(world), "submit": "1"})
         assert refused.status_code == 200 and refused.context["preview"] is not None
@@ -130,7 +130,7 @@ class TestOneValidationPerPost:
     def test_a_submit_that_changed_since_its_preview_validates_once_and_shows_the_new_one(
             self, world, client, counted):
         client.force_login(world.alice)
-        url = reverse("automations:request_new", args=[world.platform_policy.pk])
+        url = reverse("automations:request_new", args=[world.platform_policy.runbook_id])
         counted.clear()
         refused = client.post(url, {**_form(world), "submit": "1", "previewed": "0" * 64})
         assert refused.status_code == 200 and counted == [False]

@@ -81,7 +81,8 @@ def own(world, sb):
         report = services.runbook_sync(runbook=runbook)
         assert report.errors == []
         runbook.refresh_from_db()
-        return TeamRunbook.objects.get_or_create(team=team or world.platform, runbook=runbook)[0]
+        return TeamRunbook.objects.get_or_create(team=team or world.platform, runbook=runbook,
+                                                defaults={"justification_required": False})[0]
 
     make.ssm = ssm
     yield make
@@ -321,7 +322,7 @@ class TestIdentity:
         request = submit(world, policy)
         expected = assume_role or world.account.dispatch_role_arn
         assert request.run_as == expected
-        form = client.get(reverse("automations:request_new", args=[policy.pk])).content.decode()
+        form = client.get(reverse("automations:request_new", args=[policy.runbook_id])).content.decode()
         assert expected in form and world.account.automation_role_arn not in form
         request = services.request_approve(request=request, actor=world.bob)
         assert services.request_dispatch(request_id=request.pk) == "started"
@@ -411,7 +412,7 @@ class TestRoleParameters:
                                 arn=f"arn:aws:iam::{world.account.account_id}:role/AppServer")
         detail = api.get(f"/api/v1/runbooks/{policy.runbook_id}/").json()
         assert detail["needs_setup"] == [] and detail["parameters"]["RoleName"]["allowedValues"] == ["AppServer"]
-        form = client.get(reverse("automations:request_new", args=[policy.pk])).content.decode()
+        form = client.get(reverse("automations:request_new", args=[policy.runbook_id])).content.decode()
         assert '<select name="param_RoleName"' in form and '<option value="AppServer"' in form
         with pytest.raises(InvalidRequest) as refused:
             submit(world, policy, {"InstanceId": world.web1, "RoleName": "Administrator"})
@@ -422,7 +423,7 @@ class TestRoleParameters:
         page = client.get(request.get_absolute_url()).content.decode()
         assert "<code>RoleName</code> = <span class=\"mono\">AppServer</span>" in page
         # Another team has no allowlist: still needs setup for them.
-        data_policy = TeamRunbook.objects.create(team=world.data, runbook=policy.runbook)
+        data_policy = TeamRunbook.objects.create(team=world.data, runbook=policy.runbook, justification_required=False)
         with pytest.raises(InvalidRequest):
             submit(world, data_policy, {"InstanceId": world.etl1, "RoleName": "AppServer"}, actor=world.dave)
 
@@ -556,7 +557,7 @@ class TestCanonicalTargets:
         assert set(request.resources) == {world.web1, "arn:aws:s3:::platform-logs",
                                           f"arn:aws:rds:{REGION}:{world.account.account_id}:db:orders-db", queue}
         with pytest.raises(OutOfScope):  # data has no allowlist: the same names are outside its scope
-            data_policy = TeamRunbook.objects.create(team=world.data, runbook=policy.runbook)
+            data_policy = TeamRunbook.objects.create(team=world.data, runbook=policy.runbook, justification_required=False)
             submit(world, data_policy, {"InstanceId": world.etl1, "BucketName": "platform-logs"}, actor=world.dave)
 
     def test_images_are_described_with_owners(self, world, sb):

@@ -10,7 +10,7 @@ from automations.models import AutomationRequest, DispatchOutbox
 
 
 def _post(client, world, **extra):
-    url = reverse("automations:request_new", args=[world.platform_policy.pk])
+    url = reverse("automations:request_new", args=[world.platform_policy.runbook_id])
     data = {"version": "default", "mode": "simple", "param_InstanceId": [world.web1], **extra}
     return client.post(url, data)
 
@@ -52,9 +52,29 @@ def test_run_at_is_read_as_utc_shown_and_honoured_at_dispatch(world, sb, client)
 
 def test_the_form_ignores_enter_in_text_boxes_and_focuses_the_preview(world, sb, client):
     client.force_login(world.alice)
-    page = client.get(reverse("automations:request_new", args=[world.platform_policy.pk])).content.decode()
+    page = client.get(reverse("automations:request_new", args=[world.platform_policy.runbook_id])).content.decode()
     form = page[page.index('novalidate aria-describedby="form-note">'):]
     first_button = form[form.index("<button"):form.index("</button>")]
     assert "disabled" in first_button  # implicit submission (Enter) has no button to press
     preview = _post(client, world, preview="1", justification="x").content.decode()
     assert 'class="preview" tabindex="-1" autofocus' in preview
+
+
+def test_a_new_policy_asks_for_a_justification_unless_an_admin_turns_it_off(world, sb, client):
+    from automations.models import TeamRunbook
+    from tests import factories as f
+
+    runbook = f.RunbookVersionFactory(runbook=f.RunbookFactory(account=world.account, name="Our-Restart")).runbook
+    policy = TeamRunbook.objects.create(team=world.platform, runbook=runbook)  # as an admin adds it
+    assert policy.justification_required
+    client.force_login(world.alice)
+    url = reverse("automations:request_new", args=[runbook.pk])
+    blank = client.post(url, {"version": "default", "mode": "simple", "param_InstanceId": [world.web1],
+                              "preview": "1", "justification": " "})
+    assert blank.context["preview"] is None and "Say why this run is needed" in blank.content.decode()
+    page = client.get(url).content.decode()
+    assert 'id="id_justification"' in page and "Justification *" in page.replace('<span aria-hidden="true">', "").replace("</span>", "")
+    TeamRunbook.objects.filter(pk=policy.pk).update(justification_required=False)
+    fine = client.post(url, {"version": "default", "mode": "simple", "param_InstanceId": [world.web1],
+                             "preview": "1", "justification": ""})
+    assert fine.context["preview"] is not None

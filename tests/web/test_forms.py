@@ -243,7 +243,7 @@ class TestRendering:
         html = "".join(
             render_to_string(
                 "automations/_field.html",
-                {"field": f, "policy": type("P", (), {"pk": 1})(), "version_choice": "default"},
+                {"field": f, "policy": type("P", (), {"runbook_id": 1, "team": type("T", (), {"name": "platform"})()})(), "version_choice": "default"},
             )
             for f in form.parameter_fields()
         )
@@ -254,7 +254,7 @@ class TestRendering:
         )
         assert 'role="alert"' in html and "Too short: at least 3 characters." in html
         assert '<legend>InstanceIds <span aria-hidden="true">*</span>' in html  # a picker is a fieldset
-        assert 'hx-get="/runbooks/1/pick/InstanceIds/?version=default"' in html
+        assert 'hx-get="/runbooks/1/pick/InstanceIds/?version=default&amp;team=platform"' in html
         assert "web-1 (i-0000000000000000a)" in html
         assert "<script" not in html and "style=" not in html  # the CSP forbids both inline
 
@@ -282,3 +282,23 @@ class TestMarkdown:
         )
         assert markdown.excerpt(source) == "It restarts things & more."
         assert markdown.excerpt("") == ""
+
+
+class TestStringMapLines:
+    """A StringMap is typed as Key=value lines (JSON still works), in the form and the API alike:
+    the service reads both, so both accept and refuse the same text."""
+
+    def test_key_value_lines_become_the_map_and_json_still_works(self):
+        from automations.runbooks.validation import validate_value
+        from automations.web.forms import field_for
+
+        spec = {"type": "StringMap", "required": True}
+        field = field_for("Tags", spec)
+        assert "Key=value" in str(field.widget.attrs.get("placeholder"))
+        text = field.to_python("Environment=prod\n Owner = team-a \n\n")
+        assert validate_value("Tags", spec, text) == (['{"Environment":"prod","Owner":"team-a"}'], [])
+        assert validate_value("Tags", spec, '{"A": "b"}') == (['{"A":"b"}'], [])
+        assert validate_value("Tags", spec, "url=https://x/?a=b") == (['{"url":"https://x/?a=b"}'], [])
+        assert validate_value("Tags", spec, "no equals sign")[1] == [
+            'Enter one Key=value per line, or a JSON object of text values, e.g. {"Environment": "prod"}.']
+        assert validate_value("Tags", spec, "A=1\nA=2")[1] == ["Each key only once: A."]

@@ -50,3 +50,57 @@ def test_the_poll_is_scoped_like_the_page(world, submit, client):
     client.force_login(world.dave)  # another team's requester
     assert _poll(client, item.pk).status_code == 404
     assert _poll(client, item.pk, "0" * 16).status_code == 404
+
+
+def test_a_failure_or_a_send_back_reason_is_said_once(world, submit, client):
+    from automations.models import AutomationRequest, Execution
+
+    failed = submit()
+    message = "Step fails when it is Executing. Fail Message: instance i-0abc is in state stopping"
+    Execution.objects.create(request=failed, execution_id="6a1d3a5c-0000-4000-8000-0000000000f1",
+                             failure_message=message, aws_status="Failed")
+    AutomationRequest.objects.filter(pk=failed.pk).update(status="failed", status_reason=message)
+    client.force_login(world.alice)
+    assert client.get(f"/requests/{failed.pk}/").content.decode().count(message) == 1
+    sent_back = submit(parameters={"InstanceId": [world.web2]})
+    AutomationRequest.objects.filter(pk=sent_back.pk).update(status="changes_requested",
+                                                             status_reason="Use the maintenance window")
+    assert client.get(f"/requests/{sent_back.pk}/").content.decode().count("Use the maintenance window") == 1
+
+
+def test_the_request_time_does_not_go_stale_on_an_open_page(world, submit, client):
+    """The header is not refreshed by polling: it says when, not "2 seconds ago"."""
+    request = submit()
+    client.force_login(world.alice)
+    html = client.get(f"/requests/{request.pk}/").content.decode()
+    header = html[html.index("<hgroup>"):html.index("</hgroup>")]
+    assert f"{request.created_at:%Y-%m-%d %H:%M} UTC</time>" in header
+    assert "ago" not in header and "now" not in header
+    # Polling stops once a request is final, so "finished …" is a time too.
+    from django.utils import timezone
+
+    from automations.models import AutomationRequest
+
+    done = timezone.now()
+    AutomationRequest.objects.filter(pk=request.pk).update(status="rejected", finished_at=done)
+    html = client.get(f"/requests/{request.pk}/").content.decode()
+    assert f'finished <time datetime="{done.isoformat()}" title="{done:%Y-%m-%d %H:%M:%S} UTC">{done:%Y-%m-%d %H:%M} UTC</time>' in html
+
+
+def test_step_outputs_read_as_text_with_times_not_epoch_numbers(world, submit, client):
+    from automations.models import AutomationRequest, Execution
+
+    request = submit()
+    Execution.objects.create(
+        request=request, execution_id="6a1d3a5c-0000-4000-8000-0000000000f2", aws_status="Success",
+        steps=[{"name": "describe", "action": "aws:executeAwsApi", "status": "Success", "failure_message": "",
+                "outputs": {"LaunchTime": ["1764770400.0"], "State": ["running"], "StartedMs": ["1764770400000"],
+                            "Note": ["<b>x</b>"]}}],
+        outputs={"describe.State": ["running"]})
+    AutomationRequest.objects.filter(pk=request.pk).update(status="succeeded")
+    client.force_login(world.alice)
+    html = client.get(f"/requests/{request.pk}/").content.decode()
+    assert '<time datetime="2025-12-03T14:00:00+00:00" title="1764770400.0">2025-12-03 14:00:00 UTC</time>' in html
+    assert '<time datetime="2025-12-03T14:00:00+00:00" title="1764770400000">2025-12-03 14:00:00 UTC</time>' in html
+    assert "State: running" in html and "1764770400.0<" not in html
+    assert "Note: &lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html

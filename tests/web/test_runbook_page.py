@@ -19,13 +19,25 @@ def test_one_id_for_the_page_and_the_api_with_parameters_approvers_and_success_r
     assert client.get(f"/runbooks/{world.runbook.pk}/").status_code == 404
 
 
-def test_catalog_says_whose_account_and_hides_an_expander_that_repeats_the_summary(world, sb, client):
+def test_catalog_says_whose_account_and_never_repeats_the_summary(world, sb, client):
     from automations.models import Runbook
 
-    Runbook.objects.filter(pk=world.runbook.pk).update(description="Restarts one instance.")
+    Runbook.objects.filter(pk=world.runbook.pk).update(
+        description="Restarts one instance.\n\nIt stops, then starts.", owner_kind="self")
     client.force_login(world.alice)
     html = client.get("/runbooks/").content.decode()
-    assert "Owned by me" not in html and "Our account&#x27;s" in html or "Our account's" in html
-    assert "Full description" not in html  # one sentence: the card shows it all already
-    Runbook.objects.filter(pk=world.runbook.pk).update(description="Restarts one instance.\n\nIt stops, then starts.")
-    assert "Full description" in client.get("/runbooks/").content.decode()
+    assert "Owned by me" not in html and ("Our account&#x27;s" in html or "Our account's" in html)
+    assert html.count("Restarts one instance.") == 1  # the summary once; no expander repeating it
+    assert "Full description" not in html and f'href="/runbooks/{world.runbook.pk}/"' in html
+
+
+def test_owner_words_never_claim_a_person_owns_a_document(world, sb, client):
+    from automations.models import Runbook
+
+    client.force_login(world.alice)
+    for kind, words in (("self", "Our account"), ("private", "Shared with our account")):
+        Runbook.objects.filter(pk=world.runbook.pk).update(owner_kind=kind, owner="111122223333")
+        for url in ("/runbooks/", f"/runbooks/{world.runbook.pk}/"):
+            html = client.get(url).content.decode().replace("&#x27;", "'")
+            assert words in html, (kind, url)
+            assert "Owned by me" not in html and "Shared with me" not in html, (kind, url)
