@@ -12,7 +12,7 @@ from .engine import Engine
 from .executions import TERMINAL, snapshot
 from .faults import Faults
 from .inventory import SEED_REGIONS, Transitions
-from .server import SandboxServer
+from .server import SandboxServer, dispatch
 from .state import CallLog, State
 
 FINISHED = tuple(sorted(TERMINAL))  # what wait_for_execution waits for by default
@@ -142,6 +142,10 @@ class Sandbox:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def dispatch(self, method: str, path: str, query: str, headers, body: bytes) -> tuple[int, list, bytes]:
+        """One AWS call answered in this thread, as the front door answers it over HTTP (local_calls.py)."""
+        return dispatch(self, method, path, query, headers, body)
 
     # Assertions for tests --------------------------------------------------------------------------
 

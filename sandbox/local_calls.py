@@ -5,7 +5,7 @@ own port: a socket round trip, a server thread and a thread switch per call, whi
 machine made a two-step runbook wait on the scheduler. botocore's `before-send` event lets a
 handler answer instead of the network, so the call still goes through botocore (parameter
 validation, serialisation, retries, error parsing) and through `server.dispatch` (faults,
-identity, call log, EC2 overrides, moto), exactly as a call over HTTP would.
+identity, call log, EC2 overrides, moto; `Sandbox.dispatch`), exactly as a call over HTTP would.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ def attach(client, sandbox) -> None:
     The client keeps only a weak reference: once that sandbox is gone its calls go to the
     network again (and find nothing there), as they did before.
     """
-    from . import server  # server imports this module's users; import at call time
-
     target = weakref.ref(sandbox)
 
     def send(request, **_):
@@ -52,9 +50,7 @@ def attach(client, sandbox) -> None:
         for name, value in request.headers.items():
             headers[name] = value.decode() if isinstance(value, bytes) else value
         headers["Host"] = url.netloc
-        status, response_headers, payload = server.dispatch(
-            sandbox, request.method, url.path or "/", url.query, headers, body
-        )
+        status, response_headers, payload = sandbox.dispatch(request.method, url.path or "/", url.query, headers, body)
         out = HTTPHeaders()
         for name, value in response_headers:
             out[name] = value
