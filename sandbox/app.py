@@ -87,7 +87,8 @@ class Sandbox:
         # Let a background seed finish: stopping resets moto's world, which must not happen mid-seed.
         if any(t.name == "sandbox-seed" and t.is_alive() for t in self._threads):
             self.world_ready.wait(120)
-        # The engine first: its steps call this sandbox over HTTP, so the server must outlive them.
+        # The engine first: scripts its steps run (aws:executeScript, Lambda code) call this sandbox
+        # over HTTP, so the server must outlive them.
         self.engine.stop()
         if self._server:
             self._server.shutdown()

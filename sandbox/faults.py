@@ -227,6 +227,8 @@ class Faults:
         unknown = set(body) - known
         if unknown:
             raise ValueError(f"unknown fault knobs: {sorted(unknown)}; known: {sorted(known)}")
+        if "engine_paused" in body and not isinstance(body["engine_paused"], bool):
+            raise ValueError("engine_paused must be true or false")  # before anything changes
         if "concurrency_limit" in body:
             self.concurrency_limit = int(body["concurrency_limit"])
         if "rate_limits" in body:
@@ -237,10 +239,6 @@ class Faults:
             self.fail_step = set(body["fail_step"] or [])
         if "enforce_approvers" in body:
             self.enforce_approvers = bool(body["enforce_approvers"])
-        if "engine_paused" in body:
-            if not isinstance(body["engine_paused"], bool):
-                raise ValueError("engine_paused must be true or false")
-            self.engine_paused = body["engine_paused"]
         for operation, n in (body.get("throttle_next") or {}).items():
             self.throttle_next(operation, int(n))
         for spec in body.get("error_next") or []:
@@ -255,3 +253,5 @@ class Faults:
             self.block(operation)
         for operation in body.get("release") or []:
             self.release(operation)
+        if "engine_paused" in body:  # last: pausing waits for a tick a released call may be holding up
+            self.engine_paused = body["engine_paused"]
