@@ -144,7 +144,8 @@ def demo() -> None:
     try:
         start("sandbox", str(PYTHON), "manage.py", "sandbox", "--port", sandbox_port,
               "--state-file", str(var / "sandbox-state.json"))
-        wait_http(f"http://127.0.0.1:{sandbox_port}/_sandbox/health")
+        # health answers 200 once the sandbox's world is seeded (a few seconds; more on a busy machine)
+        wait_http(f"http://127.0.0.1:{sandbox_port}/_sandbox/health", timeout=120)
         manage("migrate", "--noinput", "-v", "0", env=env)
         manage("collectstatic", "--noinput", "-v", "0", env=env)
         manage("seed_demo", env=env)

@@ -12,7 +12,7 @@ from .engine import Engine
 from .executions import snapshot
 from .faults import Faults
 from .inventory import SEED_REGIONS, Transitions
-from .server import SandboxServer
+from .server import SandboxServer, dispatch
 from .state import CallLog, State
 from .statuses import TERMINAL
 
@@ -59,8 +59,8 @@ class Sandbox:
     # Lifecycle -------------------------------------------------------------------------------------
 
     def start(self, seed_in_background: bool = False) -> Sandbox:
-        """Serve; seed moto's world first (tests), or meanwhile (`python -m sandbox` answers at once,
-        and calls to moto wait until the world is there)."""
+        """Serve; seed moto's world first (tests), or meanwhile (`python -m sandbox` listens at once;
+        /_sandbox/health says "seeding" and calls to moto wait until the world is there)."""
         if self.state_file:
             self.state.load(self.state_file)  # running executions resume where they were
         self._server = SandboxServer((self.host, self.port), self)
@@ -85,10 +85,11 @@ class Sandbox:
     def stop(self) -> None:
         self._stopping.set()
         self.faults.release_all()  # blocked calls must finish so the server threads can stop
-        # A background seed talks to our own server: let it finish before the server goes away.
+        # Let a background seed finish: stopping resets moto's world, which must not happen mid-seed.
         if any(t.name == "sandbox-seed" and t.is_alive() for t in self._threads):
             self.world_ready.wait(120)
-        # The engine first: its steps call this sandbox over HTTP, so the server must outlive them.
+        # The engine first: scripts its steps run (aws:executeScript, Lambda code) call this sandbox
+        # over HTTP, so the server must outlive them.
         self.engine.stop()
         if self._server:
             self._server.shutdown()
@@ -122,7 +123,7 @@ class Sandbox:
         if not (self.seed and moto_bridge.world_is_pristine()):
             moto_bridge.reset()
             if self.seed:
-                world.seed(self.url)
+                world.seed(self)
                 self.transitions.settle(force=True)  # seeded instances start settled
                 moto_bridge.mark_seeded()
         for row in self.transitions.rows(list(SEED_REGIONS)):
@@ -143,6 +144,10 @@ class Sandbox:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def dispatch(self, method: str, path: str, query: str, headers, body: bytes) -> tuple[int, list, bytes]:
+        """One AWS call answered in this thread, as the front door answers it over HTTP (local_calls.py)."""
+        return dispatch(self, method, path, query, headers, body)
 
     # Assertions for tests --------------------------------------------------------------------------
 

@@ -1,9 +1,10 @@
 """AWS calls made by runbook steps: boto3 against the sandbox itself, so they act on moto's state.
 
-Steps run on the engine thread, which holds the state lock. Calls to moto go over HTTP to our
-own port (the moto path of the front door takes no state lock); calls to Delegate's own
-operations (the SSM Automation and document APIs, STS AssumeRole) are made in-process instead,
-because their handlers need that lock and an HTTP round trip would wait for ourselves.
+Steps run on the engine thread, which holds the state lock. Calls to moto go through boto3 to
+the front door's `dispatch`, in this thread (local_calls.py: no socket round trip; the moto
+path of the front door takes no state lock); calls to Delegate's own operations (the SSM
+Automation and document APIs, STS AssumeRole) go straight to their handlers, which run under
+that same (re-entrant) lock.
 """
 
 from __future__ import annotations
@@ -11,33 +12,39 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
+import weakref
 
 import boto3
 import botocore
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError, UnknownServiceError
 
+from . import local_calls
 from .errors import AwsError
 from .outcome import StepFailure
 
 # The sandbox's own calls carry this access key, so the call log shows they came from a runbook step.
 ENGINE_CREDENTIALS = {"aws_access_key_id": "AKIASANDBOXENGINE000", "aws_secret_access_key": "sandbox"}
 _CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 2}, connect_timeout=5, read_timeout=60)
-_clients: dict[tuple, object] = {}
+_clients: dict[tuple, tuple] = {}  # (url, service, region) -> (client, weak ref to its sandbox)
 _lock = threading.Lock()
 _session: boto3.session.Session | None = None
 
 
-def client(url: str, service: str, region: str):
-    """A cached boto3 client on the sandbox (one botocore session keeps the model cache warm)."""
+def client(sandbox, service: str, region: str):
+    """A cached boto3 client on the sandbox, answered in-process (one botocore session keeps the
+    model cache warm)."""
     global _session
-    key = (url, service, region)
+    key = (sandbox.url, service, region)
     with _lock:
-        if key not in _clients:
+        cached = _clients.get(key)
+        if cached is None or cached[1]() is not sandbox:  # a new sandbox may reuse a port
             if _session is None:
                 _session = boto3.session.Session(**ENGINE_CREDENTIALS)
-            _clients[key] = _session.client(service, endpoint_url=url, region_name=region, config=_CONFIG)
-        return _clients[key]
+            made = _session.client(service, endpoint_url=sandbox.url, region_name=region, config=_CONFIG)
+            local_calls.attach(made, sandbox)
+            cached = _clients[key] = (made, weakref.ref(sandbox))
+        return cached[0]
 
 
 def operation_name(api: str) -> str:
@@ -71,7 +78,7 @@ def call(ctx, service: str, api: str, params: dict) -> dict:
     if delegate is not None:
         return _in_process(ctx, sandbox, delegate, service, operation, params)
     try:
-        aws = client(sandbox.url, service, ctx.region.name)
+        aws = client(sandbox, service, ctx.region.name)
     except UnknownServiceError:
         raise StepFailure(f"{service} is not an AWS service botocore knows, so the sandbox cannot call it.") from None
     model = aws.meta.service_model

@@ -1,6 +1,7 @@
 """The sandbox's own control API under /_sandbox/, for other processes, scripts and the demo.
 
-GET  /_sandbox/health               liveness, URL, account, time scale, regions in use
+GET  /_sandbox/health               200 "ok" once the seeded world is there (503 "seeding" before);
+                                    URL, account, time scale, regions in use
 GET  /_sandbox/calls                recorded calls (?operation=, ?service=, ?since=<index>)
 POST /_sandbox/calls/clear          forget recorded calls
 GET  /_sandbox/executions           execution snapshots (?region=)
@@ -22,13 +23,15 @@ def handle(sandbox, method: str, path: str, query: str, body: bytes) -> tuple[in
     route = (method, path.rstrip("/"))
     try:
         if route == ("GET", "/_sandbox/health"):
-            return 200, {
-                "status": "ok",
+            # Ready means the demo world is there: a caller that waits for health may act on it.
+            ready = sandbox.world_ready.is_set()
+            return 200 if ready else 503, {
+                "status": "ok" if ready else "seeding",
                 "url": sandbox.url,
                 "account_id": sandbox.state.account_id,
                 "time_scale": sandbox.state.time_scale,
                 "regions": sorted(sandbox.state.regions),
-                "world": "ready" if sandbox.world_ready.is_set() else "seeding",
+                "world": "ready" if ready else "seeding",
             }
         if route == ("GET", "/_sandbox/calls"):
             calls = sandbox.calls.snapshot()[int(args.get("since", 0)) :]

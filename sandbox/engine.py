@@ -54,6 +54,12 @@ class Engine:
             self.tick()
 
     def tick(self, now: float | None = None) -> None:
+        with self.faults.engine_gate:  # see Faults.engine_paused
+            if self.faults.engine_paused:
+                return
+            self._advance_all(now)
+
+    def _advance_all(self, now: float | None) -> None:
         with self.state.lock:
             for key in list(self.state.active):
                 region = self.state.regions.get(key[0])

@@ -2,7 +2,8 @@
 
 All knobs may change while the server runs. Plain attributes (`latency`, `concurrency_limit`,
 `rate_limits`, `fail_step`) are read afresh on every call, so assigning them is enough; the
-queued errors, token buckets and blocks live behind a lock.
+queued errors, token buckets and blocks live behind a lock. `engine_paused` freezes the
+automation engine (AWS's side of a run stalls) while every API keeps answering.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ THROTTLE = {
     "ec2": ("RequestLimitExceeded", 503),
 }
 DEFAULT_CONCURRENCY_LIMIT = 100  # running automations per account and region (aws-api.md §9)
+# Pausing waits for a tick in flight to end; a step held by `block()` could hold it for ever.
+ENGINE_PAUSE_WAIT_SECONDS = 5.0
 
 
 class Block:
@@ -80,6 +83,10 @@ class Faults:
         self._queued: dict[str, deque] = {}
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._blocks: dict[str, Block] = {}
+        # Held by the engine while it advances executions (engine.py), so pausing can wait for
+        # the tick in flight: once `engine_paused = True` returns, no execution moves.
+        self.engine_gate = threading.Lock()
+        self._engine_paused = False
         self.reset()
 
     def reset(self) -> None:
@@ -95,6 +102,22 @@ class Faults:
         # AWS lets only the listed Approvers approve or reject, and so does the sandbox by default.
         # Tests may turn it off explicitly (and say why).
         self.enforce_approvers = True
+        self.engine_paused = False
+
+    @property
+    def engine_paused(self) -> bool:
+        """True: the engine advances no execution (none starts, none finishes a step, sleeps and
+        waits do not end) until set back to False. Every API still answers: Start is accepted
+        (the run stays Pending), Get/Describe show where each run stands, signals and stops are
+        recorded and take effect on resume. The clock does not stop: a sleep or timeout that
+        ran out while paused ends at the first tick after the resume."""
+        return self._engine_paused
+
+    @engine_paused.setter
+    def engine_paused(self, paused: bool) -> None:
+        self._engine_paused = bool(paused)
+        if paused and self.engine_gate.acquire(timeout=ENGINE_PAUSE_WAIT_SECONDS):
+            self.engine_gate.release()  # the tick in flight (if any) has ended
 
     # Knobs -------------------------------------------------------------------------------
 
@@ -178,6 +201,7 @@ class Faults:
             "latency": self.latency,
             "fail_step": sorted(self.fail_step),
             "enforce_approvers": self.enforce_approvers,
+            "engine_paused": self.engine_paused,
             "queued_errors": queued,
             "blocked": blocked,
         }
@@ -186,7 +210,7 @@ class Faults:
         """Apply a JSON body such as {"rate_limits": {"StartAutomationExecution": 1}, "latency": 0.2}.
 
         `throttle_next` is {op: n}; `error_next` is a list of {operation, code, n, status, message};
-        `block` and `release` are lists of operation names.
+        `block` and `release` are lists of operation names; `engine_paused` is true or false.
         """
         known = {
             "concurrency_limit",
@@ -194,6 +218,7 @@ class Faults:
             "latency",
             "fail_step",
             "enforce_approvers",
+            "engine_paused",
             "throttle_next",
             "error_next",
             "block",
@@ -202,6 +227,8 @@ class Faults:
         unknown = set(body) - known
         if unknown:
             raise ValueError(f"unknown fault knobs: {sorted(unknown)}; known: {sorted(known)}")
+        if "engine_paused" in body and not isinstance(body["engine_paused"], bool):
+            raise ValueError("engine_paused must be true or false")  # before anything changes
         if "concurrency_limit" in body:
             self.concurrency_limit = int(body["concurrency_limit"])
         if "rate_limits" in body:
@@ -226,3 +253,5 @@ class Faults:
             self.block(operation)
         for operation in body.get("release") or []:
             self.release(operation)
+        if "engine_paused" in body:  # last: pausing waits for a tick a released call may be holding up
+            self.engine_paused = body["engine_paused"]

@@ -15,6 +15,10 @@ import io
 import os
 import threading
 
+from . import model_cache
+
+model_cache.install()  # before moto (or any boto3 session) parses a botocore model
+
 # moto loads thousands of Amazon-owned AMIs per region by default, which makes DescribeImages take
 # seconds and costs ~100 MB; the world seeds the one base image it needs (world.py).
 os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")

@@ -1,4 +1,7 @@
-"""Seed the demo world through the AWS APIs of the running sandbox (so moto holds it all).
+"""Seed the demo world through the AWS APIs of the sandbox (so moto holds it all).
+
+The calls are boto3 calls answered by the sandbox's front door in-process (local_calls.py):
+the same path as over HTTP, without a socket round trip per call.
 
 Two regions (eu-west-1, us-east-1) each get nine instances (four `Team=platform`, three
 `Team=data`, two without a team) with root volumes, a spare volume, a backup snapshot and a
@@ -12,6 +15,7 @@ from __future__ import annotations
 import boto3
 from botocore.config import Config
 
+from . import local_calls
 from .inventory import SEED_INSTANCES, SEED_REGIONS, forced_ids, seeded_id
 
 TEAMS = ("platform", "data")
@@ -31,7 +35,7 @@ def _tags(**tags: str | None) -> list[dict]:
 _session = None  # one boto3 session for every seeding: its model cache saves ~1 s a time
 
 
-def seed(url: str) -> None:
+def seed(sandbox) -> None:
     global _session
     if _session is None:
         _session = boto3.session.Session(**SELF_CREDENTIALS)
@@ -39,7 +43,9 @@ def seed(url: str) -> None:
     config = Config(retries={"mode": "standard", "total_max_attempts": 1})
 
     def client(service: str, region: str = HOME_REGION):
-        return session.client(service, endpoint_url=url, region_name=region, config=config)
+        made = session.client(service, endpoint_url=sandbox.url, region_name=region, config=config)
+        local_calls.attach(made, sandbox)
+        return made
 
     for region in SEED_REGIONS:
         _seed_ec2(client("ec2", region), region)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -637,4 +639,69 @@ def test_enforced_approvers(client, start, sandbox, team_instances):
     client("ssm", credentials=credentials).send_automation_signal(
         AutomationExecutionId=execution_id, SignalType="Approve"
     )
+    assert sandbox.wait_for_execution(execution_id, timeout=10)["AutomationExecutionStatus"] == "Success"
+
+
+def _control(sandbox, path: str, body: dict | None = None) -> dict:
+    """The control API over HTTP, as the demo and other processes use it."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(sandbox.url + path, data=data, method="POST" if data is not None else "GET")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _tag_of(ec2, instance: str, key: str) -> str | None:
+    tags = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0].get("Tags", [])
+    return next((t["Value"] for t in tags if t["Key"] == key), None)
+
+
+def test_engine_pause_freezes_executions_until_resumed(sandbox, ssm, ec2, create_runbook, start, team_instances):
+    """The engine-pause fault: nothing moves while paused (status calls still answer), all moves after."""
+    instance = team_instances("platform")[0]
+    create_runbook(
+        "Test-SleepThenTag",
+        [
+            {"name": "nap", "action": "aws:sleep", "inputs": {"Duration": "PT10S"}},  # 0.2 s at scale 50
+            {"name": "tag", "action": "aws:createTags",
+             "inputs": {"ResourceType": "EC2", "ResourceIds": ["{{ InstanceId }}"],
+                        "Tags": [{"Key": "Napped", "Value": "{{ automation:EXECUTION_ID }}"}]}},
+        ],
+        {"InstanceId": {"type": "String"}},
+    )
+    # Paused mid-run: the sleep step is in progress when the switch is thrown.
+    running = start("Test-SleepThenTag", InstanceId=instance)
+    sandbox.wait_for_execution(running, statuses=("InProgress",), timeout=5)
+    assert _control(sandbox, "/_sandbox/faults", {"engine_paused": True})["engine_paused"] is True
+    frozen = sandbox.execution(running)
+    # Started while paused: accepted, and stays Pending.
+    waiting = start("Test-SleepThenTag", InstanceId=instance)
+    time.sleep(0.6)  # three times the sleep step's whole (scaled) duration
+    for execution_id, status in ((running, frozen["AutomationExecutionStatus"]), (waiting, "Pending")):
+        got = ssm.get_automation_execution(AutomationExecutionId=execution_id)["AutomationExecution"]
+        assert got["AutomationExecutionStatus"] == status  # status calls answer while paused
+    assert sandbox.execution(running)["StepExecutions"] == frozen["StepExecutions"]
+    assert set(steps_by_name(sandbox.execution(waiting)).values()) == {"Pending"}
+    assert _tag_of(ec2, instance, "Napped") is None
+    assert _control(sandbox, "/_sandbox/faults")["engine_paused"] is True
+
+    assert _control(sandbox, "/_sandbox/faults", {"engine_paused": False})["engine_paused"] is False
+    for execution_id in (running, waiting):
+        finished = sandbox.wait_for_execution(execution_id, timeout=10)
+        assert finished["AutomationExecutionStatus"] == "Success", finished.get("FailureMessage")
+    assert _tag_of(ec2, instance, "Napped") in (running, waiting)
+    with pytest.raises(urllib.error.HTTPError) as refused:  # a clear error, and nothing changes
+        _control(sandbox, "/_sandbox/faults", {"engine_paused": "yes"})
+    assert refused.value.code == 400 and "engine_paused" in refused.value.read().decode()
+    assert sandbox.faults.engine_paused is False
+
+
+def test_engine_pause_knob_in_python_and_reset(sandbox, start, team_instances):
+    """`faults.engine_paused` is a plain knob too; reset() resumes the engine."""
+    sandbox.faults.engine_paused = True
+    execution_id = start("AWS-StopEC2Instance", InstanceId=team_instances("data")[0])
+    time.sleep(0.3)
+    assert sandbox.execution(execution_id)["AutomationExecutionStatus"] == "Pending"
+    assert sandbox.faults.snapshot()["engine_paused"] is True
+    sandbox.faults.reset()
+    assert sandbox.faults.engine_paused is False
     assert sandbox.wait_for_execution(execution_id, timeout=10)["AutomationExecutionStatus"] == "Success"

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -171,6 +172,29 @@ def test_control_api(sandbox, client):
     with pytest.raises(urllib.error.HTTPError) as excinfo:
         http(sandbox, "/_sandbox/faults", {"no_such_knob": 1})
     assert excinfo.value.code == 400
+
+
+def test_health_says_ready_only_once_the_world_is_seeded():
+    """While the world is being seeded, health answers 503 "seeding"; then 200 "ok"."""
+    from sandbox import moto_bridge
+
+    moto_bridge.reset()  # a world seeded by an earlier test would be reused without a single call
+    sb = Sandbox(port=0, time_scale=50)
+    held = sb.faults.block("CreateQueue")  # one of the seeding's calls (world.py)
+    sb.start(seed_in_background=True)
+    try:
+        assert held.arrived.wait(60)
+        with pytest.raises(urllib.error.HTTPError) as seeding:
+            http(sb, "/_sandbox/health")
+        assert seeding.value.code == 503
+        body = json.loads(seeding.value.read())
+        assert (body["status"], body["world"]) == ("seeding", "seeding")
+        held.release()
+        assert sb.world_ready.wait(60)
+        health = http(sb, "/_sandbox/health")
+        assert (health["status"], health["world"]) == ("ok", "ready")
+    finally:
+        sb.stop()
 
 
 def test_python_dash_m_serves_until_sigterm(tmp_path):
