@@ -27,6 +27,25 @@ def live_hash(request: AutomationRequest) -> tuple[str, str]:
                              name=request.runbook.name, version=request.runbook_version.version)
 
 
+def notice_new_content(request: AutomationRequest) -> None:
+    """For the approver's page: read the version's SSM hash now; content other than the catalog's is
+    recorded as a revision (so the page shows what SSM serves). An AWS failure is not the page's:
+    approving checks again (and refuses on a mismatch), and the worker checks before Start."""
+    from automations.services.catalog import record_content_revision
+
+    try:
+        found, hash_type = live_hash(request)
+    except aws.AwsError:
+        return
+    if found != request.runbook_version.ssm_hash:
+        try:
+            record_content_revision(runbook=request.runbook, version=request.runbook_version,
+                                    role=request.account.dispatch_role_arn, ssm_hash=found, hash_type=hash_type)
+        except aws.AwsError:
+            return
+        request.runbook_version.refresh_from_db()
+
+
 def content_changed_reason(request: AutomationRequest, found: str) -> str:
     return (f"The runbook's content changed after it was approved or submitted: SSM now reports hash "
             f"{found[:16]}… for {request.runbook.short_name} v{request.runbook_version.version}, the request "

@@ -23,7 +23,7 @@ from automations.models import ApprovalDelegation, AutomationRequest, FreezeWind
 from automations.policy.batch import free_seats
 from automations.runbooks import approval_content as content_view
 from automations.runbooks.undo import undo_candidates
-from automations.services import catalog, content, policies
+from automations.services import content, policies
 
 RECENT_RUNS = 10
 
@@ -118,7 +118,7 @@ def decision_context(user, item: AutomationRequest) -> dict:
         # Only a request still waiting needs the live inventory; the page is not polled then.
         context["targets"], context["targets_error"] = selectors.resolved_targets(item)
         context["recent_runs"] = recent_runs(user, item)
-        _notice_new_content(item)  # so the approver sees what SSM serves now, not only what was bound
+        content.notice_new_content(item)  # so the approver sees what SSM serves now, not only what was bound
     if item.status in AFTERMATH_STATUSES:
         # A run that stopped part-way may have left targets changed: show them as they are now.
         context["targets"], context["targets_error"] = selectors.resolved_targets(item)
@@ -166,21 +166,6 @@ def step_next_text(entry: StepApproval, item: AutomationRequest | None = None) -
                 "Cancel run stops it instead.")
     return (f"The run waits until {pool} approves this step; then {then} runs. "
             "Rejecting it fails the run; nothing after this step runs.")
-
-
-def _notice_new_content(item: AutomationRequest) -> None:
-    """Read the version's SSM hash now; other content than the catalog's is recorded as a revision."""
-    try:
-        found, hash_type = content.live_hash(item)
-    except aws.AwsError:
-        return  # approving checks again (and refuses on a mismatch); the worker checks before Start
-    if found != item.runbook_version.ssm_hash:
-        try:
-            catalog.record_content_revision(runbook=item.runbook, version=item.runbook_version,
-                                            role=item.account.dispatch_role_arn, ssm_hash=found, hash_type=hash_type)
-        except aws.AwsError:
-            return
-        item.runbook_version.refresh_from_db()
 
 
 def _may_answer(user, entry: StepApproval, item: AutomationRequest) -> bool:
