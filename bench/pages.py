@@ -141,6 +141,19 @@ class Tree:
         self.process.wait(timeout=30)
 
 
+def create_documents(url: str) -> None:
+    """The seeded runbooks (Load-Runbook00..29, bench/load/seed.py) as our own documents in the
+    sandbox, so the approver's page finds each version's SSM hash as it would in AWS."""
+    import boto3
+
+    ssm = boto3.client("ssm", endpoint_url=url, region_name="eu-west-1", aws_access_key_id="AKIDLOADLOADLOAD0000",
+                       aws_secret_access_key="load-secret-not-real")
+    content = (ROOT / "sandbox/documents/amazon/aws-RestartEC2Instance.json").read_text()
+    for number in range(30):
+        ssm.create_document(Name=f"Load-Runbook{number:02d}", Content=content, DocumentType="Automation",
+                            DocumentFormat="JSON")
+
+
 def migrations(tree: Path) -> set[str]:
     return {p.name for p in (tree / "automations" / "migrations").glob("0*.py")}
 
@@ -167,6 +180,7 @@ def main() -> int:
 
     sandbox = Sandbox(host="127.0.0.1", port=0).start()
     port = int(sandbox.url.rsplit(":", 1)[1])
+    create_documents(sandbox.url)
     baseline_dir = None
     trees: list[Tree] = []
     try:

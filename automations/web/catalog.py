@@ -71,7 +71,9 @@ def catalog(request):
             to_attr="version_rows",
             queryset=RunbookVersion.objects.only(
                 "id", "runbook_id", "version", "problems", "parameters", "identity").order_by("-id"),
-        )
+        ),
+        # needs-setup reads the admin's role overrides of every listed runbook: one query, not one a card.
+        Prefetch("runbook__role_parameters", to_attr="role_parameter_rows"),
     )
     page = Paginator(policies, 25).get_page(request.GET.get("page"))
     rows = [_catalog_row(team_policy) for team_policy in page]
@@ -123,6 +125,8 @@ def _needs_setup(team_policy: TeamRunbook) -> list[str]:
     if version is None or version.problems:
         return []
     version.runbook = runbook
+    if hasattr(runbook, "role_parameter_rows"):  # prefetched by the catalog view
+        run_identity.remember_overrides(runbook, runbook.role_parameter_rows)
     return run_identity.setup_problems(version, run_identity.effective_schema(version, team=team_policy.team))
 
 

@@ -19,3 +19,79 @@ def test_a_waiting_request_page_survives_describe_document_failing(world, submit
     response = client.get(f"/requests/{item.pk}/")
     assert response.status_code == 200
     assert f"#{item.pk}".encode() in response.content
+
+
+def _statements(client, path: str) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(path)
+    assert response.status_code == 200, (path, response.status_code)
+    return len(captured)
+
+
+def _offer_more_runbooks(world, count: int) -> None:
+    from tests import factories as f
+
+    for n in range(count):
+        runbook = f.RunbookFactory(account=world.account, name=f"Team-Restart{n:02d}", owner="123456789012",
+                                   owner_kind="self")
+        f.RunbookVersionFactory(runbook=runbook)
+        f.TeamRunbookFactory(team=world.platform, runbook=runbook)
+
+
+def test_catalog_statements_do_not_grow_with_the_runbooks_offered(world, client):
+    client.force_login(world.alice)
+    few = _statements(client, "/runbooks/")
+    _offer_more_runbooks(world, 5)
+    many = _statements(client, "/runbooks/")
+    assert few == many <= 16, (few, many)
+
+
+def test_my_requests_statements_do_not_grow_with_the_requests(world, submit, client):
+    client.force_login(world.alice)
+    submit()
+    few = _statements(client, "/requests/")
+    for _ in range(6):
+        submit()
+    many = _statements(client, "/requests/")
+    assert few == many <= 12, (few, many)
+
+
+def test_request_detail_statements_do_not_grow_with_the_thread(world, submit, client):
+    from automations import services
+
+    item = submit()
+    services.request_comment(request=item, actor=world.alice, body="first")
+    client.force_login(world.alice)
+    few = _statements(client, f"/requests/{item.pk}/")
+    for n in range(5):
+        services.request_comment(request=item, actor=world.bob if n % 2 else world.alice, body=f"more {n}")
+    many = _statements(client, f"/requests/{item.pk}/")
+    assert few == many <= 40, (few, many)
+
+
+def test_waiting_request_for_its_lead_statements_do_not_grow_with_overlapping_requests(world, submit, client):
+    item = submit()
+    submit(justification="once more")  # one overlap: with none, two lookups are skipped altogether
+    client.force_login(world.bob)
+    few = _statements(client, f"/requests/{item.pk}/")
+    for _ in range(4):  # other open requests on the same target: the page lists them
+        submit(justification="again")
+    many = _statements(client, f"/requests/{item.pk}/")
+    assert few == many <= 50, (few, many)
+
+
+def test_approval_queue_statements_stay_bounded(world, submit, client):
+    for _ in range(3):
+        submit()
+    client.force_login(world.bob)
+    assert _statements(client, "/approvals/") <= 30
+
+
+def test_audit_search_statements_do_not_grow_with_the_log(world, submit, client):
+    client.force_login(world.carol)
+    submit()
+    few = _statements(client, "/audit/")
+    for _ in range(6):
+        submit()
+    many = _statements(client, "/audit/")
+    assert few == many <= 12, (few, many)
