@@ -95,7 +95,7 @@ def serve(tree: str, sandbox_port: int) -> None:
             with CaptureQueriesContext(connection) as captured:
                 response = client.get(path)
             answer = {"status": response.status_code, "queries": len(captured),
-                      "sql": [q["sql"][:400] for q in captured.captured_queries] if ask.get("sql") else []}
+                      "sql": [f"{float(q['time']) * 1000:6.1f} ms  {q['sql'][:300]}" for q in captured.captured_queries] if ask.get("sql") else []}
         elif ask.get("profile"):
             import cProfile
             import io
