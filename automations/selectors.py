@@ -37,6 +37,12 @@ def requests_visible_to(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
 
 def approval_queue(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
     """Submitted requests the user may approve now (policy.free_seat), never their own."""
+    return requests_visible_to(user).filter(pk__in=approval_queue_ids(user)).order_by("created_at", "id")
+
+
+def approval_queue_ids(user: AbstractBaseUser) -> list[int]:
+    """The ids approval_queue() lists: what the navigation badge counts, without fetching the rows
+    again (the visibility query runs once, for the candidates)."""
     candidates = (
         requests_visible_to(user)
         .filter(status=AutomationRequest.Status.SUBMITTED)
@@ -47,8 +53,7 @@ def approval_queue(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
     from automations.policy.batch import free_seats  # policy.free_seat for all of them, in ~8 queries
 
     seats = free_seats(user, candidates)
-    mine = [pk for pk, seat in seats.items() if seat is not None]
-    return requests_visible_to(user).filter(pk__in=mine).order_by("created_at", "id")
+    return [pk for pk, seat in seats.items() if seat is not None]
 
 
 def may_answer_step(user: AbstractBaseUser, entry: StepApproval, item: AutomationRequest) -> bool:

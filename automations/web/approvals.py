@@ -89,17 +89,25 @@ def approval_rows(item: AutomationRequest) -> list[dict]:
     return rows
 
 
-def decision_context(user, item: AutomationRequest) -> dict:
-    """Everything the request page's decision section needs (merged into the page context)."""
+def decision_context(user, item: AutomationRequest, *, decision: policy.ApprovalDecision | None = None) -> dict:
+    """Everything the request page's decision section needs (merged into the page context).
+
+    `decision`: policy.approval_decision(user, item) when the caller already asked (a submitted request).
+    """
     team_policy = policy.policy_for(item)
     submitted = item.status == AutomationRequest.Status.SUBMITTED
-    seats = policy.seats(user, item) if submitted else []
-    frozen = policy.freeze_at(item.team) if submitted or item.status == AutomationRequest.Status.APPROVED else None
+    if submitted and decision is None:
+        decision = policy.approval_decision(user, item)
+    seats = decision.seats if submitted else []
+    if submitted:
+        frozen = decision.freeze
+    else:
+        frozen = policy.freeze_at(item.team) if item.status == AutomationRequest.Status.APPROVED else None
     context = {
         "policy_rules": policy_rules(team_policy, item.team),
         "freeze": frozen[0] if frozen else None,
         "freeze_until": frozen[1] if frozen else None,
-        "seat": policy.free_seat(user, item) if seats else None,
+        "seat": decision.seat if seats else None,
         "may_decide": bool(seats),
         "escalation": getattr(item, "escalation", None),
         "approval_rows": approval_rows(item),

@@ -24,4 +24,4 @@ def _queue_count(request, user) -> int:
     counted = getattr(request, "approval_queue_count", None)
     if counted is not None:
         return counted
-    return selectors.approval_queue(user).count() + len(selectors.waiting_steps_for(user))
+    return len(selectors.approval_queue_ids(user)) + len(selectors.waiting_steps_for(user))

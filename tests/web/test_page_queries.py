@@ -77,7 +77,7 @@ def test_waiting_request_for_its_lead_statements_do_not_grow_with_overlapping_re
     for _ in range(4):  # other open requests on the same target: the page lists them
         submit(justification="again")
     many = _statements(client, f"/requests/{item.pk}/")
-    assert few == many <= 50, (few, many)
+    assert few == many <= 40, (few, many)  # 49 when each permission re-asked policy (issue 19)
 
 
 def test_approval_queue_statements_stay_bounded(world, submit, client):
