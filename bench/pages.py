@@ -7,7 +7,9 @@ Needs the load database of bench/load/seed.py. Each code tree (the working tree,
 --baseline the revision REV checked out in a temporary `git worktree`) runs in a process of its own
 against the same database and the same sandbox (AWS); the two are asked for the pages alternately,
 round after round, so a noisy shared machine slows both alike. Prints per page the SQL statement
-count, the median and p90 milliseconds of each tree and the ratio working/baseline.
+count, the median and p90 wall milliseconds and the median CPU milliseconds of the Django process
+(time.process_time: excludes waiting for a core and PostgreSQL's own time, so it is the steadier
+figure on a loaded machine) of each tree, and the ratios working/baseline.
 
 "Server time" is Django's test client calling the whole stack in process (middleware, session,
 view, templates), DEBUG off, no network. Statements are counted once per page (a counting run is
@@ -110,9 +112,10 @@ def serve(tree: str, sandbox_port: int) -> None:
             pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(45)
             answer = {"profile": out.getvalue()}
         else:
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
             response = client.get(path)
-            answer = {"status": response.status_code, "ms": (time.perf_counter() - began) * 1000}
+            answer = {"status": response.status_code, "ms": (time.perf_counter() - began) * 1000,
+                      "cpu": (time.process_time() - cpu) * 1000}
         print(json.dumps(answer), flush=True)
 
 
@@ -205,33 +208,37 @@ def main() -> int:
                 tree.ask(visit=index)  # warm: templates, caches, connections
                 counts[tree.label, index] = tree.ask(visit=index, count=True, sql=args.verbose)
         samples: dict[tuple[str, int], list[float]] = {key: [] for key in counts}
+        cpu: dict[tuple[str, int], list[float]] = {key: [] for key in counts}
         load_before = os.getloadavg()[0]
         for round_ in range(args.rounds):
             for index in range(len(VISITS)):
                 # Alternate which tree goes first, so neither always runs right after the other.
                 for tree in (trees if round_ % 2 == 0 else trees[::-1]):
-                    samples[tree.label, index].append(tree.ask(visit=index)["ms"])
+                    answer = tree.ask(visit=index)
+                    samples[tree.label, index].append(answer["ms"])
+                    cpu[tree.label, index].append(answer["cpu"])
         print(f"{args.rounds} rounds, load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} "
               f"on {os.cpu_count()} cores, database {urlparse(URL).path.lstrip('/')}\n")
         head = "| page | who |"
         rule = "|---|---|"
         for tree in trees:
-            head += f" {tree.label}: queries | median ms | p90 ms |"
-            rule += "---:|---:|---:|"
+            head += f" {tree.label}: queries | median ms | p90 ms | CPU ms |"
+            rule += "---:|---:|---:|---:|"
         if len(trees) == 2:
-            head += " ratio (median) |"
-            rule += "---:|"
+            head += " ratio (median) | ratio (CPU) |"
+            rule += "---:|---:|"
         print(head + "\n" + rule)
         for index, (username, name, _path) in enumerate(VISITS):
             line = f"| {name} | {username} |"
-            medians = []
+            medians, cpus = [], []
             for tree in trees:
                 values = sorted(samples[tree.label, index])
                 medians.append(statistics.median(values))
+                cpus.append(statistics.median(cpu[tree.label, index]))
                 p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
-                line += f" {counts[tree.label, index]['queries']} | {medians[-1]:.1f} | {p90:.1f} |"
+                line += f" {counts[tree.label, index]['queries']} | {medians[-1]:.1f} | {p90:.1f} | {cpus[-1]:.1f} |"
             if len(trees) == 2:
-                line += f" {medians[1] / medians[0]:.2f} |"
+                line += f" {medians[1] / medians[0]:.2f} | {cpus[1] / cpus[0]:.2f} |"
             print(line)
         if args.verbose:
             for index, (_u, name, _p) in enumerate(VISITS):
