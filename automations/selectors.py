@@ -40,20 +40,34 @@ def approval_queue(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
     return requests_visible_to(user).filter(pk__in=approval_queue_ids(user)).order_by("created_at", "id")
 
 
+def _queue_candidates(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
+    return (requests_visible_to(user).filter(status=AutomationRequest.Status.SUBMITTED)
+            .exclude(requester=user).exclude(approvals__approver=user))
+
+
 def approval_queue_ids(user: AbstractBaseUser) -> list[int]:
     """The ids approval_queue() lists: what the navigation badge counts, without fetching the rows
     again (the visibility query runs once, for the candidates)."""
-    candidates = (
-        requests_visible_to(user)
-        .filter(status=AutomationRequest.Status.SUBMITTED)
-        .exclude(requester=user)
-        .exclude(approvals__approver=user)
-        .select_related(None).only("id", "team_id", "runbook_id", "requester_id")  # all free_seats reads
-    )
     from automations.policy.batch import free_seats  # policy.free_seat for all of them, in ~8 queries
 
+    candidates = _queue_candidates(user).select_related(None).only("id", "team_id", "runbook_id", "requester_id")
     seats = free_seats(user, candidates)
     return [pk for pk, seat in seats.items() if seat is not None]
+
+
+def approval_queue_rows(user: AbstractBaseUser) -> list[tuple[AutomationRequest, policy.Seat]]:
+    """The queue page's rows, oldest first: each request with the seat the user would approve from.
+
+    One visibility query for full rows and free_seats' fixed few, asked once (the page used to
+    list approval_queue() and then ask free_seats again for the same rows). free_seats leaves each
+    row's policy cached on it, so policy.approvals_required() per row costs nothing.
+    """
+    from automations.policy.batch import free_seats
+
+    candidates = list(_queue_candidates(user).select_related("escalation").prefetch_related("approvals")
+                      .order_by("created_at", "id"))
+    seats = free_seats(user, candidates)
+    return [(item, seats[item.pk]) for item in candidates if seats[item.pk] is not None]
 
 
 def may_answer_step(user: AbstractBaseUser, entry: StepApproval, item: AutomationRequest) -> bool:

@@ -20,7 +20,6 @@ from automations import policy, selectors
 from automations.audit import ClientInfo
 from automations.errors import DomainError
 from automations.models import ApprovalDelegation, AutomationRequest, FreezeWindow, StepApproval, Team
-from automations.policy.batch import free_seats
 from automations.runbooks import approval_content as content_view
 from automations.runbooks.undo import undo_candidates
 from automations.services import content, policies
@@ -188,13 +187,12 @@ def _may_answer(user, entry: StepApproval, item: AutomationRequest) -> bool:
 @login_required
 def approval_queue(request):
     user = request.user
-    queue = list(selectors.approval_queue(user).select_related("escalation").prefetch_related("approvals"))
-    seats = free_seats(user, queue)  # one batch, not ~6 queries a row (docs/benchmarks.md)
+    queued = selectors.approval_queue_rows(user)  # one batch, not ~6 queries a row (docs/benchmarks.md)
+    queue = [item for item, _seat in queued]
     overlaps = selectors.overlaps_among(queue)
     freezes: dict = {}
     rows = []
-    for item in queue:
-        seat = seats[item.pk]
+    for item, seat in queued:
         if item.team_id not in freezes:
             freezes[item.team_id] = policy.freeze_at(item.team)
         frozen = freezes[item.team_id]
