@@ -28,10 +28,8 @@ def home(request):
 
 @login_required
 def request_list(request):
-    visible = selectors.requests_visible_to(request.user)
     scope = request.GET.get("scope", "mine")
-    if scope == "mine":
-        visible = visible.filter(requester=request.user)
+    visible = selectors.requests_of(request.user) if scope == "mine" else selectors.requests_visible_to(request.user)
     status = request.GET.get("status", "")
     if status in AutomationRequest.Status.values:
         visible = visible.filter(status=status)

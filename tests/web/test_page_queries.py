@@ -107,3 +107,15 @@ def test_the_queue_page_rows_are_the_approval_queue(world, submit):
         rows = selectors.approval_queue_rows(user)
         assert [item.pk for item, _seat in rows] == [item.pk for item in selectors.approval_queue(user)]
         assert all(seat is not None for _item, seat in rows)
+
+
+def test_my_requests_lists_only_the_users_own_and_all_lists_what_they_may_see(world, submit, client):
+    alices = submit()
+    daves = submit(actor=world.dave, team=world.data, parameters={"InstanceId": [world.etl1]})
+    client.force_login(world.bob)  # platform's lead: sees alice's under "all", none under "mine"
+    mine, everything = client.get("/requests/").content, client.get("/requests/?scope=all").content
+    assert f'href="/requests/{alices.pk}/"'.encode() not in mine
+    assert f'href="/requests/{alices.pk}/"'.encode() in everything
+    assert f'href="/requests/{daves.pk}/"'.encode() not in everything
+    client.force_login(world.alice)
+    assert f'href="/requests/{alices.pk}/"'.encode() in client.get("/requests/").content
