@@ -43,7 +43,7 @@ def test_catalog_statements_do_not_grow_with_the_runbooks_offered(world, client)
     few = _statements(client, "/runbooks/")
     _offer_more_runbooks(world, 5)
     many = _statements(client, "/runbooks/")
-    assert few == many <= 16, (few, many)
+    assert few == many <= 13, (few, many)  # 19 with 5 more runbooks, 14 with a second lead check (issue 19)
 
 
 def test_my_requests_statements_do_not_grow_with_the_requests(world, submit, client):
