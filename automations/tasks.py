@@ -55,6 +55,26 @@ def _after_fork(**kwargs):
 
     pacing.reset()
     aws.reset_sessions()
+    _warm_aws()
+
+
+def _warm_aws() -> None:
+    """Start warm: service models loaded and read sessions assumed before the first task, so a
+    worker's first dispatch is as fast as the rest (issue 19). Skipped when it cannot be done
+    (database not migrated or unreachable yet); the first dispatch then does it, as before."""
+    from django.db import DatabaseError
+
+    from automations import aws
+    from automations.models import Account
+
+    try:
+        accounts = list(Account.objects.values_list("dispatch_role_arn", "regions"))
+    except DatabaseError as error:
+        log.warning("worker.warm_skipped", error=type(error).__name__)
+        return
+    regions = sorted({region for _, listed in accounts for region in (listed or [])})
+    problems = aws.warm(regions=regions, read_roles=sorted({role for role, _ in accounts if role}))
+    log.info("worker.warm", regions=len(regions), roles=len(accounts), problems=problems)
 
 
 def _valid_id(value) -> int | None:

@@ -23,6 +23,7 @@ from automations.aws.gateway import (
     send_signal,
     READ_SESSION_NAME,
     read_client,
+    warm,
     describe_executions,
     get_execution,
     step_executions,
@@ -41,7 +42,7 @@ __all__ = [
     "TRANSIENT_CODES", "AwsError", "TransientAwsError", "PermanentAwsError", "AwsCall", "install_hooks",
     "botocore_session", "account_of", "reset_sessions", "sts_source_identity", "role_session_name",
     "session_tags", "AssumedSession", "assume_role", "start_automation", "stop_automation",
-    "send_signal", "READ_SESSION_NAME", "read_client", "describe_executions", "get_execution",
+    "send_signal", "READ_SESSION_NAME", "read_client", "warm", "describe_executions", "get_execution",
     "step_executions", "list_automation_documents", "list_document_versions", "get_document",
     "describe_document", "document_hash", "describe_instances", "describe_ec2_resources",
     "stack_tags"

@@ -164,6 +164,7 @@ def reset_sessions() -> None:
     global _shared_session
     with _session_lock:
         _shared_session = None
+        _sts_clients.clear()
     with _read_lock:
         _read_clients.clear()
         _read_sessions.clear()
@@ -217,11 +218,29 @@ class AssumedSession:
     aws_request_id: str
 
 
+_sts_clients: dict[str, object] = {}
+
+
+def _sts(region: str):
+    """One STS client per region and process, on Delegate's own (base) credentials.
+
+    Shared safely: it carries no requester. Who acts is in each AssumeRole call's RoleSessionName,
+    SourceIdentity and tags, and the credentials it returns serve that one call only.
+    """
+    with _session_lock:
+        client = _sts_clients.get(region)
+    if client is None:
+        client = _client("sts", region)
+        with _session_lock:
+            client = _sts_clients.setdefault(region, client)
+    return client
+
+
 def assume_role(*, region: str, role_arn: str, session_name: str, source_identity: str, tags: list[dict],
                 duration: int = MUTATING_SESSION_SECONDS, sts_client=None) -> AssumedSession:
     """STS AssumeRole for one mutating call, naming the human in CloudTrail."""
     # https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html
-    sts = sts_client or _client("sts", region)
+    sts = sts_client or _sts(region)
     response = _call(sts.assume_role, RoleArn=role_arn, RoleSessionName=session_name,
                      SourceIdentity=source_identity, Tags=tags, DurationSeconds=duration)
     return AssumedSession(
@@ -369,6 +388,33 @@ def read_client(service: str, *, region: str, role_arn: str):
         client = boto3.Session(botocore_session=session, region_name=region).client(service, config=READ_CONFIG)
         _read_clients[key] = _paced(client, region=region, role_arn=role_arn)
         return _read_clients[key]
+
+
+def warm(*, regions: list[str], read_roles: list[str]) -> list[str]:
+    """Do at worker start what a worker's first dispatch would otherwise pay for: load the STS, SSM
+    and EC2 service models, make the STS clients, and assume the shared read-only session of each
+    role (what the target and content checks use). Mutating calls still assume a fresh session
+    naming their requester each time: that cannot be done ahead. Returns the AWS errors met (a
+    worker that cannot reach AWS yet still starts; the first dispatch then pays, as before).
+    """
+    problems: list[str] = []
+    session = botocore_session()
+    for region in regions:
+        _sts(region)
+        for service in ("ssm", "ec2"):
+            session.create_client(service, region_name=region, config=MUTATING_CONFIG)  # models, endpoint rules
+    for role_arn in read_roles:
+        try:
+            with _read_lock:
+                read_session = _read_session(role_arn)
+            credentials = read_session.get_credentials()
+            credentials.get_frozen_credentials()  # the AssumeRole, now
+        except (BotoCoreError, ClientError) as error:
+            problems.append(f"{role_arn}: {type(error).__name__}")
+        for region in regions:
+            read_client("ssm", region=region, role_arn=role_arn)
+            read_client("ec2", region=region, role_arn=role_arn)
+    return problems
 
 
 def describe_executions(*, region: str, role_arn: str, execution_ids: list[str], ssm_client=None) -> list[dict]:

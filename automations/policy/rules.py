@@ -231,13 +231,17 @@ def decider_filter(user: AbstractBaseUser, *, at: dt.datetime | None = None) -> 
     )
 
 
-def is_any_approver(user: AbstractBaseUser) -> bool:
-    """Whether the approval queue belongs in this user's navigation."""
+def is_any_approver(user: AbstractBaseUser, *, leads_nothing: bool = False) -> bool:
+    """Whether the approval queue belongs in this user's navigation.
+
+    `leads_nothing`: the caller has just checked that the user leads no team (the navigation does,
+    on every page), so that question is not asked again.
+    """
     if not user.is_authenticated:
         return False
     now = timezone.now()
     return (
-        Membership.objects.filter(user=user, role=Membership.Role.LEAD).exists()
+        (not leads_nothing and Membership.objects.filter(user=user, role=Membership.Role.LEAD).exists())
         or TeamRunbook.objects.filter(approver_group__in=user.groups.all()).exists()
         or ApprovalDelegation.objects.filter(delegate=user, revoked_at=None, starts_at__lte=now, ends_at__gt=now).exists()
         or Escalation.objects.filter(group__in=user.groups.all(), request__status=AutomationRequest.Status.SUBMITTED).exists()

@@ -34,6 +34,11 @@ def _overrides(runbook: Runbook) -> dict[str, RoleParameter]:
     return cached
 
 
+def remember_overrides(runbook: Runbook, rows) -> None:
+    """Hand over role overrides fetched in bulk (the catalog prefetches them for every card)."""
+    runbook._role_parameters_cache = {row.parameter: row for row in rows}
+
+
 def wants_arn(name: str, spec: dict) -> bool:
     """Does this parameter take an ARN (else a bare name)?"""
     kind = str(spec.get("type", ""))

@@ -20,7 +20,6 @@ from automations import policy, selectors
 from automations.audit import ClientInfo
 from automations.errors import DomainError
 from automations.models import ApprovalDelegation, AutomationRequest, FreezeWindow, StepApproval, Team
-from automations.policy.batch import free_seats
 from automations.runbooks import approval_content as content_view
 from automations.runbooks.undo import undo_candidates
 from automations.services import content, policies
@@ -89,17 +88,25 @@ def approval_rows(item: AutomationRequest) -> list[dict]:
     return rows
 
 
-def decision_context(user, item: AutomationRequest) -> dict:
-    """Everything the request page's decision section needs (merged into the page context)."""
+def decision_context(user, item: AutomationRequest, *, decision: policy.ApprovalDecision | None = None) -> dict:
+    """Everything the request page's decision section needs (merged into the page context).
+
+    `decision`: policy.approval_decision(user, item) when the caller already asked (a submitted request).
+    """
     team_policy = policy.policy_for(item)
     submitted = item.status == AutomationRequest.Status.SUBMITTED
-    seats = policy.seats(user, item) if submitted else []
-    frozen = policy.freeze_at(item.team) if submitted or item.status == AutomationRequest.Status.APPROVED else None
+    if submitted and decision is None:
+        decision = policy.approval_decision(user, item)
+    seats = decision.seats if submitted else []
+    if submitted:
+        frozen = decision.freeze
+    else:
+        frozen = policy.freeze_at(item.team) if item.status == AutomationRequest.Status.APPROVED else None
     context = {
         "policy_rules": policy_rules(team_policy, item.team),
         "freeze": frozen[0] if frozen else None,
         "freeze_until": frozen[1] if frozen else None,
-        "seat": policy.free_seat(user, item) if seats else None,
+        "seat": decision.seat if seats else None,
         "may_decide": bool(seats),
         "escalation": getattr(item, "escalation", None),
         "approval_rows": approval_rows(item),
@@ -181,13 +188,12 @@ def _may_answer(user, entry: StepApproval, item: AutomationRequest) -> bool:
 @login_required
 def approval_queue(request):
     user = request.user
-    queue = list(selectors.approval_queue(user).select_related("escalation").prefetch_related("approvals"))
-    seats = free_seats(user, queue)  # one batch, not ~6 queries a row (docs/benchmarks.md)
+    queued = selectors.approval_queue_rows(user)  # one batch, not ~6 queries a row (docs/benchmarks.md)
+    queue = [item for item, _seat in queued]
     overlaps = selectors.overlaps_among(queue)
     freezes: dict = {}
     rows = []
-    for item in queue:
-        seat = seats[item.pk]
+    for item, seat in queued:
         if item.team_id not in freezes:
             freezes[item.team_id] = policy.freeze_at(item.team)
         frozen = freezes[item.team_id]

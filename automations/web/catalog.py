@@ -80,7 +80,7 @@ def catalog(request):
         to_attr="version_rows",
         queryset=RunbookVersion.objects.only(
             "id", "runbook_id", "version", "problems", "parameters", "identity").order_by("-id"),
-    ))
+    ), Prefetch("runbook__role_parameters", to_attr="role_parameter_rows"))  # needs-setup: one query, not one a card
     rows = [_catalog_entry(group) for group in page]
     context = {
         "rows": rows,
@@ -142,6 +142,8 @@ def _needs_setup(team_policy: TeamRunbook) -> list[str]:
     if version is None or version.problems:
         return []
     version.runbook = runbook
+    if hasattr(runbook, "role_parameter_rows"):  # prefetched by the catalog view
+        run_identity.remember_overrides(runbook, runbook.role_parameter_rows)
     return run_identity.setup_problems(version, run_identity.effective_schema(version, team=team_policy.team))
 
 

@@ -9,7 +9,7 @@ def navigation(request):
         return {}
     is_lead = selectors.teams_led_by(user).exists()
     # Named approver groups, escalation groups and delegates approve without leading a team.
-    is_approver = is_lead or policy.is_any_approver(user)
+    is_approver = is_lead or policy.is_any_approver(user, leads_nothing=True)
     return {
         "nav_is_lead": is_lead,
         "nav_is_auditor": user.is_superuser or policy.is_auditor(user),
@@ -24,4 +24,4 @@ def _queue_count(request, user) -> int:
     counted = getattr(request, "approval_queue_count", None)
     if counted is not None:
         return counted
-    return selectors.approval_queue(user).count() + len(selectors.waiting_steps_for(user))
+    return len(selectors.approval_queue_ids(user)) + len(selectors.waiting_steps_for(user))

@@ -78,6 +78,17 @@ def stop(process: subprocess.Popen) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+def create_documents(url: str) -> None:
+    """The seed's runbooks as documents in the sandbox (bench/pages.py's helper): the approver's
+    page reads each version's SSM hash."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_pages", ROOT / "bench" / "pages.py")
+    pages = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pages)
+    pages.create_documents(url)
+
+
 def report(prefix: Path) -> str:
     rows = list(csv.DictReader((prefix.parent / f"{prefix.name}_stats.csv").open()))
     lines = ["| page | requests | errors | p50 ms | p95 ms | p99 ms | req/s |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -109,6 +120,7 @@ def load(args) -> None:
         processes.append(start([sys.executable, "-m", "sandbox", "--host", "127.0.0.1",
                                 "--port", str(sandbox_port)], env, work / "sandbox.log"))
         wait_http(f"http://127.0.0.1:{sandbox_port}/_sandbox/health")
+        create_documents(f"http://127.0.0.1:{sandbox_port}")
         processes.append(start([str(BIN / "gunicorn"), "portal.wsgi:application", "--bind", f"127.0.0.1:{web_port}",
                                 "--workers", str(args.workers), "--threads", str(args.threads),
                                 "--worker-class", "gthread", "--timeout", "60"], env, work / "gunicorn.log"))
@@ -140,6 +152,7 @@ def queries(args) -> None:
     from sandbox import Sandbox
 
     sandbox = Sandbox(host="127.0.0.1", port=0).start()
+    create_documents(sandbox.url)
     os.environ.update(server_env(int(sandbox.url.rsplit(":", 1)[1])))
     import django
 

@@ -12,6 +12,7 @@ lead00..lead49 (one lead per team), auditor0..auditor4 (the auditors group).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import base64
 import os
 import secrets
@@ -64,6 +65,7 @@ def seed_people_and_catalog():
     from automations.models import Account, Membership, Runbook, RunbookVersion, Team, TeamRunbook
     from automations.runbooks import (
         content_hash,
+        identity_of,
         load_document,
         parse_parameters,
         pattern_problems,
@@ -103,13 +105,17 @@ def seed_people_and_catalog():
     document = load_document(content, "JSON")
     parameters = parse_parameters(document)
     runbooks = Runbook.objects.bulk_create([
-        Runbook(account=account, region="eu-west-1", name=f"AWS-Runbook{r:02d}", owner="Amazon", owner_kind="amazon",
+        # Our own account's documents (not AWS-*), so bench/pages.py can create them in the sandbox: the
+        # approver's page reads each version's SSM hash (DescribeDocument).
+        Runbook(account=account, region="eu-west-1", name=f"Load-Runbook{r:02d}", owner="123456789012",
+                owner_kind="self",
                 display_name=f"Runbook {r:02d}", description=f"Restarts instances (load test runbook {r}).",
                 category=("EC2", "Patching", "Storage")[r % 3], default_version="1", latest_version="1")
         for r in range(RUNBOOKS)])
     versions = RunbookVersion.objects.bulk_create([
         RunbookVersion(runbook=runbook, version="1", content=content, document_format="JSON",
-                       content_hash=content_hash(content), parameters=parameters, steps=step_summary(document),
+                       content_hash=content_hash(content), ssm_hash=hashlib.sha256(content.encode()).hexdigest(),
+                       ssm_hash_type="Sha256", identity=identity_of(document), parameters=parameters, steps=step_summary(document),
                        problems=pattern_problems(parameters))
         for runbook in runbooks])
     TeamRunbook.objects.bulk_create([
@@ -136,7 +142,8 @@ REQUESTS_SQL = """
 INSERT INTO automations_automationrequest
   (id, team_id, requester_id, runbook_id, runbook_version_id, version_choice, account_id, region, parameters,
    target_parameter_name, targets, max_concurrency, max_errors, alarm_name, resources, justification, fingerprint,
-   status, status_reason, client_token, created_at, approved_at, dispatched_at, finished_at)
+   status, status_reason, client_token, created_at, approved_at, dispatched_at, finished_at,
+   resource_names, document_hash, reason_code, run_as)
 SELECT i, (%(teams)s::bigint[])[t + 1], u + 1, (%(runbooks)s::bigint[])[rb + 1], (%(versions)s::bigint[])[rb + 1],
        'default', %(account)s, 'eu-west-1',
        jsonb_build_object('InstanceId', jsonb_build_array(res), 'AutomationAssumeRole',
@@ -145,7 +152,8 @@ SELECT i, (%(teams)s::bigint[])[t + 1], u + 1, (%(runbooks)s::bigint[])[rb + 1],
        md5(i::text) || md5((i + 1)::text), status, '', md5('token' || i)::uuid, created,
        CASE WHEN status IN ('submitted', 'rejected', 'withdrawn', 'expired') THEN NULL ELSE created + interval '5 minutes' END,
        CASE WHEN status IN ('succeeded', 'failed', 'running', 'cancelled') THEN created + interval '6 minutes' END,
-       CASE WHEN status IN ('submitted', 'running') THEN NULL ELSE created + interval '9 minutes' END
+       CASE WHEN status IN ('submitted', 'running') THEN NULL ELSE created + interval '9 minutes' END,
+       '{}'::jsonb, '', '', ''
 FROM (
   SELECT i, u, u %% %(n_teams)s AS t, ((u %% %(n_teams)s) + (b %% %(offered)s)) %% %(n_runbooks)s AS rb,
          'i-' || lpad(to_hex((u %% %(n_teams)s) * 400 + (b %% 400)), 17, '0') AS res,

@@ -1,0 +1,121 @@
+"""Each main page costs a fixed number of SQL statements whatever the data (no N+1 can come back),
+and a waiting request's page survives AWS failing to describe its document.
+
+Counts, never timings (docs/benchmarks.md has the timings, measured by bench/pages.py).
+"""
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_waiting_request_page_survives_describe_document_failing(world, submit, client, sb):
+    """The approver's page reads SSM's hash of the bound version; when SSM refuses (deleted
+    document, denied role) the page still answers, without the content notice."""
+    item = submit()
+    sb.faults.error_next("DescribeDocument", "InvalidDocument", n=5)
+    client.force_login(world.bob)
+    response = client.get(f"/requests/{item.pk}/")
+    assert response.status_code == 200
+    assert f"#{item.pk}".encode() in response.content
+
+
+def _statements(client, path: str) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(path)
+    assert response.status_code == 200, (path, response.status_code)
+    return len(captured)
+
+
+def _offer_more_runbooks(world, count: int) -> None:
+    from tests import factories as f
+
+    for n in range(count):
+        runbook = f.RunbookFactory(account=world.account, name=f"Team-Restart{n:02d}", owner="123456789012",
+                                   owner_kind="self")
+        f.RunbookVersionFactory(runbook=runbook)
+        f.TeamRunbookFactory(team=world.platform, runbook=runbook)
+
+
+def test_catalog_statements_do_not_grow_with_the_runbooks_offered(world, client):
+    client.force_login(world.alice)
+    few = _statements(client, "/runbooks/")
+    _offer_more_runbooks(world, 5)
+    many = _statements(client, "/runbooks/")
+    assert few == many <= 13, (few, many)  # 19 with 5 more runbooks, 14 with a second lead check (issue 19)
+
+
+def test_my_requests_statements_do_not_grow_with_the_requests(world, submit, client):
+    client.force_login(world.alice)
+    submit()
+    few = _statements(client, "/requests/")
+    for _ in range(6):
+        submit()
+    many = _statements(client, "/requests/")
+    assert few == many <= 12, (few, many)
+
+
+def test_request_detail_statements_do_not_grow_with_the_thread(world, submit, client):
+    from automations import services
+
+    item = submit()
+    services.request_comment(request=item, actor=world.alice, body="first")
+    client.force_login(world.alice)
+    few = _statements(client, f"/requests/{item.pk}/")
+    for n in range(5):
+        services.request_comment(request=item, actor=world.bob if n % 2 else world.alice, body=f"more {n}")
+    many = _statements(client, f"/requests/{item.pk}/")
+    assert few == many <= 40, (few, many)
+
+
+def test_waiting_request_for_its_lead_statements_do_not_grow_with_overlapping_requests(world, submit, client):
+    item = submit()
+    submit(justification="once more")  # one overlap: with none, two lookups are skipped altogether
+    client.force_login(world.bob)
+    few = _statements(client, f"/requests/{item.pk}/")
+    for _ in range(4):  # other open requests on the same target: the page lists them
+        submit(justification="again")
+    many = _statements(client, f"/requests/{item.pk}/")
+    assert few == many <= 40, (few, many)  # 49 when each permission re-asked policy (issue 19)
+
+
+def test_approval_queue_statements_stay_bounded(world, submit, client):
+    for _ in range(3):
+        submit()
+    client.force_login(world.bob)
+    assert _statements(client, "/approvals/") <= 20  # 27 when the page asked free_seats twice (issue 19)
+
+
+def test_audit_search_statements_do_not_grow_with_the_log(world, submit, client):
+    client.force_login(world.carol)
+    submit()
+    few = _statements(client, "/audit/")
+    for _ in range(6):
+        submit()
+    many = _statements(client, "/audit/")
+    assert few == many <= 12, (few, many)
+
+
+def test_the_queue_page_rows_are_the_approval_queue(world, submit):
+    from automations import selectors, services
+
+    items = [submit() for _ in range(3)]
+    services.request_approve(request=items[1], actor=world.frank, comment="ok")  # frank's seat is used
+    submit(actor=world.dave, team=world.data, parameters={"InstanceId": [world.etl1]})  # another team's
+    for user in (world.bob, world.frank, world.erin):
+        rows = selectors.approval_queue_rows(user)
+        assert [item.pk for item, _seat in rows] == [item.pk for item in selectors.approval_queue(user)]
+        assert all(seat is not None for _item, seat in rows)
+
+
+def test_my_requests_lists_only_the_users_own_and_all_lists_what_they_may_see(world, submit, client):
+    alices = submit()
+    daves = submit(actor=world.dave, team=world.data, parameters={"InstanceId": [world.etl1]})
+    client.force_login(world.bob)  # platform's lead: sees alice's under "all", none under "mine"
+    mine, everything = client.get("/requests/").content, client.get("/requests/?scope=all").content
+    assert f'href="/requests/{alices.pk}/"'.encode() not in mine
+    assert f'href="/requests/{alices.pk}/"'.encode() in everything
+    assert f'href="/requests/{daves.pk}/"'.encode() not in everything
+    client.force_login(world.alice)
+    assert f'href="/requests/{alices.pk}/"'.encode() in client.get("/requests/").content
