@@ -1,4 +1,4 @@
-"""boto3 clients whose calls reach this sandbox's front door in-process, not over a socket.
+"""In-process boto3 clients: their calls reach this sandbox's front door without a socket.
 
 The sandbox's own calls (seeding the world, runbook steps) used to go out over HTTP to its
 own port: a socket round trip, a server thread and a thread switch per call, which on a busy
