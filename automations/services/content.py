@@ -67,10 +67,13 @@ def unverifiable_reason(request: AutomationRequest, error: aws.AwsError) -> str:
             "the request cannot go ahead.")
 
 
-def content_changed_reason(request: AutomationRequest, found: str) -> str:
+def content_changed_reason(request: AutomationRequest, found: str, *, earlier_attempt_unanswered: bool = False) -> str:
+    started = ("Delegate started nothing now, but an earlier start attempt got no answer from AWS, so AWS may "
+               f"have started the approved content then (an execution tagged delegate:request-id={request.pk})"
+               if earlier_attempt_unanswered else "Nothing was started")
     return (f"The runbook's content changed after it was approved or submitted: SSM now reports hash "
             f"{found[:16]}… for {request.runbook.short_name} v{request.runbook_version.version}, the request "
-            f"bound {request.document_hash[:16]}…. Nothing was started; submit the request again to run the new content.")
+            f"bound {request.document_hash[:16]}…. {started}; submit the request again to run the new content.")
 
 
 def record_changed_content(request: AutomationRequest, *, found: str, hash_type: str, actor, where: str) -> None:

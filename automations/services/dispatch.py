@@ -286,21 +286,22 @@ def _dispatch(request_id: int) -> str:
             return _fail(request_id, action="dispatch.refused",
                          reason=f"Targets left the team's scope: {', '.join(outside)}", details={"resources": outside})
 
-    if not maybe_started:
-        # The content the approval bound must be what SSM serves under that exact version now
-        # (a resumed attempt skips this: its first attempt checked, and AWS may already run it).
-        try:
-            found, hash_type = content.live_hash(request)
-        except aws.TransientAwsError as error:
-            return _put_back(request_id, attempts=attempts, reason=f"content check failed: {error.code}",
-                             details={"error": error.code})
-        except aws.PermanentAwsError as error:  # the document or version is gone: what was approved no longer exists
-            found, hash_type = f"(unavailable: {error.code})", ""
-        if found != request.document_hash:
-            content.record_changed_content(request, found=found, hash_type=hash_type, actor=None, where="dispatch")
-            return _fail(request_id, action="dispatch.refused", reason=content.content_changed_reason(request, found),
-                         details={"code": content.CONTENT_CHANGED, "bound_hash": request.document_hash,
-                                  "found_hash": found}, reason_code=content.CONTENT_CHANGED)
+    # The content the approval bound must be what SSM serves under that exact version now. A resumed
+    # attempt checks too: if its first attempt never reached AWS, the Start below would start whatever
+    # SSM serves now (the lifecycle machine found a swap started that way under the old approval).
+    try:
+        found, hash_type = content.live_hash(request)
+    except aws.TransientAwsError as error:
+        return _put_back(request_id, attempts=attempts, reason=f"content check failed: {error.code}",
+                         details={"error": error.code})
+    except aws.PermanentAwsError as error:  # the document or version is gone: what was approved no longer exists
+        found, hash_type = f"(unavailable: {error.code})", ""
+    if found != request.document_hash:
+        content.record_changed_content(request, found=found, hash_type=hash_type, actor=None, where="dispatch")
+        reason = content.content_changed_reason(request, found, earlier_attempt_unanswered=maybe_started)
+        return _fail(request_id, action="dispatch.refused", reason=reason,
+                     details={"code": content.CONTENT_CHANGED, "bound_hash": request.document_hash,
+                              "found_hash": found}, reason_code=content.CONTENT_CHANGED)
 
     requester = request.requester.get_username()
     # No transaction is open during the network calls. A retry reaches this line again with

@@ -271,9 +271,11 @@ class LifecycleMachine(RuleBasedStateMachine):
             return
         request = AutomationRequest.objects.get(pk=data.draw(st.sampled_from(active), label="pk"))
         user = request.requester if actor == "requester" else self.h.users[actor]
+        status = request.status
         try:
             services.request_cancel(request=request, actor=user, reason="changed my mind")
-        except (NotAllowed, TransitionNotAllowed):
+        except (NotAllowed, TransitionNotAllowed) as error:
+            self.reached[f"cancel of a {status} request refused: {error.code}"] += 1
             return
         except DomainError as error:  # AWS refused the stop: audited, nothing changed
             assert error.code == "aws_error"

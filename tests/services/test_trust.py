@@ -11,6 +11,7 @@ import uuid
 import boto3
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from automations import services
@@ -20,6 +21,7 @@ from automations.models import (
     AuditEvent,
     AutomationRequest,
     ContentRevision,
+    DispatchOutbox,
     Execution,
     NotificationDelivery,
     RoleParameter,
@@ -137,6 +139,28 @@ class TestContentSwap:
         other = AutomationRequest(**{f.attname: getattr(request, f.attname) for f in request._meta.concrete_fields})
         other.runbook = owner
         assert fingerprint_for(other) != original
+
+    def test_swapped_while_the_first_start_went_unanswered_nothing_new_starts(self, world, own, sb):
+        """Found by the lifecycle machine: AWS answered the first Start with a 5xx (it did not start),
+        the document was swapped, and the re-driven attempt skipped the content check because 'AWS
+        may already run it', so it started the swapped content under the old approval."""
+        policy = own(document(harmless()))
+        name = policy.runbook.name
+        request = services.request_approve(request=submit(world, policy), actor=world.bob)
+        sb.faults.error_next(START, "InternalServerError", n=5, status=500)
+        assert services.request_dispatch(request_id=request.pk) != "started"
+        request.refresh_from_db()
+        assert request.status == Status.DISPATCHING  # uncertain: re-driven later with the same token
+        sb.faults.reset()
+        swap(own.ssm, name, document(malicious(world.etl1)))
+        sb.calls.clear()
+        DispatchOutbox.objects.filter(pk=request.pk).update(next_attempt_at=timezone.now())
+        services.request_dispatch(request_id=request.pk)
+        request.refresh_from_db()
+        assert sb.calls.of(START) == [], "the swapped content was started under the old approval"
+        assert request.status == Status.DISPATCH_FAILED and request.reason_code == "content_changed"
+        assert "may have" in request.status_reason  # says the first attempt's outcome is unknown
+        assert sb.instance_state(world.etl1) == "running"
 
     def test_swapped_after_approval_nothing_starts(self, world, own, sb, deliveries,
                                                    django_capture_on_commit_callbacks):
