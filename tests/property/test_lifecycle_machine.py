@@ -72,11 +72,16 @@ def harness(db, sb, monkeypatch, settings):
 MILESTONES = (
     "ended succeeded", "ended cancelled", "ended withdrawn", "ended rejected", "ended expired", "ended running",
     "audited request.auto_approved", "audited request.approval_added", "audited dispatch.started",
-    "audited dispatch.deferred", "audited dispatch.uncertain", "audited dispatch.resumed",
-    "audited request.cancel_requested", "audited execution.cancelled",
+    "audited dispatch.uncertain", "audited dispatch.resumed",
     "worker died after AWS accepted", "sweep with the broker refusing: nothing published",
     "sweep with the broker up: published",
 )
+# Reached by most CI runs but not every one: the draws are derandomized, yet what a step meets still
+# depends on timing (CI missed each of these once on 2026-12-03 with unchanged draws). They are
+# printed with the rest; deterministic tests pin each path: dispatch.deferred in
+# tests/services/test_dispatch.py, a cancel asked of AWS and the cancelled execution in
+# tests/services/test_lifecycle.py and tests/audit/test_lifecycle.py.
+USUALLY_REACHED = ("audited dispatch.deferred", "audited request.cancel_requested", "audited execution.cancelled")
 
 
 @pytest.mark.timeout(1800)  # 200 examples against the real database and sandbox: minutes, not seconds
@@ -89,5 +94,8 @@ def test_lifecycle_invariants_hold_under_every_interleaving(harness):
         LifecycleMachine.harness = None
     reached = LifecycleMachine.reached
     print("\n".join(f"{count:5d}  {name}" for name, count in sorted(reached.items())))
+    missed = [m for m in USUALLY_REACHED if not reached[m]]
+    if missed:
+        print(f"not reached this run (each pinned by a deterministic test): {', '.join(missed)}")
     if PROFILE == "ci" and not os.environ.get("DELEGATE_HYPOTHESIS_EXAMPLES"):
         assert not [m for m in MILESTONES if not reached[m]], "the budget no longer reaches these paths"
