@@ -176,11 +176,6 @@ def step_next_text(entry: StepApproval, item: AutomationRequest | None = None) -
             "Rejecting it fails the run; nothing after this step runs.")
 
 
-def _may_answer(user, entry: StepApproval, item: AutomationRequest) -> bool:
-    return (user.pk != item.requester_id and bool(policy.seats(user, item))
-            and not entry.decisions.filter(approver=user).exists())
-
-
 #
 # The queue
 #
