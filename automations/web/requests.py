@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -13,6 +12,7 @@ from automations.web import approvals as views_approvals
 from automations.audit import ClientInfo
 from automations.errors import DomainError
 from automations.web.catalog import request_url
+from automations.web.paging import newest_first_page
 from automations.web.forms import DecisionForm
 from automations.models import AutomationRequest
 
@@ -34,7 +34,7 @@ def request_list(request):
     status = request.GET.get("status", "")
     if status in AutomationRequest.Status.values:
         visible = visible.filter(status=status)
-    page = Paginator(visible, 25).get_page(request.GET.get("page"))
+    page = newest_first_page(visible, before=request.GET.get("before"), after=request.GET.get("after"))
     return render(request, "automations/request_list.html", {
         "page": page, "scope": scope, "status": status, "statuses": AutomationRequest.Status.choices,
     })
