@@ -19,11 +19,15 @@ from automations.models import AutomationRequest
 
 @login_required
 def home(request):
-    """Approvers land on their queue (work waiting for them); everyone else on the runbooks."""
+    """Approvers land on their queue (work waiting for them), auditors on the audit log (what they
+    come for: an auditor who also approves still has work waiting first); everyone else on the runbooks."""
     from automations.web.context_processors import navigation
 
-    if navigation(request).get("nav_is_approver"):
+    shown = navigation(request)
+    if shown.get("nav_is_approver"):
         return redirect("automations:approval_queue")
+    if shown.get("nav_is_auditor"):
+        return redirect("automations:audit_list")
     return redirect("automations:catalog")
 
 
