@@ -1,6 +1,8 @@
-"""The ops view's figures: requests per day, time to approve, runs by outcome, failure rate per
-runbook, busiest targets. Every figure is an aggregate query over one population: the requests
-submitted in the chosen period that a selector lets the user see (selectors.ops_requests).
+"""The ops view's figures, each one aggregate query over the requests a selector lets the user see.
+
+Requests per day, time to approve, runs by outcome, failure rate per runbook, busiest targets,
+all over one population: the requests submitted in the chosen period that a selector lets the
+user see (selectors.ops_requests).
 
 "Runs" are the requests a worker tried to start in AWS (dispatched_at set). A failure is a run
 that failed, timed out or could not start; the failure rate is failures over finished runs that

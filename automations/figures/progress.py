@@ -1,6 +1,8 @@
-"""A run's progress as the request page and the API show it: each step's duration, the step
-running now, an estimated finish from this runbook's past successful runs, and links to the
-execution in the AWS console and to CloudTrail's event history for Delegate's sessions.
+"""A run's progress as the request page and the API show it, from what AWS and the audit log say.
+
+Each step's duration, the step running now, an estimated finish from this runbook's past
+successful runs, and links to the execution in the AWS console and to CloudTrail's event
+history for Delegate's sessions.
 
 Everything comes from what the status sync stored (AWS's own step times) and the audit log (the
 session names Delegate really used); nothing is guessed. With no past successful run there is
@@ -33,6 +35,8 @@ class StepProgress:
     started_at: dt.datetime | None
     ended_at: dt.datetime | None
     is_current: bool
+    outputs: dict = field(default_factory=dict)
+    failure_message: str = ""
 
     @property
     def duration(self) -> dt.timedelta | None:
@@ -117,7 +121,9 @@ def _steps(execution: Execution, *, running: bool) -> list[StepProgress]:
                          status=str(step.get("status", "")), started_at=_when(step.get("started_at")),
                          ended_at=_when(step.get("ended_at")),
                          is_current=running and bool(execution.current_step)
-                         and step.get("name") == execution.current_step)
+                         and step.get("name") == execution.current_step,
+                         outputs=step.get("outputs") if isinstance(step.get("outputs"), dict) else {},
+                         failure_message=str(step.get("failure_message") or ""))
             for step in execution.steps or [] if isinstance(step, dict)]
 
 

@@ -1,6 +1,7 @@
-"""The ops view for leads and auditors: five figures over a chosen period, each drawn as a
-server-rendered SVG bar chart (no script, no inline style: the site's CSP holds) with its data
-table beside it, and each exportable as CSV or JSON.
+"""The ops view for leads and auditors: five figures over a chosen period, with their exports.
+
+Each figure is drawn as a server-rendered SVG bar chart (no script, no inline style: the site's
+CSP holds) with its data table beside it, and each is exportable as CSV or JSON.
 
 The figures come from automations.figures.ops, over what selectors.ops_requests lets the user
 see: auditors everything, leads their teams. Anyone else is refused, and that is audited.

@@ -12,6 +12,7 @@ from automations import policy, selectors, services
 from automations.web import approvals as views_approvals
 from automations.audit import ClientInfo
 from automations.errors import DomainError
+from automations.figures.progress import run_progress
 from automations.web.catalog import request_url
 from automations.web.forms import DecisionForm
 from automations.models import AutomationRequest
@@ -62,6 +63,7 @@ def _detail_context(request, automation_request):
         "can_cancel": policy.can_cancel(user, automation_request),
         "required": policy.approvals_required(automation_request),
         "timeline": automation_request.audit_events.order_by("sequence"),
+        "progress": run_progress(automation_request),
         "decision_form": DecisionForm(),
         **views_approvals.decision_context(user, automation_request, decision=decision),
     }
