@@ -110,7 +110,7 @@ def _charts(figures: OpsFigures) -> dict:
         "outcomes": horizontal_bars([(label, count, str(count)) for _, label, count in figures.outcomes]),
         "runbooks": horizontal_bars(
             [(f"{rate.name} · {rate.region}", rate.failure_rate or 0,
-              f"{percent(rate.failure_rate)} of {rate.finished}") for rate in figures.runbooks], kind="failed"),
+              f"{percent(rate.failure_rate)} of {rate.finished} finished") for rate in figures.runbooks], kind="failed"),
         "targets": horizontal_bars([(target.label, target.runs, str(target.runs)) for target in figures.targets]),
     }
 
