@@ -75,6 +75,7 @@ def test_ops_view_for_a_lead_and_an_auditor_at_desktop_and_phone_width(stack, pa
         "href", re.compile(r"^https://eu-west-1\.console\.aws\.amazon\.com/systems-manager/automation/execution/"))
     expect(progress.get_by_role("link", name=re.compile("CloudTrail event history"))).to_have_attribute(
         "href", re.compile(rf"#/events\?Username=delegate-req-{request.pk}-alice$"))
+    screenshot(alice, "request-progress")
 
     findings, overflows = [], []
     for who, path in (("bob", "/ops/?days=7"), ("carol", "/ops/?days=90"), ("alice", f"/requests/{request.pk}/")):
