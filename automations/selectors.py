@@ -47,6 +47,22 @@ def requests_visible_to(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
     return queryset.filter(Q(requester=user) | Q(team_id__in=led) | policy.decider_filter(user))
 
 
+def may_see_ops(user: AbstractBaseUser) -> bool:
+    """The ops view is for auditors (and superusers), who see everything, and team leads."""
+    return user.is_authenticated and (user.is_superuser or policy.is_auditor(user) or teams_led_by(user).exists())
+
+
+def ops_requests(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
+    """What the ops view counts: every request for auditors and superusers, as in audit; the teams
+    a lead leads, and nothing else (not their own requests in other teams, nor the ones they only
+    decide as a named approver: the figures describe teams); nothing for anyone else."""
+    if not user.is_authenticated:
+        return AutomationRequest.objects.none()
+    if user.is_superuser or policy.is_auditor(user):
+        return AutomationRequest.objects.all()
+    return AutomationRequest.objects.filter(team_id__in=teams_led_by(user).values("pk"))
+
+
 def approval_queue(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
     """Submitted requests the user may approve now (policy.free_seat), never their own."""
     return requests_visible_to(user).filter(pk__in=approval_queue_ids(user)).order_by("created_at", "id")

@@ -1,7 +1,9 @@
 """API shapes. Input serializers are strict: an unknown or read-only key is a 400, never ignored."""
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from automations.models import Approval, AuditEvent, AutomationRequest, Execution, Runbook, TeamRunbook
+from automations.figures.progress import run_progress
 from automations.runbooks.start_body import start_body_for
 
 MAX_ID = 2**63 - 1  # BigAutoField
@@ -228,6 +230,73 @@ class RequestSerializer(serializers.ModelSerializer):
 
     def get_start_call(self, obj) -> dict:
         return start_body_for(obj)
+
+
+def _seconds(value) -> float | None:
+    return None if value is None else round(value.total_seconds(), 3)
+
+
+class StepProgressSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    action = serializers.CharField()
+    status = serializers.CharField(help_text="AWS's StepStatus, verbatim")
+    started_at = serializers.DateTimeField(allow_null=True)
+    ended_at = serializers.DateTimeField(allow_null=True)
+    duration_seconds = serializers.SerializerMethodField()
+    is_current = serializers.BooleanField(help_text="The step AWS names as running now")
+
+    def get_duration_seconds(self, obj) -> float | None:
+        return _seconds(obj.duration)
+
+
+class EstimateSerializer(serializers.Serializer):
+    past_successful_runs = serializers.IntegerField(source="past_runs", help_text=(
+        "Successful runs of this runbook by the request's team it is drawn from; 0 = no estimate"))
+    median_seconds = serializers.SerializerMethodField()
+    estimated_finish = serializers.DateTimeField(source="finish_at", allow_null=True, help_text=(
+        "Start time + median, while the run is still going; null otherwise or with no past runs"))
+
+    def get_median_seconds(self, obj) -> float | None:
+        return _seconds(obj.median)
+
+
+class SessionLinkSerializer(serializers.Serializer):
+    purpose = serializers.ChoiceField(choices=["start", "stop", "signal"])
+    session_name = serializers.CharField(help_text="The STS RoleSessionName Delegate used (audit log)")
+    source_identity = serializers.CharField()
+    url = serializers.CharField(help_text="CloudTrail event history in the request's region, User name = session")
+
+
+class ProgressSerializer(serializers.Serializer):
+    execution_id = serializers.CharField()
+    console_url = serializers.CharField(help_text="The execution in the AWS console of its region")
+    started_at = serializers.DateTimeField(allow_null=True)
+    ended_at = serializers.DateTimeField(allow_null=True)
+    duration_seconds = serializers.SerializerMethodField()
+    current_step = serializers.CharField(help_text="Empty once the request is no longer running")
+    steps = StepProgressSerializer(many=True)
+    estimate = EstimateSerializer()
+    cloudtrail = SessionLinkSerializer(many=True, source="sessions")
+    custom_endpoint = serializers.CharField(help_text=(
+        "Set when Delegate talks to an endpoint other than AWS (the sandbox): the links then lead nowhere"))
+
+    def get_duration_seconds(self, obj) -> float | None:
+        return _seconds(obj.duration)
+
+
+class RequestDetailSerializer(RequestSerializer):
+    """One request, with its run's progress (not in lists: the estimate costs queries per request)."""
+
+    progress = serializers.SerializerMethodField()
+
+    class Meta(RequestSerializer.Meta):
+        fields = [*RequestSerializer.Meta.fields, "progress"]
+        read_only_fields = fields
+
+    @extend_schema_field(ProgressSerializer(allow_null=True))
+    def get_progress(self, obj) -> dict | None:
+        progress = run_progress(obj)
+        return None if progress is None else ProgressSerializer(progress).data
 
 
 class RequestPageSerializer(serializers.Serializer):

@@ -130,10 +130,10 @@ class RequestListCreateApi(APIView):
 
 
 class RequestDetailApi(APIView):
-    @extend_schema(responses={200: s.RequestSerializer, 404: ERROR})
+    @extend_schema(responses={200: s.RequestDetailSerializer, 404: ERROR})
     def get(self, request, pk: int):
         visible = selectors.requests_visible_to(request.user).prefetch_related("approvals__approver")
-        return Response(s.RequestSerializer(get_object_or_404(visible, pk=pk)).data)
+        return Response(s.RequestDetailSerializer(get_object_or_404(visible, pk=pk)).data)
 
 
 class RequestContentApi(APIView):

@@ -12,6 +12,7 @@ from automations.aws.gateway import (
     install_hooks,
     botocore_session,
     account_of,
+    custom_endpoint,
     reset_sessions,
     sts_source_identity,
     role_session_name,
@@ -40,7 +41,7 @@ from automations.aws.gateway import (
 __all__ = [
     "MUTATING_CONFIG", "READ_CONFIG", "MUTATING_SESSION_SECONDS", "READ_SESSION_SECONDS",
     "TRANSIENT_CODES", "AwsError", "TransientAwsError", "PermanentAwsError", "AwsCall", "install_hooks",
-    "botocore_session", "account_of", "reset_sessions", "sts_source_identity", "role_session_name",
+    "botocore_session", "account_of", "custom_endpoint", "reset_sessions", "sts_source_identity", "role_session_name",
     "session_tags", "AssumedSession", "assume_role", "start_automation", "stop_automation",
     "send_signal", "READ_SESSION_NAME", "read_client", "warm", "describe_executions", "get_execution",
     "step_executions", "list_automation_documents", "list_document_versions", "get_document",

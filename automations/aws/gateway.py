@@ -13,6 +13,7 @@ Two kinds of session (docs/architecture.md; aws-api.md §11.1):
 """
 from __future__ import annotations
 
+import os
 import re
 import threading
 import uuid
@@ -115,6 +116,13 @@ def botocore_session() -> botocore.session.Session:
         if _shared_session is None:
             _shared_session = _new_botocore_session()
         return _shared_session
+
+
+def custom_endpoint(service: str) -> str:
+    """The endpoint botocore is told to use for `service` instead of AWS's own
+    (AWS_ENDPOINT_URL_<SERVICE>, then AWS_ENDPOINT_URL), or "" when it talks to AWS.
+    Pages use it to say that the AWS console does not know a sandbox's executions."""
+    return (os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}") or os.environ.get("AWS_ENDPOINT_URL") or "").strip()
 
 
 def account_of(role_arn: str) -> str:

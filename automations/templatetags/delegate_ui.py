@@ -42,6 +42,21 @@ ACTION_LABELS = {
 
 
 @register.filter
+def duration(value) -> str:
+    """A timedelta in words a person reads at a glance: '40 s', '3 min 5 s', '1 h 20 min'; '' for None."""
+    if value is None:
+        return ""
+    seconds = max(0, round(value.total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        minutes, rest = divmod(seconds, 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, rest = divmod(round(seconds / 60), 60)
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
+
+
+@register.filter
 def action_label(action: str) -> str:
     """'request.approval_added' -> 'Approval added'; unknown actions get a readable fallback."""
     if action in ACTION_LABELS:

@@ -11,6 +11,7 @@ from automations import policy, selectors, services
 from automations.web import approvals as views_approvals
 from automations.audit import ClientInfo
 from automations.errors import DomainError
+from automations.figures.progress import run_progress
 from automations.web.catalog import request_url
 from automations.web.paging import newest_first_page
 from automations.web.forms import DecisionForm
@@ -19,11 +20,15 @@ from automations.models import AutomationRequest
 
 @login_required
 def home(request):
-    """Approvers land on their queue (work waiting for them); everyone else on the runbooks."""
+    """Approvers land on their queue (work waiting for them), auditors on the audit log (what they
+    come for: an auditor who also approves still has work waiting first); everyone else on the runbooks."""
     from automations.web.context_processors import navigation
 
-    if navigation(request).get("nav_is_approver"):
+    shown = navigation(request)
+    if shown.get("nav_is_approver"):
         return redirect("automations:approval_queue")
+    if shown.get("nav_is_auditor"):
+        return redirect("automations:audit_list")
     return redirect("automations:catalog")
 
 
@@ -58,6 +63,7 @@ def _detail_context(request, automation_request):
         "can_cancel": policy.can_cancel(user, automation_request),
         "required": policy.approvals_required(automation_request),
         "timeline": automation_request.audit_events.order_by("sequence"),
+        "progress": run_progress(automation_request),
         "decision_form": DecisionForm(),
         **views_approvals.decision_context(user, automation_request, decision=decision),
     }

@@ -6,6 +6,7 @@ from automations.web import approvals as views_approvals
 from automations.web import runbook_page
 from automations.web import audit as views_audit
 from automations.web import catalog as views_catalog
+from automations.web import ops as views_ops
 
 app_name = "automations"
 urlpatterns = [
@@ -30,6 +31,8 @@ urlpatterns = [
     path("approvals/steps/<int:pk>/", views_approvals.step_decide, name="step_decide"),
     path("approvals/delegations/", views_approvals.delegations, name="delegations"),
     path("approvals/delegations/<int:pk>/revoke/", views_approvals.delegation_revoke, name="delegation_revoke"),
+    path("ops/", views_ops.ops_view, name="ops"),
+    path("ops/export/<slug:figure>.<str:fmt>", views_ops.ops_export, name="ops_export"),
     path("audit/", views_audit.audit_list, name="audit_list"),
     path("audit/events/<int:sequence>/", views_audit.audit_event, name="audit_event"),
     path("audit/requests/<int:pk>/", views_audit.audit_request_timeline, name="audit_request"),

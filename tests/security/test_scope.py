@@ -52,6 +52,8 @@ OBJECTS = {
 # search, and must show nothing of other teams.
 LISTINGS = {
     "automations:audit_resource": {"resource_id": "resource"},
+    # The ops view's exports: a figure's name, not an object; scoped like the page (leads: their teams).
+    "automations:ops_export": {"figure": "=busiest-targets", "fmt": "=csv"},
 }
 
 

@@ -30,6 +30,7 @@ def own(world, submit):
     return {"pk": request.pk, "policy_pk": world.platform_policy.pk, "parameter": "InstanceId",
             "sequence": AuditEvent.objects.filter(request=request).values_list("sequence", flat=True).first(),
             "resource_id": world.web1, "execution_id": "00000000-0000-0000-0000-000000000000",
+            "figure": "busiest-targets", "fmt": "csv",
             "request": request}
 
 

@@ -14,6 +14,12 @@ def test_approvers_land_on_approvals_and_requesters_on_runbooks(world, client):
     assert client.get("/")["Location"] == "/runbooks/"
 
 
+def test_auditors_land_on_the_audit_log(world, client):
+    client.force_login(world.carol)
+    assert client.get("/")["Location"] == "/audit/"
+    assert 'href="/ops/"' in client.get("/audit/").content.decode()
+
+
 def test_a_request_opened_from_approvals_highlights_approvals(world, submit, client):
     request = submit()
     client.force_login(world.bob)
