@@ -1,6 +1,7 @@
 """Server-rendered pages. Views fetch through selectors (invisible = 404) and write through services."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -59,6 +60,8 @@ def _detail_context(request, automation_request):
         "required": policy.approvals_required(automation_request),
         "timeline": automation_request.audit_events.order_by("sequence"),
         "decision_form": DecisionForm(),
+        "locations": selectors.location_matrix(automation_request, failed_only=request.GET.get("failed_only") == "1"),
+        "execution_role_name": settings.DELEGATE_EXECUTION_ROLE_NAME,
         **views_approvals.decision_context(user, automation_request, decision=decision),
     }
 
@@ -85,6 +88,8 @@ def live_key(automation_request) -> str:
     execution = automation_request.execution if _has_execution(automation_request) else None
     last_event = automation_request.audit_events.order_by("-sequence").values_list("sequence", flat=True).first()
     shown = [automation_request.status, automation_request.status_reason, last_event]
+    if automation_request.location_targets:
+        shown += list(automation_request.location_executions.values_list("execution_id", "aws_status"))
     if execution is not None:
         shown += [execution.aws_status, execution.current_step, execution.failure_message,
                   [(step.get("name"), step.get("status")) for step in execution.steps or []]]
