@@ -264,3 +264,11 @@ def location_matrix(request: AutomationRequest, *, failed_only: bool = False) ->
         "progress_percent": round(100 * done / total) if total else 0,
         "rows": rows, "failed_only": failed_only,
     }
+
+
+def location_grants_for(team_policy: TeamRunbook) -> list:
+    """The accounts and OUs the team may target with this runbook (its account's organization)."""
+    from automations.models import TeamLocationGrant
+
+    return list(TeamLocationGrant.objects.filter(team_id=team_policy.team_id, account_id=team_policy.runbook.account_id)
+                .order_by("target_id"))

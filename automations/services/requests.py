@@ -558,7 +558,8 @@ def request_amend(*, request: AutomationRequest, actor, client: ClientInfo | Non
                                preview=True, expected_fingerprint=expected_fingerprint, **changes)
     fields = ("runbook_version", "version_choice", "parameters", "target_parameter_name", "targets",
               "max_concurrency", "max_errors", "alarm_name", "resources", "resource_names", "justification",
-              "run_at", "fingerprint")
+              "run_at", "fingerprint", "location_targets", "location_regions", "location_accounts",
+              "location_max_concurrency", "location_max_errors")
     with transaction.atomic():
         locked = AutomationRequest.objects.select_for_update().get(pk=request.pk)
         if locked.status != Status.CHANGES_REQUESTED:

@@ -229,3 +229,36 @@ def test_execution_role_name_is_never_the_users(world, sb, fleet):
                                             "execution_role_name": "Admin"}, format="json")
     assert answer.status_code == 400
     assert not AutomationRequest.objects.exists()
+
+
+def test_the_request_form_offers_granted_ous_and_submits_a_multi_account_request(world, sb, fleet):
+    version, _ = fleet
+    page = Client()
+    page.force_login(world.alice)
+    url = reverse("automations:request_new", args=[version.runbook_id])
+    html = page.get(url).content.decode()
+    assert all(f'value="{ou}"' in html for ou in OUS) and 'value="us-east-1"' in html
+    assert "AWS-SystemsManager-AutomationExecutionRole" in html
+    form = {"version": "default", "param_Label": "wave2", "mode": "simple",
+            "location_targets": OUS[:2], "location_regions": REGIONS,
+            "location_max_concurrency": "3", "location_max_errors": "1"}
+    preview = page.post(url, {**form, "preview": "1"})
+    assert preview.context["preview"] is not None, preview.context["form"].errors
+    assert "TargetLocations" in preview.content.decode()
+    assert "8 accounts × 2 Regions" in preview.content.decode()
+    sent = page.post(url, {**form, "submit": "1", "previewed": preview.context["preview"].fingerprint})
+    assert sent.status_code == 302
+    request = AutomationRequest.objects.get()
+    assert request.location_targets == OUS[:2] and len(request.location_accounts) == 8
+    # An OU the form did not offer is a form error, and nothing is saved.
+    bad = page.post(url, {**form, "location_targets": ["ou-dlg0-elsewhere1"], "preview": "1"})
+    assert bad.context["form"].errors.get("location_targets")
+    assert AutomationRequest.objects.count() == 1
+
+
+def test_the_form_offers_no_locations_for_a_runbook_with_aws_approve(world, sb, fleet):
+    version, _ = _register(world, sb, WITH_APPROVAL)
+    page = Client()
+    page.force_login(world.alice)
+    html = page.get(reverse("automations:request_new", args=[version.runbook_id])).content.decode()
+    assert "location_targets" not in html
