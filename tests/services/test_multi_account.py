@@ -205,6 +205,11 @@ def test_more_approvers_above_the_account_threshold(world, sb, fleet):
     assert services.request_approve(request=small, actor=world.bob).status == Status.APPROVED
     big = _submit(world, version)
     assert services.request_approve(request=big, actor=world.bob).status == Status.SUBMITTED
+    page = Client()
+    page.force_login(world.alice)
+    html = page.get(reverse("automations:request_detail", args=[big.pk])).content.decode()
+    assert "1 of 2 approvals" in html
+    assert "more than 4 accounts needs 2 distinct approvers" in html
     assert services.request_approve(request=big, actor=world.frank).status == Status.APPROVED
 
 
