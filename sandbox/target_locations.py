@@ -222,7 +222,8 @@ def _launch(region, parent: dict, location: dict, faults) -> dict:
         mode="Auto",
         caller=caller,
         parent=parent,
-        extra={"_location": dict(location), "_access_key": key},
+        # Its steps' calls carry the execution role's key: that is who acts (Sandbox.execution RunsAs).
+        extra={"_location": dict(location), "_access_key": key, "_runs_as": caller.arn},
     )
     if failure or error:
         finish(region, child, "Failed", failure or error)

@@ -136,6 +136,7 @@ def test_target_locations_over_three_ous_and_two_regions_with_one_location_faili
     for child in children:
         account = by_child[child["AutomationExecutionId"]]["TargetLocation"]["Accounts"][0]
         assert child["ExecutedBy"].startswith(f"arn:aws:sts::{account}:assumed-role/{world.EXECUTION_ROLE}/")
+        assert sandbox.execution(child["AutomationExecutionId"])["RunsAs"] == child["ExecutedBy"]
 
     # The effect landed in each member account's own EC2, in its region; not in the failing one.
     sts = client("sts")
