@@ -223,7 +223,7 @@ LOCATION_FAILED = frozenset({"Failed", "CompletedWithFailure", "Rejected", "Exit
 LOCATION_SUCCEEDED = frozenset({"Success", "CompletedWithSuccess"})
 
 
-def location_matrix(request: AutomationRequest, *, failed_only: bool = False) -> dict | None:
+def location_matrix(request: AutomationRequest, *, failed_only: bool = False, via: str = "") -> dict | None:
     """A multi-account request's account × Region matrix as the database knows it (status sync
     records each child execution: services/location_status.py). A location without a recorded
     child shows "not started" (AWS has not started it yet, or the sync has not seen it yet).
@@ -231,6 +231,8 @@ def location_matrix(request: AutomationRequest, *, failed_only: bool = False) ->
     if not request.location_targets:
         return None
     children = {(c.account_id, c.region): c for c in request.location_executions.all()}
+    sources = request.location_sources or {}
+    via = via if via in request.location_targets else ""
     regions = list(request.location_regions)
     counts = {"succeeded": 0, "failed": 0, "running": 0, "not_started": 0}
     rows = []
@@ -253,8 +255,10 @@ def location_matrix(request: AutomationRequest, *, failed_only: bool = False) ->
                 "execution_id": child.execution_id if child else "",
                 "failure_message": child.failure_message if child else "",
             })
-        if not failed_only or any(cell["state"] == "failed" for cell in cells):
-            rows.append({"account_id": account_id, "cells": cells})
+        shown = (not failed_only or any(cell["state"] == "failed" for cell in cells)) \
+            and (not via or via in sources.get(account_id, []))
+        if shown:
+            rows.append({"account_id": account_id, "via": sources.get(account_id, []), "cells": cells})
     total = len(request.location_accounts) * len(regions)
     done = counts["succeeded"] + counts["failed"]
     return {
@@ -262,7 +266,7 @@ def location_matrix(request: AutomationRequest, *, failed_only: bool = False) ->
         "max_concurrency": request.location_max_concurrency, "max_errors": request.location_max_errors,
         "total": total, "counts": counts, "finished": done,
         "progress_percent": round(100 * done / total) if total else 0,
-        "rows": rows, "failed_only": failed_only,
+        "rows": rows, "failed_only": failed_only, "via": via,
     }
 
 

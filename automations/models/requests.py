@@ -49,6 +49,9 @@ class AutomationRequest(models.Model):
     location_targets = models.JSONField(default=list, blank=True)
     location_regions = models.JSONField(default=list, blank=True)
     location_accounts = models.JSONField(default=list, blank=True)
+    # {account id: [the chosen targets (itself or its OU) that cover it]} at submit, for the matrix's
+    # OU filter; derived from the same resolution as location_accounts (which the fingerprint binds).
+    location_sources = models.JSONField(default=dict, blank=True)
     location_max_concurrency = models.CharField(max_length=7, blank=True)
     location_max_errors = models.CharField(max_length=7, blank=True)
     # Resource ids the request acts on (from resource-typed parameters and targets): audit and scope checks.

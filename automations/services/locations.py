@@ -35,8 +35,8 @@ def approval_steps(steps: list[dict]) -> list[str]:
 
 def check_submit(*, team: Team, account: Account, runbook_version, targets: list[str], regions: list[str],
                  max_concurrency: str, max_errors: str, allowed_regions: list[str], resources: list[str],
-                 identity_kind: str) -> list[str]:
-    """Validate a multi-account choice; return the member accounts it covers (sorted).
+                 identity_kind: str) -> dict[str, list[str]]:
+    """Validate a multi-account choice; return {member account: [targets covering it]}.
 
     Raises InvalidRequest (bad input), OutOfScope (`location_not_granted`) or DomainError
     (`organizations_unavailable`) and changes nothing.
@@ -78,11 +78,16 @@ def check_submit(*, team: Team, account: Account, runbook_version, targets: list
     if not_granted:
         raise OutOfScope(f"Not granted to your team: {', '.join(not_granted)}.", code="location_not_granted",
                          errors={"location_targets": [f"{t} is not granted to your team." for t in not_granted]})
-    return resolve(account=account, targets=targets)
+    return resolve_sources(account=account, targets=targets)
 
 
 def resolve(*, account: Account, targets: list[str]) -> list[str]:
     """The member accounts the targets cover now, through AWS Organizations (sorted, unique)."""
+    return sorted(resolve_sources(account=account, targets=targets))
+
+
+def resolve_sources(*, account: Account, targets: list[str]) -> dict[str, list[str]]:
+    """{member account: [targets covering it]} through AWS Organizations; refuses an empty result."""
     try:
         covered = aws.member_accounts(target_ids=targets, role_arn=account.dispatch_role_arn,
                                       region=settings.DELEGATE_ORGANIZATIONS_REGION)
@@ -92,11 +97,14 @@ def resolve(*, account: Account, targets: list[str]) -> list[str]:
     except aws.AwsError as error:
         raise DomainError("AWS Organizations could not be read; try again shortly.",
                           code="organizations_unavailable") from error
-    accounts = sorted({a for found in covered.values() for a in found})
-    if not accounts:
+    sources: dict[str, list[str]] = {}
+    for target, found in covered.items():
+        for member in found:
+            sources.setdefault(member, []).append(target)
+    if not sources:
         raise OutOfScope("The chosen OUs hold no active accounts.", code="location_not_granted",
                          errors={"location_targets": ["No active accounts in these OUs."]})
-    return accounts
+    return dict(sorted(sources.items()))
 
 
 def dispatch_refusal(request: AutomationRequest) -> str | None:

@@ -256,11 +256,11 @@ def request_submit(
     except aws.AwsError as error:
         raise DomainError("The resource inventory could not be checked; try again shortly.",
                           code="inventory_unavailable") from error
-    location_accounts: list[str] = []
+    location_sources: dict[str, list[str]] = {}
     if location_targets:
         # Multi-account: granted accounts/OUs only, resolved through Organizations (services/locations.py).
         try:
-            location_accounts = locations.check_submit(
+            location_sources = locations.check_submit(
                 team=team, account=account, runbook_version=runbook_version, targets=location_targets,
                 regions=list(location_regions or []), max_concurrency=location_max_concurrency,
                 max_errors=location_max_errors,
@@ -296,7 +296,7 @@ def request_submit(
         justification=justification, rerun_of=rerun_of, run_at=run_at,
         document_hash=runbook_version.ssm_hash, run_as=run_identity.run_as_for(runbook_version, account),
         location_targets=list(location_targets or []), location_regions=list(location_regions or []) if location_targets else [],
-        location_accounts=location_accounts,
+        location_accounts=sorted(location_sources), location_sources=location_sources,
         location_max_concurrency=location_max_concurrency if location_targets else "",
         location_max_errors=location_max_errors if location_targets else "",
     )
@@ -558,7 +558,7 @@ def request_amend(*, request: AutomationRequest, actor, client: ClientInfo | Non
                                preview=True, expected_fingerprint=expected_fingerprint, **changes)
     fields = ("runbook_version", "version_choice", "parameters", "target_parameter_name", "targets",
               "max_concurrency", "max_errors", "alarm_name", "resources", "resource_names", "justification",
-              "run_at", "fingerprint", "location_targets", "location_regions", "location_accounts",
+              "run_at", "fingerprint", "location_targets", "location_regions", "location_accounts", "location_sources",
               "location_max_concurrency", "location_max_errors")
     with transaction.atomic():
         locked = AutomationRequest.objects.select_for_update().get(pk=request.pk)

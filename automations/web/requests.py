@@ -60,7 +60,8 @@ def _detail_context(request, automation_request):
         "required": policy.approvals_required(automation_request),
         "timeline": automation_request.audit_events.order_by("sequence"),
         "decision_form": DecisionForm(),
-        "locations": selectors.location_matrix(automation_request, failed_only=request.GET.get("failed_only") == "1"),
+        "locations": selectors.location_matrix(automation_request, failed_only=request.GET.get("failed_only") == "1",
+                                               via=request.GET.get("via", "")[:68]),
         "execution_role_name": settings.DELEGATE_EXECUTION_ROLE_NAME,
         **views_approvals.decision_context(user, automation_request, decision=decision),
     }

@@ -106,6 +106,7 @@ def test_three_ous_by_two_regions_with_one_location_failing(world, sb, fleet):
     sb.faults.fail_locations = {f"{FAILING[0]}:{FAILING[1]}"}
     request = _submit(world, version)
     assert len(request.location_accounts) == 12
+    assert request.location_sources[FAILING[0]] == [sandbox_world.OU_IDS["Staging"]]
     assert sorted(request.location_accounts) == sorted(a for accounts in sandbox_world.MEMBER_ACCOUNTS.values()
                                                        for a in accounts)
     services.request_approve(request=request, actor=world.bob)
@@ -156,6 +157,11 @@ def test_three_ous_by_two_regions_with_one_location_failing(world, sb, fleet):
     assert 'role="progressbar"' in html and 'aria-valuenow="100"' in html
     full = page.get(reverse("automations:request_detail", args=[request.pk])).content.decode()
     assert full.count('class="location-row"') == 12
+    by_ou = page.get(reverse("automations:request_detail", args=[request.pk]),
+                     {"via": sandbox_world.OU_IDS["Production"]}).content.decode()
+    assert by_ou.count('class="location-row"') == 4
+    assert all(f"<code>{a}</code>" in by_ou for a in sandbox_world.MEMBER_ACCOUNTS["Production"])
+    assert f"<code>{FAILING[0]}</code>" not in by_ou
 
 
 def test_an_ou_not_granted_to_the_team_is_refused(world, sb, fleet):
