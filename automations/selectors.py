@@ -276,3 +276,20 @@ def location_grants_for(team_policy: TeamRunbook) -> list:
 
     return list(TeamLocationGrant.objects.filter(team_id=team_policy.team_id, account_id=team_policy.runbook.account_id)
                 .order_by("target_id"))
+
+
+def location_child(request: AutomationRequest, execution_id: str):
+    """One recorded child execution of a request the user may see (None if it is not one of its)."""
+    return request.location_executions.filter(execution_id=execution_id).first()
+
+
+def location_child_steps(request: AutomationRequest, child) -> tuple[list[dict], str]:
+    """The child's steps as AWS reports them now (DescribeAutomationStepExecutions through the
+    read-only session, asked where status sync lists the children), or ([], why not)."""
+    try:
+        steps = aws.step_executions(region=request.region, role_arn=request.account.dispatch_role_arn,
+                                    execution_id=child.execution_id)
+    except aws.AwsError as error:
+        return [], f"AWS did not return the steps ({error.code})."
+    return [{"name": s.get("StepName", ""), "action": s.get("Action", ""), "status": s.get("StepStatus", ""),
+             "failure_message": s.get("FailureMessage", ""), "outputs": s.get("Outputs", {})} for s in steps], ""

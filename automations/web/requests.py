@@ -5,7 +5,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -95,6 +95,19 @@ def live_key(automation_request) -> str:
         shown += [execution.aws_status, execution.current_step, execution.failure_message,
                   [(step.get("name"), step.get("status")) for step in execution.steps or []]]
     return hashlib.sha256(repr(shown).encode()).hexdigest()[:16]
+
+
+@login_required
+@require_GET
+def request_location(request, pk: int, execution_id):
+    """One location of a multi-account run: its child execution's steps, read from AWS now."""
+    automation_request = get_object_or_404(selectors.requests_visible_to(request.user), pk=pk)
+    child = selectors.location_child(automation_request, str(execution_id))
+    if child is None:
+        raise Http404("No such location in this request.")
+    steps, problem = selectors.location_child_steps(automation_request, child)
+    return render(request, "automations/request_location.html",
+                  {"item": automation_request, "child": child, "steps": steps, "problem": problem})
 
 
 @login_required

@@ -155,6 +155,15 @@ def test_three_ous_by_two_regions_with_one_location_failing(world, sb, fleet):
     assert 'data-location-counts="succeeded:23 failed:1 running:0 not_started:0"' in html
     assert html.count('class="location-row"') == 1 and FAILING[0] in html
     assert 'role="progressbar"' in html and 'aria-valuenow="100"' in html
+    # Drill into the failed location: its child's steps, read from AWS.
+    drill = page.get(reverse("automations:request_location", args=[request.pk, failed[0].execution_id]))
+    assert drill.status_code == 200
+    assert "findInstances" in drill.content.decode() and "fail_locations" in drill.content.decode()
+    outsider = Client()
+    outsider.force_login(world.dave)  # team data: may not see platform's request
+    assert outsider.get(reverse("automations:request_location",
+                                args=[request.pk, failed[0].execution_id])).status_code == 404
+    assert page.get(reverse("automations:request_location", args=[request.pk, uuid.uuid4()])).status_code == 404
     full = page.get(reverse("automations:request_detail", args=[request.pk])).content.decode()
     assert full.count('class="location-row"') == 12
     by_ou = page.get(reverse("automations:request_detail", args=[request.pk]),
