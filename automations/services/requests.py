@@ -283,7 +283,8 @@ def request_submit(
         raise _refused(actor=actor, client=client, action="request.refused", error=error, resources=outside, **context)
     # The policy's own rules (accounts, regions, target tags and id patterns, run-at, enough approvers).
     error = policies.submit_refusal(team_policy=team_policy, team=team, account=account, region=runbook.region,
-                                    resources=resources, requester=actor, run_at=run_at)
+                                    resources=resources, requester=actor, run_at=run_at,
+                                    location_accounts=sorted(location_sources))
     if error is not None:
         raise error if preview else _refused(actor=actor, client=client, action="request.refused", error=error,
                                              resources=resources, **context)

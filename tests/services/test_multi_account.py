@@ -282,3 +282,13 @@ def test_the_form_offers_no_locations_for_a_runbook_with_aws_approve(world, sb, 
     page.force_login(world.alice)
     html = page.get(reverse("automations:request_new", args=[version.runbook_id])).content.decode()
     assert "location_targets" not in html
+
+
+def test_too_few_approvers_for_the_multi_account_rule_is_refused_at_submit(world, sb, fleet):
+    version, policy = fleet
+    policy.multi_account_threshold, policy.multi_account_approvals = 4, 3  # bob and frank are only two
+    policy.save()
+    with pytest.raises(Exception) as refused:
+        _submit(world, version)
+    assert getattr(refused.value, "code", "") == "not_enough_approvers"
+    assert not AutomationRequest.objects.exists()
