@@ -230,3 +230,82 @@ def inventory_for_pickers(team_policy: TeamRunbook):
         )
 
     return resources
+
+
+# Multi-account runs ---------------------------------------------------------------------------
+
+LOCATION_FAILED = frozenset({"Failed", "CompletedWithFailure", "Rejected", "Exited", "ChangeCalendarOverrideRejected",
+                             "Cancelled", "TimedOut"})
+LOCATION_SUCCEEDED = frozenset({"Success", "CompletedWithSuccess"})
+
+
+def location_matrix(request: AutomationRequest, *, failed_only: bool = False, via: str = "") -> dict | None:
+    """A multi-account request's account × Region matrix as the database knows it (status sync
+    records each child execution: services/location_status.py). A location without a recorded
+    child shows "not started" (AWS has not started it yet, or the sync has not seen it yet).
+    The request must already be one the user may see (the caller got it through a selector)."""
+    if not request.location_targets:
+        return None
+    children = {(c.account_id, c.region): c for c in request.location_executions.all()}
+    sources = request.location_sources or {}
+    via = via if via in request.location_targets else ""
+    regions = list(request.location_regions)
+    counts = {"succeeded": 0, "failed": 0, "running": 0, "not_started": 0}
+    rows = []
+    for account_id in request.location_accounts:
+        cells = []
+        for region in regions:
+            child = children.get((account_id, region))
+            if child is None:
+                state = "not_started"
+            elif child.aws_status in LOCATION_SUCCEEDED:
+                state = "succeeded"
+            elif child.aws_status in LOCATION_FAILED:
+                state = "failed"
+            else:
+                state = "running"
+            counts[state] += 1
+            cells.append({
+                "account_id": account_id, "region": region, "state": state,
+                "aws_status": child.aws_status if child else "",
+                "execution_id": child.execution_id if child else "",
+                "failure_message": child.failure_message if child else "",
+            })
+        shown = (not failed_only or any(cell["state"] == "failed" for cell in cells)) \
+            and (not via or via in sources.get(account_id, []))
+        if shown:
+            rows.append({"account_id": account_id, "via": sources.get(account_id, []), "cells": cells})
+    total = len(request.location_accounts) * len(regions)
+    done = counts["succeeded"] + counts["failed"]
+    return {
+        "targets": list(request.location_targets), "regions": regions, "accounts": list(request.location_accounts),
+        "max_concurrency": request.location_max_concurrency, "max_errors": request.location_max_errors,
+        "total": total, "counts": counts, "finished": done,
+        "progress_percent": round(100 * done / total) if total else 0,
+        "rows": rows, "failed_only": failed_only, "via": via,
+    }
+
+
+def location_grants_for(team_policy: TeamRunbook) -> list:
+    """The accounts and OUs the team may target with this runbook (its account's organization)."""
+    from automations.models import TeamLocationGrant
+
+    return list(TeamLocationGrant.objects.filter(team_id=team_policy.team_id, account_id=team_policy.runbook.account_id)
+                .order_by("target_id"))
+
+
+def location_child(request: AutomationRequest, execution_id: str):
+    """One recorded child execution of a request the user may see (None if it is not one of its)."""
+    return request.location_executions.filter(execution_id=execution_id).first()
+
+
+def location_child_steps(request: AutomationRequest, child) -> tuple[list[dict], str]:
+    """The child's steps as AWS reports them now (DescribeAutomationStepExecutions through the
+    read-only session, asked where status sync lists the children), or ([], why not)."""
+    try:
+        steps = aws.step_executions(region=request.region, role_arn=request.account.dispatch_role_arn,
+                                    execution_id=child.execution_id)
+    except aws.AwsError as error:
+        return [], f"AWS did not return the steps ({error.code})."
+    return [{"name": s.get("StepName", ""), "action": s.get("Action", ""), "status": s.get("StepStatus", ""),
+             "failure_message": s.get("FailureMessage", ""), "outputs": s.get("Outputs", {})} for s in steps], ""

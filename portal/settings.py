@@ -343,6 +343,12 @@ DELEGATE_DEFAULT_REGION = env.str("AWS_DEFAULT_REGION", default="eu-west-1")
 DELEGATE_DISPATCH_RETRY_SECONDS = env.float("DELEGATE_DISPATCH_RETRY_SECONDS", default=5.0)
 # A request waiting for a per-target lock (TeamRunbook.one_run_per_target) looks again after this long.
 DELEGATE_TARGET_LOCK_RETRY_SECONDS = env.float("DELEGATE_TARGET_LOCK_RETRY_SECONDS", default=10.0)
+# Multi-account runs: the role SSM assumes in each member account (TargetLocations ExecutionRoleName).
+# Never from the user: the Start body builder takes it from here.
+DELEGATE_EXECUTION_ROLE_NAME = env.str("DELEGATE_EXECUTION_ROLE_NAME",
+                                       default="AWS-SystemsManager-AutomationExecutionRole")
+# The Region Organizations is called in (its endpoint is global; us-east-1 in the commercial partition).
+DELEGATE_ORGANIZATIONS_REGION = env.str("DELEGATE_ORGANIZATIONS_REGION", default="us-east-1")
 # Delegate's own cap on running executions per account and region, under AWS's 100.
 DELEGATE_MAX_RUNNING_PER_REGION = env.int("DELEGATE_MAX_RUNNING_PER_REGION", default=80)
 # Shared pacing of AWS calls per account, region and API class (calls per second).

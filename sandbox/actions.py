@@ -10,7 +10,7 @@ an action the sandbox cannot perform fails its step saying so.
 
 from __future__ import annotations
 
-from . import aws_calls, document_store, executions, parameters, services_actions, statuses
+from . import aws_calls, document_store, executions, parameters, services_actions, statuses, target_locations
 from .errors import AwsError
 from .outcome import Outcome, StepContext, StepFailure, done, poll, wait
 from .protocol import parse_time
@@ -372,5 +372,10 @@ DEFAULT_TIMEOUTS = {
 
 def run(ctx: StepContext) -> Outcome:
     action = ctx.step["Action"]
+    if ctx.execution.get("_location") and action in target_locations.CENTRAL_ONLY_ACTIONS:
+        raise StepFailure(
+            f"{action} is not emulated by the Delegate sandbox in a multi-account child execution, "
+            "so this step did nothing."
+        )
     handler = ACTIONS.get(action) or services_actions.ACTIONS.get(action, services_actions.not_emulated)
     return handler(ctx)

@@ -31,17 +31,19 @@ _lock = threading.Lock()
 _session: boto3.session.Session | None = None
 
 
-def client(sandbox, service: str, region: str):
+def client(sandbox, service: str, region: str, access_key: str | None = None):
     """A cached boto3 client on the sandbox, answered in-process (one botocore session keeps the
-    model cache warm)."""
+    model cache warm). `access_key`: an STS session the sandbox issued (a multi-account child's
+    execution role), so the call acts in that session's account."""
     global _session
-    key = (sandbox.url, service, region)
+    key = (sandbox.url, service, region, access_key)
     with _lock:
         cached = _clients.get(key)
         if cached is None or cached[1]() is not sandbox:  # a new sandbox may reuse a port
             if _session is None:
                 _session = boto3.session.Session(**ENGINE_CREDENTIALS)
-            made = _session.client(service, endpoint_url=sandbox.url, region_name=region, config=_CONFIG)
+            keys = {"aws_access_key_id": access_key, "aws_secret_access_key": "sandbox"} if access_key else {}
+            made = _session.client(service, endpoint_url=sandbox.url, region_name=region, config=_CONFIG, **keys)
             local_calls.attach(made, sandbox)
             cached = _clients[key] = (made, weakref.ref(sandbox))
         return cached[0]
@@ -75,10 +77,19 @@ def call(ctx, service: str, api: str, params: dict) -> dict:
     operation = operation_name(api)
     sandbox = ctx.region.state.sandbox
     delegate = server.OPERATIONS.get(service, {}).get(operation)
+    location = ctx.execution.get("_location")
+    if delegate is not None and location:
+        raise StepFailure(
+            f"{service} {operation} from a multi-account child execution is not emulated by the Delegate "
+            "sandbox (its SSM Automation and STS state is the central account's only)."
+        )
     if delegate is not None:
         return _in_process(ctx, sandbox, delegate, service, operation, params)
     try:
-        aws = client(sandbox, service, ctx.region.name)
+        if location:  # as the execution role assumed in that account, in that Region
+            aws = client(sandbox, service, location["Region"], ctx.execution.get("_access_key") or None)
+        else:
+            aws = client(sandbox, service, ctx.region.name)
     except UnknownServiceError:
         raise StepFailure(f"{service} is not an AWS service botocore knows, so the sandbox cannot call it.") from None
     model = aws.meta.service_model

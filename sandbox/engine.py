@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 
-from . import actions, executions, rate_control
+from . import actions, executions, rate_control, target_locations
 from .executions import finish, new_step, refresh_outputs, set_running
 from .outcome import StepContext, StepFailure
 from .parameters import typed_default
@@ -80,6 +80,9 @@ def advance(region, execution: dict, now: float, faults) -> None:
         region.state.mark_dirty()
     if "_children" in execution:
         rate_control.advance(region, execution, now, faults)
+        return
+    if "_locations" in execution:
+        target_locations.advance(region, execution, now, faults)
         return
     for _ in range(MAX_TRANSITIONS_PER_TICK):
         if execution.get("_cancel") and not execution.get("_cancel_handled"):
@@ -163,11 +166,12 @@ def _lookup(region, execution: dict):
 
     def lookup(name: str):
         now = dt.datetime.now(dt.UTC)
+        location = execution.get("_location") or {}  # a multi-account child runs elsewhere
         fixed = {
             "automation:EXECUTION_ID": execution["AutomationExecutionId"],
             "automation:DOCUMENT_EXECUTION_ID": execution["AutomationExecutionId"],
-            "global:REGION": region.name,
-            "global:ACCOUNT_ID": region.account_id,
+            "global:REGION": location.get("Region") or region.name,
+            "global:ACCOUNT_ID": location.get("Account") or region.account_id,
             "global:AWS_PARTITION": "aws",
             "global:URL_SUFFIX": "amazonaws.com",
             "global:DATE": now.strftime("%Y-%m-%d"),
@@ -214,6 +218,9 @@ def _run_current(region, execution: dict, now: float, faults) -> bool:
     try:
         if step["StepName"] in faults.fail_step:
             raise StepFailure("Step forced to fail by the sandbox fault fail_step.")
+        forced = target_locations.location_failure(execution, faults)
+        if forced:
+            raise StepFailure(forced)
         outcome = actions.run(ctx)
     except StepFailure as exc:
         _fail(region, execution, step, str(exc), now)

@@ -99,6 +99,8 @@ class Faults:
         self.rate_limits: dict[str, float] = {}
         self.latency = 0.0
         self.fail_step: set[str] = set()
+        # "ACCOUNT:REGION" of multi-account locations whose child executions fail every step.
+        self.fail_locations: set[str] = set()
         # AWS lets only the listed Approvers approve or reject, and so does the sandbox by default.
         # Tests may turn it off explicitly (and say why).
         self.enforce_approvers = True
@@ -200,6 +202,7 @@ class Faults:
             "rate_limits": dict(self.rate_limits),
             "latency": self.latency,
             "fail_step": sorted(self.fail_step),
+            "fail_locations": sorted(self.fail_locations),
             "enforce_approvers": self.enforce_approvers,
             "engine_paused": self.engine_paused,
             "queued_errors": queued,
@@ -217,6 +220,7 @@ class Faults:
             "rate_limits",
             "latency",
             "fail_step",
+            "fail_locations",
             "enforce_approvers",
             "engine_paused",
             "throttle_next",
@@ -237,6 +241,8 @@ class Faults:
             self.latency = float(body["latency"])
         if "fail_step" in body:
             self.fail_step = set(body["fail_step"] or [])
+        if "fail_locations" in body:
+            self.fail_locations = set(body["fail_locations"] or [])
         if "enforce_approvers" in body:
             self.enforce_approvers = bool(body["enforce_approvers"])
         for operation, n in (body.get("throttle_next") or {}).items():

@@ -38,8 +38,13 @@ def application():
         return _app
 
 
-def call(method: str, path: str, query: str, headers, body: bytes, host: str) -> tuple[int, list, bytes]:
-    """One request through moto: (status, headers, body)."""
+def call(
+    method: str, path: str, query: str, headers, body: bytes, host: str, account_id: str | None = None
+) -> tuple[int, list, bytes]:
+    """One request through moto: (status, headers, body), in `account_id`'s backends.
+
+    moto keeps one backend per account; it picks the account from `x-moto-account-id`, which the
+    front door sets from the caller's identity (a header a client sent itself is dropped)."""
     environ = {
         "REQUEST_METHOD": method,
         "SCRIPT_NAME": "",
@@ -63,9 +68,11 @@ def call(method: str, path: str, query: str, headers, body: bytes, host: str) ->
         key = name.upper().replace("-", "_")
         if key == "CONTENT_TYPE":
             environ["CONTENT_TYPE"] = value
-        elif key != "CONTENT_LENGTH":
+        elif key not in ("CONTENT_LENGTH", "X_MOTO_ACCOUNT_ID"):
             environ["HTTP_" + key] = value
     environ.setdefault("HTTP_HOST", host)
+    if account_id:
+        environ["HTTP_X_MOTO_ACCOUNT_ID"] = account_id
     captured: dict = {}
 
     def start_response(status, response_headers, exc_info=None):
@@ -91,7 +98,7 @@ def _unquote_path(path: str) -> str:
 
 # Whether moto's world is exactly as seeded: a new Sandbox then reuses it instead of seeding
 # again (seeding costs about a second; the sandbox's own tests start ~100 sandboxes).
-_world = {"seeded": False, "dirty": True}
+_world = {"seeded": False, "dirty": True, "generation": 0}
 READ_ONLY_PREFIXES = ("Describe", "List", "Get", "Head", "GET ", "HEAD ")
 
 
@@ -114,7 +121,12 @@ def reset() -> None:
     from moto.moto_api._internal.models import moto_api_backend
 
     moto_api_backend.reset()
-    _world.update(seeded=False, dirty=True)
+    _world.update(seeded=False, dirty=True, generation=_world["generation"] + 1)
+
+
+def generation() -> int:
+    """Bumped by every reset: what was seeded lazily before it is gone (world.py)."""
+    return _world["generation"]
 
 
 def ec2_backend(account_id: str, region: str):

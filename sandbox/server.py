@@ -182,7 +182,14 @@ def dispatch(sandbox, method: str, path: str, query: str, headers, body: bytes) 
         if delegate is not None:
             status, response_headers, payload = _delegate(sandbox, delegate, service, operation, params, caller, region_name, request_id)
         else:
-            status, response_headers, payload = _moto(sandbox, method, path, query, headers, body, service, operation, params, region_name)
+            account = _account_of(sandbox, caller, access_key, headers)
+            if service == "organizations":
+                world.ensure_organization(sandbox)
+            if account != state.account_id:
+                world.ensure_member(sandbox, account)
+            status, response_headers, payload = _moto(
+                sandbox, method, path, query, headers, body, service, operation, params, region_name, account
+            )
             if status >= 400:
                 call["error"] = _error_code(payload) or str(status)
     except AwsError as exc:
@@ -239,11 +246,24 @@ def _instance_ids(operation: str, form: dict) -> list[str]:
     return [v for k, v in form.items() if re.fullmatch(r"InstanceId\.\d+", k)]
 
 
-def _moto(sandbox, method, path, query, headers, body, service, operation, params, region_name):
+def _account_of(sandbox, caller, access_key: str | None, headers) -> str:
+    """The account a call acts in: an assumed-role session's account, else the central one.
+    The seeding key may name a member account (world.py seeds the organization's members)."""
+    if caller.session:
+        return caller.session["Account"]
+    if access_key == world.SELF_CREDENTIALS["aws_access_key_id"] and headers.get(world.SEED_ACCOUNT_HEADER):
+        return headers.get(world.SEED_ACCOUNT_HEADER)
+    return sandbox.state.account_id
+
+
+def _moto(sandbox, method, path, query, headers, body, service, operation, params, region_name, account=None):
     transitions = sandbox.transitions
     watched: list[str] = []
     before: dict = {}
-    if service == "ec2":
+    account = account or sandbox.state.account_id
+    # Timed instance transitions and the EC2 refusals are modelled for the central account only;
+    # in member accounts moto's own (immediate) EC2 behaviour applies (sandbox/README.md).
+    if service == "ec2" and account == sandbox.state.account_id:
         transitions.settle()
         # EC2 refuses DescribeInstances MaxResults outside 5..1000 (the CLI sends 1000); moto takes anything.
         max_results = (params or {}).get("MaxResults")
@@ -265,7 +285,7 @@ def _moto(sandbox, method, path, query, headers, body, service, operation, param
     if not seeding and not sandbox.world_ready.wait(120):
         raise AwsError("ServiceUnavailable", "The Delegate sandbox is still seeding its AWS world.", 503)
     moto_bridge.note_call(operation)
-    status, response_headers, payload = moto_bridge.call(method, path, query, headers, body, host)
+    status, response_headers, payload = moto_bridge.call(method, path, query, headers, body, host, account)
     if watched and status < 400 and operation != "ModifyInstanceAttribute":
         transitions.after(region_name, operation, watched, before)
     return status, response_headers, payload

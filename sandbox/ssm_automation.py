@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 
-from . import document_store, executions, parameters, rate_control, signals
+from . import document_store, executions, parameters, rate_control, signals, target_locations
 from .errors import AwsError, validation
 from .executions import new_execution, request_cancel
 from .paging import page
@@ -109,11 +109,8 @@ def _shape(p: dict) -> None:
         alarms = alarm.get("Alarms") or []
         if len(alarms) != 1 or not str(alarms[0].get("Name", "")).strip() or len(alarms[0]["Name"]) > 255:
             raise validation("AlarmConfiguration.Alarms takes exactly one alarm with a non-blank Name.")
-    if p.get("TargetLocations") or p.get("TargetLocationsURL"):
-        raise validation(
-            "TargetLocations (multi-account and multi-Region automation) is not supported by "
-            "the Delegate sandbox."
-        )
+    if p.get("TargetLocations") is not None or p.get("TargetLocationsURL"):
+        target_locations.check_shape(p)
 
 
 def _rate_control_shape(p: dict) -> None:
@@ -166,7 +163,11 @@ def start_automation_execution(req: Request) -> dict:
     )
     content = document_store.content_of(version)
     given = p.get("Parameters") or {}
-    if p.get("Targets") or p.get("TargetMaps"):
+    if p.get("TargetLocations"):
+        target_locations.refuse_approval_steps(content)  # before the parameters, as it is the document
+        typed, wire = parameters.validate(content, given)
+        extra = target_locations.parent_fields(req.state, p, content)
+    elif p.get("Targets") or p.get("TargetMaps"):
         extra = _rate_control(region, p, content, given)
         typed, wire = {}, extra["_base_params"]
     else:

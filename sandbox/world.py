@@ -8,6 +8,12 @@ Two regions (eu-west-1, us-east-1) each get nine instances (four `Team=platform`
 golden AMI per team, and a legacy snapshot. eu-west-1 also gets an Auto Scaling group
 (web-1 and web-2), a PostgreSQL RDS instance, SQS queues, S3 buckets and an IAM role per team.
 Seeded EC2 ids are `inventory.seeded_id(...)`; everything else is found by name.
+
+The central account also manages an AWS Organization (moto's Organizations): three OUs with
+four member accounts each, fixed ids (`MEMBER_ACCOUNTS`, `OU_IDS`). Every member account has
+the execution role `AWS-SystemsManager-AutomationExecutionRole` and, in each seeded region, two
+instances (`Team=platform`) in its own moto backend: multi-account runs act there. Both are
+seeded on first use (`ensure_organization`, `ensure_member`), through the same APIs.
 """
 
 from __future__ import annotations
@@ -15,7 +21,10 @@ from __future__ import annotations
 import boto3
 from botocore.config import Config
 
-from . import local_calls
+import contextlib
+import threading
+
+from . import local_calls, moto_bridge
 from .inventory import SEED_INSTANCES, SEED_REGIONS, forced_ids, seeded_id
 
 TEAMS = ("platform", "data")
@@ -26,6 +35,19 @@ ASSUME_ROLE_POLICY = (
 )
 # Credentials the sandbox uses for its own calls (seeding, runbook steps); the access key names it.
 SELF_CREDENTIALS = {"aws_access_key_id": "AKIASANDBOXSEED00000", "aws_secret_access_key": "sandbox"}
+
+
+# The organization: OU name -> its four member accounts (ids fixed so the demo can grant them).
+ORGANIZATIONAL_UNITS = ("Production", "Staging", "Development")
+MEMBER_ACCOUNTS = {
+    name: [f"3000000{index + 1}{n:04d}" for n in range(1, 5)] for index, name in enumerate(ORGANIZATIONAL_UNITS)
+}
+ROOT_ID = "r-dlg0"
+OU_IDS = {name: f"ou-dlg0-{name.lower():0<8}" for name in ORGANIZATIONAL_UNITS}
+EXECUTION_ROLE = "AWS-SystemsManager-AutomationExecutionRole"
+# Seeding calls for a member account carry this header with the seeding key (server.py honours
+# it for that key only), as an operator working in that account would.
+SEED_ACCOUNT_HEADER = "x-delegate-sandbox-account"
 
 
 def _tags(**tags: str | None) -> list[dict]:
@@ -168,3 +190,107 @@ def _seed_home(client) -> None:
             AssumeRolePolicyDocument=ASSUME_ROLE_POLICY,
             Tags=_tags(Team=team),
         )
+
+
+@contextlib.contextmanager
+def _organization_ids(accounts: list[str], ous: list[str]):
+    """moto draws organization, root, OU and account ids at random; the seeded ones are fixed."""
+    from moto.organizations import utils
+
+    originals = (utils.make_random_root_id, utils.make_random_ou_id, utils.make_random_account_id)
+    account_queue, ou_queue = list(accounts), list(ous)
+    utils.make_random_root_id = lambda: ROOT_ID
+    utils.make_random_ou_id = lambda root_id: ou_queue.pop(0) if ou_queue else originals[1](root_id)
+    # The master account's record draws an id too (moto then sets it to the caller's account).
+    utils.make_random_account_id = lambda: account_queue.pop(0) if account_queue else originals[2]()
+    try:
+        yield
+    finally:
+        utils.make_random_root_id, utils.make_random_ou_id, utils.make_random_account_id = originals
+
+
+class _Seeding:
+    """Which parts of the organization moto holds now. Seeding the twelve member accounts up front
+    would cost every sandbox start several seconds, so the organization is seeded on first use
+    (an Organizations call, a call in a member account, a TargetLocations start) and each member
+    account the first time anything looks at it. moto_bridge.reset() forgets both."""
+
+    lock = threading.RLock()  # re-entrant: the seeding's own calls pass through the same checks
+    generation = -1
+    organization = False
+    members: set[str] = set()
+
+
+def _fresh() -> None:
+    if _Seeding.generation != moto_bridge.generation():
+        _Seeding.generation = moto_bridge.generation()
+        _Seeding.organization = False
+        _Seeding.members = set()
+
+
+MEMBERS = frozenset(a for accounts in MEMBER_ACCOUNTS.values() for a in accounts)
+
+
+def _seed_client(sandbox, service: str, region: str = HOME_REGION, account: str | None = None):
+    global _session
+    if _session is None:
+        _session = boto3.session.Session(**SELF_CREDENTIALS)
+    made = _session.client(service, endpoint_url=sandbox.url, region_name=region,
+                           config=Config(retries={"mode": "standard", "total_max_attempts": 1}))
+    local_calls.attach(made, sandbox)
+    if account:
+        def add_header(request, **_):
+            request.headers[SEED_ACCOUNT_HEADER] = account
+
+        made.meta.events.register("before-sign", add_header)
+    return made
+
+
+def ensure_organization(sandbox) -> None:
+    """The organization, its OUs and member accounts (not their resources: `ensure_member`)."""
+    if not sandbox.seed:
+        return
+    with _Seeding.lock:
+        _fresh()
+        if _Seeding.organization:
+            return
+        _Seeding.organization = True
+        orgs = _seed_client(sandbox, "organizations", "us-east-1")
+        accounts = [a for name in ORGANIZATIONAL_UNITS for a in MEMBER_ACCOUNTS[name]]
+        # The root is an OU to moto and draws an OU id first (its own id is ROOT_ID).
+        ous = ["ou-dlg0-rootunit", *(OU_IDS[name] for name in ORGANIZATIONAL_UNITS)]
+        with _organization_ids(["000000000000", *accounts], ous):
+            orgs.create_organization(FeatureSet="ALL")
+            for name in ORGANIZATIONAL_UNITS:
+                ou = orgs.create_organizational_unit(ParentId=ROOT_ID, Name=name)["OrganizationalUnit"]["Id"]
+                for number, account in enumerate(MEMBER_ACCOUNTS[name], start=1):
+                    made = orgs.create_account(Email=f"{name.lower()}-{number}@example.com",
+                                               AccountName=f"{name.lower()}-{number}")
+                    assert made["CreateAccountStatus"]["AccountId"] == account
+                    orgs.move_account(AccountId=account, SourceParentId=ROOT_ID, DestinationParentId=ou)
+
+
+def ensure_member(sandbox, account: str) -> None:
+    """A seeded member account's execution role and its instances (two per seeded region)."""
+    if not sandbox.seed or account not in MEMBERS:
+        return
+    with _Seeding.lock:
+        _fresh()
+        if account in _Seeding.members:
+            return
+        ensure_organization(sandbox)
+        _Seeding.members.add(account)
+        environment = next(name for name, accounts in MEMBER_ACCOUNTS.items() if account in accounts)
+        _seed_client(sandbox, "iam", account=account).create_role(
+            RoleName=EXECUTION_ROLE, AssumeRolePolicyDocument=ASSUME_ROLE_POLICY
+        )
+        for region in SEED_REGIONS:
+            ec2 = _seed_client(sandbox, "ec2", region, account=account)
+            image = ec2.register_image(Name="al2023-ami-2023.6-x86_64", Architecture="x86_64",
+                                       RootDeviceName="/dev/xvda", VirtualizationType="hvm")["ImageId"]
+            ec2.run_instances(
+                ImageId=image, InstanceType="t3.micro", MinCount=2, MaxCount=2,
+                Placement={"AvailabilityZone": region + "a"},
+                TagSpecifications=[{"ResourceType": "instance",
+                                    "Tags": _tags(Team="platform", Environment=environment.lower())}],
+            )

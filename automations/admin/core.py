@@ -1,4 +1,5 @@
 """Django admin for teams, accounts, runbooks and policies. Every change is audited with before/after."""
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
@@ -19,7 +20,7 @@ from automations.models import (
     TeamRole,
     TeamRunbook,
 )
-from automations.models import SsoGroupRule, SsoIdentity
+from automations.models import SsoGroupRule, SsoIdentity, TeamLocationGrant
 
 
 class MembershipInline(admin.TabularInline):
@@ -193,3 +194,32 @@ class TeamResourceAdmin(AuditedAdmin):
     list_display = ["team", "account", "kind", "identifier", "region", "description"]
     list_filter = ["team", "kind"]
     search_fields = ["identifier"]
+
+
+class TeamLocationGrantForm(forms.ModelForm):
+    class Meta:
+        model = TeamLocationGrant
+        fields = ["team", "account", "target_id", "label"]
+
+    def clean(self):
+        cleaned = super().clean()
+        account, target = cleaned.get("account"), cleaned.get("target_id")
+        if account and target and not self.errors:
+            from automations.errors import DomainError
+            from automations.services import locations
+
+            try:  # resolved through AWS Organizations now: a typo never becomes a grant
+                self.covered = locations.grant_coverage(account=account, target_id=target)
+            except DomainError as error:
+                raise forms.ValidationError({"target_id": error.detail}) from None
+        return cleaned
+
+
+@admin.register(TeamLocationGrant)
+class TeamLocationGrantAdmin(AuditedAdmin):
+    """Member accounts and OUs a team may target in multi-account runs (checked against Organizations)."""
+
+    form = TeamLocationGrantForm
+    list_display = ["team", "account", "target_id", "label"]
+    list_filter = ["team", "account"]
+    search_fields = ["target_id", "label"]

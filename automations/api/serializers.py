@@ -106,6 +106,13 @@ class RequestCreateInput(StrictSerializer):
     rerun_of = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False, allow_null=True, default=None)
     run_at = serializers.DateTimeField(required=False, allow_null=True, default=None,
                                        help_text="Approve now, run at this time (ISO 8601 with a time zone).")
+    location_targets = serializers.ListField(
+        child=serializers.RegexField(r"^(\d{12}|ou-[a-z0-9]{4,32}-[a-z0-9]{8,32})$"), required=False, default=list,
+        max_length=50, help_text="Multi-account run: member account ids or OU ids granted to your team.")
+    location_regions = serializers.ListField(child=serializers.RegexField(r"^[a-z]{2}(-[a-z]+)+-\d$"), required=False,
+                                             default=list, max_length=50, help_text="Multi-account run: the Regions.")
+    location_max_concurrency = serializers.CharField(max_length=7, required=False, allow_blank=True, default="")
+    location_max_errors = serializers.CharField(max_length=7, required=False, allow_blank=True, default="")
     confirm_overlap = serializers.BooleanField(
         required=False, default=False,
         help_text="Submit although open requests of this runbook share a target; without it such a "
@@ -200,6 +207,9 @@ class RequestSerializer(serializers.ModelSerializer):
     automation_role_arn = serializers.CharField(source="run_as")
     approvals = ApprovalSerializer(many=True, read_only=True)
     execution = serializers.SerializerMethodField()
+    locations = serializers.SerializerMethodField(
+        help_text="Multi-account runs: the account × Region matrix (each child execution's AWS status, "
+                  "counts, progress); null for a single-account request.")
     start_call = serializers.SerializerMethodField(
         help_text="The StartAutomationExecution body the worker sends for this request, without ClientToken "
                   "and Tags; built by the same function as the form's preview (automations.runbooks.start_body).")
@@ -211,7 +221,7 @@ class RequestSerializer(serializers.ModelSerializer):
                   "document_version", "version_choice", "account_id", "region", "automation_role_arn", "parameters",
                   "target_parameter_name", "targets", "max_concurrency", "max_errors", "alarm_name", "resources", "resource_names",
                   "justification", "fingerprint", "client_token", "rerun_of", "created_at", "approved_at",
-                  "dispatched_at", "finished_at", "approvals", "execution", "run_at", "start_call"]
+                  "dispatched_at", "finished_at", "approvals", "execution", "run_at", "start_call", "locations"]
         read_only_fields = fields
 
     def get_runs_as_source(self, obj) -> str:
@@ -230,6 +240,11 @@ class RequestSerializer(serializers.ModelSerializer):
 
     def get_start_call(self, obj) -> dict:
         return start_body_for(obj)
+
+    def get_locations(self, obj) -> dict | None:
+        from automations import selectors
+
+        return selectors.location_matrix(obj)
 
 
 def _seconds(value) -> float | None:

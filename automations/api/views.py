@@ -124,6 +124,8 @@ class RequestListCreateApi(APIView):
             alarm_name=data["alarm_name"], justification=data["justification"], rerun_of=rerun_of,
             client=ClientInfo.from_request(request), run_at=data["run_at"],
             check_overlap=not data["confirm_overlap"],
+            location_targets=data["location_targets"], location_regions=data["location_regions"],
+            location_max_concurrency=data["location_max_concurrency"], location_max_errors=data["location_max_errors"],
         )
         created = selectors.requests_visible_to(request.user).get(pk=created.pk)
         return Response(s.RequestSerializer(created).data, status=status.HTTP_201_CREATED)

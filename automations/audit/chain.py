@@ -150,8 +150,9 @@ def record(
             "team": request.team.name,
             "runbook": request.runbook.name,
             "resources": list(request.resources),
-            "account_id": request.account.account_id,
-            "region": request.region,
+            # A multi-account run's child execution names its own account and Region.
+            "account_id": account_id or request.account.account_id,
+            "region": region or request.region,
         }
     if aws is not None:
         fields.update({

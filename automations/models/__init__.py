@@ -20,6 +20,7 @@ from automations.models.policy import (
     StepApproval,
     StepDecision,
 )
+from automations.models.locations import LocationExecution, TeamLocationGrant
 from automations.models.runbooks import ContentRevision, RoleParameter, Runbook, RunbookVersion, TeamRole, TeamRunbook
 from automations.models.sso import SsoGroupRule, SsoIdentity
 from automations.models.teams import Account, Membership, Team, TeamResource
@@ -32,6 +33,8 @@ __all__ = (
     # approval policy (models/policy.py)
     "ApprovalDelegation", "DelegatedApproval", "Escalation", "FreezeOverride", "FreezeWindow", "NotificationDelivery",
     "NotificationWebhook", "StepApproval", "StepDecision",
+    # multi-account runs (models/locations.py)
+    "LocationExecution", "TeamLocationGrant",
     # single sign-on (models/sso.py)
     "SsoGroupRule", "SsoIdentity",
 )

@@ -44,6 +44,16 @@ class AutomationRequest(models.Model):
     max_concurrency = models.CharField(max_length=7, blank=True)
     max_errors = models.CharField(max_length=7, blank=True)
     alarm_name = models.CharField(max_length=255, blank=True)
+    # Multi-account run (TargetLocations): the granted accounts/OUs chosen, the Regions, and the
+    # member accounts they resolved to at submit. Empty location_targets = a single-account run.
+    location_targets = models.JSONField(default=list, blank=True)
+    location_regions = models.JSONField(default=list, blank=True)
+    location_accounts = models.JSONField(default=list, blank=True)
+    # {account id: [the chosen targets (itself or its OU) that cover it]} at submit, for the matrix's
+    # OU filter; derived from the same resolution as location_accounts (which the fingerprint binds).
+    location_sources = models.JSONField(default=dict, blank=True)
+    location_max_concurrency = models.CharField(max_length=7, blank=True)
+    location_max_errors = models.CharField(max_length=7, blank=True)
     # Resource ids the request acts on (from resource-typed parameters and targets): audit and scope checks.
     resources = models.JSONField(default=list, blank=True)
     # Their Name tags when submitted ({id: name}), so pages, mail and exports say "web-1 (i-…)"
@@ -89,6 +99,14 @@ class AutomationRequest(models.Model):
     @property
     def resource_labels(self) -> list[str]:
         return [self.resource_label(resource_id) for resource_id in self.resources or []]
+
+    @property
+    def is_multi_account(self) -> bool:
+        return bool(self.location_targets)
+
+    @property
+    def location_count(self) -> int:
+        return len(self.location_accounts or []) * len(self.location_regions or [])
 
     @property
     def is_terminal(self) -> bool:

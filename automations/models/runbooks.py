@@ -97,6 +97,12 @@ class TeamRunbook(TeamRunbookPolicy):
     enabled = models.BooleanField(default=True)
     # 0 = auto-approve (the audit event names this policy); N = N distinct approvers.
     approvals_required = models.PositiveSmallIntegerField(default=1)
+    # Multi-account runs: above this many accounts, this many approvers (0 = no extra rule).
+    multi_account_threshold = models.PositiveIntegerField(
+        default=0, help_text="A multi-account request over more than this many accounts needs the approvals below "
+                             "(0: no extra rule).")
+    multi_account_approvals = models.PositiveSmallIntegerField(
+        default=0, help_text="Approvers needed above the account threshold (when more than approvals_required).")
     # Which versions requesters may choose from; pinned restricts them to pinned_version.
     version_choice = models.CharField(max_length=10, choices=VersionChoice, default=VersionChoice.DEFAULT)
     pinned_version = models.CharField(max_length=16, blank=True)

@@ -8,6 +8,7 @@ from automations.policy.rules import (
     team_policy,
     policy_for,
     approvals_required,
+    required_approvals,
     pool,
     in_pool,
     eligible_approver_count,
@@ -42,7 +43,7 @@ from automations.policy.rules import (
 
 __all__ = [
     "AUDITOR_PERMISSION", "FREEZE_OVERRIDE_APPROVERS", "is_auditor", "is_member", "is_lead",
-    "team_policy", "policy_for", "approvals_required", "pool", "in_pool", "eligible_approver_count",
+    "team_policy", "policy_for", "approvals_required", "required_approvals", "pool", "in_pool", "eligible_approver_count",
     "Seat", "ApprovalDecision", "approval_decision", "seats", "taken_by", "free_seat", "can_approve", "can_reject", "can_withdraw", "can_amend", "can_cancel",
     "decider_filter", "is_any_approver", "can_delegate", "active_freezes", "freeze_at",
     "allowed_account_ids", "scope_problems", "ids_not_matching", "targets_missing_tags",

@@ -71,8 +71,19 @@ def policy_for(request: AutomationRequest) -> TeamRunbook | None:
 
 
 def approvals_required(request: AutomationRequest) -> int:
-    policy = policy_for(request)
-    return policy.approvals_required if policy else 1
+    return required_approvals(policy_for(request), request)
+
+
+def required_approvals(policy: TeamRunbook | None, request: AutomationRequest) -> int:
+    """The one rule for how many distinct approvers a request needs: the policy's count, raised to
+    its multi-account count when the request covers more member accounts than its threshold."""
+    if policy is None:
+        return 1
+    required = policy.approvals_required
+    accounts = len(getattr(request, "location_accounts", None) or [])
+    if policy.multi_account_threshold and accounts > policy.multi_account_threshold:
+        required = max(required, policy.multi_account_approvals)
+    return required
 
 
 #
@@ -181,7 +192,7 @@ def approval_decision(user: AbstractBaseUser, request: AutomationRequest,
     found = seats(user, request, at=at)
     return ApprovalDecision(
         team_policy=team_policy,
-        required=team_policy.approvals_required if team_policy else 1,
+        required=required_approvals(team_policy, request),
         seats=found,
         seat=_first_free(user, found, taken_by(request)) if found else None,
         freeze=freeze_at(request.team, at=at),

@@ -475,6 +475,7 @@ def fingerprint_of(
     account: str,
     region: str,
     run_at: str,
+    locations: dict | None = None,
 ) -> str:
     """SHA-256 over what an approver approves (DESIGN.md); the worker recomputes it before dispatch.
 
@@ -500,6 +501,8 @@ def fingerprint_of(
                 "account": account,
                 "region": region,
                 "run_at": run_at,
+                # Multi-account runs only, so single-account fingerprints stay what they were.
+                **({"locations": locations} if locations else {}),
             }
         )
     ).hexdigest()
@@ -520,4 +523,9 @@ def fingerprint_for(request: AutomationRequest) -> str:
         account=request.account.account_id,
         region=request.region,
         run_at=request.run_at.isoformat() if request.run_at else "",
+        locations={
+            "targets": list(request.location_targets), "regions": list(request.location_regions),
+            "accounts": list(request.location_accounts), "max_concurrency": request.location_max_concurrency,
+            "max_errors": request.location_max_errors,
+        } if request.location_targets else None,
     )

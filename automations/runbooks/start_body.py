@@ -18,6 +18,10 @@ def start_body(
     max_concurrency: str = "",
     max_errors: str = "",
     alarm_name: str = "",
+    location_targets: list[str] | None = None,
+    location_regions: list[str] | None = None,
+    location_max_concurrency: str = "",
+    location_max_errors: str = "",
 ) -> dict:
     """The request body without ClientToken and Tags (the gateway adds those: they are fixed per
     request when it is saved, so a preview cannot show them).
@@ -40,6 +44,17 @@ def start_body(
             body["MaxErrors"] = max_errors
     if alarm_name:
         body["AlarmConfiguration"] = {"IgnorePollAlarmFailure": False, "Alarms": [{"Name": alarm_name}]}
+    if location_targets:
+        from django.conf import settings
+
+        location: dict = {"Accounts": list(location_targets), "Regions": list(location_regions or [])}
+        if location_max_concurrency:
+            location["TargetLocationMaxConcurrency"] = location_max_concurrency
+        if location_max_errors:
+            location["TargetLocationMaxErrors"] = location_max_errors
+        # The role SSM assumes in every member account is the operator's, never the requester's.
+        location["ExecutionRoleName"] = settings.DELEGATE_EXECUTION_ROLE_NAME
+        body["TargetLocations"] = [location]
     return body
 
 
@@ -54,6 +69,10 @@ def start_body_for(request: AutomationRequest) -> dict:
         max_concurrency=request.max_concurrency,
         max_errors=request.max_errors,
         alarm_name=request.alarm_name,
+        location_targets=request.location_targets,
+        location_regions=request.location_regions,
+        location_max_concurrency=request.location_max_concurrency,
+        location_max_errors=request.location_max_errors,
     )
 
 

@@ -37,7 +37,7 @@ from automations.models import AutomationRequest, DispatchOutbox, Execution, Tea
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for  # noqa: F401
 from automations.runbooks import identity as run_identity
 from automations.runbooks.start_body import start_body_for
-from automations.services import content, policies, publishing
+from automations.services import content, locations, policies, publishing
 from automations.services.transitions import transition
 
 log = structlog.get_logger(__name__)
@@ -285,6 +285,20 @@ def _dispatch(request_id: int) -> str:
         if outside:
             return _fail(request_id, action="dispatch.refused",
                          reason=f"Targets left the team's scope: {', '.join(outside)}", details={"resources": outside})
+
+    if not maybe_started and request.is_multi_account:
+        # The team's account/OU grants and what the OUs cover are re-checked now (Organizations).
+        try:
+            lost = locations.dispatch_refusal(request)
+        except aws.TransientAwsError as error:
+            return _put_back(request_id, attempts=attempts, reason=f"organization check failed: {error.code}",
+                             details={"error": error.code})
+        except aws.PermanentAwsError as error:
+            lost = f"AWS Organizations refused the scope check: {error.code} {error.message}".strip()
+        if lost:
+            return _fail(request_id, action="dispatch.refused", reason=f"Out of the team's scope: {lost}",
+                         details={"code": "location_not_granted", "location_targets": request.location_targets},
+                         reason_code="location_not_granted")
 
     # The content the approval bound must be what SSM serves under that exact version now. A resumed
     # attempt checks too: if its first attempt never reached AWS, the Start below would start whatever

@@ -9,6 +9,7 @@ in automations.services.requests. Everything here audits in the transaction that
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
 
 import structlog
 from django.conf import settings
@@ -55,7 +56,7 @@ WAITING_STEP_STATUSES = frozenset({"Waiting", "PendingApproval"})
 #
 
 def submit_refusal(*, team_policy: TeamRunbook, team: Team, account, region: str, resources: list[str],
-                   requester, run_at: dt.datetime | None) -> DomainError | None:
+                   requester, run_at: dt.datetime | None, location_accounts: list[str] | None = None) -> DomainError | None:
     """The first policy rule a new request breaks, as the error to raise, or None.
 
     Scope (accounts, regions, id patterns, required tags) is enforced here and again at dispatch.
@@ -89,7 +90,8 @@ def submit_refusal(*, team_policy: TeamRunbook, team: Team, account, region: str
         if run_at > now + dt.timedelta(days=settings.DELEGATE_MAX_SCHEDULE_DAYS):
             return InvalidRequest(f"Schedule at most {settings.DELEGATE_MAX_SCHEDULE_DAYS:g} days ahead.",
                                   code="invalid_run_at", errors={"run_at": ["Too far ahead."]})
-    required = team_policy.approvals_required
+    # The multi-account rule may ask for more approvers (policy.required_approvals, the one rule).
+    required = policy.required_approvals(team_policy, SimpleNamespace(location_accounts=location_accounts or []))
     if required:
         eligible = policy.eligible_approver_count(team, team_policy, requester)
         if eligible < required:

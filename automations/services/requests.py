@@ -36,7 +36,7 @@ from automations.models import (
     Team,
     TeamRunbook,
 )
-from automations.services import content, dispatch, notifications, policies
+from automations.services import content, dispatch, locations, notifications, policies
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for
 from automations.services.transitions import transition
 from automations.runbooks.validation import (
@@ -182,6 +182,8 @@ def request_submit(
     alarm_name: str = "", justification: str = "", rerun_of: AutomationRequest | None = None,
     client: ClientInfo | None = None, preview: bool = False, expected_fingerprint: str | None = None,
     run_at: dt.datetime | None = None, check_overlap: bool = False,
+    location_targets: list[str] | None = None, location_regions: list[str] | None = None,
+    location_max_concurrency: str = "", location_max_errors: str = "",
 ) -> AutomationRequest:
     """A member of `team` asks to run a runbook the team may request. With preview=True nothing is saved.
 
@@ -254,6 +256,21 @@ def request_submit(
     except aws.AwsError as error:
         raise DomainError("The resource inventory could not be checked; try again shortly.",
                           code="inventory_unavailable") from error
+    location_sources: dict[str, list[str]] = {}
+    if location_targets:
+        # Multi-account: granted accounts/OUs only, resolved through Organizations (services/locations.py).
+        try:
+            location_sources = locations.check_submit(
+                team=team, account=account, runbook_version=runbook_version, targets=location_targets,
+                regions=list(location_regions or []), max_concurrency=location_max_concurrency,
+                max_errors=location_max_errors,
+                allowed_regions=list(team_policy.allowed_regions) or list(account.regions or []), resources=resources,
+                identity_kind=run_identity.version_identity(runbook_version).get("kind", ""))
+        except OutOfScope as error:
+            if preview:
+                raise
+            raise _refused(actor=actor, client=client, action="request.refused", error=error,
+                           location_targets=location_targets, **context) from None
     if outside:
         # Field errors name the parameter (the form shows them there) and `resources` lists them all.
         # (Rate-control target values are the `targets` field, not the parameter they fill.)
@@ -266,7 +283,8 @@ def request_submit(
         raise _refused(actor=actor, client=client, action="request.refused", error=error, resources=outside, **context)
     # The policy's own rules (accounts, regions, target tags and id patterns, run-at, enough approvers).
     error = policies.submit_refusal(team_policy=team_policy, team=team, account=account, region=runbook.region,
-                                    resources=resources, requester=actor, run_at=run_at)
+                                    resources=resources, requester=actor, run_at=run_at,
+                                    location_accounts=sorted(location_sources))
     if error is not None:
         raise error if preview else _refused(actor=actor, client=client, action="request.refused", error=error,
                                              resources=resources, **context)
@@ -278,6 +296,10 @@ def request_submit(
         max_errors=max_errors if target_parameter_name else "", alarm_name=alarm_name, resources=resources,
         justification=justification, rerun_of=rerun_of, run_at=run_at,
         document_hash=runbook_version.ssm_hash, run_as=run_identity.run_as_for(runbook_version, account),
+        location_targets=list(location_targets or []), location_regions=list(location_regions or []) if location_targets else [],
+        location_accounts=sorted(location_sources), location_sources=location_sources,
+        location_max_concurrency=location_max_concurrency if location_targets else "",
+        location_max_errors=location_max_errors if location_targets else "",
     )
     request.fingerprint = fingerprint_for(request)
     try:
@@ -305,11 +327,15 @@ def request_submit(
             "version": runbook_version.version, "version_choice": str(version), "parameters": wire,
             "targets": rc_targets, "fingerprint": request.fingerprint, "rerun_of": rerun_of.pk if rerun_of else None,
             "run_at": run_at, "document_hash": request.document_hash, "run_as": request.run_as,
+            **({"locations": {"targets": request.location_targets, "regions": request.location_regions,
+                              "accounts": request.location_accounts,
+                              "max_concurrency": request.location_max_concurrency,
+                              "max_errors": request.location_max_errors}} if request.location_targets else {}),
             # Submitted although these open requests of the same runbook share a target (confirmed).
             **({"overlapping": [other.pk for other in overlapping]} if overlapping else {}),
         })
         notifications.notify_on_commit("request.submitted", request.pk)
-        if team_policy.approvals_required == 0:
+        if policy.approvals_required(request) == 0:
             # Auto-approval names the rule that matched (unless a change freeze holds it).
             request = _take_effect(request, actor=None, client=None)
     return request
@@ -340,7 +366,7 @@ def _take_effect(request: AutomationRequest, *, actor, client, now: dt.datetime 
     """
     # The approve path hands in the decision it already took; submit and the tick ask policy here.
     team_policy = decision.team_policy if decision else policy.policy_for(request)
-    required = team_policy.approvals_required if team_policy else 1
+    required = policy.required_approvals(team_policy, request)
     approvals = [a for a in request.approvals.select_related("approver") if a.fingerprint == request.fingerprint]
     if len(approvals) < required:
         return request
@@ -533,7 +559,8 @@ def request_amend(*, request: AutomationRequest, actor, client: ClientInfo | Non
                                preview=True, expected_fingerprint=expected_fingerprint, **changes)
     fields = ("runbook_version", "version_choice", "parameters", "target_parameter_name", "targets",
               "max_concurrency", "max_errors", "alarm_name", "resources", "resource_names", "justification",
-              "run_at", "fingerprint")
+              "run_at", "fingerprint", "location_targets", "location_regions", "location_accounts", "location_sources",
+              "location_max_concurrency", "location_max_errors")
     with transaction.atomic():
         locked = AutomationRequest.objects.select_for_update().get(pk=request.pk)
         if locked.status != Status.CHANGES_REQUESTED:

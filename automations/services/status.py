@@ -20,6 +20,7 @@ from django.utils import timezone
 from automations import aws, locks
 from automations.ops import metrics
 from automations.models import AutomationRequest, Execution
+from automations.services import location_status
 from automations.services.transitions import transition
 
 log = structlog.get_logger(__name__)
@@ -75,11 +76,15 @@ def _sync() -> int:
         metrics.STATUS_SYNC_CYCLES.labels(outcome="idle").inc()
         return 0
     metrics.STATUS_SYNC_CYCLES.labels(outcome="ran").inc()
+    changed = 0
+    # Children first: when the parent is seen final in this cycle, its children were read just before.
+    for execution in running:
+        if execution.request.location_targets:
+            changed += location_status.sync_request(execution.request)
     by_location: dict[tuple[str, str, str], list[Execution]] = defaultdict(list)
     for execution in running:
         request = execution.request
         by_location[(request.account.account_id, request.region, request.account.dispatch_role_arn)].append(execution)
-    changed = 0
     for (account_id, region, role_arn), executions in by_location.items():
         by_id = {execution.execution_id: execution for execution in executions}
         ids = list(by_id)
@@ -95,6 +100,12 @@ def _sync() -> int:
                 continue
             if _apply(execution, item, account_id=account_id, region=region, role_arn=role_arn, deadline=deadline):
                 changed += 1
+    # A run that ended in this cycle: one last look at its children (they ended before the parent).
+    multi = [execution.request_id for execution in running if execution.request.location_targets]
+    if multi:
+        for request in (AutomationRequest.objects.select_related("account", "execution")
+                        .filter(pk__in=multi).exclude(status=Status.RUNNING)):
+            changed += location_status.sync_request(request)
     return changed
 
 

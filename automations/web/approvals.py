@@ -42,6 +42,9 @@ def policy_rules(team_policy, team: Team) -> list[str]:
     pool = f"the group “{team_policy.approver_group.name}”" if team_policy.approver_group_id else "the team's leads"
     rules.append("Approved automatically (no approval required)." if required == 0 else
                  f"Needs {required} distinct approver{'s' if required != 1 else ''} from {pool}; never the requester.")
+    if team_policy.multi_account_threshold and team_policy.multi_account_approvals > required:
+        rules.append(f"A multi-account run over more than {team_policy.multi_account_threshold} accounts needs "
+                     f"{team_policy.multi_account_approvals} distinct approvers.")
     accounts = policy.allowed_account_ids(team_policy, team)
     if accounts:
         rules.append(f"Accounts: {', '.join(accounts)}.")

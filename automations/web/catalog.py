@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -32,7 +33,9 @@ from automations.web.forms import (
     picker_state,
 )
 from automations.models import AutomationRequest, RunbookVersion, TeamRunbook
+from automations.services.locations import approval_steps
 from automations.services.requests import resolve_version
+from automations.web import location_form
 
 # "self" is what SSM calls documents of the account the portal reads, not documents this person owns.
 TABS = (("all", "All"), ("self", "Our account's"), ("private", "Shared with us"), ("amazon", "Owned by Amazon"))
@@ -283,11 +286,19 @@ def request_new(request, pk: int):
         resources=selectors.inventory_for_pickers(team_policy),
         justification_required=team_policy.justification_required,
     )
+    grants = selectors.location_grants_for(team_policy) if not context["needs_setup"] else []
+    context["execution_role_name"] = settings.DELEGATE_EXECUTION_ROLE_NAME
+    if grants and not approval_steps(runbook_version.steps) \
+            and run_identity.version_identity(runbook_version).get("kind") == "absent":
+        location_form.add_location_fields(
+            form, grants=grants, regions=list(team_policy.allowed_regions) or list(runbook.account.regions or []))
+        if request.method == "POST":
+            form.full_clean()  # the fields were added after binding
     context.update(
         version=runbook_version, form=form, description=markdown.render(runbook_version.description)
     )
     if request.method == "POST" and form.is_valid():
-        arguments = form.service_arguments()
+        arguments = {**form.service_arguments(), **location_form.location_arguments(form)}
         common = {
             "actor": request.user,
             "team": team_policy.team,

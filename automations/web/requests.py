@@ -1,9 +1,10 @@
 """Server-rendered pages. Views fetch through selectors (invisible = 404) and write through services."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -65,6 +66,9 @@ def _detail_context(request, automation_request):
         "timeline": automation_request.audit_events.order_by("sequence"),
         "progress": run_progress(automation_request),
         "decision_form": DecisionForm(),
+        "locations": selectors.location_matrix(automation_request, failed_only=request.GET.get("failed_only") == "1",
+                                               via=request.GET.get("via", "")[:68]),
+        "execution_role_name": settings.DELEGATE_EXECUTION_ROLE_NAME,
         **views_approvals.decision_context(user, automation_request, decision=decision),
     }
 
@@ -91,10 +95,25 @@ def live_key(automation_request) -> str:
     execution = automation_request.execution if _has_execution(automation_request) else None
     last_event = automation_request.audit_events.order_by("-sequence").values_list("sequence", flat=True).first()
     shown = [automation_request.status, automation_request.status_reason, last_event]
+    if automation_request.location_targets:
+        shown += list(automation_request.location_executions.values_list("execution_id", "aws_status"))
     if execution is not None:
         shown += [execution.aws_status, execution.current_step, execution.failure_message,
                   [(step.get("name"), step.get("status")) for step in execution.steps or []]]
     return hashlib.sha256(repr(shown).encode()).hexdigest()[:16]
+
+
+@login_required
+@require_GET
+def request_location(request, pk: int, execution_id):
+    """One location of a multi-account run: its child execution's steps, read from AWS now."""
+    automation_request = get_object_or_404(selectors.requests_visible_to(request.user), pk=pk)
+    child = selectors.location_child(automation_request, str(execution_id))
+    if child is None:
+        raise Http404("No such location in this request.")
+    steps, problem = selectors.location_child_steps(automation_request, child)
+    return render(request, "automations/request_location.html",
+                  {"item": automation_request, "child": child, "steps": steps, "problem": problem})
 
 
 @login_required

@@ -19,6 +19,7 @@ urlpatterns = [
     path("requests/", views.request_list, name="request_list"),
     path("requests/<int:pk>/", views.request_detail, name="request_detail"),
     path("requests/<int:pk>/status/", views.request_status_partial, name="request_status"),
+    path("requests/<int:pk>/locations/<uuid:execution_id>/", views.request_location, name="request_location"),
     path("requests/<int:pk>/approve/", views.request_approve, name="request_approve"),
     path("requests/<int:pk>/reject/", views.request_reject, name="request_reject"),
     path("requests/<int:pk>/send-back/", views.request_send_back, name="request_send_back"),

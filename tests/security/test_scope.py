@@ -11,7 +11,7 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from automations.models import ApprovalDelegation, AuditEvent, Execution, StepApproval
+from automations.models import ApprovalDelegation, AuditEvent, Execution, LocationExecution, StepApproval
 from tests import factories as f
 from tests.security_helpers import project_routes
 
@@ -25,6 +25,7 @@ OBJECTS = {
     "automations:runbook_detail": {"pk": "runbook"},
     "automations:request_detail": {"pk": "request"},
     "automations:request_status": {"pk": "request"},
+    "automations:request_location": {"pk": "request", "execution_id": "location"},
     "automations:request_approve": {"pk": "request"},
     "automations:request_reject": {"pk": "request"},
     "automations:request_withdraw": {"pk": "request"},
@@ -64,6 +65,8 @@ def platform(world, submit):
     request = submit(justification=MARKER)
     execution = Execution.objects.create(request=request, execution_id="5c2c1c1e-0000-4000-8000-00000000a11c")
     step = StepApproval.objects.create(execution=execution, step_execution_id="step-1", step_name="approve")
+    location = LocationExecution.objects.create(request=request, execution_id="5c2c1c1e-0000-4000-8000-00000000b0c1",
+                                                account_id="300000010001", region="eu-west-1", aws_status="Failed")
     own_runbook = f.RunbookVersionFactory(
         runbook=f.RunbookFactory(account=world.account, name="Delegate-PlatformOnly", owner_kind="self")).runbook
     f.TeamRunbookFactory(team=world.platform, runbook=own_runbook)
@@ -72,6 +75,7 @@ def platform(world, submit):
     return SimpleNamespace(
         request=request.pk, policy=world.platform_policy.pk, step=step.pk, delegation=delegation.pk,
         runbook=own_runbook.pk, execution=execution.execution_id, resource=world.web1,
+        location=location.execution_id,
         event=AuditEvent.objects.get(request=request, action="request.submitted").sequence,
     )
 
