@@ -77,3 +77,48 @@ def test_no_model_change_lacks_its_migration():
     out = io.StringIO()
     call_command("makemigrations", "--check", "--dry-run", stdout=out)
     assert "No changes detected" in out.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_demo_offers_a_multi_account_run_over_the_granted_ous(sb, monkeypatch):
+    """The demo's second story (README): alice runs the fleet runbook across the two OUs the demo
+    grants platform, bob approves, every member account × Region reports back, and production
+    (not granted) is refused."""
+    import time
+
+    from automations.models import LocationExecution
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", sb.url)
+    with open(os.devnull, "w") as quiet:
+        call_command("seed_demo", stdout=quiet)
+    policy = TeamRunbook.objects.select_related("runbook").get(
+        team__name="platform", runbook__name="Delegate-LabelFleet", runbook__region="eu-west-1")
+    alice = signed_in("alice")
+    form = alice.get(f"/runbooks/{policy.runbook_id}/request/?team=platform").content.decode()
+    assert "ou-dlg0-staging0" in form and "ou-dlg0-development" in form and "ou-dlg0-production" not in form
+
+    body = {"runbook": policy.runbook_id, "team": "platform", "parameters": {"Label": ["demo-wave"]},
+            "justification": "demo", "location_regions": ["eu-west-1"]}
+    refused = alice.post("/api/v1/requests/", {**body, "location_targets": ["ou-dlg0-production"]},
+                         content_type="application/json")
+    assert refused.status_code in (400, 403) and refused.json()["code"] == "location_not_granted", refused.content
+    created = alice.post("/api/v1/requests/", {**body, "location_targets": ["ou-dlg0-staging0", "ou-dlg0-development"]},
+                         content_type="application/json")
+    assert created.status_code == 201, created.content
+    request = AutomationRequest.objects.get(pk=created.json()["id"])
+    assert len(request.location_accounts) == 8
+
+    published = []
+    monkeypatch.setattr(publishing, "publish_dispatch", lambda pk, source: published.append(pk))
+    assert signed_in("bob").post(f"/requests/{request.pk}/approve/", {"comment": "go"}).status_code == 302
+    request.refresh_from_db()
+    assert request.status == AutomationRequest.Status.APPROVED, (request.status, request.status_reason)
+    assert published == [request.pk]  # at commit, as to the broker; the worker's task body runs here
+    tasks.dispatch_request.run(request.pk)
+    deadline = time.time() + 120
+    while not request.is_terminal and time.time() < deadline:
+        services.execution_statuses_sync()
+        request.refresh_from_db()
+        time.sleep(0.3)
+    assert request.status == AutomationRequest.Status.SUCCEEDED, (request.status, request.status_reason)
+    assert LocationExecution.objects.filter(request=request, aws_status="Success").count() == 8

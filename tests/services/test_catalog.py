@@ -41,7 +41,7 @@ FIXTURE_NAMES = sorted(
     for p in FIXTURE_FILES
     if "/documents/own/" not in p and "/documents/shared/" not in p
 )
-OWN_NAMES = ["Delegate-PatchWithApproval", "Delegate-RestartService", "Delegate-RotateLogs"]
+OWN_NAMES = ["Delegate-LabelFleet", "Delegate-PatchWithApproval", "Delegate-RestartService", "Delegate-RotateLogs"]
 EVERY_RUNBOOK = FIXTURE_NAMES + OWN_NAMES + [SHARED_ARN]
 
 
@@ -66,6 +66,7 @@ _RUNBOOK_FIELDS = (
     "default_version",
     "latest_version",
     "available",
+    "allow_unmanaged_identity",
 )
 _VERSION_FIELDS = (
     "version",
@@ -90,6 +91,8 @@ def synced(world, sb):
     if not _SYNCED:
         report = services.runbook_catalog_sync(only_offered=False)
         assert report.errors == []
+        # The fleet runbook declares no assumeRole (multi-account runs): an admin allows it, as seed_demo does.
+        Runbook.objects.filter(name="Delegate-LabelFleet").update(allow_unmanaged_identity=True)
         for runbook in Runbook.objects.filter(account=world.account, region=REGION, available=True):
             _SYNCED[runbook.name] = (
                 {f: getattr(runbook, f) for f in _RUNBOOK_FIELDS},

@@ -6,7 +6,8 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from automations import services
-from automations.models import Account, Membership, RoleParameter, Runbook, Team, TeamResource, TeamRunbook
+from automations.models import (Account, Membership, RoleParameter, Runbook, Team, TeamLocationGrant, TeamResource,
+                                TeamRunbook)
 
 PASSWORD = "delegate-demo"
 ACCOUNT_ID = "123456789012"
@@ -18,6 +19,11 @@ USERS = [  # username, team, role
     ("frank", "platform", Membership.Role.LEAD),
 ]
 # Runbook, teams, approvals required.
+# The sandbox's seeded organization (sandbox/world.py: three OUs of four member accounts each).
+# The platform team may run fleet runbooks across staging and development, not production.
+DEMO_OU_GRANTS = {"platform": [("ou-dlg0-staging0", "Staging"), ("ou-dlg0-development", "Development")]}
+MULTI_ACCOUNT_RUNBOOK = "Delegate-LabelFleet"  # no resources, no assumeRole: runs as each member's execution role
+
 POLICIES = [
     ("AWS-RestartEC2Instance", ("platform", "data"), 1),
     ("AWS-StopEC2Instance", ("platform", "data"), 1),
@@ -81,6 +87,14 @@ class Command(BaseCommand):
                     if spec.get("role_kind") == "handoff":
                         RoleParameter.objects.get_or_create(runbook=runbook, parameter=parameter, defaults={
                             "value": f"arn:aws:iam::{ACCOUNT_ID}:role/DelegateLambda"})
+        # Multi-account runs (docs/multi-account.md): an admin lets the fleet runbook run without
+        # Delegate's automation role (each location runs as its member account's execution role)
+        # and grants the platform team two OUs.
+        Runbook.objects.filter(account=account, name=MULTI_ACCOUNT_RUNBOOK).update(allow_unmanaged_identity=True)
+        for team_name, grants in DEMO_OU_GRANTS.items():
+            for target_id, label in grants:
+                TeamLocationGrant.objects.get_or_create(team=teams[team_name], account=account, target_id=target_id,
+                                                        defaults={"label": label})
         TeamResource.objects.get_or_create(team=teams["data"], account=account, kind=TeamResource.Kind.BUCKET,
                                            identifier="data-logs", defaults={"description": "demo bucket"})
         self.stdout.write(f"Seeded demo data; catalog: {report.documents} documents, {report.new_versions} new versions.")
