@@ -49,6 +49,9 @@ def parse_content(text: str, fmt: str = "JSON") -> dict:
 
 
 def content_of(version: dict) -> dict:
+    """A JSON/YAML document's content; TEXT documents (ChangeCalendar iCalendar) have no structure: {}."""
+    if version["DocumentFormat"] == "TEXT":
+        return {}
     return parse_content(version["Content"], version["DocumentFormat"])
 
 
