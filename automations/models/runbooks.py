@@ -35,6 +35,9 @@ class Runbook(models.Model):
         default=False, help_text="Offer this runbook although its assumeRole is a fixed role or absent "
         "(it then runs as that role, or as Delegate's dispatch session).")
     synced_at = models.DateTimeField(null=True, blank=True)
+    change_calendars = models.JSONField(
+        default=list, blank=True, help_text="SSM ChangeCalendar documents (names or ARNs) that gate this runbook's runs: while one is "
+        "CLOSED at the run's time, dispatch holds the request unless two approvers gave an emergency override.")
 
     class Meta:
         ordering = ["name"]

@@ -22,6 +22,9 @@ class Team(models.Model):
     scope_tag_value = models.CharField(max_length=256, blank=True, help_text="Defaults to the team name.")
     accounts = models.ManyToManyField("automations.Account", blank=True, related_name="teams")
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="automations.Membership", related_name="teams")
+    change_calendars = models.JSONField(
+        default=list, blank=True, help_text="SSM ChangeCalendar documents (names or ARNs) that gate this team's runs: while one is "
+        "CLOSED at the run's time, dispatch holds the request unless two approvers gave an emergency override.")
 
     class Meta:
         ordering = ["name"]

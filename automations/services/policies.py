@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from automations import audit, aws, policy
 from automations.audit import ClientInfo
-from automations.aws import pacing
+from automations.aws import change_control, pacing
 from automations.errors import (
     DomainError,
     InvalidRequest,
@@ -100,18 +100,41 @@ def submit_refusal(*, team_policy: TeamRunbook, team: Team, account, region: str
     return None
 
 
-def dispatch_held(request: AutomationRequest, outbox: DispatchOutbox) -> bool:
+def change_calendar_state(request: AutomationRequest, *, at: dt.datetime | None = None) -> dict | None:
+    """What AWS says of the change calendars gating this request at its run's time (GetCalendarState);
+    None when none gates it. Called outside any transaction. An AWS error is kept as state UNKNOWN
+    (the gate then holds: it fails closed)."""
+    names = policy.request_calendars(request)
+    if not names:
+        return None
+    when = policy.run_time(request, at=at or timezone.now())
+    try:
+        state = change_control.calendar_state(region=request.region, role_arn=request.account.dispatch_role_arn,
+                                              calendar_names=names, at=when)
+    except aws.AwsError as error:
+        log.warning("calendar.unavailable", automation_request=request.pk, error=error.code)
+        return {"calendars": names, "state": "UNKNOWN", "next_transition": None, "at": when,
+                "error": f"{error.code}: {error.message}".strip(": ")}
+    return {"calendars": names, "state": state.state, "next_transition": state.next_transition, "at": when, "error": ""}
+
+
+def dispatch_held(request: AutomationRequest, outbox: DispatchOutbox, *, calendar: dict | None = None) -> bool:
     """Inside the dispatch transaction: keep an approved request waiting (run-at time, change
-    freeze) by moving its outbox row to when it may go. True = do not dispatch now."""
-    hold = policy.dispatch_hold(request)
+    freeze, CLOSED change calendar) by moving its outbox row to when it may go. True = do not
+    dispatch now. A calendar hold is audited once per message (its calendars and next OPEN time),
+    however often the row comes back to look again."""
+    hold = policy.dispatch_hold(request, calendar=calendar)
     if hold is None:
         return False
     reason, until, details = hold
-    if outbox.state != DispatchOutbox.State.PENDING or outbox.next_attempt_at < until:
+    message = f"held: {reason}" if reason != policy.CALENDAR_HOLD else details["message"]
+    fresh = outbox.last_error != message[:1000]
+    if fresh or outbox.state != DispatchOutbox.State.PENDING or outbox.next_attempt_at < until:
         DispatchOutbox.objects.filter(pk=request.pk).update(state=DispatchOutbox.State.PENDING, next_attempt_at=until,
-                                                            last_error=f"held: {reason}")
-        audit.record(action="dispatch.held", actor=None, request=request,
-                     details={"reason": reason, "until": until, **details})
+                                                            last_error=message[:1000])
+        if fresh or reason != policy.CALENDAR_HOLD:
+            audit.record(action="dispatch.held", actor=None, request=request,
+                         details={"reason": reason, "until": until, **details})
     return True
 
 
