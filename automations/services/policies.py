@@ -16,9 +16,9 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from automations import audit, aws, policy
+from automations import audit, aws, policy, selectors
 from automations.audit import ClientInfo
-from automations.aws import change_control, pacing
+from automations.aws import pacing
 from automations.errors import (
     DomainError,
     InvalidRequest,
@@ -101,21 +101,9 @@ def submit_refusal(*, team_policy: TeamRunbook, team: Team, account, region: str
 
 
 def change_calendar_state(request: AutomationRequest, *, at: dt.datetime | None = None) -> dict | None:
-    """What AWS says of the change calendars gating this request at its run's time (GetCalendarState);
-    None when none gates it. Called outside any transaction. An AWS error is kept as state UNKNOWN
-    (the gate then holds: it fails closed)."""
-    names = policy.request_calendars(request)
-    if not names:
-        return None
-    when = policy.run_time(request, at=at or timezone.now())
-    try:
-        state = change_control.calendar_state(region=request.region, role_arn=request.account.dispatch_role_arn,
-                                              calendar_names=names, at=when)
-    except aws.AwsError as error:
-        log.warning("calendar.unavailable", automation_request=request.pk, error=error.code)
-        return {"calendars": names, "state": "UNKNOWN", "next_transition": None, "at": when,
-                "error": f"{error.code}: {error.message}".strip(": ")}
-    return {"calendars": names, "state": state.state, "next_transition": state.next_transition, "at": when, "error": ""}
+    """What AWS says of the change calendars gating this request at its run's time (the selector, also
+    shown on the request page); called outside any transaction."""
+    return selectors.change_calendar_state(request, at=at)
 
 
 def dispatch_held(request: AutomationRequest, outbox: DispatchOutbox, *, calendar: dict | None = None) -> bool:

@@ -57,7 +57,7 @@ def in_process(pk):
 
 
 class TestCalendarHold:
-    def test_closed_calendar_holds_the_request_then_releases_it_when_it_opens(self, world, submit, sb):
+    def test_closed_calendar_holds_the_request_then_releases_it_when_it_opens(self, world, submit, sb, client):
         now = timezone.now().replace(microsecond=0)
         opens = now + dt.timedelta(seconds=3)
         name = calendar(sb, closed_from=now - dt.timedelta(hours=1), closed_until=opens)
@@ -80,6 +80,11 @@ class TestCalendarHold:
         # The request page and the API say so, beside Delegate's own freezes.
         hold = selectors.request_hold(request)
         assert hold["message"] == message and hold["calendars"] == [name]
+        client.force_login(world.alice)
+        page = client.get(f"/requests/{request.pk}/").content.decode()
+        assert message in page and "<strong>CLOSED</strong>" in page and name in page
+        api = client.get(f"/api/v1/requests/{request.pk}/").json()
+        assert api["hold"]["message"] == message and api["hold"]["calendars"] == [name]
 
         # Looked at again while still closed (the sweeper re-drives it): no second audit event.
         DispatchOutbox.objects.filter(pk=request.pk).update(next_attempt_at=timezone.now())
@@ -148,3 +153,17 @@ class TestCalendarOverride:
         with pytest.raises(NotAllowed) as error:
             services.request_approve(request=submit(), actor=world.bob, emergency=True, comment="because")
         assert error.value.code == "no_freeze"
+
+    def test_override_through_the_form_beside_a_freeze_free_page(self, world, submit, sb, client):
+        now = timezone.now()
+        name = calendar(sb, closed_from=now - dt.timedelta(hours=1), closed_until=now + dt.timedelta(hours=1))
+        gate(world.platform, name)
+        request = submit()
+        client.force_login(world.bob)
+        page = client.get(f"/requests/{request.pk}/").content.decode()
+        assert "<strong>CLOSED</strong>" in page and 'name="emergency"' in page and "Change freeze" not in page
+        client.post(f"/requests/{request.pk}/approve/", {"comment": "outage", "emergency": "on"})
+        client.force_login(world.frank)
+        client.post(f"/requests/{request.pk}/approve/", {"comment": "confirmed", "emergency": "on"})
+        request.refresh_from_db()
+        assert request.status == Status.APPROVED
