@@ -475,8 +475,13 @@ def fingerprint_of(
     account: str,
     region: str,
     run_at: str,
+    execution_preview: dict | None = None,
 ) -> str:
     """SHA-256 over what an approver approves (DESIGN.md); the worker recomputes it before dispatch.
+
+    `execution_preview`: the figures of AWS's execution preview at submit (steps by impact,
+    accounts, regions, targets per type), when AWS gave one; left out otherwise, so requests
+    without a preview keep the fingerprint they were approved under.
 
     `document_hash` is the content hash SSM reports for that exact version (DescribeDocument
     Hash, SHA-256): a document deleted and re-created under the same name and version number
@@ -500,6 +505,7 @@ def fingerprint_of(
                 "account": account,
                 "region": region,
                 "run_at": run_at,
+                **({"execution_preview": execution_preview} if execution_preview else {}),
             }
         )
     ).hexdigest()
@@ -520,4 +526,10 @@ def fingerprint_for(request: AutomationRequest) -> str:
         account=request.account.account_id,
         region=request.region,
         run_at=request.run_at.isoformat() if request.run_at else "",
+        execution_preview=_preview_figures(request),
     )
+
+
+def _preview_figures(request: AutomationRequest) -> dict | None:
+    preview = request.execution_preview or {}
+    return preview.get("figures") if preview.get("status") == "Success" else None

@@ -37,7 +37,7 @@ from automations.models import AutomationRequest, DispatchOutbox, Execution, Tea
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for  # noqa: F401
 from automations.runbooks import identity as run_identity
 from automations.runbooks.start_body import start_body_for
-from automations.services import content, policies, publishing
+from automations.services import content, execution_preview, policies, publishing
 from automations.services.transitions import transition
 
 log = structlog.get_logger(__name__)
@@ -319,6 +319,21 @@ def _dispatch(request_id: int) -> str:
         return _fail(request_id, action="dispatch.refused", reason=reason,
                      details={"code": content.CONTENT_CHANGED, "bound_hash": request.document_hash,
                               "found_hash": found}, reason_code=content.CONTENT_CHANGED)
+
+    # What AWS would touch must be what the approval bound: the execution preview is asked again.
+    bound = execution_preview.bound_figures(request)
+    if bound is not None:
+        now_preview = execution_preview.ask(request)
+        if now_preview.get("transient"):
+            return _put_back(request_id, attempts=attempts, reason=f"execution preview failed: {now_preview['message']}",
+                             details={"error": now_preview["message"][:300]})
+        found = now_preview.get("figures")
+        if found != bound:
+            execution_preview.record_changed(request, found=found, message=now_preview.get("message", ""))
+            return _fail(request_id, action="dispatch.refused",
+                         reason=execution_preview.changed_reason(request, found, now_preview.get("message", "")),
+                         details={"code": execution_preview.PREVIEW_CHANGED, "bound": bound, "found": found},
+                         reason_code=execution_preview.PREVIEW_CHANGED)
 
     requester = request.requester.get_username()
     # No transaction is open during the network calls. A retry reaches this line again with

@@ -36,7 +36,7 @@ from automations.models import (
     Team,
     TeamRunbook,
 )
-from automations.services import content, dispatch, notifications, policies
+from automations.services import content, dispatch, execution_preview, notifications, policies
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for
 from automations.services.transitions import transition
 from automations.runbooks.validation import (
@@ -299,12 +299,16 @@ def request_submit(
         error = OverlappingRequest(overlapping)
         error.preview = request
         raise error
+    # What AWS says the run would touch, bound by the fingerprint (nothing invented when it says nothing).
+    request.execution_preview = execution_preview.at_submit(request)
+    request.fingerprint = fingerprint_for(request)
     with transaction.atomic():
         request.save()
         audit.record(action="request.submitted", actor=actor, request=request, client=client, details={
             "version": runbook_version.version, "version_choice": str(version), "parameters": wire,
             "targets": rc_targets, "fingerprint": request.fingerprint, "rerun_of": rerun_of.pk if rerun_of else None,
             "run_at": run_at, "document_hash": request.document_hash, "run_as": request.run_as,
+            "execution_preview": request.execution_preview,
             # Submitted although these open requests of the same runbook share a target (confirmed).
             **({"overlapping": [other.pk for other in overlapping]} if overlapping else {}),
         })
@@ -551,9 +555,11 @@ def request_amend(*, request: AutomationRequest, actor, client: ClientInfo | Non
         raise NotAllowed("Only the requester can amend a request.", code="not_requester")
     candidate = request_submit(actor=actor, team=request.team, runbook_id=request.runbook_id, client=client,
                                preview=True, expected_fingerprint=expected_fingerprint, **changes)
+    candidate.execution_preview = execution_preview.at_submit(candidate)  # AWS's preview of the amended run
+    candidate.fingerprint = fingerprint_for(candidate)
     fields = ("runbook_version", "version_choice", "parameters", "target_parameter_name", "targets",
               "max_concurrency", "max_errors", "alarm_name", "resources", "resource_names", "justification",
-              "run_at", "fingerprint")
+              "run_at", "execution_preview", "fingerprint")
     with transaction.atomic():
         locked = AutomationRequest.objects.select_for_update().get(pk=request.pk)
         if locked.status != Status.CHANGES_REQUESTED:
