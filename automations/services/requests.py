@@ -279,6 +279,9 @@ def request_submit(
         justification=justification, rerun_of=rerun_of, run_at=run_at,
         document_hash=runbook_version.ssm_hash, run_as=run_identity.run_as_for(runbook_version, account),
     )
+    # What AWS says the run would touch (the form's preview shows it too), bound by the fingerprint;
+    # nothing is invented when AWS says nothing.
+    request.execution_preview = execution_preview.at_submit(request)
     request.fingerprint = fingerprint_for(request)
     try:
         request.resource_names = inventory.resource_names(resources, region=runbook.region,
@@ -299,9 +302,6 @@ def request_submit(
         error = OverlappingRequest(overlapping)
         error.preview = request
         raise error
-    # What AWS says the run would touch, bound by the fingerprint (nothing invented when it says nothing).
-    request.execution_preview = execution_preview.at_submit(request)
-    request.fingerprint = fingerprint_for(request)
     with transaction.atomic():
         request.save()
         audit.record(action="request.submitted", actor=actor, request=request, client=client, details={
@@ -555,8 +555,6 @@ def request_amend(*, request: AutomationRequest, actor, client: ClientInfo | Non
         raise NotAllowed("Only the requester can amend a request.", code="not_requester")
     candidate = request_submit(actor=actor, team=request.team, runbook_id=request.runbook_id, client=client,
                                preview=True, expected_fingerprint=expected_fingerprint, **changes)
-    candidate.execution_preview = execution_preview.at_submit(candidate)  # AWS's preview of the amended run
-    candidate.fingerprint = fingerprint_for(candidate)
     fields = ("runbook_version", "version_choice", "parameters", "target_parameter_name", "targets",
               "max_concurrency", "max_errors", "alarm_name", "resources", "resource_names", "justification",
               "run_at", "execution_preview", "fingerprint")

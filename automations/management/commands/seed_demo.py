@@ -17,6 +17,8 @@ USERS = [  # username, team, role
     ("erin", "data", Membership.Role.LEAD),
     ("frank", "platform", Membership.Role.LEAD),
 ]
+# The sandbox's ChangeCalendar document (sandbox/documents/own/Delegate-StopWindow.ics) gating stops.
+STOP_CALENDAR = "Delegate-StopWindow"
 # Runbook, teams, approvals required.
 POLICIES = [
     ("AWS-RestartEC2Instance", ("platform", "data"), 1),
@@ -81,6 +83,10 @@ class Command(BaseCommand):
                     if spec.get("role_kind") == "handoff":
                         RoleParameter.objects.get_or_create(runbook=runbook, parameter=parameter, defaults={
                             "value": f"arn:aws:iam::{ACCOUNT_ID}:role/DelegateLambda"})
+        # An SSM change calendar (seeded in the sandbox, CLOSED outside 02:00-03:00 UTC) gates stops:
+        # an approved stop request shows "held by change calendar Delegate-StopWindow until ...".
+        Runbook.objects.filter(account=account, name="AWS-StopEC2Instance", change_calendars=[]).update(
+            change_calendars=[STOP_CALENDAR])
         TeamResource.objects.get_or_create(team=teams["data"], account=account, kind=TeamResource.Kind.BUCKET,
                                            identifier="data-logs", defaults={"description": "demo bucket"})
         self.stdout.write(f"Seeded demo data; catalog: {report.documents} documents, {report.new_versions} new versions.")
