@@ -1,5 +1,4 @@
-"""StartExecutionPreview / GetExecutionPreview: what a run would touch, computed from the document
-and the targets as they are now.
+"""StartExecutionPreview and GetExecutionPreview: what a run would touch, from document and targets.
 
 `ExecutionPreview.Automation` has AWS's members:
 - `StepPreviews` {Mutating, NonMutating, Undetermined}: each step of the document's default (or

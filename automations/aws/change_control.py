@@ -1,5 +1,7 @@
-"""The change-control reads: a change calendar's state (GetCalendarState) and an execution preview
-(StartExecutionPreview, then GetExecutionPreview until it ends).
+"""The change-control reads of AWS: change calendar state and execution previews.
+
+GetCalendarState for a change calendar's state at a time; StartExecutionPreview, then
+GetExecutionPreview until it ends, for what a run would touch.
 
 Both run on the shared read-only session of the account's dispatch role, paced like every call
 (automations.aws.pacing: the preview calls are 1 call/s per account and region). No models: the

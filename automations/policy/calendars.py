@@ -1,5 +1,4 @@
-"""The change-calendar gate: which SSM Change Calendars gate a request, and whether what AWS said
-about them holds it.
+"""The change-calendar gate: which SSM Change Calendars gate a request, and whether they hold it.
 
 An admin names ChangeCalendar documents on a team (every runbook it runs) and on a runbook (every
 team that runs it); a request is gated by both lists. Dispatch asks AWS (GetCalendarState, at the
