@@ -39,6 +39,15 @@ def calendar(sb, *, closed_from: dt.datetime, closed_until: dt.datetime) -> str:
     return name
 
 
+@pytest.fixture(autouse=True)
+def _own_documents(sb):
+    """The session's sandbox is shared: calendars a test made are deleted after it."""
+    before = set(sb.state.region(REGION).documents)
+    yield
+    for name in set(sb.state.region(REGION).documents) - before:
+        ssm(sb).delete_document(Name=name)
+
+
 def gate(team, *names):
     team.change_calendars = list(names)
     team.save(update_fields=["change_calendars"])

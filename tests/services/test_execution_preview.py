@@ -124,4 +124,9 @@ class TestAtDispatch:
 
 @pytest.fixture(autouse=True)
 def _sandbox(sb):
+    """The session's sandbox is shared: the runbooks a test made are deleted after it (a later catalog
+    sync must not find them)."""
+    before = set(sb.state.region(REGION).documents)
     yield sb
+    for name in set(sb.state.region(REGION).documents) - before:
+        ssm(sb).delete_document(Name=name)
