@@ -176,3 +176,22 @@ class TestCalendarOverride:
         client.post(f"/requests/{request.pk}/approve/", {"comment": "confirmed", "emergency": "on"})
         request.refresh_from_db()
         assert request.status == Status.APPROVED
+
+
+class TestDemo:
+    def test_the_demo_gates_stops_with_the_seeded_stop_window(self, db, sb, client, monkeypatch):
+        """seed_demo names the sandbox's Delegate-StopWindow on AWS-StopEC2Instance; that calendar is
+        CLOSED outside 02:00-03:00 UTC, so a stop approved at 10:00 UTC waits until 02:00 the next day."""
+        from django.core.management import call_command
+
+        from automations.aws import change_control
+        from automations.models import Runbook
+
+        monkeypatch.setenv("AWS_ENDPOINT_URL", sb.url)
+        call_command("seed_demo", stdout=open("/dev/null", "w"))
+        stop = Runbook.objects.select_related("account").get(name="AWS-StopEC2Instance", region=REGION)
+        assert stop.change_calendars == ["Delegate-StopWindow"]
+        state = change_control.calendar_state(region=REGION, role_arn=stop.account.dispatch_role_arn,
+                                              calendar_names=stop.change_calendars,
+                                              at=dt.datetime(2026, 12, 3, 10, 0, tzinfo=dt.timezone.utc))
+        assert state.closed and state.next_transition == dt.datetime(2026, 12, 4, 2, 0, tzinfo=dt.timezone.utc)
