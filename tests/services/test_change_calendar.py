@@ -4,7 +4,6 @@ outbox sweep), and the emergency override freeze windows use lets two approvers 
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
 
 import boto3
@@ -31,12 +30,16 @@ def ical_time(moment: dt.datetime) -> str:
 def calendar(sb, *, closed_from: dt.datetime, closed_until: dt.datetime) -> str:
     """A DEFAULT_OPEN ChangeCalendar document with one CLOSED event; its name."""
     name = f"Test-Calendar-{uuid.uuid4().hex[:8]}"
-    content = "\r\n".join([
+    content = calendar_content(name, closed_from=closed_from, closed_until=closed_until)
+    ssm(sb).create_document(Name=name, Content=content, DocumentType="ChangeCalendar", DocumentFormat="TEXT")
+    return name
+
+
+def calendar_content(name: str, *, closed_from: dt.datetime, closed_until: dt.datetime) -> str:
+    return "\r\n".join([
         "BEGIN:VCALENDAR", "PRODID:-//AWS//Change Calendar 1.0//EN", "VERSION:2.0", "X-CALENDAR-TYPE:DEFAULT_OPEN",
         "BEGIN:VEVENT", f"UID:{name}", "DTSTAMP:20260101T000000Z", f"DTSTART:{ical_time(closed_from)}",
         f"DTEND:{ical_time(closed_until)}", "SUMMARY:Quarter-end change freeze", "END:VEVENT", "END:VCALENDAR", ""])
-    ssm(sb).create_document(Name=name, Content=content, DocumentType="ChangeCalendar", DocumentFormat="TEXT")
-    return name
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +71,7 @@ def in_process(pk):
 class TestCalendarHold:
     def test_closed_calendar_holds_the_request_then_releases_it_when_it_opens(self, world, submit, sb, client):
         now = timezone.now().replace(microsecond=0)
-        opens = now + dt.timedelta(seconds=3)
+        opens = now + dt.timedelta(hours=1)
         name = calendar(sb, closed_from=now - dt.timedelta(hours=1), closed_until=opens)
         gate(world.platform, name)
         request = services.request_approve(request=submit(), actor=world.bob)
@@ -100,7 +103,12 @@ class TestCalendarHold:
         assert services.request_dispatch(request_id=request.pk) == "held"
         assert held_events(request).count() == 1
 
-        time.sleep(max(0.0, (opens - timezone.now()).total_seconds()) + 0.2)
+        # The calendar's owner ends the closed period now (a new default version), and the row's time
+        # comes (as it would at the OPEN time): the periodic sweep re-drives it and AWS says OPEN.
+        ended = calendar_content(name, closed_from=now - dt.timedelta(hours=1), closed_until=timezone.now())
+        ssm(sb).update_document(Name=name, Content=ended, DocumentVersion="$LATEST", DocumentFormat="TEXT")
+        ssm(sb).update_document_default_version(Name=name, DocumentVersion="2")
+        DispatchOutbox.objects.filter(pk=request.pk).update(next_attempt_at=timezone.now())
         assert services.dispatch_outbox_sweep(publish=in_process) == 1  # the periodic machinery
         request.refresh_from_db()
         assert request.status == Status.RUNNING and len(starts(sb, request)) == 1
