@@ -351,7 +351,8 @@ DELEGATE_AWS_RATE_LIMITS = {
     "stop": env.float("DELEGATE_RATE_STOP", default=1.0),
     "read": env.float("DELEGATE_RATE_READ", default=3.0),
     "signal": env.float("DELEGATE_RATE_SIGNAL", default=3.0),
-    "preview": env.float("DELEGATE_RATE_PREVIEW", default=1.0),
+    "preview": env.float("DELEGATE_RATE_PREVIEW", default=1.0),  # StartExecutionPreview
+    "preview_read": env.float("DELEGATE_RATE_PREVIEW", default=1.0),  # GetExecutionPreview
 }
 # How long submit and dispatch wait for GetExecutionPreview to reach Success or Failed.
 DELEGATE_EXECUTION_PREVIEW_WAIT_SECONDS = env.float("DELEGATE_EXECUTION_PREVIEW_WAIT_SECONDS", default=10.0)
