@@ -309,3 +309,43 @@ def location_child_steps(request: AutomationRequest, child) -> tuple[list[dict],
         return [], f"AWS did not return the steps ({error.code})."
     return [{"name": s.get("StepName", ""), "action": s.get("Action", ""), "status": s.get("StepStatus", ""),
              "failure_message": s.get("FailureMessage", ""), "outputs": s.get("Outputs", {})} for s in steps], ""
+
+
+def request_hold(item: AutomationRequest) -> dict | None:
+    """Why an approved request (already visible to the reader) waits before dispatch, from its outbox
+    row and the hold's audit event: a change freeze, a CLOSED change calendar ("held by change
+    calendar X until <next OPEN time>"), a run-at time. None when it is not held."""
+    from automations.models import DispatchOutbox
+
+    if item.status != AutomationRequest.Status.APPROVED:
+        return None
+    row = DispatchOutbox.objects.filter(pk=item.pk).first()
+    if row is None or not row.last_error.startswith("held"):
+        return None
+    event = AuditEvent.objects.filter(request_id=item.pk, action="dispatch.held").order_by("-sequence").first()
+    details = event.details if event else {}
+    return {"reason": details.get("reason", ""), "message": row.last_error, "until": row.next_attempt_at,
+            "calendars": details.get("calendars") or [], "calendar_state": details.get("state", "")}
+
+
+def change_calendar_state(item: AutomationRequest, *, at=None) -> dict | None:
+    """What AWS says of the change calendars gating a request at its run's time (GetCalendarState):
+    {"calendars", "state" (OPEN, CLOSED, or UNKNOWN when AWS could not evaluate them), "next_transition",
+    "at", "error"}; None when no calendar gates it. Dispatch and the approve path ask it too."""
+    import structlog
+    from django.utils import timezone
+
+    from automations.aws import change_control
+
+    names = policy.request_calendars(item)
+    if not names:
+        return None
+    when = policy.run_time(item, at=at or timezone.now())
+    try:
+        state = change_control.calendar_state(region=item.region, role_arn=item.account.dispatch_role_arn,
+                                              calendar_names=names, at=when)
+    except aws.AwsError as error:
+        structlog.get_logger(__name__).warning("calendar.unavailable", automation_request=item.pk, error=error.code)
+        return {"calendars": names, "state": "UNKNOWN", "next_transition": None, "at": when,
+                "error": f"{error.code}: {error.message}".strip(": ")}
+    return {"calendars": names, "state": state.state, "next_transition": state.next_transition, "at": when, "error": ""}

@@ -357,7 +357,13 @@ DELEGATE_AWS_RATE_LIMITS = {
     "stop": env.float("DELEGATE_RATE_STOP", default=1.0),
     "read": env.float("DELEGATE_RATE_READ", default=3.0),
     "signal": env.float("DELEGATE_RATE_SIGNAL", default=3.0),
+    "preview": env.float("DELEGATE_RATE_PREVIEW", default=1.0),  # StartExecutionPreview
+    "preview_read": env.float("DELEGATE_RATE_PREVIEW", default=1.0),  # GetExecutionPreview
 }
+# How long submit and dispatch wait for GetExecutionPreview to reach Success or Failed.
+DELEGATE_EXECUTION_PREVIEW_WAIT_SECONDS = env.float("DELEGATE_EXECUTION_PREVIEW_WAIT_SECONDS", default=10.0)
+# A request held by a CLOSED change calendar looks again at least this often (the calendar may change).
+DELEGATE_CALENDAR_RECHECK_SECONDS = env.float("DELEGATE_CALENDAR_RECHECK_SECONDS", default=900.0)
 DELEGATE_REQUEST_EXPIRY_HOURS = env.float("DELEGATE_REQUEST_EXPIRY_HOURS", default=72.0)
 DELEGATE_APPROVAL_VALIDITY_HOURS = env.float("DELEGATE_APPROVAL_VALIDITY_HOURS", default=24.0)
 # Approval policy and notifications (docs/approvals-and-policy.md). Per-policy values override these.

@@ -49,6 +49,9 @@ def parse_content(text: str, fmt: str = "JSON") -> dict:
 
 
 def content_of(version: dict) -> dict:
+    """A JSON/YAML document's content; TEXT documents (ChangeCalendar iCalendar) have no structure: {}."""
+    if version["DocumentFormat"] == "TEXT":
+        return {}
     return parse_content(version["Content"], version["DocumentFormat"])
 
 
@@ -128,7 +131,7 @@ def document_record(
 
 
 def _fmt(path: Path) -> str:
-    return "JSON" if path.suffix == ".json" else "YAML"
+    return {".json": "JSON", ".ics": "TEXT"}.get(path.suffix, "YAML")
 
 
 @functools.lru_cache(maxsize=1)
@@ -166,7 +169,8 @@ def seed(region) -> None:
             owner = region.account_id if kind == "own" else entry["owner"]
             key = entry["name"] if kind == "own" else arn(region.name, owner, entry["name"])
             region.documents[key] = document_record(
-                key, owner, versions, str(entry.get("default_version", "1")), entry.get("tags")
+                key, owner, versions, str(entry.get("default_version", "1")), entry.get("tags"),
+                document_type=entry.get("type", "Automation"),
             )
 
 

@@ -23,7 +23,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from . import control, moto_bridge, ssm_automation, ssm_documents, sts, world
+from . import change_calendar, control, execution_preview, moto_bridge, ssm_automation, ssm_documents, sts, world
 from .errors import AwsError
 from .protocol import parse_authorization, parse_form, unflatten, xml_document, xml_scalar
 from .state import Request
@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 # Delegate's own operations; any other call goes to moto.
 OPERATIONS = {
-    "ssm": {**ssm_documents.OPERATIONS, **ssm_automation.OPERATIONS},
+    "ssm": {**ssm_documents.OPERATIONS, **ssm_automation.OPERATIONS, **change_calendar.OPERATIONS,
+            **execution_preview.OPERATIONS},
     # moto's AssumeRole accepts any SourceIdentity and session tags and forgets who the session
     # was; Delegate's audit trail depends on both, so these two STS calls stay ours (sts.py).
     "sts": sts.OPERATIONS,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import time
 
+from . import change_calendar
 from . import document_store as store
 from .errors import AwsError, validation
 from .paging import page
@@ -54,7 +55,9 @@ def _new_version_text(p: dict, document_type: str) -> tuple[str, str]:
     if len(text.encode()) > MAX_CONTENT_BYTES:
         raise AwsError("MaxDocumentSizeExceeded", "The size limit of a document is 64 KB.")
     fmt = _format(p.get("DocumentFormat"))
-    if fmt != "TEXT":
+    if document_type == "ChangeCalendar":
+        change_calendar.check_content(text)  # iCalendar text with its X-CALENDAR-TYPE
+    elif fmt != "TEXT":
         content = store.parse_content(text, fmt)
         if document_type == "Automation":
             store.check_automation(content)

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 from .statuses import is_terminal
 
-# Which kinds of record a region holds. "tokens" are StartAutomationExecution ClientTokens.
+# Which kinds of record a region holds. "tokens" are StartAutomationExecution ClientTokens;
+# "previews" are StartExecutionPreview results.
 # AWS resources (EC2, S3, RDS...) are not here: moto holds them (moto_bridge.py, world.py).
-REGION_KINDS = ("documents", "executions", "tokens")
+REGION_KINDS = ("documents", "executions", "tokens", "previews")
 
 
 class RegionState:

@@ -240,7 +240,8 @@ def _reset_pacing(settings):
     from automations.aws import pacing
 
     # Tests run many dispatches back to back; pacing has its own tests.
-    settings.DELEGATE_AWS_RATE_LIMITS = {"start": 1000.0, "stop": 1000.0, "read": 1000.0, "signal": 1000.0}
+    settings.DELEGATE_AWS_RATE_LIMITS = {"start": 1000.0, "stop": 1000.0, "read": 1000.0, "signal": 1000.0,
+                                         "preview": 1000.0, "preview_read": 1000.0}
     settings.REDIS_URL = ""
     pacing.reset()
     yield

@@ -2,6 +2,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from automations import selectors
 from automations.models import Approval, AuditEvent, AutomationRequest, Execution, Runbook, TeamRunbook
 from automations.figures.progress import run_progress
 from automations.runbooks.start_body import start_body_for
@@ -213,6 +214,13 @@ class RequestSerializer(serializers.ModelSerializer):
     start_call = serializers.SerializerMethodField(
         help_text="The StartAutomationExecution body the worker sends for this request, without ClientToken "
                   "and Tags; built by the same function as the form's preview (automations.runbooks.start_body).")
+    execution_preview = serializers.JSONField(
+        read_only=True, help_text="AWS's execution preview at submit: {status: Success, figures: {steps: {Mutating, "
+        "NonMutating, Undetermined}, regions, total_accounts, targets: [{type, count}]}} (the figures are bound by "
+        "the fingerprint), or {status: Failed|Unavailable, message} when AWS could not give one.")
+    hold = serializers.SerializerMethodField(
+        help_text="Why an approved request waits before dispatch (change freeze, CLOSED change calendar, run-at), "
+                  "or null: {reason, message, until, calendars, calendar_state}.")
 
     class Meta:
         model = AutomationRequest
@@ -221,7 +229,8 @@ class RequestSerializer(serializers.ModelSerializer):
                   "document_version", "version_choice", "account_id", "region", "automation_role_arn", "parameters",
                   "target_parameter_name", "targets", "max_concurrency", "max_errors", "alarm_name", "resources", "resource_names",
                   "justification", "fingerprint", "client_token", "rerun_of", "created_at", "approved_at",
-                  "dispatched_at", "finished_at", "approvals", "execution", "run_at", "start_call", "locations"]
+                  "dispatched_at", "finished_at", "approvals", "execution", "run_at", "start_call", "locations",
+                  "execution_preview", "hold"]
         read_only_fields = fields
 
     def get_runs_as_source(self, obj) -> str:
@@ -245,6 +254,9 @@ class RequestSerializer(serializers.ModelSerializer):
         from automations import selectors
 
         return selectors.location_matrix(obj)
+
+    def get_hold(self, obj) -> dict | None:
+        return selectors.request_hold(obj)
 
 
 def _seconds(value) -> float | None:

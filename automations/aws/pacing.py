@@ -34,10 +34,15 @@ API_CLASS = {
     "GetAutomationExecution": "read",
     "DescribeAutomationExecutions": "read",
     "DescribeAutomationStepExecutions": "read",
+    "StartExecutionPreview": "preview",
+    "GetExecutionPreview": "preview_read",
 }
+# AWS's rate for each class when settings name none (each preview call is 1 call/s, aws-api.md §9:
+# two buckets, so a dispatch's Start and Get of its preview do not halve the dispatch rate).
+DEFAULT_RATES = {"start": 1.0, "stop": 1.0, "signal": 3.0, "read": 3.0, "preview": 1.0, "preview_read": 1.0}
 # How long a caller may wait for its slot before giving up (it is then put back or retried).
 # Cancels wait in a web request, so their wait is short.
-MAX_WAIT = {"start": 30.0, "stop": 10.0, "signal": 10.0, "read": 30.0}
+MAX_WAIT = {"start": 30.0, "stop": 10.0, "signal": 10.0, "read": 30.0, "preview": 10.0, "preview_read": 10.0}
 # Added to every interval: the few milliseconds between our "go" and AWS receiving the call vary
 # from call to call, and a strict 1 call/s bucket throttles a call that lands 4 ms early
 # (bench/dispatch.py measured exactly that without the guard).
@@ -126,7 +131,7 @@ def take(api_class: str, *, account_id: str, region: str) -> Answer:
 
     Raises PacingTimeout if Redis is unreachable.
     """
-    rate = float(settings.DELEGATE_AWS_RATE_LIMITS[api_class])
+    rate = float(settings.DELEGATE_AWS_RATE_LIMITS.get(api_class, DEFAULT_RATES[api_class]))
     interval = (1.0 / rate if rate > 0 else 3600.0) + GUARD_SECONDS
     key = key_for(api_class, account_id=account_id, region=region)
     if not settings.REDIS_URL:

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('automations', '0013_audit_partial_text_indexes'),
+        ('automations', '0014_change_calendar_and_execution_preview'),
     ]
 
     operations = [

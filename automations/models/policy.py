@@ -167,11 +167,13 @@ class DelegatedApproval(models.Model):
 
 
 class FreezeOverride(models.Model):
-    """An approver's emergency override of a change freeze, with their reason."""
+    """An approver's emergency override of a change freeze or a CLOSED change calendar, with their reason."""
 
     approval = models.OneToOneField("automations.Approval", on_delete=models.CASCADE, primary_key=True,
                                     related_name="freeze_override")
-    freeze = models.ForeignKey(FreezeWindow, on_delete=models.PROTECT, related_name="overrides")
+    # What was overridden: a Delegate freeze window, or change calendars AWS reported CLOSED.
+    freeze = models.ForeignKey(FreezeWindow, null=True, blank=True, on_delete=models.PROTECT, related_name="overrides")
+    calendars = models.JSONField(default=list, blank=True)
     reason = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
 

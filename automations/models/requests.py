@@ -68,6 +68,10 @@ class AutomationRequest(models.Model):
     # The identity AWS runs the steps as (a role ARN), decided at submit from the document's
     # assumeRole: the automation role, a literal role, or the dispatch role's session.
     run_as = models.CharField(max_length=2048, blank=True)
+    # What AWS's execution preview said at submit (StartExecutionPreview/GetExecutionPreview):
+    # {"status": "Success", "figures": {...}} (the figures are bound by the fingerprint), or
+    # {"status": "Failed" | "Unavailable", "message": ...} when AWS could not give one.
+    execution_preview = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=20, choices=Status, default=Status.SUBMITTED, db_index=True)
     status_reason = models.TextField(blank=True)
     # A stable machine-readable reason for the final status (e.g. content_changed).

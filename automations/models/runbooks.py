@@ -2,6 +2,7 @@
 from django.db import models
 
 from automations.models.policy import TeamRunbookPolicy
+from automations.models.teams import validate_change_calendars
 
 
 class Runbook(models.Model):
@@ -35,6 +36,9 @@ class Runbook(models.Model):
         default=False, help_text="Offer this runbook although its assumeRole is a fixed role or absent "
         "(it then runs as that role, or as Delegate's dispatch session).")
     synced_at = models.DateTimeField(null=True, blank=True)
+    change_calendars = models.JSONField(
+        default=list, blank=True, validators=[validate_change_calendars], help_text="SSM ChangeCalendar documents (names or ARNs) that gate this runbook's runs: while one is "
+        "CLOSED at the run's time, dispatch holds the request unless two approvers gave an emergency override.")
 
     class Meta:
         ordering = ["name"]

@@ -1,5 +1,8 @@
 """Teams, memberships (member or lead) and AWS accounts."""
+import re
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -7,6 +10,17 @@ account_id_validator = RegexValidator(r"^\d{12}$", "An AWS account id is exactly
 role_arn_validator = RegexValidator(
     r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$", "Enter an IAM role ARN (arn:aws:iam::123456789012:role/Name)."
 )
+
+_CALENDAR_NAME = re.compile(r"^([a-zA-Z0-9_\-.]{3,128}|arn:aws[a-z-]*:ssm:[a-z0-9-]+:\d{12}:document/[a-zA-Z0-9_\-.]{3,128})$")
+
+
+def validate_change_calendars(value) -> None:
+    """A list of SSM ChangeCalendar document names or ARNs (what GetCalendarState takes)."""
+    if not isinstance(value, list) or len(value) > 10:
+        raise ValidationError("Give a list of at most 10 change calendar names or ARNs.")
+    bad = [name for name in value if not isinstance(name, str) or not _CALENDAR_NAME.match(name)]
+    if bad:
+        raise ValidationError(f"Not an SSM document name or ARN: {', '.join(map(str, bad))}.")
 
 
 class Team(models.Model):
@@ -22,6 +36,9 @@ class Team(models.Model):
     scope_tag_value = models.CharField(max_length=256, blank=True, help_text="Defaults to the team name.")
     accounts = models.ManyToManyField("automations.Account", blank=True, related_name="teams")
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="automations.Membership", related_name="teams")
+    change_calendars = models.JSONField(
+        default=list, blank=True, validators=[validate_change_calendars], help_text="SSM ChangeCalendar documents (names or ARNs) that gate this team's runs: while one is "
+        "CLOSED at the run's time, dispatch holds the request unless two approvers gave an emergency override.")
 
     class Meta:
         ordering = ["name"]

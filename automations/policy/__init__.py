@@ -40,6 +40,7 @@ from automations.policy.rules import (
     emergency_override_count,
     dispatch_hold,
 )
+from automations.policy.calendars import CALENDAR_HOLD, calendars_for, request_calendars, run_time
 
 __all__ = [
     "AUDITOR_PERMISSION", "FREEZE_OVERRIDE_APPROVERS", "is_auditor", "is_member", "is_lead",
@@ -48,5 +49,6 @@ __all__ = [
     "decider_filter", "is_any_approver", "can_delegate", "active_freezes", "freeze_at",
     "allowed_account_ids", "scope_problems", "ids_not_matching", "targets_missing_tags",
     "targets_outside_policy", "request_expiry_hours", "approval_validity_hours", "dispatch_deadline",
-    "dispatch_refusal", "emergency_override_count", "dispatch_hold"
+    "dispatch_refusal", "emergency_override_count", "dispatch_hold",
+    "CALENDAR_HOLD", "calendars_for", "request_calendars", "run_time"
 ]

@@ -19,6 +19,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from automations.policy import calendars
 from automations.models import (
     Approval,
     ApprovalDelegation,
@@ -395,11 +396,13 @@ def emergency_override_count(request: AutomationRequest) -> int:
     return request.approvals.filter(freeze_override__isnull=False).count()
 
 
-def dispatch_hold(request: AutomationRequest, *, at: dt.datetime | None = None) -> tuple[str, dt.datetime, dict] | None:
+def dispatch_hold(request: AutomationRequest, *, at: dt.datetime | None = None,
+                  calendar: dict | None = None) -> tuple[str, dt.datetime, dict] | None:
     """(reason, until, details) when an approved request must wait; None when it may go now.
 
-    A change freeze holds everything except requests approved with an emergency override;
-    a run-at time holds the request until then.
+    A change freeze, and a change calendar AWS reported CLOSED (`calendar`, read by the dispatch
+    service before its transaction), hold everything except requests approved with an emergency
+    override; a run-at time holds the request until then.
     """
     at = at or timezone.now()
     if request.run_at and request.run_at > at:
@@ -408,4 +411,7 @@ def dispatch_hold(request: AutomationRequest, *, at: dt.datetime | None = None) 
     if frozen and emergency_override_count(request) < FREEZE_OVERRIDE_APPROVERS:
         window, until = frozen
         return "change freeze", until, {"freeze": window.as_dict()}
+    if calendar is not None:
+        return calendars.calendar_hold(calendar, at=at, overrides=emergency_override_count(request),
+                                       needed=FREEZE_OVERRIDE_APPROVERS)
     return None

@@ -476,8 +476,13 @@ def fingerprint_of(
     region: str,
     run_at: str,
     locations: dict | None = None,
+    execution_preview: dict | None = None,
 ) -> str:
     """SHA-256 over what an approver approves (DESIGN.md); the worker recomputes it before dispatch.
+
+    `execution_preview`: the figures of AWS's execution preview at submit (steps by impact,
+    accounts, regions, targets per type), when AWS gave one; left out otherwise, so requests
+    without a preview keep the fingerprint they were approved under.
 
     `document_hash` is the content hash SSM reports for that exact version (DescribeDocument
     Hash, SHA-256): a document deleted and re-created under the same name and version number
@@ -503,6 +508,7 @@ def fingerprint_of(
                 "run_at": run_at,
                 # Multi-account runs only, so single-account fingerprints stay what they were.
                 **({"locations": locations} if locations else {}),
+                **({"execution_preview": execution_preview} if execution_preview else {}),
             }
         )
     ).hexdigest()
@@ -528,4 +534,10 @@ def fingerprint_for(request: AutomationRequest) -> str:
             "accounts": list(request.location_accounts), "max_concurrency": request.location_max_concurrency,
             "max_errors": request.location_max_errors,
         } if request.location_targets else None,
+        execution_preview=_preview_figures(request),
     )
+
+
+def _preview_figures(request: AutomationRequest) -> dict | None:
+    preview = request.execution_preview or {}
+    return preview.get("figures") if preview.get("status") == "Success" else None

@@ -37,7 +37,7 @@ from automations.models import AutomationRequest, DispatchOutbox, Execution, Tea
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for  # noqa: F401
 from automations.runbooks import identity as run_identity
 from automations.runbooks.start_body import start_body_for
-from automations.services import content, locations, policies, publishing
+from automations.services import content, execution_preview, locations, policies, publishing
 from automations.services.transitions import transition
 
 log = structlog.get_logger(__name__)
@@ -188,7 +188,7 @@ def request_dispatch(*, request_id: int) -> str:
     return outcome
 
 
-def _claim(request_id: int):
+def _claim(request_id: int, *, calendar: dict | None = None):
     """In one transaction: decide whether to call AWS now. Returns (request, outbox attempts,
     maybe_started) or an outcome string."""
     now = timezone.now()
@@ -213,8 +213,8 @@ def _claim(request_id: int):
             if run_at and run_at > now:
                 DispatchOutbox.objects.filter(pk=request_id).update(state=State.PENDING, next_attempt_at=run_at)
                 return "skipped"
-            if policies.dispatch_held(request, outbox):
-                return "held"  # a change freeze without emergency override (audited once per hold)
+            if policies.dispatch_held(request, outbox, calendar=calendar):
+                return "held"  # a freeze or CLOSED calendar without emergency override (audited once per hold)
             _lock_region_cap(request)  # also serialises the per-target check below on PostgreSQL
             if lock_targets and _target_locked(request, outbox, now):
                 return "locked"
@@ -253,8 +253,25 @@ def _claim(request_id: int):
         return request, attempts, maybe_started
 
 
+def _calendar_answer(request_id: int) -> dict | None:
+    """Before the claim's transaction (AWS is never called inside one): what the change calendars
+    gating an approved, due request say now. None when none gates it, it is not due, or two
+    emergency overrides already let it past change controls."""
+    request = (AutomationRequest.objects.select_related("account", "team", "runbook")
+               .filter(pk=request_id, status=Status.APPROVED).first())
+    now = timezone.now()
+    if (request is None or not policy.request_calendars(request) or (request.run_at and request.run_at > now)
+            or policy.emergency_override_count(request) >= policy.FREEZE_OVERRIDE_APPROVERS):
+        return None
+    # A message for a row that is not due (a duplicate, or held for later) asks AWS nothing.
+    if not DispatchOutbox.objects.filter(Q(state=State.ENQUEUED) | Q(next_attempt_at__lte=now + dt.timedelta(seconds=1)),
+                                         pk=request_id, state__in=(State.PENDING, State.ENQUEUED)).exists():
+        return None
+    return policies.change_calendar_state(request, at=now)
+
+
 def _dispatch(request_id: int) -> str:
-    claimed = _claim(request_id)
+    claimed = _claim(request_id, calendar=_calendar_answer(request_id))
     if isinstance(claimed, str):
         return claimed
     request, attempts, maybe_started = claimed
@@ -316,6 +333,21 @@ def _dispatch(request_id: int) -> str:
         return _fail(request_id, action="dispatch.refused", reason=reason,
                      details={"code": content.CONTENT_CHANGED, "bound_hash": request.document_hash,
                               "found_hash": found}, reason_code=content.CONTENT_CHANGED)
+
+    # What AWS would touch must be what the approval bound: the execution preview is asked again.
+    bound = execution_preview.bound_figures(request)
+    if bound is not None:
+        now_preview = execution_preview.ask(request)
+        if now_preview.get("transient"):
+            return _put_back(request_id, attempts=attempts, reason=f"execution preview failed: {now_preview['message']}",
+                             details={"error": now_preview["message"][:300]})
+        found = now_preview.get("figures")
+        if found != bound:
+            execution_preview.record_changed(request, found=found, message=now_preview.get("message", ""))
+            return _fail(request_id, action="dispatch.refused",
+                         reason=execution_preview.changed_reason(request, found, now_preview.get("message", "")),
+                         details={"code": execution_preview.PREVIEW_CHANGED, "bound": bound, "found": found},
+                         reason_code=execution_preview.PREVIEW_CHANGED)
 
     requester = request.requester.get_username()
     # No transaction is open during the network calls. A retry reaches this line again with

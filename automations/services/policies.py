@@ -17,7 +17,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from automations import audit, aws, policy
+from automations import audit, aws, policy, selectors
 from automations.audit import ClientInfo
 from automations.aws import pacing
 from automations.errors import (
@@ -102,18 +102,29 @@ def submit_refusal(*, team_policy: TeamRunbook, team: Team, account, region: str
     return None
 
 
-def dispatch_held(request: AutomationRequest, outbox: DispatchOutbox) -> bool:
+def change_calendar_state(request: AutomationRequest, *, at: dt.datetime | None = None) -> dict | None:
+    """What AWS says of the change calendars gating this request at its run's time (the selector, also
+    shown on the request page); called outside any transaction."""
+    return selectors.change_calendar_state(request, at=at)
+
+
+def dispatch_held(request: AutomationRequest, outbox: DispatchOutbox, *, calendar: dict | None = None) -> bool:
     """Inside the dispatch transaction: keep an approved request waiting (run-at time, change
-    freeze) by moving its outbox row to when it may go. True = do not dispatch now."""
-    hold = policy.dispatch_hold(request)
+    freeze, CLOSED change calendar) by moving its outbox row to when it may go. True = do not
+    dispatch now. A calendar hold is audited once per message (its calendars and next OPEN time),
+    however often the row comes back to look again."""
+    hold = policy.dispatch_hold(request, calendar=calendar)
     if hold is None:
         return False
     reason, until, details = hold
-    if outbox.state != DispatchOutbox.State.PENDING or outbox.next_attempt_at < until:
+    message = f"held: {reason}" if reason != policy.CALENDAR_HOLD else details["message"]
+    fresh = outbox.last_error != message[:1000]
+    if fresh or outbox.state != DispatchOutbox.State.PENDING or outbox.next_attempt_at < until:
         DispatchOutbox.objects.filter(pk=request.pk).update(state=DispatchOutbox.State.PENDING, next_attempt_at=until,
-                                                            last_error=f"held: {reason}")
-        audit.record(action="dispatch.held", actor=None, request=request,
-                     details={"reason": reason, "until": until, **details})
+                                                            last_error=message[:1000])
+        if fresh or reason != policy.CALENDAR_HOLD:
+            audit.record(action="dispatch.held", actor=None, request=request,
+                         details={"reason": reason, "until": until, **details})
     return True
 
 

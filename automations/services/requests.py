@@ -36,7 +36,7 @@ from automations.models import (
     Team,
     TeamRunbook,
 )
-from automations.services import content, dispatch, locations, notifications, policies
+from automations.services import content, dispatch, execution_preview, locations, notifications, policies
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for
 from automations.services.transitions import transition
 from automations.runbooks.validation import (
@@ -301,6 +301,9 @@ def request_submit(
         location_max_concurrency=location_max_concurrency if location_targets else "",
         location_max_errors=location_max_errors if location_targets else "",
     )
+    # What AWS says the run would touch (the form's preview shows it too), bound by the fingerprint;
+    # nothing is invented when AWS says nothing.
+    request.execution_preview = execution_preview.at_submit(request)
     request.fingerprint = fingerprint_for(request)
     try:
         request.resource_names = inventory.resource_names(resources, region=runbook.region,
@@ -327,6 +330,7 @@ def request_submit(
             "version": runbook_version.version, "version_choice": str(version), "parameters": wire,
             "targets": rc_targets, "fingerprint": request.fingerprint, "rerun_of": rerun_of.pk if rerun_of else None,
             "run_at": run_at, "document_hash": request.document_hash, "run_as": request.run_as,
+            "execution_preview": request.execution_preview,
             **({"locations": {"targets": request.location_targets, "regions": request.location_regions,
                               "accounts": request.location_accounts,
                               "max_concurrency": request.location_max_concurrency,
@@ -357,7 +361,8 @@ def _approve(request: AutomationRequest, *, actor, client, details: dict, action
 
 
 def _take_effect(request: AutomationRequest, *, actor, client, now: dt.datetime | None = None,
-                 released: bool = False, decision: policy.ApprovalDecision | None = None) -> AutomationRequest:
+                 released: bool = False, decision: policy.ApprovalDecision | None = None,
+                 calendar_opened: bool = False) -> AutomationRequest:
     """Make a locked, submitted request approved if its approvals satisfy the policy now.
 
     Approvals count only if bound to the request's fingerprint. Inside a change freeze they take
@@ -387,8 +392,18 @@ def _take_effect(request: AutomationRequest, *, actor, client, now: dt.datetime 
                 "emergency_overrides": len(overrides), "needed": policy.FREEZE_OVERRIDE_APPROVERS})
             return request
         details.update(emergency_override=True, freeze=window.as_dict(), override_reasons=overrides)
+    calendars = sorted({name for a in approvals if hasattr(a, "freeze_override")
+                        for name in a.freeze_override.calendars or []})
+    if calendars and not frozen and not calendar_opened:
+        # An approver asked to override a CLOSED change calendar: like a freeze, that takes two.
+        if len(overrides) < policy.FREEZE_OVERRIDE_APPROVERS:
+            audit.record(action="request.approval_held", actor=actor, request=request, client=client, details={
+                "reason": policy.CALENDAR_HOLD, "calendars": calendars,
+                "emergency_overrides": len(overrides), "needed": policy.FREEZE_OVERRIDE_APPROVERS})
+            return request
+        details.update(emergency_override=True, calendars=calendars, override_reasons=overrides)
     if released:
-        details["released"] = "the change freeze ended"
+        details["released"] = "the change calendar opened" if calendar_opened else "the change freeze ended"
     return _approve(request, actor=actor, client=client, details=details, action=action)
 
 
@@ -467,19 +482,28 @@ def request_approve(*, request: AutomationRequest, actor, comment: str = "", eme
         raise InvalidRequest("An emergency override needs a reason.", code="reason_required",
                              errors={"comment": ["Say why this cannot wait for the freeze to end."]})
     _content_still_bound(request, actor=actor, client=client)
+    # Asked of AWS before the transaction: an emergency override may also be of a change calendar
+    # that is CLOSED (or cannot be read) at the run's time.
+    calendar = policies.change_calendar_state(request) if emergency else None
+    closed = calendar if calendar and calendar["state"] != "OPEN" else None
     with _deciding(request, actor=actor, client=client, target=Status.APPROVED, refusal="approval.refused",
                    own="You cannot approve your own request.") as request:
         decision = policy.approval_decision(actor, request)  # the one policy pass of this approval
         frozen = decision.freeze if emergency else None
-        if emergency and frozen is None:
-            raise NotAllowed("No change freeze applies to this request; approve it normally.", code="no_freeze")
+        if emergency and frozen is None and closed is None:
+            raise NotAllowed("No change freeze or closed change calendar applies to this request; approve it normally.",
+                             code="no_freeze")
+        overridden = {"freeze": frozen[0] if frozen else None, "calendars": [] if frozen else closed["calendars"]} \
+            if emergency else {}
+        what = ({"freeze": frozen[0].as_dict()} if frozen else
+                {"calendars": closed["calendars"], "calendar_state": closed["state"]} if emergency else {})
         existing = request.approvals.filter(approver=actor).first()
         if existing is not None:
             if emergency and not hasattr(existing, "freeze_override"):
                 # An approver who approved before the freeze adds their override to that approval.
-                FreezeOverride.objects.create(approval=existing, freeze=frozen[0], reason=comment)
+                FreezeOverride.objects.create(approval=existing, reason=comment, **overridden)
                 audit.record(action="request.emergency_override", actor=actor, request=request, client=client,
-                             details={"reason": comment, "freeze": frozen[0].as_dict()})
+                             details={"reason": comment, **what})
                 return _take_effect(request, actor=actor, client=client, decision=decision)
             raise NotAllowed("You have already approved this request.", code="already_approved")
         seat = decision.seat
@@ -494,12 +518,12 @@ def request_approve(*, request: AutomationRequest, actor, comment: str = "", eme
             DelegatedApproval.objects.create(approval=approval, delegation=seat.delegation,
                                              on_behalf_of=seat.on_behalf_of)
         if emergency:
-            FreezeOverride.objects.create(approval=approval, freeze=frozen[0], reason=comment)
+            FreezeOverride.objects.create(approval=approval, reason=comment, **overridden)
         count = request.approvals.filter(fingerprint=request.fingerprint).count()
         audit.record(action="request.approval_added", actor=actor, request=request, client=client, details={
             "comment": comment, "approvals": count, "required": decision.required,
             "fingerprint": request.fingerprint, **seat.as_dict(),
-            **({"emergency_override": True, "freeze": frozen[0].as_dict()} if emergency else {})})
+            **({"emergency_override": True, **what} if emergency else {})})
         return _take_effect(request, actor=actor, client=client, decision=decision)
 
 
@@ -559,7 +583,7 @@ def request_amend(*, request: AutomationRequest, actor, client: ClientInfo | Non
                                preview=True, expected_fingerprint=expected_fingerprint, **changes)
     fields = ("runbook_version", "version_choice", "parameters", "target_parameter_name", "targets",
               "max_concurrency", "max_errors", "alarm_name", "resources", "resource_names", "justification",
-              "run_at", "fingerprint", "location_targets", "location_regions", "location_accounts", "location_sources",
+              "run_at", "execution_preview", "fingerprint", "location_targets", "location_regions", "location_accounts", "location_sources",
               "location_max_concurrency", "location_max_errors")
     with transaction.atomic():
         locked = AutomationRequest.objects.select_for_update().get(pk=request.pk)
@@ -612,11 +636,20 @@ def requests_release_held(*, now: dt.datetime | None = None) -> int:
     for pk, team_id in list(candidates):
         if policy.freeze_at(Team(pk=team_id), at=now):
             continue  # still frozen: nothing to do, and nothing to audit again
+        opened = False
+        if FreezeOverride.objects.filter(approval__request_id=pk).exclude(calendars=[]).exists():
+            # Held for a second override of a CLOSED calendar: released when AWS says it is OPEN.
+            request = AutomationRequest.objects.select_related("account", "team", "runbook").get(pk=pk)
+            calendar = policies.change_calendar_state(request, at=now)
+            if calendar is not None and calendar["state"] != "OPEN":
+                continue
+            opened = True
         with transaction.atomic():
             request = AutomationRequest.objects.select_for_update().get(pk=pk)
             if request.status != Status.SUBMITTED:
                 continue
-            if _take_effect(request, actor=None, client=None, now=now, released=True).status == Status.APPROVED:
+            if _take_effect(request, actor=None, client=None, now=now, released=True,
+                            calendar_opened=opened).status == Status.APPROVED:
                 released += 1
     return released
 

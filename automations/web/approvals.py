@@ -114,6 +114,11 @@ def decision_context(user, item: AutomationRequest, *, decision: policy.Approval
         "escalation": getattr(item, "escalation", None),
         "approval_rows": approval_rows(item),
         "dispatch_deadline": policy.dispatch_deadline(item),
+        # Side by side with Delegate's own freeze: the change calendars that gate it, and a hold.
+        "change_calendars": policy.request_calendars(item),
+        "calendar": (selectors.change_calendar_state(item) if item.status in (AutomationRequest.Status.SUBMITTED,
+                                                                              AutomationRequest.Status.APPROVED) else None),
+        "hold": selectors.request_hold(item),
         "waiting_steps": [],
         "targets": [],
         "targets_error": "",
@@ -122,7 +127,8 @@ def decision_context(user, item: AutomationRequest, *, decision: policy.Approval
         "undo": [],
     }
     already = item.approvals.filter(approver=user).first() if user.is_authenticated else None
-    context["may_add_override"] = bool(frozen and already is not None and not hasattr(already, "freeze_override")
+    calendar_closed = bool(context["calendar"] and context["calendar"]["state"] != "OPEN")
+    context["may_add_override"] = bool((frozen or calendar_closed) and already is not None and not hasattr(already, "freeze_override")
                                        and submitted)
     if submitted:
         # Only a request still waiting needs the live inventory; the page is not polled then.

@@ -38,7 +38,8 @@ FIXTURE_FILES = (
         [p for p in glob.glob(str(SHARED_FIXTURES / "*.*")) if not p.endswith(".md")]
         or glob.glob(str(ROOT / "sandbox/documents/amazon/*.*"))
     )
-    + sorted(glob.glob(str(ROOT / "sandbox/documents/own/*.*")))
+    # .ics files are ChangeCalendar documents (iCalendar), not runbooks.
+    + sorted(p for p in glob.glob(str(ROOT / "sandbox/documents/own/*.*")) if not p.endswith(".ics"))
     + sorted(glob.glob(str(ROOT / "sandbox/documents/shared/*.*")))
 )
 

@@ -96,8 +96,11 @@ def test_owner_filters(ssm, sandbox):
         "Delegate-PatchWithApproval",
         "Delegate-RestartService",
         "Delegate-LabelFleet",
+        "Delegate-StopWindow",  # a ChangeCalendar document
     }
     assert {d["Owner"] for d in mine} == {account}
+    runbooks = list_all(ssm, Filters=[{"Key": "Owner", "Values": ["Self"]}, {"Key": "DocumentType", "Values": ["Automation"]}])
+    assert "Delegate-StopWindow" not in {d["Name"] for d in runbooks}
     shared = list_all(ssm, Filters=[{"Key": "Owner", "Values": ["Private"]}])
     assert [d["Name"] for d in shared] == [
         "arn:aws:ssm:eu-west-1:210987654321:document/Ops-CollectDiagnostics"
@@ -105,7 +108,7 @@ def test_owner_filters(ssm, sandbox):
     assert shared[0]["Owner"] == "210987654321"
     assert list_all(ssm, Filters=[{"Key": "Owner", "Values": ["Public"]}]) == []
     everything = list_all(ssm)
-    assert len(everything) == 19 + 3 + 4 + 1  # fixtures, AWS child documents, own, shared
+    assert len(everything) == 19 + 3 + 5 + 1  # fixtures, AWS child documents, own (one a calendar), shared
     with pytest.raises(ClientError) as excinfo:
         ssm.list_documents(Filters=[{"Key": "Owner", "Values": ["All"]}])
     assert error_code(excinfo) == "ValidationException"
@@ -134,7 +137,7 @@ def test_list_documents_pagination(ssm):
         page = ssm.list_documents(MaxResults=5, NextToken=token)
         names += [d["Name"] for d in page["DocumentIdentifiers"]]
         token = page.get("NextToken")
-    assert len(names) == len(set(names)) == 27  # 19 fixtures, 3 AWS child documents, 4 own, 1 shared
+    assert len(names) == len(set(names)) == 28  # 19 fixtures, 3 AWS child documents, 5 own (one a calendar), 1 shared
     with pytest.raises(ClientError) as excinfo:
         ssm.list_documents(MaxResults=51)
     assert error_code(excinfo) == "ValidationException"

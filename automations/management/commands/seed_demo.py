@@ -18,6 +18,8 @@ USERS = [  # username, team, role
     ("erin", "data", Membership.Role.LEAD),
     ("frank", "platform", Membership.Role.LEAD),
 ]
+# The sandbox's ChangeCalendar document (sandbox/documents/own/Delegate-StopWindow.ics) gating stops.
+STOP_CALENDAR = "Delegate-StopWindow"
 # Runbook, teams, approvals required.
 # The sandbox's seeded organization (sandbox/world.py: three OUs of four member accounts each).
 # The platform team may run fleet runbooks across staging and development, not production.
@@ -95,6 +97,10 @@ class Command(BaseCommand):
             for target_id, label in grants:
                 TeamLocationGrant.objects.get_or_create(team=teams[team_name], account=account, target_id=target_id,
                                                         defaults={"label": label})
+        # An SSM change calendar (seeded in the sandbox, CLOSED outside 02:00-03:00 UTC) gates stops:
+        # an approved stop request shows "held by change calendar Delegate-StopWindow until ...".
+        Runbook.objects.filter(account=account, name="AWS-StopEC2Instance", change_calendars=[]).update(
+            change_calendars=[STOP_CALENDAR])
         TeamResource.objects.get_or_create(team=teams["data"], account=account, kind=TeamResource.Kind.BUCKET,
                                            identifier="data-logs", defaults={"description": "demo bucket"})
         self.stdout.write(f"Seeded demo data; catalog: {report.documents} documents, {report.new_versions} new versions.")
