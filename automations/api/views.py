@@ -121,7 +121,8 @@ class RequestListCreateApi(APIView):
             actor=request.user, team=matching[0].team, runbook_id=data["runbook"], version=data["version"],
             parameters=data["parameters"], target_parameter_name=data["target_parameter_name"],
             targets=data["targets"], max_concurrency=data["max_concurrency"], max_errors=data["max_errors"],
-            alarm_name=data["alarm_name"], justification=data["justification"], rerun_of=rerun_of,
+            alarm_name=data["alarm_name"], justification=data["justification"],
+            ticket_reference=data["ticket_reference"], rerun_of=rerun_of,
             client=ClientInfo.from_request(request), run_at=data["run_at"],
             check_overlap=not data["confirm_overlap"],
         )

@@ -475,6 +475,7 @@ def fingerprint_of(
     account: str,
     region: str,
     run_at: str,
+    ticket_reference: str = "",
 ) -> str:
     """SHA-256 over what an approver approves (DESIGN.md); the worker recomputes it before dispatch.
 
@@ -500,6 +501,8 @@ def fingerprint_of(
                 "account": account,
                 "region": region,
                 "run_at": run_at,
+                # Only when there is one: requests stored before tickets existed keep their fingerprint.
+                **({"ticket_reference": ticket_reference} if ticket_reference else {}),
             }
         )
     ).hexdigest()
@@ -520,4 +523,5 @@ def fingerprint_for(request: AutomationRequest) -> str:
         account=request.account.account_id,
         region=request.region,
         run_at=request.run_at.isoformat() if request.run_at else "",
+        ticket_reference=request.ticket_reference,
     )

@@ -32,7 +32,7 @@ from automations.web.forms import (
     picker_state,
 )
 from automations.models import AutomationRequest, RunbookVersion, TeamRunbook
-from automations.services.requests import resolve_version
+from automations.services.requests import resolve_version, ticket_hint
 
 # "self" is what SSM calls documents of the account the portal reads, not documents this person owns.
 TABS = (("all", "All"), ("self", "Our account's"), ("private", "Shared with us"), ("amazon", "Owned by Amazon"))
@@ -193,7 +193,8 @@ def _versions_offered(team_policy: TeamRunbook) -> list[dict]:
 
 def _initial_from(original: AutomationRequest, runbook_version: RunbookVersion) -> dict:
     """A re-run starts from the original request's values (roles excluded: the server sets them)."""
-    initial: dict = {"justification": original.justification, "alarm_name": original.alarm_name}
+    initial: dict = {"justification": original.justification, "alarm_name": original.alarm_name,
+                     "ticket_reference": original.ticket_reference}
     for name, values in original.parameters.items():
         spec = runbook_version.parameters.get(name)
         if spec is None or spec.get("server_owned"):
@@ -282,6 +283,8 @@ def request_new(request, pk: int):
         initial=initial,
         resources=selectors.inventory_for_pickers(team_policy),
         justification_required=team_policy.justification_required,
+        ticket_hint=ticket_hint(team_policy) if team_policy.ticket_pattern else "",
+        ticket_pattern=team_policy.ticket_pattern,
     )
     context.update(
         version=runbook_version, form=form, description=markdown.render(runbook_version.description)
