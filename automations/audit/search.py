@@ -27,6 +27,11 @@ from automations.models import AuditEvent
 EXPORT_FIELDS = ("sequence", "occurred_at", "actor_id", "actor_name", "action", "request_id", "team", "runbook",
                  "resources", "account_id", "region", "details", "client_ip", "user_agent", "role_session_name",
                  "source_identity", "aws_request_id", "execution_id", "prev_hash", "hash")
+# Not a column of the event: {id: Name tag} for the event's resources, from the names its request
+# stored at submit (AutomationRequest.resource_names); null when none is known. Not hashed: the
+# chain covers what happened, a Name tag is only how people recognise the resource.
+NAMES_FIELD = "resource_names"
+EXPORT_COLUMNS = (*EXPORT_FIELDS, NAMES_FIELD)
 _BIGINT_MAX = 2**63 - 1
 
 
@@ -211,6 +216,22 @@ def _csv_expression(name: str) -> str:
     return f"{column}::text" if name in ("resources", "details") else column
 
 
+# One primary-key probe of the request per event (request_id is NULL for most non-request events).
+_NAMES_SQL = (
+    "(SELECT jsonb_object_agg(n.key, n.value) FROM \"automations_automationrequest\" r, "
+    "jsonb_each(r.resource_names) n WHERE r.id = \"automations_auditevent\".\"request_id\" "
+    "AND jsonb_exists(\"automations_auditevent\".\"resources\", n.key))"
+)
+
+
+def _names_of(resources, stored) -> dict | None:
+    """The Python path's _NAMES_SQL: the stored names of the event's own resources, or None."""
+    if not stored or not isinstance(resources, list):
+        return None
+    names = {resource: stored[resource] for resource in resources if isinstance(resource, str) and resource in stored}
+    return names or None
+
+
 def _select(events: QuerySet[AuditEvent], expressions: list[str]) -> tuple[str, tuple]:
     """The filtered, scoped queryset as SQL that selects `expressions`, in sequence order."""
     names = [f"x{i}" for i in range(len(expressions))]
@@ -220,9 +241,9 @@ def _select(events: QuerySet[AuditEvent], expressions: list[str]) -> tuple[str, 
 
 
 def _pg_csv(events: QuerySet[AuditEvent]) -> Iterator[bytes]:
-    piece = bytearray(",".join(EXPORT_FIELDS).encode() + b"\n")
+    piece = bytearray(",".join(EXPORT_COLUMNS).encode() + b"\n")
     try:
-        sql, params = _select(events, [_csv_expression(name) for name in EXPORT_FIELDS])
+        sql, params = _select(events, [_csv_expression(name) for name in EXPORT_FIELDS] + [f"{_NAMES_SQL}::text"])
     except EmptyResultSet:  # e.g. `since` after the newest event: Django knows there is nothing to select
         yield bytes(piece)
         return
@@ -239,7 +260,8 @@ def _pg_jsonl(events: QuerySet[AuditEvent]) -> Iterator[bytes]:
     # Selecting plain columns keeps their names, so row_to_json writes the keys (sorted like the
     # Python path); inet and timestamptz render as "10.0.0.1" and ISO 8601 in the session's UTC.
     try:
-        sql, params = events.order_by("sequence").values_list(*sorted(EXPORT_FIELDS)).query.sql_with_params()
+        sql, params = (events.order_by("sequence").annotate(**{NAMES_FIELD: RawSQL(_NAMES_SQL, ())})
+                       .values_list(*sorted(EXPORT_COLUMNS)).query.sql_with_params())
     except EmptyResultSet:  # a queryset.none(): nothing to export
         return
     query = f"COPY (SELECT row_to_json(e)::text FROM ({sql}) e ORDER BY e.sequence) TO STDOUT"
@@ -261,8 +283,12 @@ def _unescape_copy_text(piece: bytearray) -> bytes:
 
 
 def _rows(events: QuerySet[AuditEvent]) -> Iterator[tuple]:
+    """EXPORT_COLUMNS' values per event, the names last (see NAMES_FIELD)."""
     # Django reads SQLite in chunks; its transactions would take the write lock (demo), so none here.
-    yield from events.order_by("sequence").values_list(*EXPORT_FIELDS).iterator(chunk_size=2000)
+    resources = EXPORT_FIELDS.index("resources")
+    for row in (events.order_by("sequence").values_list(*EXPORT_FIELDS, "request__resource_names")
+                .iterator(chunk_size=2000)):
+        yield (*row[:-1], _names_of(row[resources], row[-1]))
 
 
 def _guard_formula(value):
@@ -295,7 +321,7 @@ def export_csv(events: QuerySet[AuditEvent]) -> Iterator[str | bytes]:
         return
     buffer = io.StringIO()
     writer = csv.writer(buffer)  # the default \r\n terminator also makes it quote a lone \r
-    writer.writerow(EXPORT_FIELDS)
+    writer.writerow(EXPORT_COLUMNS)
     for row in _rows(events):
         writer.writerow(_csv_cells(row))
         if buffer.tell() >= _PIECE:
@@ -315,7 +341,7 @@ def export_jsonl(events: QuerySet[AuditEvent]) -> Iterator[str | bytes]:
     for row in _rows(events):
         values = list(row)
         values[occurred_at] = values[occurred_at].isoformat(timespec="microseconds")
-        lines.append(json.dumps(dict(zip(EXPORT_FIELDS, values)), sort_keys=True, ensure_ascii=False))
+        lines.append(json.dumps(dict(zip(EXPORT_COLUMNS, values)), sort_keys=True, ensure_ascii=False))
         if len(lines) >= 500:
             yield "\n".join(lines) + "\n"
             lines.clear()
