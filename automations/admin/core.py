@@ -119,7 +119,7 @@ class TeamRunbookAdmin(AuditedAdmin):
     form = TeamRunbookPolicyForm
     fieldsets = [
         (None, {"fields": ["team", "runbook", "enabled"]}),
-        ("Approval", {"fields": ["approvals_required", "approver_group", "escalation_group", "escalate_after_hours",
+        ("Approval", {"fields": ["approvals_required", "risk", "approver_group", "escalation_group", "escalate_after_hours",
                                  "request_expiry_hours", "approval_validity_hours"]}),
         ("What requesters must say", {"fields": ["justification_required", "ticket_pattern", "ticket_hint"]}),
         ("Scope", {"fields": ["allowed_regions", "allowed_account_ids", "target_tags", "target_id_patterns",

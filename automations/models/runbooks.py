@@ -87,6 +87,10 @@ class TeamRunbook(TeamRunbookPolicy):
     Scope, approver pool, escalation and timeouts come from TeamRunbookPolicy (models/policy.py).
     """
 
+    class Risk(models.TextChoices):
+        STANDARD = "standard", "Standard: each request approved on its own"
+        LOW = "low", "Low: identical requests may be approved together"
+
     class VersionChoice(models.TextChoices):
         DEFAULT = "default", "Default version (resolved at submit)"
         LATEST = "latest", "Latest version (resolved at submit)"
@@ -114,6 +118,12 @@ class TeamRunbook(TeamRunbookPolicy):
         max_length=200, blank=True, verbose_name="Ticket reference pattern",
         help_text="Optional regular expression a ticket reference in the justification must match, "
                   "e.g. (CHG|INC)-[0-9]+ . Checked with a linear-time engine.")
+    # Low risk lets approvers select identical waiting requests and approve them together
+    # (automations/policy/queue.py says what identical means); each is still approved on its own.
+    risk = models.CharField(
+        max_length=8, choices=Risk, default=Risk.STANDARD,
+        help_text="Low: the approval queue offers bulk approval of identical requests (same runbook, version, "
+                  "parameters, account and region; only the targets differ).")
     ticket_hint = models.CharField(
         max_length=200, blank=True, help_text="How to say it to people, e.g. “a change ticket like CHG-1234”.")
 

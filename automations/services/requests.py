@@ -461,11 +461,12 @@ def _deciding(request: AutomationRequest, *, actor, client: ClientInfo | None, t
 
 
 def request_approve(*, request: AutomationRequest, actor, comment: str = "", emergency: bool = False,
-                    client: ClientInfo | None = None):
+                    client: ClientInfo | None = None, bulk_with: tuple[int, ...] = ()):
     """Someone in the request's approver pool, never the requester, approves once.
 
     Enough distinct approvals make it approved (unless a change freeze holds it). With
     `emergency`, inside a freeze, the approval also overrides the freeze; `comment` is the reason.
+    `bulk_with`: the other requests approved in the same bulk action (services.bulk), for the audit.
     """
     comment = comment[:4000]
     if emergency and not comment.strip():
@@ -504,6 +505,7 @@ def request_approve(*, request: AutomationRequest, actor, comment: str = "", eme
         audit.record(action="request.approval_added", actor=actor, request=request, client=client, details={
             "comment": comment, "approvals": count, "required": decision.required,
             "fingerprint": request.fingerprint, **seat.as_dict(),
+            **({"bulk_with": list(bulk_with)} if bulk_with else {}),
             **({"emergency_override": True, "freeze": frozen[0].as_dict()} if emergency else {})})
         return _take_effect(request, actor=actor, client=client, decision=decision)
 
