@@ -17,6 +17,7 @@ from django import forms
 
 from automations.models import RunbookVersion
 from automations.runbooks import ordered_parameters, pickers
+from automations.web.map_editors import KeyValueWidget, MapListWidget
 
 PARAM_PREFIX = "param_"
 OTHER_SUFFIX = "__other"  # free-text values beside a suggesting picker
@@ -157,18 +158,10 @@ def field_for(name: str, spec: dict) -> ParameterField:
             **common,
         )
     if kind in ("StringMap", "MapList"):
-        initial = json.dumps(default) if default not in (None, "") else ""
-        # A map as Key=value lines (JSON is read too); a MapList stays JSON.
-        if kind == "StringMap" and isinstance(default, dict):
-            initial = "\n".join(f"{key}={value}" for key, value in default.items())
-        placeholder = "Key=value, one per line" if kind == "StringMap" else '[{"Key": "value"}]'
-        return TextParameterField(
-            initial=initial,
-            widget=forms.Textarea(
-                attrs={"rows": 3, "placeholder": placeholder, "class": "mono", "spellcheck": "false"}
-            ),
-            **common,
-        )
+        # Key/value rows for a map, Key=value entries for a list of maps (web/map_editors.py);
+        # the raw text they produce is judged by the service like the API's input.
+        widget = KeyValueWidget() if kind == "StringMap" else MapListWidget()
+        return TextParameterField(initial=default if default not in (None, "") else None, widget=widget, **common)
     if spec.get("displayType") == "textarea":
         return TextParameterField(initial=default, widget=forms.Textarea(attrs={"rows": 4}), **common)
     attrs = {"spellcheck": "false", "autocomplete": "off"} if kind.startswith("AWS::") else {}
