@@ -224,7 +224,9 @@ def approve_bulk(request):
     """Approve the selected identical low-risk requests, each on its own (services.requests_approve_bulk).
 
     Selected ids the user may not see are reported as not found, exactly like a 404 would be."""
-    wanted = [int(value) for value in request.POST.getlist("requests") if value.isdigit()][:policy.MAX_BULK + 1]
+    # Ids only, bounded: a 30-digit "id" must be a plain "not found", not a database overflow.
+    wanted = [int(value) for value in request.POST.getlist("requests")
+              if value.isascii() and value.isdigit() and len(value) <= 18][:policy.MAX_BULK + 1]
     comment = request.POST.get("comment", "")[:1000]
     found = {item.pk: item for item in selectors.requests_visible_to(request.user).filter(pk__in=wanted)}
     for pk in wanted:

@@ -120,6 +120,28 @@ class TestQueuePage:
         assert any(m.startswith(f"#{own.pk} not approved:") for m in said)
         assert AutomationRequest.objects.get(pk=own.pk).status == "submitted"
 
+    def test_hostile_ids_change_nothing(self, world, submit, low_risk, client):
+        one = submit(parameters={"InstanceId": [world.web1]})
+        client.force_login(world.bob)
+        response = client.post("/approvals/bulk/", {"requests": [str(one.pk), "9" * 30, "x", "١٢"],
+                                                    f"fingerprint_{one.pk}": one.fingerprint}, follow=True)
+        assert response.status_code == 200
+        said = [str(m) for m in response.context["messages"]]
+        assert said == ["Nothing was approved: Select between 2 and 50 requests to approve together."]
+        assert AutomationRequest.objects.get(pk=one.pk).status == "submitted"
+
+    def test_another_teams_request_is_not_found_and_not_approved(self, world, submit, low_risk, client):
+        one = submit(parameters={"InstanceId": [world.web1]})
+        two = submit(parameters={"InstanceId": [world.web2]})
+        theirs = submit(actor=world.dave, team=world.data, parameters={"InstanceId": [world.etl1]})
+        client.force_login(world.bob)
+        response = client.post("/approvals/bulk/", {
+            "requests": [one.pk, two.pk, theirs.pk], **{f"fingerprint_{i.pk}": i.fingerprint for i in (one, two, theirs)}},
+            follow=True)
+        said = [str(m) for m in response.context["messages"]]
+        assert f"#{theirs.pk}: not found." in said and f"#{one.pk} approved." in said
+        assert AutomationRequest.objects.get(pk=theirs.pk).status == "submitted"
+
     def test_standard_risk_rows_have_no_checkboxes(self, world, submit, client):
         submit(parameters={"InstanceId": [world.web1]})
         submit(parameters={"InstanceId": [world.web2]})
