@@ -73,3 +73,31 @@ def test_admin_edits_a_policy_as_fields_and_a_bad_region_is_refused(stack, pages
     assert saved.allowed_regions == ["eu-west-1"] and saved.target_tags == {"Environment": ["staging", "dev"]}
     expect(admin.locator("#result_list")).to_contain_text("eu-west-1")  # the list's region column
     assert re.search(r"column-region", admin.content())
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE_390], ids=["1280", "390"])
+def test_map_and_map_list_editors_work_without_script_and_fit_a_phone(stack, pages, viewport):
+    from playwright.sync_api import expect
+
+    policy = _policy("Delegate-RotateLogs")
+    alice = pages.as_user("alice", viewport=viewport, next_path=f"/runbooks/{policy.runbook_id}/request/")
+    labels = alice.locator("#id_param_Labels")
+    expect(labels.get_by_role("textbox")).to_have_count(6)  # three empty Key/Value rows
+    expect(alice.locator("#id_param_Schedule textarea").first).to_have_value("Day=Sunday\nHour=03")
+    assert horizontal_overflow(alice) is None, horizontal_overflow(alice)
+    assert not axe_findings(alice)
+    labels.get_by_label("Key 1 of Labels").fill("change")
+    labels.get_by_label("Value 1 of Labels").fill("CHG-42")
+    alice.locator("#id_param_Schedule").get_by_label(re.compile("Entry 2")).fill("Day=Wednesday\nHour=22")
+    alice.get_by_label("Justification").fill("rotate before the audit")
+    alice.get_by_role("button", name="Preview").click()
+    # Refused (no instance picked): the page comes back with what was typed and fresh empty rows.
+    expect(alice.locator("#error-summary")).to_be_visible()
+    labels = alice.locator("#id_param_Labels")
+    expect(labels.get_by_label("Key 1 of Labels")).to_have_value("change")
+    expect(labels.get_by_label("Value 1 of Labels")).to_have_value("CHG-42")
+    expect(labels.get_by_role("textbox")).to_have_count(6)  # the filled row and two spare ones
+    expect(alice.locator("#id_param_Schedule textarea").nth(1)).to_have_value("Day=Wednesday\nHour=22")
+    assert horizontal_overflow(alice) is None, horizontal_overflow(alice)
+    assert not axe_findings(alice)
+    screenshot(alice, "map-editors" if viewport == DESKTOP else "phone-map-editors")
