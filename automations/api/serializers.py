@@ -85,6 +85,29 @@ class ApproveInput(DecisionInput):
                                                    "takes effect with two approvers' overrides).")
 
 
+class BulkApproveItem(StrictSerializer):
+    id = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+    fingerprint = serializers.RegexField(r"^[0-9a-f]{64}$", help_text="The fingerprint the approver was shown.")
+
+
+class BulkApproveInput(StrictSerializer):
+    requests = BulkApproveItem(many=True, min_length=2, max_length=50,
+                               help_text="2–50 identical requests under a low-risk policy.")
+    comment = serializers.CharField(max_length=1000, allow_blank=True, required=False, default="")
+
+
+class BulkApproveResult(serializers.Serializer):
+    id = serializers.IntegerField()
+    ok = serializers.BooleanField()
+    status = serializers.CharField(help_text="The request's status afterwards; empty when not found.")
+    code = serializers.CharField(help_text="Why it was not approved (a stable code); empty when it was.")
+    detail = serializers.CharField()
+
+
+class BulkApproveOutput(serializers.Serializer):
+    results = BulkApproveResult(many=True)
+
+
 class CancelInput(StrictSerializer):
     reason = serializers.CharField(max_length=2000, allow_blank=True, required=False, default="")
 

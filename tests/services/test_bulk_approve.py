@@ -161,3 +161,30 @@ class TestQueuePage:
         assert "reminder</span>" not in page  # four hours left: not yet due
         AutomationRequest.objects.filter(pk=item.pk).update(created_at=timezone.now() - dt.timedelta(hours=3.5))
         assert "reminder</span>" in client.get("/approvals/").content.decode()
+
+
+class TestApi:
+    def test_results_per_request_and_whole_refusals_with_codes(self, world, submit, low_risk):
+        from rest_framework.test import APIClient
+
+        one = submit(parameters={"InstanceId": [world.web1]})
+        two = submit(parameters={"InstanceId": [world.web2]})
+        own = submit(parameters={"InstanceId": [world.web1]}, actor=world.bob)
+        api = APIClient()
+        api.force_authenticate(world.bob)
+        body = {"requests": [{"id": i.pk, "fingerprint": i.fingerprint} for i in (one, two, own)]
+                + [{"id": 999999, "fingerprint": "0" * 64}], "comment": "ok"}
+        response = api.post("/api/v1/requests/bulk-approve/", body, format="json")
+        assert response.status_code == 200, response.json()
+        results = {row["id"]: row for row in response.json()["results"]}
+        assert results[one.pk]["ok"] and results[one.pk]["status"] == "approved" and results[two.pk]["ok"]
+        assert not results[own.pk]["ok"] and results[own.pk]["code"]
+        assert results[999999] == {"id": 999999, "ok": False, "status": "", "code": "not_found", "detail": "Not found."}
+        alone = api.post("/api/v1/requests/bulk-approve/",
+                         {"requests": [{"id": own.pk, "fingerprint": own.fingerprint}]}, format="json")
+        assert alone.status_code == 400 and "requests" in alone.json()["errors"]
+        unseen = api.post("/api/v1/requests/bulk-approve/", {"requests": [
+            {"id": own.pk, "fingerprint": own.fingerprint}, {"id": 999999, "fingerprint": "0" * 64}]}, format="json")
+        assert unseen.status_code == 400 and unseen.json()["code"] == "bulk_size"
+        strict = api.post("/api/v1/requests/bulk-approve/", {"requests": [], "status": "approved"}, format="json")
+        assert strict.status_code == 400
