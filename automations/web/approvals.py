@@ -246,8 +246,9 @@ def approve_bulk(request):
             messages.error(request, f"#{outcome.request_id} not approved: {outcome.detail}")
         elif outcome.status == AutomationRequest.Status.APPROVED:
             messages.success(request, f"#{outcome.request_id} approved.")
-        else:
-            messages.success(request, f"#{outcome.request_id}: approval recorded; it needs more before it runs.")
+        else:  # recorded, but more approvals are needed or a change freeze holds it: say which
+            messages.success(request, f"#{outcome.request_id}: "
+                                      f"{approved_message(AutomationRequest.objects.get(pk=outcome.request_id))}")
     return redirect("automations:approval_queue")
 
 

@@ -188,3 +188,16 @@ class TestApi:
         assert unseen.status_code == 400 and unseen.json()["code"] == "bulk_size"
         strict = api.post("/api/v1/requests/bulk-approve/", {"requests": [], "status": "approved"}, format="json")
         assert strict.status_code == 400
+
+
+def test_the_queue_says_when_an_approval_is_recorded_but_more_are_needed(world, submit, low_risk, client):
+    TeamRunbook.objects.filter(pk=low_risk.pk).update(approvals_required=2)
+    one = submit(parameters={"InstanceId": [world.web1]})
+    two = submit(parameters={"InstanceId": [world.web2]})
+    client.force_login(world.bob)
+    response = client.post("/approvals/bulk/", {"requests": [one.pk, two.pk],
+                                                **{f"fingerprint_{i.pk}": i.fingerprint for i in (one, two)}},
+                           follow=True)
+    said = [str(m) for m in response.context["messages"]]
+    assert said == [f"#{one.pk}: Approval recorded; more approvals are needed.",
+                    f"#{two.pk}: Approval recorded; more approvals are needed."]
