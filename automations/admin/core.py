@@ -7,6 +7,7 @@ from django.urls import path
 
 from automations import services
 from automations.admin.base import AuditedAdmin, ReadOnlyAdmin
+from automations.admin.policy_form import TeamRunbookPolicyForm
 from automations.runbooks import identity as run_identity
 from automations.models import (
     Account,
@@ -55,8 +56,9 @@ def sync_catalog(modeladmin, request, queryset):
     _report_sync(modeladmin, request, services.runbook_catalog_sync(actor=request.user))
 
 
-class TeamRunbookInline(admin.TabularInline):
+class TeamRunbookInline(admin.StackedInline):
     model = TeamRunbook
+    form = TeamRunbookPolicyForm
     extra = 0
 
 
@@ -115,6 +117,16 @@ class RunbookVersionAdmin(admin.ModelAdmin):
 
 @admin.register(TeamRunbook)
 class TeamRunbookAdmin(AuditedAdmin):
+    form = TeamRunbookPolicyForm
+    fieldsets = [
+        (None, {"fields": ["team", "runbook", "enabled"]}),
+        ("Approval", {"fields": ["approvals_required", "risk", "approver_group", "escalation_group", "escalate_after_hours",
+                                 "request_expiry_hours", "approval_validity_hours"]}),
+        ("What requesters must say", {"fields": ["justification_required", "ticket_pattern", "ticket_hint"]}),
+        ("Scope", {"fields": ["allowed_regions", "allowed_account_ids", "target_tags", "target_id_patterns",
+                              "max_targets", "one_run_per_target"]}),
+        ("Versions", {"fields": ["version_choice", "pinned_version"]}),
+    ]
     list_display = ["team", "runbook", "region", "enabled", "approvals_required", "version_choice", "max_targets",
                     "one_run_per_target", "justification_required"]
     list_filter = ["team", "enabled", "runbook__region"]

@@ -88,6 +88,29 @@ class ApproveInput(DecisionInput):
                                                    "takes effect with two approvers' overrides).")
 
 
+class BulkApproveItem(StrictSerializer):
+    id = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+    fingerprint = serializers.RegexField(r"^[0-9a-f]{64}$", help_text="The fingerprint the approver was shown.")
+
+
+class BulkApproveInput(StrictSerializer):
+    requests = BulkApproveItem(many=True, min_length=2, max_length=50,
+                               help_text="2–50 identical requests under a low-risk policy.")
+    comment = serializers.CharField(max_length=1000, allow_blank=True, required=False, default="")
+
+
+class BulkApproveResult(serializers.Serializer):
+    id = serializers.IntegerField()
+    ok = serializers.BooleanField()
+    status = serializers.CharField(help_text="The request's status afterwards; empty when not found.")
+    code = serializers.CharField(help_text="Why it was not approved (a stable code); empty when it was.")
+    detail = serializers.CharField()
+
+
+class BulkApproveOutput(serializers.Serializer):
+    results = BulkApproveResult(many=True)
+
+
 class CancelInput(StrictSerializer):
     reason = serializers.CharField(max_length=2000, allow_blank=True, required=False, default="")
 
@@ -104,6 +127,10 @@ class RequestCreateInput(StrictSerializer):
     max_errors = serializers.CharField(max_length=7, required=False, allow_blank=True, default="")
     alarm_name = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
     justification = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
+    ticket_reference = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, default="",
+        help_text="The change ticket, when the runbook's policy asks for one (refused with ticket_required or "
+                  "ticket_mismatch); part of the fingerprint.")
     rerun_of = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False, allow_null=True, default=None)
     run_at = serializers.DateTimeField(required=False, allow_null=True, default=None,
                                        help_text="Approve now, run at this time (ISO 8601 with a time zone).")
@@ -228,7 +255,7 @@ class RequestSerializer(serializers.ModelSerializer):
                   "team", "requester", "runbook", "document_name",
                   "document_version", "version_choice", "account_id", "region", "automation_role_arn", "parameters",
                   "target_parameter_name", "targets", "max_concurrency", "max_errors", "alarm_name", "resources", "resource_names",
-                  "justification", "fingerprint", "client_token", "rerun_of", "created_at", "approved_at",
+                  "justification", "ticket_reference", "fingerprint", "client_token", "rerun_of", "created_at", "approved_at",
                   "dispatched_at", "finished_at", "approvals", "execution", "run_at", "start_call", "locations",
                   "execution_preview", "hold"]
         read_only_fields = fields

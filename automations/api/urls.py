@@ -8,6 +8,7 @@ urlpatterns = [
     path("runbooks/", views.RunbookListApi.as_view(), name="runbook_list"),
     path("runbooks/<int:pk>/", views.RunbookDetailApi.as_view(), name="runbook_detail"),
     path("requests/", views.RequestListCreateApi.as_view(), name="request_list"),
+    path("requests/bulk-approve/", views.RequestBulkApproveApi.as_view(), name="request_bulk_approve"),
     path("requests/<int:pk>/", views.RequestDetailApi.as_view(), name="request_detail"),
     path("requests/<int:pk>/content/", views.RequestContentApi.as_view(), name="request_content"),
     path("requests/<int:pk>/approve/", views.RequestApproveApi.as_view(), name="request_approve"),

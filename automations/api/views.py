@@ -121,7 +121,8 @@ class RequestListCreateApi(APIView):
             actor=request.user, team=matching[0].team, runbook_id=data["runbook"], version=data["version"],
             parameters=data["parameters"], target_parameter_name=data["target_parameter_name"],
             targets=data["targets"], max_concurrency=data["max_concurrency"], max_errors=data["max_errors"],
-            alarm_name=data["alarm_name"], justification=data["justification"], rerun_of=rerun_of,
+            alarm_name=data["alarm_name"], justification=data["justification"],
+            ticket_reference=data["ticket_reference"], rerun_of=rerun_of,
             client=ClientInfo.from_request(request), run_at=data["run_at"],
             check_overlap=not data["confirm_overlap"],
             location_targets=data["location_targets"], location_regions=data["location_regions"],
@@ -175,6 +176,29 @@ class RequestApproveApi(_RequestActionApi):
     def act(self, request, automation_request, data):
         services.request_approve(request=automation_request, actor=request.user, comment=data["comment"],
                                  emergency=data["emergency"], client=ClientInfo.from_request(request))
+
+
+class RequestBulkApproveApi(APIView):
+    @extend_schema(request=s.BulkApproveInput, responses={200: s.BulkApproveOutput, 400: ERROR})
+    def post(self, request):
+        """Approve identical low-risk requests together, each on its own (docs/approvals-and-policy.md).
+
+        400 with code bulk_size, bulk_not_low_risk or bulk_not_identical approves nothing; otherwise
+        each request has a result: ok, or its own code (self_approval, changed_since_viewed, not_found…).
+        """
+        payload = s.BulkApproveInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        wanted = list(dict.fromkeys(item["id"] for item in data["requests"]))
+        seen = {item["id"]: item["fingerprint"] for item in data["requests"]}
+        found = {item.pk: item for item in selectors.requests_visible_to(request.user).filter(pk__in=wanted)}
+        outcomes = {outcome.request_id: outcome for outcome in services.requests_approve_bulk(
+            requests=[found[pk] for pk in wanted if pk in found], actor=request.user, comment=data["comment"],
+            expected_fingerprints=seen, client=ClientInfo.from_request(request))}
+        results = [{"id": pk, "ok": outcomes[pk].ok, "status": outcomes[pk].status, "code": outcomes[pk].code,
+                    "detail": outcomes[pk].detail} if pk in outcomes else
+                   {"id": pk, "ok": False, "status": "", "code": "not_found", "detail": "Not found."} for pk in wanted]
+        return Response({"results": results})
 
 
 @extend_schema(request=s.DecisionInput, responses={200: s.RequestSerializer, 403: ERROR, 404: ERROR, 409: ERROR})

@@ -60,6 +60,8 @@ class AutomationRequest(models.Model):
     # without asking AWS; not part of the fingerprint (a tag is not what runs).
     resource_names = models.JSONField(default=dict, blank=True)
     justification = models.TextField(blank=True)
+    # The change ticket the policy asked for (TeamRunbook.ticket_pattern); part of the fingerprint.
+    ticket_reference = models.CharField(max_length=100, blank=True)
     # "Approve now, run at": dispatch waits until this time (None = as soon as approved).
     run_at = models.DateTimeField(null=True, blank=True)
     fingerprint = models.CharField(max_length=64, editable=False)

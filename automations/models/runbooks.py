@@ -91,6 +91,10 @@ class TeamRunbook(TeamRunbookPolicy):
     Scope, approver pool, escalation and timeouts come from TeamRunbookPolicy (models/policy.py).
     """
 
+    class Risk(models.TextChoices):
+        STANDARD = "standard", "Standard: each request approved on its own"
+        LOW = "low", "Low: identical requests may be approved together"
+
     class VersionChoice(models.TextChoices):
         DEFAULT = "default", "Default version (resolved at submit)"
         LATEST = "latest", "Latest version (resolved at submit)"
@@ -119,11 +123,17 @@ class TeamRunbook(TeamRunbookPolicy):
     # On for a new policy row: a request that says "—" tells approvers nothing (an admin may turn it off).
     justification_required = models.BooleanField(
         default=True, help_text="A request must say why it is needed (approvers read it).")
-    # e.g. ^(CHG|INC)-[0-9]+ : the justification must contain a ticket reference of this shape.
+    # e.g. ^CHG[0-9]{7}$ : the request's ticket reference (its own field) must match it whole.
     ticket_pattern = models.CharField(
         max_length=200, blank=True, verbose_name="Ticket reference pattern",
-        help_text="Optional regular expression a ticket reference in the justification must match, "
-                  "e.g. (CHG|INC)-[0-9]+ . Checked with a linear-time engine.")
+        help_text="Optional regular expression: requests must then give a ticket reference that matches it "
+                  "as a whole, e.g. ^CHG[0-9]{7}$ . Checked with a linear-time engine (RE2).")
+    # Low risk lets approvers select identical waiting requests and approve them together
+    # (automations/policy/queue.py says what identical means); each is still approved on its own.
+    risk = models.CharField(
+        max_length=8, choices=Risk, default=Risk.STANDARD,
+        help_text="Low: the approval queue offers bulk approval of identical requests (same runbook, version, "
+                  "parameters, account and region; only the targets differ).")
     ticket_hint = models.CharField(
         max_length=200, blank=True, help_text="How to say it to people, e.g. “a change ticket like CHG-1234”.")
 

@@ -1,4 +1,8 @@
-"""Policy: who may do what. The rules (rules) and the batch form of the same rules (batch)."""
+"""Policy: who may do what, in rules, their batch form and the approval queue's questions.
+
+The rules (rules), the batch form of the same rules (batch), and what the approval queue asks
+(queue: bulk approval of identical requests, escalation reminders).
+"""
 from automations.policy.rules import (
     AUDITOR_PERMISSION,
     FREEZE_OVERRIDE_APPROVERS,
@@ -41,6 +45,7 @@ from automations.policy.rules import (
     dispatch_hold,
 )
 from automations.policy.calendars import CALENDAR_HOLD, calendars_for, request_calendars, run_time
+from automations.policy.queue import MAX_BULK, bulk_key, escalation_due
 
 __all__ = [
     "AUDITOR_PERMISSION", "FREEZE_OVERRIDE_APPROVERS", "is_auditor", "is_member", "is_lead",
@@ -49,6 +54,6 @@ __all__ = [
     "decider_filter", "is_any_approver", "can_delegate", "active_freezes", "freeze_at",
     "allowed_account_ids", "scope_problems", "ids_not_matching", "targets_missing_tags",
     "targets_outside_policy", "request_expiry_hours", "approval_validity_hours", "dispatch_deadline",
-    "dispatch_refusal", "emergency_override_count", "dispatch_hold",
+    "dispatch_refusal", "emergency_override_count", "dispatch_hold", "MAX_BULK", "bulk_key", "escalation_due",
     "CALENDAR_HOLD", "calendars_for", "request_calendars", "run_time"
 ]

@@ -477,6 +477,7 @@ def fingerprint_of(
     run_at: str,
     locations: dict | None = None,
     execution_preview: dict | None = None,
+    ticket_reference: str = "",
 ) -> str:
     """SHA-256 over what an approver approves (DESIGN.md); the worker recomputes it before dispatch.
 
@@ -509,6 +510,8 @@ def fingerprint_of(
                 # Multi-account runs only, so single-account fingerprints stay what they were.
                 **({"locations": locations} if locations else {}),
                 **({"execution_preview": execution_preview} if execution_preview else {}),
+                # Only when there is one: requests stored before tickets existed keep their fingerprint.
+                **({"ticket_reference": ticket_reference} if ticket_reference else {}),
             }
         )
     ).hexdigest()
@@ -535,6 +538,7 @@ def fingerprint_for(request: AutomationRequest) -> str:
             "max_errors": request.location_max_errors,
         } if request.location_targets else None,
         execution_preview=_preview_figures(request),
+        ticket_reference=request.ticket_reference,
     )
 
 

@@ -211,6 +211,8 @@ def render(event: str, request: AutomationRequest, context: dict) -> tuple[str, 
         lead = f"{requester} asks to run {name} on {targets} ({where}). It needs {required} approval{'s' if required != 1 else ''}."
         if request.justification:
             lead += f" Justification: {request.justification[:300]}"
+        if request.ticket_reference:
+            lead += f" Ticket: {request.ticket_reference}"
     elif event == "request.approved":
         subject = f"{name} was approved"
         when = f"It will start at {request.run_at:%Y-%m-%d %H:%M} UTC." if request.run_at else "It will start shortly."

@@ -38,6 +38,7 @@ from automations.models import (
 )
 from automations.services import content, dispatch, execution_preview, locations, notifications, policies
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for
+from automations.runbooks.pattern_words import describe as describe_pattern
 from automations.services.transitions import transition
 from automations.runbooks.validation import (
     ALARM_NAME,
@@ -153,22 +154,50 @@ def _rate_control(schema: dict, parameters: dict, *, target_parameter_name: str,
 
 
 def _check_justification(team_policy: TeamRunbook, justification: str) -> None:
-    """The policy's rule for the justification: required, and maybe a ticket reference of a shape."""
-    import re2
-
+    """The policy's rule for the justification: required (at least a few characters)."""
     text = justification.strip()
     if team_policy.justification_required and len(text) < 3:
         raise InvalidRequest("Say why this run is needed: approvers read it.", code="justification_required",
                              errors={"justification": ["Say why this run is needed."]})
-    if team_policy.ticket_pattern:
-        try:
-            found = re2.search(team_policy.ticket_pattern, text)
-        except re2.error:
-            found = True  # a broken pattern is an admin's mistake (the admin form validates it); never block on it
-        if not found:
-            hint = team_policy.ticket_hint or "a ticket reference"
-            raise InvalidRequest(f"Include {hint} in the justification.", code="ticket_required",
-                                 errors={"justification": [f"Include {hint}."]})
+
+
+MAX_TICKET_REFERENCE = 100
+
+
+def ticket_hint(team_policy: TeamRunbook) -> str:
+    """The policy's ticket rule in words ("a change ticket like CHG0001234"), never the regex."""
+    if team_policy.ticket_hint:
+        return team_policy.ticket_hint
+    words = describe_pattern(team_policy.ticket_pattern)
+    return f"a ticket reference ({words})" if words else "a ticket reference"
+
+
+def _check_ticket(team_policy: TeamRunbook, ticket_reference: str) -> str:
+    """The ticket reference, trimmed; refused unless the whole of it matches the policy's pattern.
+
+    The whole value must match (not a part of it), so "CHG0001234; anything" is not a ticket.
+    Without a pattern a ticket is optional and free text (still bound by the fingerprint).
+    """
+    import re2
+
+    ticket = (ticket_reference or "").strip()
+    if len(ticket) > MAX_TICKET_REFERENCE:
+        raise InvalidRequest(f"Keep the ticket reference under {MAX_TICKET_REFERENCE} characters.",
+                             code="ticket_mismatch", errors={"ticket_reference": ["Too long."]})
+    if not team_policy.ticket_pattern:
+        return ticket
+    hint = ticket_hint(team_policy)
+    if not ticket:
+        raise InvalidRequest(f"Give {hint}: this runbook's policy asks for one.", code="ticket_required",
+                             errors={"ticket_reference": [f"Give {hint}."]})
+    try:
+        matches = re2.fullmatch(team_policy.ticket_pattern, ticket) is not None
+    except re2.error:
+        matches = True  # a broken pattern is an admin's mistake (the admin form refuses it); never block on it
+    if not matches:
+        raise InvalidRequest(f"{ticket} is not {hint}.", code="ticket_mismatch",
+                             errors={"ticket_reference": [f"{ticket} is not {hint}."]})
+    return ticket
 
 
 def resource_kinds(schema: dict) -> dict[str, str]:
@@ -179,7 +208,7 @@ def resource_kinds(schema: dict) -> dict[str, str]:
 def request_submit(
     *, actor, team: Team, runbook_id: int, parameters: dict, version: str = "default",
     target_parameter_name: str = "", targets: list | None = None, max_concurrency: str = "", max_errors: str = "",
-    alarm_name: str = "", justification: str = "", rerun_of: AutomationRequest | None = None,
+    alarm_name: str = "", justification: str = "", ticket_reference: str = "", rerun_of: AutomationRequest | None = None,
     client: ClientInfo | None = None, preview: bool = False, expected_fingerprint: str | None = None,
     run_at: dt.datetime | None = None, check_overlap: bool = False,
     location_targets: list[str] | None = None, location_regions: list[str] | None = None,
@@ -232,6 +261,7 @@ def request_submit(
         if len(justification) > 4000:
             raise InvalidRequest("Keep the justification under 4,000 characters.", errors={"justification": ["Too long."]})
         _check_justification(team_policy, justification)
+        ticket_reference = _check_ticket(team_policy, ticket_reference)
         # Roles and approvers are Delegate's: the identity assumeRole names, handed-off roles,
         # the principal Delegate signals aws:approve steps as (run_identity).
         wire.update(run_identity.server_values(runbook_version, schema, account))
@@ -294,7 +324,7 @@ def request_submit(
         account=account, region=runbook.region, parameters=wire, target_parameter_name=target_parameter_name,
         targets=rc_targets, max_concurrency=max_concurrency if target_parameter_name else "",
         max_errors=max_errors if target_parameter_name else "", alarm_name=alarm_name, resources=resources,
-        justification=justification, rerun_of=rerun_of, run_at=run_at,
+        justification=justification, ticket_reference=ticket_reference, rerun_of=rerun_of, run_at=run_at,
         document_hash=runbook_version.ssm_hash, run_as=run_identity.run_as_for(runbook_version, account),
         location_targets=list(location_targets or []), location_regions=list(location_regions or []) if location_targets else [],
         location_accounts=sorted(location_sources), location_sources=location_sources,
@@ -335,6 +365,7 @@ def request_submit(
                               "accounts": request.location_accounts,
                               "max_concurrency": request.location_max_concurrency,
                               "max_errors": request.location_max_errors}} if request.location_targets else {}),
+            "ticket_reference": request.ticket_reference,
             # Submitted although these open requests of the same runbook share a target (confirmed).
             **({"overlapping": [other.pk for other in overlapping]} if overlapping else {}),
         })
@@ -471,11 +502,12 @@ def _deciding(request: AutomationRequest, *, actor, client: ClientInfo | None, t
 
 
 def request_approve(*, request: AutomationRequest, actor, comment: str = "", emergency: bool = False,
-                    client: ClientInfo | None = None):
+                    client: ClientInfo | None = None, bulk_with: tuple[int, ...] = ()):
     """Someone in the request's approver pool, never the requester, approves once.
 
     Enough distinct approvals make it approved (unless a change freeze holds it). With
     `emergency`, inside a freeze, the approval also overrides the freeze; `comment` is the reason.
+    `bulk_with`: the other requests approved in the same bulk action (services.bulk), for the audit.
     """
     comment = comment[:4000]
     if emergency and not comment.strip():
@@ -523,6 +555,7 @@ def request_approve(*, request: AutomationRequest, actor, comment: str = "", eme
         audit.record(action="request.approval_added", actor=actor, request=request, client=client, details={
             "comment": comment, "approvals": count, "required": decision.required,
             "fingerprint": request.fingerprint, **seat.as_dict(),
+            **({"bulk_with": list(bulk_with)} if bulk_with else {}),
             **({"emergency_override": True, **what} if emergency else {})})
         return _take_effect(request, actor=actor, client=client, decision=decision)
 
@@ -583,7 +616,7 @@ def request_amend(*, request: AutomationRequest, actor, client: ClientInfo | Non
                                preview=True, expected_fingerprint=expected_fingerprint, **changes)
     fields = ("runbook_version", "version_choice", "parameters", "target_parameter_name", "targets",
               "max_concurrency", "max_errors", "alarm_name", "resources", "resource_names", "justification",
-              "run_at", "execution_preview", "fingerprint", "location_targets", "location_regions", "location_accounts", "location_sources",
+              "ticket_reference", "run_at", "execution_preview", "fingerprint", "location_targets", "location_regions", "location_accounts", "location_sources",
               "location_max_concurrency", "location_max_errors")
     with transaction.atomic():
         locked = AutomationRequest.objects.select_for_update().get(pk=request.pk)
@@ -598,6 +631,7 @@ def request_amend(*, request: AutomationRequest, actor, client: ClientInfo | Non
         request = transition(locked, to=Status.SUBMITTED, actor=actor, client=client, action="request.amended",
                              details={"old_fingerprint": old_fingerprint, "fingerprint": locked.fingerprint,
                                       "parameters": locked.parameters, "targets": locked.targets,
+                                      "ticket_reference": locked.ticket_reference,
                                       "version": locked.runbook_version.version, "cleared_approvals": cleared},
                              status_reason="")
         notifications.notify_on_commit("request.submitted", request.pk)

@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from automations import policy, selectors
+from automations import policy, selectors, services
 from automations.audit import ClientInfo
 from automations.errors import DomainError
 from automations.models import ApprovalDelegation, AutomationRequest, FreezeWindow, StepApproval, Team
@@ -197,13 +197,15 @@ def approval_queue(request):
     overlaps = selectors.overlaps_among(queue)
     freezes: dict = {}
     rows = []
+    now = timezone.now()
     for item, seat in queued:
         if item.team_id not in freezes:
             freezes[item.team_id] = policy.freeze_at(item.team)
         frozen = freezes[item.team_id]
         rows.append({"item": item, "seat": seat, "required": policy.approvals_required(item),
                      "approvals": len(item.approvals.all()), "freeze": frozen[0] if frozen else None,
-                     "escalated": hasattr(item, "escalation"), "overlaps": overlaps.get(item.pk, [])})
+                     "escalated": hasattr(item, "escalation"), "overlaps": overlaps.get(item.pk, []),
+                     "escalates": policy.escalation_due(item, now=now), "bulk_key": policy.bulk_key(item)})
     steps = [{"entry": entry, "next": step_next_text(entry)} for entry in selectors.waiting_steps_for(user)]
     request.approval_queue_count = len(queue) + len(steps)  # requests and steps: the badge counts both
     now = timezone.now()
@@ -211,7 +213,52 @@ def approval_queue(request):
                                                     ends_at__gt=now).select_related("delegator", "team")
     return render(request, "automations/approval_queue.html", {
         "rows": rows, "steps": steps, "standing_in": delegations, "freezes": _freezes_for(user),
+        "bulk_groups": bulk_groups(rows), "max_bulk": policy.MAX_BULK,
     })
+
+
+def bulk_groups(rows: list[dict]) -> list[dict]:
+    """Rows that may be approved together (policy.bulk_key), in groups of two or more, oldest first."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["bulk_key"] is not None:
+            groups.setdefault(row["bulk_key"], []).append(row)
+    return [{"key": key[:12], "rows": members, "first": members[0]["item"]}
+            for key, members in groups.items() if len(members) >= 2]
+
+
+@login_required
+@require_POST
+def approve_bulk(request):
+    """Approve the selected identical low-risk requests, each on its own (services.requests_approve_bulk).
+
+    Selected ids the user may not see are reported as not found, exactly like a 404 would be."""
+    # Ids only, bounded: a 30-digit "id" must be a plain "not found", not a database overflow.
+    wanted = [int(value) for value in request.POST.getlist("requests")
+              if value.isascii() and value.isdigit() and len(value) <= 18][:policy.MAX_BULK + 1]
+    comment = request.POST.get("comment", "")[:1000]
+    found = {item.pk: item for item in selectors.requests_visible_to(request.user).filter(pk__in=wanted)}
+    for pk in wanted:
+        if pk not in found:
+            messages.error(request, f"#{pk}: not found.")
+    items = [found[pk] for pk in dict.fromkeys(wanted) if pk in found]
+    fingerprints = {item.pk: request.POST.get(f"fingerprint_{item.pk}", "") for item in items}
+    try:
+        outcomes = services.requests_approve_bulk(requests=items, actor=request.user, comment=comment,
+                                                  expected_fingerprints=fingerprints,
+                                                  client=ClientInfo.from_request(request))
+    except DomainError as error:
+        messages.error(request, f"Nothing was approved: {error.detail}")
+        return redirect("automations:approval_queue")
+    for outcome in outcomes:
+        if not outcome.ok:
+            messages.error(request, f"#{outcome.request_id} not approved: {outcome.detail}")
+        elif outcome.status == AutomationRequest.Status.APPROVED:
+            messages.success(request, f"#{outcome.request_id} approved.")
+        else:  # recorded, but more approvals are needed or a change freeze holds it: say which
+            messages.success(request, f"#{outcome.request_id}: "
+                                      f"{approved_message(AutomationRequest.objects.get(pk=outcome.request_id))}")
+    return redirect("automations:approval_queue")
 
 
 def _freezes_for(user):

@@ -34,7 +34,7 @@ from automations.web.forms import (
 )
 from automations.models import AutomationRequest, RunbookVersion, TeamRunbook
 from automations.services.locations import approval_steps
-from automations.services.requests import resolve_version
+from automations.services.requests import resolve_version, ticket_hint
 from automations.web import location_form
 
 # "self" is what SSM calls documents of the account the portal reads, not documents this person owns.
@@ -196,7 +196,8 @@ def _versions_offered(team_policy: TeamRunbook) -> list[dict]:
 
 def _initial_from(original: AutomationRequest, runbook_version: RunbookVersion) -> dict:
     """A re-run starts from the original request's values (roles excluded: the server sets them)."""
-    initial: dict = {"justification": original.justification, "alarm_name": original.alarm_name}
+    initial: dict = {"justification": original.justification, "alarm_name": original.alarm_name,
+                     "ticket_reference": original.ticket_reference}
     for name, values in original.parameters.items():
         spec = runbook_version.parameters.get(name)
         if spec is None or spec.get("server_owned"):
@@ -285,6 +286,8 @@ def request_new(request, pk: int):
         initial=initial,
         resources=selectors.inventory_for_pickers(team_policy),
         justification_required=team_policy.justification_required,
+        ticket_hint=ticket_hint(team_policy) if team_policy.ticket_pattern else "",
+        ticket_pattern=team_policy.ticket_pattern,
     )
     grants = selectors.location_grants_for(team_policy) if not context["needs_setup"] else []
     context["execution_role_name"] = settings.DELEGATE_EXECUTION_ROLE_NAME

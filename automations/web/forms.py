@@ -17,6 +17,7 @@ from django import forms
 
 from automations.models import RunbookVersion
 from automations.runbooks import ordered_parameters, pickers
+from automations.web.map_editors import KeyValueWidget, MapListWidget
 
 PARAM_PREFIX = "param_"
 OTHER_SUFFIX = "__other"  # free-text values beside a suggesting picker
@@ -157,18 +158,10 @@ def field_for(name: str, spec: dict) -> ParameterField:
             **common,
         )
     if kind in ("StringMap", "MapList"):
-        initial = json.dumps(default) if default not in (None, "") else ""
-        # A map as Key=value lines (JSON is read too); a MapList stays JSON.
-        if kind == "StringMap" and isinstance(default, dict):
-            initial = "\n".join(f"{key}={value}" for key, value in default.items())
-        placeholder = "Key=value, one per line" if kind == "StringMap" else '[{"Key": "value"}]'
-        return TextParameterField(
-            initial=initial,
-            widget=forms.Textarea(
-                attrs={"rows": 3, "placeholder": placeholder, "class": "mono", "spellcheck": "false"}
-            ),
-            **common,
-        )
+        # Key/value rows for a map, Key=value entries for a list of maps (web/map_editors.py);
+        # the raw text they produce is judged by the service like the API's input.
+        widget = KeyValueWidget() if kind == "StringMap" else MapListWidget()
+        return TextParameterField(initial=default if default not in (None, "") else None, widget=widget, **common)
     if spec.get("displayType") == "textarea":
         return TextParameterField(initial=default, widget=forms.Textarea(attrs={"rows": 4}), **common)
     attrs = {"spellcheck": "false", "autocomplete": "off"} if kind.startswith("AWS::") else {}
@@ -270,6 +263,12 @@ class AutomationRequestForm(forms.Form):
         max_length=4000,
         help_text="Why this run is needed; approvers see it.",
     )
+    # Shown only when the policy asks for one (TeamRunbook.ticket_pattern); the service judges it.
+    ticket_reference = forms.CharField(
+        required=False,
+        max_length=100,
+        label="Ticket reference",
+    )
     run_at = forms.DateTimeField(
         required=False,
         label="Run at (UTC, optional)",
@@ -280,8 +279,14 @@ class AutomationRequestForm(forms.Form):
     )
 
     def __init__(self, *args, runbook_version: RunbookVersion, resources: Resources | None = None,
-                 justification_required: bool = False, **kwargs):
+                 justification_required: bool = False, ticket_hint: str = "", ticket_pattern: str = "",
+                 **kwargs):
         super().__init__(*args, **kwargs)
+        if ticket_pattern:  # the policy's ticket rule in words (the regex only under "Exact rule")
+            field = self.fields["ticket_reference"]
+            field.help_text = f"This runbook's policy asks for {ticket_hint or 'a ticket reference'}."
+            field.parameter_required = True
+            field.spec = {"type": "String", "allowedPattern": ticket_pattern}
         # Marked required (*) when the team's policy requires it; the service still judges the text.
         self.fields["justification"].parameter_required = justification_required
         self.use_required_attribute = False  # the service decides what is missing, with its own words
@@ -353,6 +358,7 @@ class AutomationRequestForm(forms.Form):
             "version": data.get("version") or "default",
             "parameters": parameters,
             "justification": data.get("justification", ""),
+            "ticket_reference": (data.get("ticket_reference") or "").strip(),
             "alarm_name": data.get("alarm_name", "").strip(),
             # The field is labelled UTC: a time typed without a zone is read as UTC, never the server's zone.
             "run_at": (data["run_at"].replace(tzinfo=dt.UTC) if data.get("run_at") and data["run_at"].tzinfo is None

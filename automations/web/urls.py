@@ -30,6 +30,7 @@ urlpatterns = [
     path("requests/<int:pk>/rerun/", views.request_rerun, name="request_rerun"),
     path("approvals/", views_approvals.approval_queue, name="approval_queue"),
     path("approvals/steps/<int:pk>/", views_approvals.step_decide, name="step_decide"),
+    path("approvals/bulk/", views_approvals.approve_bulk, name="approve_bulk"),
     path("approvals/delegations/", views_approvals.delegations, name="delegations"),
     path("approvals/delegations/<int:pk>/revoke/", views_approvals.delegation_revoke, name="delegation_revoke"),
     path("ops/", views_ops.ops_view, name="ops"),

@@ -113,7 +113,10 @@ VALID_BUT_REFUSED_400 = {"v1_requests_create", "v1_audit_list", "v1_requests_app
                          # schema lets `comment` be blank. Better: a schema that says so (not changed: the
                          # API's codes for these refusals are relied upon by tests/services/test_decisions.py).
                          "v1_requests_reject_create", "v1_requests_send_back_create",
-                         "v1_requests_comments_create"}
+                         "v1_requests_comments_create",
+                         # Requests that are not one identical low-risk group the caller may approve
+                         # (bulk_size when fewer than two are found, bulk_not_low_risk, bulk_not_identical).
+                         "v1_requests_bulk_approve_create"}
 # Business refusals any operation may give schema-valid data where its schema documents them:
 # another team's or an unknown id (404), not this caller's decision (403), no longer in that status (409).
 BUSINESS_REFUSALS = ("403", "404", "409")

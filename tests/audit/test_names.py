@@ -86,3 +86,46 @@ def test_the_audit_filters_keep_the_results_near_the_top_on_a_phone(world, clien
         assert f'name="{name}"' in html and f'name="{name}"' not in more, name
     opened = client.get("/audit/", {"region": "eu-west-1"}).content.decode()
     assert '<details class="more-filters" open>' in opened
+
+
+class TestNamesInExports:
+    """CSV and JSON Lines carry resource_names ({id: Name tag}) for each event's resources, from the
+    names stored with its request at submit; both export paths (COPY on PostgreSQL, Python) agree."""
+
+    @staticmethod
+    def _export(client, fmt: str) -> str:
+        response = client.get("/api/v1/audit/export/", {"format": fmt})
+        assert response.status_code == 200
+        return b"".join(c if isinstance(c, bytes) else c.encode() for c in response.streaming_content).decode()
+
+    def _check(self, world, submit, monkeypatch, fast: bool):
+        import csv
+        import io
+        import json
+
+        from rest_framework.test import APIClient
+
+        from automations.audit import search as audit_search
+
+        monkeypatch.setattr(audit_search, "_pg_fast_path", lambda: fast)
+        both = submit(parameters={"InstanceId": [world.web1]})
+        services.request_approve(request=both, actor=world.bob)
+        auditor = APIClient()
+        auditor.force_authenticate(world.carol)
+        lines = [json.loads(line) for line in self._export(auditor, "jsonl").splitlines()]
+        about = [line for line in lines if line["request_id"] == both.pk and line["resources"]]
+        assert about and all(line["resource_names"] == {world.web1: "web-1"} for line in about)
+        assert all(line["resource_names"] is None for line in lines if line["request_id"] is None)
+        rows = list(csv.DictReader(io.StringIO(self._export(auditor, "csv"))))
+        about = [row for row in rows if row["request_id"] == str(both.pk) and row["resources"] != "[]"]
+        assert about and all(json.loads(row["resource_names"]) == {world.web1: "web-1"} for row in about)
+        assert all(row["resource_names"] == "" for row in rows if row["request_id"] == "")
+
+    def test_python_path(self, world, submit, monkeypatch):
+        self._check(world, submit, monkeypatch, fast=False)
+
+    def test_postgresql_copy_path(self, world, submit, monkeypatch):
+        from tests.conftest import require_postgres
+
+        require_postgres("the COPY export path")
+        self._check(world, submit, monkeypatch, fast=True)

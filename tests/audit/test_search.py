@@ -180,7 +180,7 @@ class TestExport:
         assert set(first) == {"sequence", "occurred_at", "actor_id", "actor_name", "action", "request_id", "team",
                               "runbook", "resources", "account_id", "region", "details", "client_ip", "user_agent",
                               "role_session_name", "source_identity", "aws_request_id", "execution_id",
-                              "prev_hash", "hash"}
+                              "prev_hash", "hash", "resource_names"}
         assert first["hash"] == want[0].hash and first["resources"] == want[0].resources
         exported = AuditEvent.objects.get(action="audit.exported")
         assert exported.actor_id == world.carol.pk and exported.actor_name == "carol"

@@ -113,7 +113,8 @@ def _api_write_operations() -> list[tuple[str, str]]:
 class TestStrictApiBodies:
     def test_the_write_operations_are_the_ones_tested_here(self):
         assert _api_write_operations() == [
-            ("post", "/api/v1/requests/"), ("post", "/api/v1/requests/{id}/approve/"),
+            ("post", "/api/v1/requests/"), ("post", "/api/v1/requests/bulk-approve/"),
+            ("post", "/api/v1/requests/{id}/approve/"),
             ("post", "/api/v1/requests/{id}/cancel/"), ("post", "/api/v1/requests/{id}/comments/"),
             ("post", "/api/v1/requests/{id}/reject/"), ("post", "/api/v1/requests/{id}/send-back/"),
             ("post", "/api/v1/requests/{id}/withdraw/"),
