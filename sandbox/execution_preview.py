@@ -9,8 +9,10 @@
   decides). An `aws:executeAutomation` step counts as the steps of the child document it names,
   as SSM serves it now (Undetermined when the name is a `{{ }}` variable). All three keys are
   always present.
-- `Regions`: the region called; `TotalAccounts`: 1 (multi-account TargetLocations is refused
-  here as by StartAutomationExecution).
+- `Regions`: the region called; `TotalAccounts`: 1. With `TargetLocations` (multi-account and
+  multi-Region): the Regions of the locations and the number of distinct member accounts they
+  cover, OUs resolved through the organization as StartAutomationExecution resolves them (and
+  refused as it refuses them: an unknown OU, a runbook with `aws:approve`).
 - `TargetPreviews` [{Count, TargetType}]: with rate control, the targets resolved now (tags
   against the live inventory), by resource type; without, the AWS resource ids among the
   parameter values, by type.
@@ -26,7 +28,7 @@ import re
 import time
 import uuid
 
-from . import document_store, parameters, rate_control
+from . import document_store, parameters, rate_control, target_locations
 from .errors import AwsError, validation
 from .ssm_automation import DOCUMENT_NAME, DOCUMENT_VERSION
 from .state import Request
@@ -107,7 +109,7 @@ def _target_previews(region, content: dict, given: dict, inputs: dict) -> list[d
     return [{"Count": count, "TargetType": kind} for kind, count in sorted(counts.items())]
 
 
-def _compute(region, content: dict, inputs: dict) -> dict:
+def _compute(region, content: dict, inputs: dict, locations: list[dict] | None = None) -> dict:
     given = inputs.get("Parameters") or {}
     if inputs.get("Targets") or inputs.get("TargetMaps"):
         if inputs.get("Targets") and not inputs.get("TargetParameterName"):
@@ -122,9 +124,9 @@ def _compute(region, content: dict, inputs: dict) -> dict:
     _step_impacts(region, content, counts)
     return {
         "StepPreviews": counts,
-        "Regions": [region.name],
+        "Regions": sorted({l["Region"] for l in locations}) if locations else [region.name],
         "TargetPreviews": _target_previews(region, content, given, inputs),
-        "TotalAccounts": 1,
+        "TotalAccounts": len({l["Account"] for l in locations}) if locations else 1,
     }
 
 
@@ -139,17 +141,20 @@ def start_execution_preview(req: Request) -> dict:
         raise validation(f"Value '{version}' at 'documentVersion' failed to satisfy constraint: Member must "
                          "satisfy regular expression pattern: ([$]LATEST|[$]DEFAULT|^[1-9][0-9]*$)")
     inputs = (p.get("ExecutionInputs") or {}).get("Automation") or {}
-    if inputs.get("TargetLocations") or inputs.get("TargetLocationsURL"):
-        raise validation("TargetLocations (multi-account and multi-Region automation) is not supported by the "
-                         "Delegate sandbox.")
     record = document_store.resolve(region, name, "ValidationException")
     if record["DocumentType"] != "Automation":
         raise validation(f"{name} is not an Automation document.")
     document_version = document_store.version_of(record, version, "ValidationException")
+    locations = None
+    if inputs.get("TargetLocations") or inputs.get("TargetLocationsURL"):
+        # Refused as StartAutomationExecution refuses them; each location runs the same document.
+        target_locations.check_shape(inputs)
+        target_locations.refuse_approval_steps(document_store.content_of(document_version))
+        locations = target_locations.expand(region.state, inputs["TargetLocations"])
     preview = {"ExecutionPreviewId": str(uuid.uuid4())}
     try:
         preview["ExecutionPreview"] = {
-            "Automation": _compute(region, document_store.content_of(document_version), inputs)}
+            "Automation": _compute(region, document_store.content_of(document_version), inputs, locations)}
         preview["Status"] = "Success"
     except AwsError as exc:
         preview.update(Status="Failed", StatusMessage=f"{exc.code}: {exc.message}")

@@ -208,3 +208,36 @@ def test_bad_target_locations_are_refused(ssm, location, fragment):
                                        TargetLocations=[location])
     assert refused.value.response["Error"]["Code"] == "ValidationException"
     assert fragment in refused.value.response["Error"]["Message"]
+
+
+def _preview(ssm, **inputs) -> dict:
+    started = ssm.start_execution_preview(DocumentName="Delegate-LabelFleet",
+                                          ExecutionInputs={"Automation": {"Parameters": {"Label": ["wave"]}, **inputs}})
+    return ssm.get_execution_preview(ExecutionPreviewId=started["ExecutionPreviewId"])
+
+
+def test_the_execution_preview_counts_the_accounts_and_regions_of_target_locations(ssm):
+    """StartExecutionPreview with TargetLocations: AWS's TotalAccounts and Regions of the run, the
+    OUs resolved through the organization, the steps counted once (each location runs the same)."""
+    ous = [world.OU_IDS["Staging"], world.OU_IDS["Development"]]
+    answer = _preview(ssm, TargetLocations=[{"Accounts": ous, "Regions": REGIONS}])
+    assert answer["Status"] == "Success", answer.get("StatusMessage")
+    automation = answer["ExecutionPreview"]["Automation"]
+    assert automation["TotalAccounts"] == 8
+    assert sorted(automation["Regions"]) == REGIONS
+    assert automation["StepPreviews"] == {"Mutating": 1, "NonMutating": 1, "Undetermined": 0}
+
+    single = _preview(ssm, TargetLocations=[{"Accounts": [world.MEMBER_ACCOUNTS["Production"][0]],
+                                              "Regions": ["us-east-1"]}])["ExecutionPreview"]["Automation"]
+    assert single["TotalAccounts"] == 1 and single["Regions"] == ["us-east-1"]
+
+
+def test_the_execution_preview_refuses_what_the_start_would_refuse(ssm):
+    with pytest.raises(ClientError) as refused:
+        _preview(ssm, TargetLocations=[{"Accounts": ["ou-nope-12345678"], "Regions": ["eu-west-1"]}])
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+    assert "ou-nope-12345678" in refused.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as approval:
+        ssm.start_execution_preview(DocumentName="Delegate-PatchWithApproval", ExecutionInputs={"Automation": {
+            "TargetLocations": [{"Accounts": [world.MEMBER_ACCOUNTS["Production"][0]], "Regions": ["eu-west-1"]}]}})
+    assert "aws:approve" in approval.value.response["Error"]["Message"]

@@ -292,3 +292,18 @@ def test_too_few_approvers_for_the_multi_account_rule_is_refused_at_submit(world
         _submit(world, version)
     assert getattr(refused.value, "code", "") == "not_enough_approvers"
     assert not AutomationRequest.objects.exists()
+
+
+def test_the_approver_sees_how_many_accounts_and_regions_aws_would_touch(world, sb, fleet):
+    """The execution preview of a multi-account request (StartExecutionPreview with its
+    TargetLocations) counts the member accounts and Regions, and the fingerprint binds them."""
+    version, _ = fleet
+    request = _submit(world, version, location_targets=OUS[:2])
+    assert request.execution_preview["status"] == "Success", request.execution_preview
+    figures = request.execution_preview["figures"]
+    assert figures["total_accounts"] == len(request.location_accounts) == 8
+    assert figures["regions"] == sorted(REGIONS)
+    page = Client()
+    page.force_login(world.bob)
+    html = page.get(f"/requests/{request.pk}/").content.decode()
+    assert "<dt>Accounts</dt><dd>8 accounts</dd>" in html
