@@ -3,6 +3,7 @@
     .venv/bin/python bench/mutation.py policy          # or: python3 dev.py mutation policy
     .venv/bin/python bench/mutation.py audit | transitions | dispatch
     .venv/bin/python bench/mutation.py dispatch --only 'automations.services.dispatch.x__claim*'
+    .venv/bin/python bench/mutation.py policy --sample 150   # a seeded uniform sample (the same every run)
     .venv/bin/python bench/mutation.py policy --rerun   # measure again, ignoring stored results
     .venv/bin/mutmut results ; .venv/bin/mutmut show NAME   # survivors, and one mutant's diff
 
@@ -31,6 +32,7 @@ import contextlib
 import fnmatch
 import json
 import os
+import random
 import shutil
 import signal
 import sys
@@ -42,8 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # Which source files each module name mutates, and the fastest tests that cover them.
 MODULES = {
     "policy": (["automations/policy/rules.py", "automations/policy/batch.py"],
-               ["tests/policy", "tests/services/test_approvals.py", "tests/services/test_decisions.py"]),
-    "audit": (["automations/audit/chain.py"], ["tests/audit"]),
+               ["tests/policy"]),
+    "audit": (["automations/audit/chain.py"],
+              ["tests/audit", "tests/services/test_dispatch_refusals.py::TestChainRanges"]),
     "transitions": (["automations/services/transitions.py"],
                     ["tests/services/test_transitions.py", "tests/services/test_dispatch_refusals.py"]),
     "dispatch": (["automations/services/dispatch.py"],
@@ -55,6 +58,7 @@ WARM_UP = "tests/policy/test_policy.py::TestScopeAtSubmit::test_policy_fields_ar
 # mutmut's exit codes (mutmut/stats.py): what `mutmut results` shows for each.
 KILLED, SURVIVED, NO_TESTS, TIMEOUT = 1, 0, 33, 36
 SECONDS_PER_MUTANT_FLOOR, TIMEOUT_FACTOR = 15.0, 4.0
+SAMPLE_SEED = 16  # issue 16
 
 
 def generate_mutants() -> None:
@@ -94,9 +98,10 @@ def _skipped(item) -> bool:
 class MutationPlugin:
     """Replaces pytest's run loop: setup once in this process, a fork per mutant (module docstring)."""
 
-    def __init__(self, sources: list[str], selection: list[str], only: str | None, rerun: bool, verbose: bool):
-        self.sources, self.selection, self.only, self.rerun, self.verbose = sources, selection, only, rerun, verbose
-        self.summary: dict = {}
+    def __init__(self, sources: list[str], selection: list[str], *, only: str | None = None, sample: int | None = None,
+                 rerun: bool = False, verbose: bool = False):
+        self.sources, self.selection, self.only, self.sample = sources, selection, only, sample
+        self.rerun, self.verbose = rerun, verbose
 
     # -- processes ---------------------------------------------------------------------------------
 
@@ -116,15 +121,20 @@ class MutationPlugin:
             finally:
                 os._exit(code)
         deadline = started + timeout if timeout else None
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return (os.waitstatus_to_exitcode(status), time.monotonic() - started)
-            if deadline and time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                return TIMEOUT, time.monotonic() - started
-            time.sleep(0.02)
+        try:
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    return (os.waitstatus_to_exitcode(status), time.monotonic() - started)
+                if deadline and time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    return TIMEOUT, time.monotonic() - started
+                time.sleep(0.02)
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{self.db_path}.{pid}{suffix}")
 
     def _enter_child(self) -> None:
         from django.conf import settings
@@ -169,7 +179,7 @@ class MutationPlugin:
         unique = {item.nodeid: item for item in reversed(session.items)}  # WARM_UP may be listed twice
         items = [item for item in session.items if not _skipped(item) and unique[item.nodeid] is item]
         in_selection = [item for item in items
-                        if any(item.nodeid == path or item.nodeid.startswith(path.rstrip("/") + ("/" if not path.endswith(".py") else "::"))
+                        if any(item.nodeid == path or item.nodeid.startswith((f"{path}::", f"{path.rstrip('/')}/"))
                                for path in self.selection)]
         warm_up = next((item for item in items if _has(item, "django_db_setup") and not _has(item, "sandbox")), None)
         if warm_up is None:
@@ -227,50 +237,61 @@ class MutationPlugin:
         from mutmut.mutation.trampoline import set_mutant_under_test
         from mutmut.utils.format_utils import mangled_name_from_mutant_name
 
+        datas = {}
+        for source in self.sources:
+            datas[source] = SourceFileMutationData(path=Path(source))
+            with _in_root():
+                datas[source].load()
+        names = [(source, name) for source in self.sources for name in sorted(datas[source].exit_code_by_key)]
+        total = len(names)
+        if self.only:
+            names = [(source, name) for source, name in names if fnmatch.fnmatch(name, self.only)]
+        if self.sample and self.sample < len(names):
+            # A uniform sample, the same every run (seeded), measured in a fixed order.
+            names = sorted(random.Random(SAMPLE_SEED).sample(names, self.sample))
+        print(f"mutation: measuring {len(names)} of {total} mutants"
+              + (f" (a seeded sample of {self.sample})" if self.sample else ""), flush=True)
+
         counts = {"killed": 0, "survived": 0, "timeout": 0, "no tests": 0}
         survivors: list[str] = []
         run_started = time.monotonic()
-        for source in self.sources:
-            data = SourceFileMutationData(path=Path(source))
-            with _in_root():
-                data.load()
-            names = sorted(data.exit_code_by_key)
-            if self.only:
-                names = [name for name in names if fnmatch.fnmatch(name, self.only)]
-            for number, name in enumerate(names, 1):
-                function = mangled_name_from_mutant_name(name)
-                if data.exit_code_by_key.get(name) is None or self.rerun:
-                    tests = sorted((nodeid for nodeid, row in stats.items() if function in row["hits"]),
-                                   key=lambda nodeid: stats[nodeid]["seconds"])
-                    if not tests:
-                        code, seconds = NO_TESTS, 0.0
-                    else:
-                        clean = sum(stats[nodeid]["seconds"] for nodeid in tests)
+        for number, (source, name) in enumerate(names, 1):
+            data = datas[source]
+            function = mangled_name_from_mutant_name(name)
+            if data.exit_code_by_key.get(name) is None or self.rerun:
+                tests = sorted((nodeid for nodeid, row in stats.items() if function in row["hits"]),
+                               key=lambda nodeid: stats[nodeid]["seconds"])
+                if not tests:
+                    code, seconds = NO_TESTS, 0.0
+                else:
+                    clean = sum(stats[nodeid]["seconds"] for nodeid in tests)
 
-                        def run_mutant(name=name, tests=tests):
-                            set_mutant_under_test(name)
-                            return self._run_items([by_id[nodeid] for nodeid in tests])
+                    def run_mutant(name=name, tests=tests):
+                        set_mutant_under_test(name)
+                        return self._run_items([by_id[nodeid] for nodeid in tests])
 
-                        code, seconds = self._fork(run_mutant, timeout=SECONDS_PER_MUTANT_FLOOR + TIMEOUT_FACTOR * clean)
-                    data.exit_code_by_key[name] = code
-                    data.durations_by_key[name] = seconds
-                    with _in_root():
-                        data.save()
-                code = data.exit_code_by_key[name]
-                status = {KILLED: "killed", SURVIVED: "survived", TIMEOUT: "timeout", NO_TESTS: "no tests"}.get(code, "killed")
-                counts[status] += 1
-                if status == "survived":
-                    survivors.append(name)
-                if number % 25 == 0 or number == len(names):
-                    print(f"mutation: {source} {number}/{len(names)} {counts} "
-                          f"({time.monotonic() - run_started:.0f} s)", flush=True)
-        measured = counts["killed"] + counts["timeout"] + counts["survived"]
-        score = (counts["killed"] + counts["timeout"]) / measured if measured else 0.0
-        print(f"\nmutation: {sum(counts.values())} mutants: {counts['killed']} killed, {counts['timeout']} timeout, "
+                    code, seconds = self._fork(run_mutant, timeout=SECONDS_PER_MUTANT_FLOOR + TIMEOUT_FACTOR * clean)
+                data.exit_code_by_key[name] = code
+                data.durations_by_key[name] = seconds
+                with _in_root():
+                    data.save()
+            code = data.exit_code_by_key[name]
+            status = {KILLED: "killed", SURVIVED: "survived", TIMEOUT: "timeout", NO_TESTS: "no tests"}.get(code, "killed")
+            counts[status] += 1
+            if status in ("survived", "no tests"):
+                survivors.append(f"{status}: {name}")
+            if number % 25 == 0 or number == len(names):
+                print(f"mutation: {number}/{len(names)} {counts} ({time.monotonic() - run_started:.0f} s)", flush=True)
+        measured = sum(counts.values())
+        killed = counts["killed"] + counts["timeout"]
+        tested = measured - counts["no tests"]
+        print(f"\nmutation: {measured} mutants measured: {counts['killed']} killed, {counts['timeout']} timeout, "
               f"{counts['survived']} survived, {counts['no tests']} no tests; "
-              f"score (killed + timeout) / measured = {score:.1%}; {time.monotonic() - run_started:.0f} s")
-        for name in survivors:
-            print(f"  survived: {name}")
+              f"score (killed + timeout) / measured = {killed / measured if measured else 0:.1%}, "
+              f"of those some test reaches = {killed / tested if tested else 0:.1%}; "
+              f"{time.monotonic() - run_started:.0f} s")
+        for line in survivors:
+            print(f"  {line}")
         return True
 
 
@@ -278,6 +299,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("module", choices=sorted(MODULES))
     parser.add_argument("--only", help="fnmatch pattern of mutant names, e.g. 'automations.policy.rules.x_seats*'")
+    parser.add_argument("--sample", type=int, help="measure a seeded uniform sample of this many mutants")
     parser.add_argument("--rerun", action="store_true", help="measure again, ignoring stored results")
     parser.add_argument("--verbose", action="store_true", help="show the children's output")
     args = parser.parse_args()
@@ -297,7 +319,8 @@ def main() -> int:
 
     if not Path(automations.__file__).resolve().is_relative_to(ROOT / "mutants"):
         raise SystemExit(f"mutation: automations imported from {automations.__file__}, not mutants/")
-    plugin = MutationPlugin(sources, selection, args.only, args.rerun, args.verbose)
+    plugin = MutationPlugin(sources, selection, only=args.only, sample=args.sample, rerun=args.rerun,
+                            verbose=args.verbose)
     return pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:randomly", *selection, WARM_UP], plugins=[plugin])
 
 
