@@ -62,7 +62,8 @@ def test_a_stale_read_loses_to_whoever_moved_first(world, submit):
         transition(stale, to=Status.WITHDRAWN, actor=world.alice)
     assert refused.value.current == Status.REJECTED  # what the database says now, not what was read
     assert refused.value.target == Status.WITHDRAWN
-    assert "Someone else changed this request first" in refused.value.detail
+    # x_transition__mutmut_37: the words the person sees, exactly.
+    assert refused.value.detail == "Someone else changed this request first; reload and try again."
     assert AutomationRequest.objects.get(pk=request.pk).status == Status.REJECTED
     assert len(events(request)) == before
 
@@ -109,3 +110,12 @@ def test_the_notification_names_the_new_status(world, submit, monkeypatch):
     with transaction.atomic():
         transition(request, to=Status.REJECTED, actor=world.bob)
     assert sent[-1] == ("request.rejected", request.pk)
+
+
+def test_only_the_request_named_moves(world, submit):
+    # x_transition__mutmut_18 (the UPDATE filtered on the status alone moves every request in it).
+    request, bystander = submit(), submit(parameters={"InstanceId": [world.web2]})
+    with transaction.atomic():
+        transition(request, to=Status.WITHDRAWN, actor=world.alice)
+    assert AutomationRequest.objects.get(pk=bystander.pk).status == Status.SUBMITTED
+    assert not AuditEvent.objects.filter(request=bystander, action="request.withdrawn").exists()
