@@ -5,6 +5,7 @@
     .venv/bin/python bench/mutation.py dispatch --only 'automations.services.dispatch.x__claim*'
     .venv/bin/python bench/mutation.py policy --sample 150   # a seeded uniform sample (the same every run)
     .venv/bin/python bench/mutation.py policy --rerun   # measure again, ignoring stored results
+    .venv/bin/python bench/mutation.py policy --sample 150 --rerun-survivors   # after new tests
     .venv/bin/mutmut results ; .venv/bin/mutmut show NAME   # survivors, and one mutant's diff
 
 mutmut 3 writes the mutants (every mutant of a function compiled in beside the original, chosen at
@@ -99,9 +100,9 @@ class MutationPlugin:
     """Replaces pytest's run loop: setup once in this process, a fork per mutant (module docstring)."""
 
     def __init__(self, sources: list[str], selection: list[str], *, only: str | None = None, sample: int | None = None,
-                 rerun: bool = False, verbose: bool = False):
+                 rerun: bool = False, rerun_survivors: bool = False, verbose: bool = False):
         self.sources, self.selection, self.only, self.sample = sources, selection, only, sample
-        self.rerun, self.verbose = rerun, verbose
+        self.rerun, self.rerun_survivors, self.verbose = rerun, rerun_survivors, verbose
 
     # -- processes ---------------------------------------------------------------------------------
 
@@ -258,7 +259,8 @@ class MutationPlugin:
         for number, (source, name) in enumerate(names, 1):
             data = datas[source]
             function = mangled_name_from_mutant_name(name)
-            if data.exit_code_by_key.get(name) is None or self.rerun:
+            stored = data.exit_code_by_key.get(name)
+            if stored is None or self.rerun or (self.rerun_survivors and stored in (SURVIVED, NO_TESTS)):
                 tests = sorted((nodeid for nodeid, row in stats.items() if function in row["hits"]),
                                key=lambda nodeid: stats[nodeid]["seconds"])
                 if not tests:
@@ -301,6 +303,8 @@ def main() -> int:
     parser.add_argument("--only", help="fnmatch pattern of mutant names, e.g. 'automations.policy.rules.x_seats*'")
     parser.add_argument("--sample", type=int, help="measure a seeded uniform sample of this many mutants")
     parser.add_argument("--rerun", action="store_true", help="measure again, ignoring stored results")
+    parser.add_argument("--rerun-survivors", action="store_true",
+                        help="measure again only the mutants stored as survived or no tests (after adding tests)")
     parser.add_argument("--verbose", action="store_true", help="show the children's output")
     args = parser.parse_args()
     sources, selection = MODULES[args.module]
@@ -320,7 +324,7 @@ def main() -> int:
     if not Path(automations.__file__).resolve().is_relative_to(ROOT / "mutants"):
         raise SystemExit(f"mutation: automations imported from {automations.__file__}, not mutants/")
     plugin = MutationPlugin(sources, selection, only=args.only, sample=args.sample, rerun=args.rerun,
-                            verbose=args.verbose)
+                            rerun_survivors=args.rerun_survivors, verbose=args.verbose)
     return pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:randomly", *selection, WARM_UP], plugins=[plugin])
 
 
