@@ -1,5 +1,6 @@
 """What dispatch records when it does not start a run: the audit event says why, a failure is
-finished at a time, and the audit chain's range checks hold (written to kill surviving mutants)."""
+finished at a time, each claim and resume names its attempt, and the audit chain's range checks
+hold (written to kill surviving mutants)."""
 import datetime as dt
 
 import pytest
@@ -8,7 +9,7 @@ from django.utils import timezone
 from automations import services
 from automations.audit import verify_chain
 from automations.audit.guards import TABLE
-from automations.models import AuditEvent, AutomationRequest
+from automations.models import AuditEvent, AutomationRequest, DispatchOutbox
 from tests.audit_helpers import guards_bypassed, seed_chain, sql
 
 Status = AutomationRequest.Status
@@ -65,6 +66,37 @@ def test_a_refused_dispatch_is_finished_and_says_why(approved, sb):
     request.refresh_from_db()
     assert request.status == Status.DISPATCH_FAILED and request.finished_at is not None
     assert "approval validity ran out" in request.status_reason
+    assert sb.calls.of(START) == []
+
+
+def test_each_claim_and_each_resume_names_its_attempt(approved, sb):
+    # x__claim__mutmut_100 and _106 (the claimed event's attempt), _125 (the resumed event's client_token).
+    request = approved()
+    sb.faults.error_next(START, "AutomationExecutionLimitExceededException", n=1)
+    assert services.request_dispatch(request_id=request.pk) == "deferred"
+    DispatchOutbox.objects.filter(pk=request.pk).update(next_attempt_at=timezone.now())
+    sb.faults.error_next(START, "InternalServerError", n=3, status=500)
+    assert services.request_dispatch(request_id=request.pk) == "uncertain"
+    DispatchOutbox.objects.filter(pk=request.pk).update(next_attempt_at=timezone.now())
+    assert services.request_dispatch(request_id=request.pk) == "started"
+    claimed = AuditEvent.objects.filter(request=request, action="dispatch.claimed").order_by("sequence")
+    assert [event.details["attempt"] for event in claimed] == [1, 2]
+    resumed = AuditEvent.objects.get(request=request, action="dispatch.resumed").details
+    assert resumed["attempt"] == 3 and resumed["client_token"] == str(request.client_token)
+
+
+def test_a_message_for_an_expired_request_nobody_approved_is_refused_and_audited(world, submit, sb):
+    # x__claim__mutmut_136 (`!= EXPIRED`): only a forged message names a request nobody approved;
+    # one that expired after its approval is a late duplicate, skipped without a refusal.
+    never = submit()
+    AutomationRequest.objects.filter(pk=never.pk).update(status=Status.EXPIRED)
+    assert services.request_dispatch(request_id=never.pk) == "refused"
+    refused = AuditEvent.objects.get(request=never, action="dispatch.refused").details
+    assert refused == {"reason": "not approved", "status": Status.EXPIRED}
+    late = services.request_approve(request=submit(parameters={"InstanceId": [world.web2]}), actor=world.bob)
+    AutomationRequest.objects.filter(pk=late.pk).update(status=Status.EXPIRED)
+    assert services.request_dispatch(request_id=late.pk) == "skipped"
+    assert not AuditEvent.objects.filter(request=late, action="dispatch.refused").exists()
     assert sb.calls.of(START) == []
 
 
