@@ -100,6 +100,41 @@ def test_a_message_for_an_expired_request_nobody_approved_is_refused_and_audited
     assert sb.calls.of(START) == []
 
 
+class WorkerDied(BaseException):
+    """The worker process ends between AWS accepting the start and our commit (not an Exception:
+    nothing of ours may catch it, as nothing catches a SIGKILL)."""
+
+
+def test_a_worker_that_died_mid_call_is_resumed_with_a_clean_slate(approved, sb, monkeypatch):
+    # x__claim__mutmut_166: the claim must clear the previous attempt's error, or the resume reports
+    # an error this attempt never had.
+    from automations import aws
+
+    request = approved()
+    sb.faults.error_next(START, "AutomationExecutionLimitExceededException", n=1)
+    assert services.request_dispatch(request_id=request.pk) == "deferred"
+    DispatchOutbox.objects.filter(pk=request.pk).update(next_attempt_at=timezone.now())
+    real_start = aws.start_automation
+
+    def start_then_die(**kwargs):
+        real_start(**kwargs)
+        raise WorkerDied
+
+    monkeypatch.setattr(aws, "start_automation", start_then_die)
+    with pytest.raises(WorkerDied):
+        services.request_dispatch(request_id=request.pk)
+    monkeypatch.setattr(aws, "start_automation", real_start)
+    assert DispatchOutbox.objects.get(pk=request.pk).last_error == ""
+    DispatchOutbox.objects.filter(pk=request.pk).update(next_attempt_at=timezone.now())
+    assert services.request_dispatch(request_id=request.pk) == "started"
+    resumed = AuditEvent.objects.get(request=request, action="dispatch.resumed").details
+    assert resumed["previous_error"] == ""
+    calls = sb.calls.of(START)  # refused, accepted (the worker died), accepted again: one token throughout
+    assert len(calls) == 3 and {call["params"]["ClientToken"] for call in calls} == {str(request.client_token)}
+    request.refresh_from_db()
+    assert request.status == Status.RUNNING and request.execution is not None
+
+
 class TestChainRanges:
     """verify_chain(start, end, anchor_hash) on either database: a range check sees only its range,
     and an anchor must match (tests/audit/test_integrity.py covers the command on PostgreSQL)."""
