@@ -52,7 +52,8 @@ MODULES = {
                     ["tests/services/test_transitions.py", "tests/services/test_dispatch_refusals.py"]),
     "dispatch": (["automations/services/dispatch.py"],
                  ["tests/services/test_dispatch.py", "tests/services/test_dispatch_refusals.py",
-                  "tests/services/test_trust.py"]),
+                  "tests/services/test_trust.py", "tests/services/test_overlap.py",
+                  "tests/policy/test_policy.py::TestFreeze"]),
 }
 # A database-only test the parent runs once so the test database exists before any fork.
 WARM_UP = "tests/policy/test_policy.py::TestScopeAtSubmit::test_policy_fields_are_validated_for_admins"
@@ -248,8 +249,9 @@ class MutationPlugin:
         if self.only:
             names = [(source, name) for source, name in names if fnmatch.fnmatch(name, self.only)]
         if self.sample and self.sample < len(names):
-            # A uniform sample, the same every run (seeded), measured in a fixed order.
-            names = sorted(random.Random(SAMPLE_SEED).sample(names, self.sample))
+            # A uniform sample, the same every run (seeded), measured in its random order: a run stopped
+            # half way has measured a uniform sample too.
+            names = random.Random(SAMPLE_SEED).sample(names, self.sample)
         print(f"mutation: measuring {len(names)} of {total} mutants"
               + (f" (a seeded sample of {self.sample})" if self.sample else ""), flush=True)
 
