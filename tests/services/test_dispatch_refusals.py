@@ -100,6 +100,17 @@ def test_a_message_for_an_expired_request_nobody_approved_is_refused_and_audited
     assert sb.calls.of(START) == []
 
 
+def test_a_throttled_inventory_check_puts_the_request_back(approved, sb):
+    # x__dispatch__mutmut_52 (the put-back without its attempt number crashes the dispatch).
+    request = approved()
+    sb.faults.error_next("DescribeInstances", "RequestLimitExceeded", n=20)
+    assert services.request_dispatch(request_id=request.pk) == "deferred"
+    details = AuditEvent.objects.get(request=request, action="dispatch.deferred").details
+    assert details["reason"] == "inventory check failed: RequestLimitExceeded" and details["attempt"] == 1
+    assert AutomationRequest.objects.get(pk=request.pk).status == Status.APPROVED
+    assert sb.calls.of(START) == []
+
+
 class WorkerDied(BaseException):
     """The worker process ends between AWS accepting the start and our commit (not an Exception:
     nothing of ours may catch it, as nothing catches a SIGKILL)."""
