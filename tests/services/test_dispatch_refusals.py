@@ -57,6 +57,9 @@ def test_a_failed_start_is_finished_when_it_failed(approved, sb):
     assert request.finished_at is not None and before <= request.finished_at <= timezone.now()
     event = AuditEvent.objects.get(request=request, action="dispatch.failed")
     assert event.details["reason"].startswith("AWS refused to start the run: AccessDeniedException")
+    # x__dispatch__mutmut_195: the AWS request id under the name operators search by.
+    assert event.details["aws_request_id"] == sb.calls.of(START)[-1]["aws_request_id"] != ""
+    assert event.details["operation"] == START
 
 
 def test_a_refused_dispatch_is_finished_and_says_why(approved, sb):
@@ -109,6 +112,15 @@ def test_a_throttled_inventory_check_puts_the_request_back(approved, sb):
     assert details["reason"] == "inventory check failed: RequestLimitExceeded" and details["attempt"] == 1
     assert AutomationRequest.objects.get(pk=request.pk).status == Status.APPROVED
     assert sb.calls.of(START) == []
+
+
+def test_the_start_runs_under_a_session_named_for_the_request_and_its_requester(approved, sb):
+    # x__dispatch__mutmut_160: CloudTrail names the request in the role session (not "None").
+    request = approved()
+    assert services.request_dispatch(request_id=request.pk) == "started"
+    expected = f"delegate-req-{request.pk}-alice"
+    assert expected in [call["params"]["RoleSessionName"] for call in sb.calls.of("AssumeRole")]
+    assert AuditEvent.objects.get(request=request, action="dispatch.started").role_session_name == expected
 
 
 class WorkerDied(BaseException):
