@@ -158,6 +158,31 @@ def test_a_worker_that_died_mid_call_is_resumed_with_a_clean_slate(approved, sb,
     assert request.status == Status.RUNNING and request.execution is not None
 
 
+def test_a_dead_workers_row_stays_due_when_the_broker_refuses_the_sweep(approved, sb, monkeypatch):
+    # x_dispatch_outbox_sweep__mutmut_69: a `calling` row the sweep could not publish must be due again
+    # at once, not after another lease.
+    from automations import aws
+
+    request = approved()
+    real_start = aws.start_automation
+
+    def start_then_die(**kwargs):
+        real_start(**kwargs)
+        raise WorkerDied
+
+    monkeypatch.setattr(aws, "start_automation", start_then_die)
+    with pytest.raises(WorkerDied):
+        services.request_dispatch(request_id=request.pk)
+    DispatchOutbox.objects.filter(pk=request.pk).update(next_attempt_at=timezone.now() - dt.timedelta(seconds=1))
+
+    def refusing(request_id):
+        raise ConnectionError("broker down")
+
+    assert services.dispatch_outbox_sweep(publish=refusing) == 0
+    row = DispatchOutbox.objects.get(pk=request.pk)
+    assert row.state == DispatchOutbox.State.CALLING and row.next_attempt_at <= timezone.now()
+
+
 class TestChainRanges:
     """verify_chain(start, end, anchor_hash) on either database: a range check sees only its range,
     and an anchor must match (tests/audit/test_integrity.py covers the command on PostgreSQL)."""
