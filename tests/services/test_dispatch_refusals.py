@@ -183,6 +183,36 @@ def test_a_dead_workers_row_stays_due_when_the_broker_refuses_the_sweep(approved
     assert row.state == DispatchOutbox.State.CALLING and row.next_attempt_at <= timezone.now()
 
 
+def test_an_inventory_check_aws_refuses_fails_the_request_saying_so(approved, sb):
+    # x__dispatch__mutmut_63 (the failure without a reason crashes the dispatch).
+    request = approved()
+    sb.faults.error_next("DescribeInstances", "UnauthorizedOperation", n=20, status=403, message="not allowed")
+    assert services.request_dispatch(request_id=request.pk) == "failed"
+    request.refresh_from_db()
+    assert request.status == Status.DISPATCH_FAILED
+    assert request.status_reason == "Inventory check failed: UnauthorizedOperation not allowed"
+    assert sb.calls.of(START) == []
+
+
+def test_an_operator_fails_a_request_stuck_dispatching(approved, sb, monkeypatch):
+    # x_request_mark_dispatch_failed__mutmut_8 (the audit action's name).
+    from automations import aws
+
+    request = approved()
+
+    def die(**kwargs):
+        raise WorkerDied
+
+    monkeypatch.setattr(aws, "start_automation", die)
+    with pytest.raises(WorkerDied):
+        services.request_dispatch(request_id=request.pk)
+    services.request_mark_dispatch_failed(request_id=request.pk, reason="operator: checked AWS, nothing ran")
+    request.refresh_from_db()
+    assert (request.status, request.status_reason) == (Status.DISPATCH_FAILED, "operator: checked AWS, nothing ran")
+    event = AuditEvent.objects.get(request=request, action="dispatch.failed")
+    assert event.details["reason"] == "operator: checked AWS, nothing ran"
+
+
 class TestChainRanges:
     """verify_chain(start, end, anchor_hash) on either database: a range check sees only its range,
     and an anchor must match (tests/audit/test_integrity.py covers the command on PostgreSQL)."""
