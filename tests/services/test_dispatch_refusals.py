@@ -45,6 +45,8 @@ def test_an_uncertain_attempt_says_why_in_the_audit_trail(approved, sb):
     details = AuditEvent.objects.get(request=request, action="dispatch.uncertain").details
     assert details["reason"] == "AWS did not confirm the start: InternalServerError"
     assert details["attempt"] == 1 and details["client_token"] == str(request.client_token)
+    # x__dispatch__mutmut_201: AWS's request id of the unanswered call, under its name.
+    assert details["aws_request_id"] == sb.calls.of(START)[-1]["aws_request_id"] != ""
 
 
 def test_a_failed_start_is_finished_when_it_failed(approved, sb):
