@@ -112,6 +112,7 @@ def test_a_throttled_inventory_check_puts_the_request_back(approved, sb):
     assert services.request_dispatch(request_id=request.pk) == "deferred"
     details = AuditEvent.objects.get(request=request, action="dispatch.deferred").details
     assert details["reason"] == "inventory check failed: RequestLimitExceeded" and details["attempt"] == 1
+    assert details["error"] == "RequestLimitExceeded"
     assert AutomationRequest.objects.get(pk=request.pk).status == Status.APPROVED
     assert sb.calls.of(START) == []
 
@@ -213,6 +214,15 @@ def test_an_operator_fails_a_request_stuck_dispatching(approved, sb, monkeypatch
     assert (request.status, request.status_reason) == (Status.DISPATCH_FAILED, "operator: checked AWS, nothing ran")
     event = AuditEvent.objects.get(request=request, action="dispatch.failed")
     assert event.details["reason"] == "operator: checked AWS, nothing ran"
+
+
+def test_the_sweep_leaves_the_row_of_a_request_no_longer_approved(approved, sb):
+    # x_dispatch_outbox_sweep__mutmut_23: a cancelled request's pending row is never published again.
+    request = approved()
+    AutomationRequest.objects.filter(pk=request.pk).update(status=Status.CANCELLED)
+    published = []
+    assert services.dispatch_outbox_sweep(publish=published.append) == 0
+    assert published == []
 
 
 class TestChainRanges:
