@@ -3,6 +3,7 @@
 
     python3 dev.py demo    # sandbox + web + worker + scheduler on embedded defaults, seeded
     python3 dev.py test    # the test suite (PostgreSQL when DATABASE_URL is set, else SQLite)
+    python3 dev.py mutation policy|audit|transitions|dispatch   # mutation score (bench/mutation.py)
 
 Both create .venv and install the project into it the first time (and when pyproject.toml changes).
 This file uses only the standard library.
@@ -188,13 +189,21 @@ def test(args: list[str]) -> int:
     return subprocess.run([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=env).returncode
 
 
+def mutation(args: list[str]) -> int:
+    """bench/mutation.py with the mutation extra installed (mutmut); SQLite, one mutant at a time."""
+    ensure_venv()
+    if subprocess.run([str(PYTHON), "-c", "import mutmut"], capture_output=True).returncode != 0:
+        say("installing the mutation extra (mutmut)")
+        subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "-e", f"{ROOT}[test,mutation]"], check=True)
+    env = {key: value for key, value in os.environ.items() if key not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL")}
+    return subprocess.run([str(PYTHON), str(ROOT / "bench" / "mutation.py"), *args], cwd=ROOT, env=env).returncode
+
+
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test"):
+    commands = {"demo": lambda args: demo(), "test": test, "mutation": mutation}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
-    if sys.argv[1] == "demo":
-        demo()
-    else:
-        sys.exit(test(sys.argv[2:]))
+    sys.exit(commands[sys.argv[1]](sys.argv[2:]))
 
 
 if __name__ == "__main__":

@@ -205,6 +205,10 @@ class TestClaim:
         settings.DELEGATE_DISPATCH_RETRY_SECONDS = 10
         running, waiting = approved(), approved()
         assert services.request_dispatch(request_id=running.pk) == "started"
+        # Its approval's message was published (the row is enqueued); capped, the row goes back to
+        # pending with its wait, so an early message is skipped (x__claim__mutmut_80 left it enqueued).
+        services.dispatch_outbox_mark_enqueued(request_id=waiting.pk)
+        assert outbox(waiting).state == State.ENQUEUED
         assert services.request_dispatch(request_id=waiting.pk) == "capped"
         waiting.refresh_from_db()
         assert waiting.status == Status.APPROVED

@@ -1,9 +1,13 @@
 """transition(): the one guarded status change and its audit event (written to kill surviving mutants)."""
+from types import SimpleNamespace
+
 import pytest
 from django.db import transaction
 
+from automations.audit import ClientInfo
 from automations.errors import TransitionNotAllowed
 from automations.models import AuditEvent, AutomationRequest
+from automations.services import notifications
 from automations.services.transitions import transition
 
 Status = AutomationRequest.Status
@@ -58,7 +62,8 @@ def test_a_stale_read_loses_to_whoever_moved_first(world, submit):
         transition(stale, to=Status.WITHDRAWN, actor=world.alice)
     assert refused.value.current == Status.REJECTED  # what the database says now, not what was read
     assert refused.value.target == Status.WITHDRAWN
-    assert "Someone else changed this request first" in refused.value.detail
+    # x_transition__mutmut_37: the words the person sees, exactly.
+    assert refused.value.detail == "Someone else changed this request first; reload and try again."
     assert AutomationRequest.objects.get(pk=request.pk).status == Status.REJECTED
     assert len(events(request)) == before
 
@@ -70,3 +75,47 @@ def test_refuses_to_run_outside_a_transaction(world, submit):
     with pytest.raises(RuntimeError, match="inside transaction.atomic"):
         transition(request, to=Status.WITHDRAWN, actor=world.alice)
     assert AutomationRequest.objects.get(pk=request.pk).status == Status.SUBMITTED
+
+
+def test_nothing_leaves_a_terminal_status(world, submit):
+    # x_transition__mutmut_5 and _7: a status with no row in TRANSITIONS must refuse, not crash.
+    request = submit()
+    AutomationRequest.objects.filter(pk=request.pk).update(status=Status.SUCCEEDED)
+    request.refresh_from_db()
+    with pytest.raises(TransitionNotAllowed) as refused, transaction.atomic():
+        transition(request, to=Status.RUNNING, actor=None)
+    assert (refused.value.current, refused.value.target) == (Status.SUCCEEDED, Status.RUNNING)
+
+
+def test_the_audit_event_carries_where_the_change_came_from(world, submit):
+    # x_transition__mutmut_44 and _50 (the client dropped), _45 and _51 (the AWS call dropped).
+    request = submit()
+    with transaction.atomic():
+        transition(request, to=Status.WITHDRAWN, actor=world.alice,
+                   client=ClientInfo(ip="203.0.113.9", user_agent="browser/9"),
+                   aws=SimpleNamespace(aws_request_id="req-9", execution_id="exec-9"))
+    event = events(request)[-1]
+    assert (event.client_ip, event.user_agent) == ("203.0.113.9", "browser/9")
+    assert (event.aws_request_id, event.execution_id) == ("req-9", "exec-9")
+
+
+def test_the_notification_names_the_new_status(world, submit, monkeypatch):
+    # x_transition__mutmut_60 (on_transition told no new status: nobody is notified).
+    sent = []
+    original = notifications.notify_on_commit
+    monkeypatch.setattr(notifications, "notify_on_commit",
+                        lambda event, request_id, **context: (sent.append((event, request_id)),
+                                                              original(event, request_id, **context)))
+    request = submit()
+    with transaction.atomic():
+        transition(request, to=Status.REJECTED, actor=world.bob)
+    assert sent[-1] == ("request.rejected", request.pk)
+
+
+def test_only_the_request_named_moves(world, submit):
+    # x_transition__mutmut_18 (the UPDATE filtered on the status alone moves every request in it).
+    request, bystander = submit(), submit(parameters={"InstanceId": [world.web2]})
+    with transaction.atomic():
+        transition(request, to=Status.WITHDRAWN, actor=world.alice)
+    assert AutomationRequest.objects.get(pk=bystander.pk).status == Status.SUBMITTED
+    assert not AuditEvent.objects.filter(request=bystander, action="request.withdrawn").exists()

@@ -185,7 +185,10 @@ class TestContentSwap:
         assert sb.instance_state(victim) == "running"
         event = AuditEvent.objects.get(request=request, action="request.content_changed")
         assert event.details["bound_hash"] == request.document_hash != event.details["found_hash"]
-        assert AuditEvent.objects.filter(request=request, action="dispatch.refused").exists()
+        refused = AuditEvent.objects.get(request=request, action="dispatch.refused").details
+        # x__dispatch__mutmut_130: the refusal names both hashes under their names.
+        assert (refused["code"], refused["bound_hash"], refused["found_hash"]) == (
+            "content_changed", request.document_hash, event.details["found_hash"])
         assert emails_for(request, "request.content_changed") == ["alice@example.com", "bob@example.com"]
         # The new content is a new revision of version 1 in the catalog, and what forms show now.
         version = policy.runbook.versions.get(version="1")
