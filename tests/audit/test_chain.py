@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from automations import audit
 from automations.audit import ClientInfo, check_chain, verify_chain
+from automations.audit.chain import chain_rows
 from automations.audit.guards import TABLE
 from automations.models import AuditEvent
 from tests.audit_helpers import guards_bypassed, seed_chain, sql
@@ -75,6 +76,17 @@ class TestCheckChain:
             sql(f"UPDATE {TABLE} SET actor_name = 'someone-else' WHERE sequence = 2")
         problem = verify_chain()
         assert (problem.sequence, problem.reason) == (2, "content does not match its hash (the event was edited)")
+
+
+    def test_every_event_is_read_past_the_first_chunk_and_past_the_125th(self, db):
+        # PostgreSQL's reader: x__pg_chain_rows__mutmut_15 (the open end read as 2 * 63 - 1 = 125) and
+        # _43 (the keyset cursor lost after the first chunk) both verified only the front of the chain
+        # and called the rest intact (measured on PostgreSQL, docs/testing.md).
+        seed_chain(130)
+        assert [fields["sequence"] for fields, _, _ in chain_rows(None, None, chunk_size=7)] == list(range(1, 131))
+        with guards_bypassed():
+            sql(f"UPDATE {TABLE} SET actor_name = 'someone-else' WHERE sequence = 130")
+        assert verify_chain().sequence == 130
 
 
 class TestClientInfo:
