@@ -1,6 +1,7 @@
 """Reads scoped to the user asking. Fetch by pk through these, so an invisible object is a 404."""
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING
 
 from django.db.models import Q, QuerySet
@@ -278,12 +279,40 @@ def location_matrix(request: AutomationRequest, *, failed_only: bool = False, vi
     total = len(request.location_accounts) * len(regions)
     done = counts["succeeded"] + counts["failed"]
     return {
+        "estimate": _location_estimate(request, children.values(), left=total - done, total=total),
         "targets": list(request.location_targets), "regions": regions, "accounts": list(request.location_accounts),
         "max_concurrency": request.location_max_concurrency, "max_errors": request.location_max_errors,
         "total": total, "counts": counts, "finished": done,
         "progress_percent": round(100 * done / total) if total else 0,
         "rows": rows, "failed_only": failed_only, "via": via,
     }
+
+
+def _at_a_time(max_concurrency: str, total: int) -> int:
+    # TargetLocationMaxConcurrency: a number, or a percentage of the locations (at least one).
+    value = (max_concurrency or "1").strip()
+    if value.endswith("%"):
+        return max(1, total * int(value[:-1] or 0) // 100)
+    return max(1, int(value or 1))
+
+
+def _location_estimate(request: AutomationRequest, children, *, left: int, total: int) -> dict | None:
+    """When the run should end: the locations left, `at a time` per round, times the median time of
+    the locations this run already finished. None before one finished (nothing to go on) or when
+    none is left; never a guess from elsewhere."""
+    import math
+
+    from django.utils import timezone
+
+    took = sorted((c.ended_at - c.started_at).total_seconds() for c in children
+                  if c.started_at and c.ended_at and c.aws_status in LOCATION_SUCCEEDED | LOCATION_FAILED)
+    if not left or not took:
+        return None
+    median = took[len(took) // 2] if len(took) % 2 else (took[len(took) // 2 - 1] + took[len(took) // 2]) / 2
+    at_a_time = _at_a_time(request.location_max_concurrency, total)
+    rounds = math.ceil(left / at_a_time)
+    return {"finished": len(took), "median_seconds": median, "at_a_time": at_a_time, "rounds_left": rounds,
+            "finish_at": timezone.now() + dt.timedelta(seconds=rounds * median)}
 
 
 def location_grants_for(team_policy: TeamRunbook) -> list:

@@ -307,3 +307,31 @@ def test_the_approver_sees_how_many_accounts_and_regions_aws_would_touch(world, 
     page.force_login(world.bob)
     html = page.get(f"/requests/{request.pk}/").content.decode()
     assert "<dt>Accounts</dt><dd>8 accounts</dd>" in html
+
+
+def test_the_matrix_estimates_the_finish_from_this_runs_finished_locations(world, sb, fleet):
+    """ETA = now + (locations left / locations at a time, rounded up) x the median time of the
+    locations already finished in this run; none before the first one finishes (never invented)."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from automations import selectors
+
+    version, _ = fleet
+    request = _submit(world, version, location_targets=OUS[:2], location_regions=["eu-west-1"],
+                      location_max_concurrency="2")  # 8 accounts x 1 Region
+    assert selectors.location_matrix(request)["estimate"] is None
+    start = timezone.now() - dt.timedelta(minutes=5)
+    for n, (account, took) in enumerate(zip(request.location_accounts[:3], (10, 20, 60))):
+        LocationExecution.objects.create(request=request, execution_id=f"00000000-0000-4000-8000-00000000000{n}",
+                                         account_id=account, region="eu-west-1", aws_status="Success",
+                                         started_at=start, ended_at=start + dt.timedelta(seconds=took))
+    matrix = selectors.location_matrix(request)
+    estimate = matrix["estimate"]
+    assert (estimate["finished"], estimate["median_seconds"], estimate["at_a_time"]) == (3, 20.0, 2)
+    # 5 left, 2 at a time: 3 more rounds of the 20 s median.
+    assert abs((estimate["finish_at"] - timezone.now()).total_seconds() - 60) < 5
+    page = Client()
+    page.force_login(world.alice)
+    assert "estimated finish" in page.get(f"/requests/{request.pk}/").content.decode()
