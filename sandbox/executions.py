@@ -13,6 +13,8 @@ import re
 import time
 import uuid
 
+from . import parameters
+from .errors import AwsError
 from .state import Caller
 from .statuses import is_terminal
 
@@ -267,3 +269,21 @@ def caller_of(execution: dict):
         "Tags": execution.get("SessionTags") or [],
     }
     return Caller("", execution["ExecutedBy"], session)
+
+
+def new_child(region, parent: dict, given: dict, *, caller: Caller, extra: dict | None = None,
+              failure: str | None = None) -> dict:
+    """A child execution of `parent` (rate control's per target, TargetLocations' per location)
+    running the parent's document with `given` parameters. It fails at once, saying why, when the
+    parameters do not validate or `failure` names why it cannot run."""
+    error = None
+    try:
+        typed, wire = parameters.validate(parent["_content"], given)
+    except AwsError as exc:
+        typed, wire, error = {}, given, exc.message
+    child = new_execution(region, document_name=parent["DocumentName"], document_version=parent["DocumentVersion"],
+                          content=parent["_content"], typed=typed, wire=wire, mode="Auto", caller=caller,
+                          parent=parent, extra=extra)
+    if failure or error:
+        finish(region, child, "Failed", failure or error)
+    return child

@@ -11,9 +11,8 @@ from __future__ import annotations
 import math
 import re
 
-from . import parameters
 from .errors import AwsError
-from .executions import caller_of, finish, new_execution, request_cancel
+from .executions import caller_of, finish, new_child, request_cancel
 from .statuses import is_terminal
 
 MAX_CONCURRENCY = re.compile(r"^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$")
@@ -69,25 +68,7 @@ def _launch(region, parent: dict, target) -> dict:
     else:
         given[parent["TargetParameterName"]] = [target]
         label = target
-    error = None
-    try:
-        typed, wire = parameters.validate(parent["_content"], given)
-    except AwsError as exc:
-        typed, wire, error = {}, given, exc.message
-    child = new_execution(
-        region,
-        document_name=parent["DocumentName"],
-        document_version=parent["DocumentVersion"],
-        content=parent["_content"],
-        typed=typed,
-        wire=wire,
-        mode="Auto",
-        caller=caller_of(parent),
-        parent=parent,
-        extra={"Target": label} if label else None,
-    )
-    if error:
-        finish(region, child, "Failed", error)
+    child = new_child(region, parent, given, caller=caller_of(parent), extra={"Target": label} if label else None)
     parent["_children"].append(child["AutomationExecutionId"])
     return child
 

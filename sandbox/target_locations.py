@@ -20,9 +20,9 @@ from __future__ import annotations
 import re
 import uuid
 
-from . import parameters, rate_control, sts, world
+from . import rate_control, sts, world
 from .errors import AwsError, validation
-from .executions import caller_of, finish, new_execution, new_step, request_cancel
+from .executions import caller_of, finish, new_child, new_step, request_cancel
 from .state import Caller, Request
 from .statuses import is_terminal
 
@@ -207,26 +207,9 @@ def _launch(region, parent: dict, location: dict, faults) -> dict:
             f"Failed to assume the execution role {role_arn}: the role does not exist in account {account} "
             "(create the execution role in every target account)."
         )
-    typed, wire, error = {}, dict(parent["Parameters"]), None
-    try:
-        typed, wire = parameters.validate(parent["_content"], parent["Parameters"])
-    except AwsError as exc:
-        error = exc.message
-    child = new_execution(
-        region,
-        document_name=parent["DocumentName"],
-        document_version=parent["DocumentVersion"],
-        content=parent["_content"],
-        typed=typed,
-        wire=wire,
-        mode="Auto",
-        caller=caller,
-        parent=parent,
-        # Its steps' calls carry the execution role's key: that is who acts (Sandbox.execution RunsAs).
-        extra={"_location": dict(location), "_access_key": key, "_runs_as": caller.arn},
-    )
-    if failure or error:
-        finish(region, child, "Failed", failure or error)
+    # Its steps' calls carry the execution role's key: that is who acts (Sandbox.execution RunsAs).
+    child = new_child(region, parent, dict(parent["Parameters"]), caller=caller, failure=failure,
+                      extra={"_location": dict(location), "_access_key": key, "_runs_as": caller.arn})
     parent["_location_children"].append(child["AutomationExecutionId"])
     step = parent["StepExecutions"][len(parent["_location_children"]) - 1]
     step["Outputs"] = {"ExecutionId": [child["AutomationExecutionId"]]}
