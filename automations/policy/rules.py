@@ -243,20 +243,48 @@ def decider_filter(user: AbstractBaseUser, *, at: dt.datetime | None = None) -> 
     )
 
 
-def is_any_approver(user: AbstractBaseUser, *, leads_nothing: bool = False) -> bool:
-    """Whether the approval queue belongs in this user's navigation.
+@dataclass(frozen=True)
+class NavigationRoles:
+    """What the navigation shows a user: the sections they have and whether the queue is theirs."""
 
-    `leads_nothing`: the caller has just checked that the user leads no team (the navigation does,
-    on every page), so that question is not asked again.
+    leads_a_team: bool
+    approver: bool
+    auditor: bool
+
+
+NO_ROLES = NavigationRoles(leads_a_team=False, approver=False, auditor=False)
+
+
+def navigation_roles(user: AbstractBaseUser) -> NavigationRoles:
+    """The navigation's questions in one statement, as it runs on every page.
+
+    Approver: leads a team, or is in a runbook's named approver group, or stands in as a delegate
+    now, or is in the escalation group of a waiting request. Auditor: the auditors' permission
+    (directly or through a group), or a superuser, as is_auditor() and the admin decide.
     """
-    if not user.is_authenticated:
-        return False
+    if not user.is_authenticated or not user.is_active:
+        return NO_ROLES
+    from django.contrib.auth.models import Permission
+
     now = timezone.now()
-    return (
-        (not leads_nothing and Membership.objects.filter(user=user, role=Membership.Role.LEAD).exists())
-        or TeamRunbook.objects.filter(approver_group__in=user.groups.all()).exists()
-        or ApprovalDelegation.objects.filter(delegate=user, revoked_at=None, starts_at__lte=now, ends_at__gt=now).exists()
-        or Escalation.objects.filter(group__in=user.groups.all(), request__status=AutomationRequest.Status.SUBMITTED).exists()
+    app_label, codename = AUDITOR_PERMISSION.split(".")
+    user_id = OuterRef("pk")
+    flags = get_user_model().objects.filter(pk=user.pk).values(
+        lead=Exists(Membership.objects.filter(user=user_id, role=Membership.Role.LEAD)),
+        pool=Exists(TeamRunbook.objects.filter(approver_group__user=user_id)),
+        delegate=Exists(ApprovalDelegation.objects.filter(delegate=user_id, revoked_at=None, starts_at__lte=now,
+                                                          ends_at__gt=now)),
+        escalation=Exists(Escalation.objects.filter(group__user=user_id,
+                                                    request__status=AutomationRequest.Status.SUBMITTED)),
+        permission=Exists(Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+                          .filter(Q(user=user_id) | Q(group__user=user_id))),
+    ).first()
+    if flags is None:
+        return NO_ROLES
+    return NavigationRoles(
+        leads_a_team=flags["lead"],
+        approver=flags["lead"] or flags["pool"] or flags["delegate"] or flags["escalation"],
+        auditor=user.is_superuser or flags["permission"],
     )
 
 

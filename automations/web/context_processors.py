@@ -3,18 +3,18 @@ from automations import policy, selectors
 
 
 def navigation(request):
-    """What the navigation bar needs: which sections this user has, and the queue size for leads."""
+    """What the navigation bar needs: which sections this user has, and the queue size for approvers.
+
+    One statement for the roles (policy.navigation_roles); the queue count only for approvers."""
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    is_lead = selectors.teams_led_by(user).exists()
-    # Named approver groups, escalation groups and delegates approve without leading a team.
-    is_approver = is_lead or policy.is_any_approver(user, leads_nothing=True)
+    roles = policy.navigation_roles(user)
     return {
-        "nav_is_lead": is_lead,
-        "nav_is_auditor": user.is_superuser or policy.is_auditor(user),
-        "nav_is_approver": is_approver,
-        "nav_queue_count": _queue_count(request, user) if is_approver else 0,
+        "nav_is_lead": roles.leads_a_team,
+        "nav_is_auditor": roles.auditor,
+        "nav_is_approver": roles.approver,
+        "nav_queue_count": _queue_count(request, user) if roles.approver else 0,
     }
 
 

@@ -143,7 +143,9 @@ INSERT INTO automations_automationrequest
   (id, team_id, requester_id, runbook_id, runbook_version_id, version_choice, account_id, region, parameters,
    target_parameter_name, targets, max_concurrency, max_errors, alarm_name, resources, justification, fingerprint,
    status, status_reason, client_token, created_at, approved_at, dispatched_at, finished_at,
-   resource_names, document_hash, reason_code, run_as)
+   resource_names, document_hash, reason_code, run_as, execution_preview, location_accounts,
+   location_max_concurrency, location_max_errors, location_regions, location_sources, location_targets,
+   ticket_reference)
 SELECT i, (%(teams)s::bigint[])[t + 1], u + 1, (%(runbooks)s::bigint[])[rb + 1], (%(versions)s::bigint[])[rb + 1],
        'default', %(account)s, 'eu-west-1',
        jsonb_build_object('InstanceId', jsonb_build_array(res), 'AutomationAssumeRole',
@@ -153,7 +155,7 @@ SELECT i, (%(teams)s::bigint[])[t + 1], u + 1, (%(runbooks)s::bigint[])[rb + 1],
        CASE WHEN status IN ('submitted', 'rejected', 'withdrawn', 'expired') THEN NULL ELSE created + interval '5 minutes' END,
        CASE WHEN status IN ('succeeded', 'failed', 'running', 'cancelled') THEN created + interval '6 minutes' END,
        CASE WHEN status IN ('submitted', 'running') THEN NULL ELSE created + interval '9 minutes' END,
-       '{}'::jsonb, '', '', ''
+       '{}'::jsonb, '', '', '', '{}'::jsonb, '[]'::jsonb, '', '', '[]'::jsonb, '{}'::jsonb, '[]'::jsonb, ''
 FROM (
   SELECT i, u, u %% %(n_teams)s AS t, ((u %% %(n_teams)s) + (b %% %(offered)s)) %% %(n_runbooks)s AS rb,
          'i-' || lpad(to_hex((u %% %(n_teams)s) * 400 + (b %% 400)), 17, '0') AS res,

@@ -156,18 +156,77 @@ class TestDeciderFilter:
         assert data_request.pk in self.visible(world.dave)
 
 
-class TestIsAnyApprover:
-    def test_anonymous_visitors_are_not_approvers(self):
-        # x_is_any_approver__mutmut_3.
-        assert policy.is_any_approver(AnonymousUser()) is False
+class TestNavigationRoles:
+    """policy.navigation_roles: the navigation's sections, in one statement on every page."""
+
+    def test_anonymous_visitors_have_no_roles(self):
+        # x_is_any_approver__mutmut_3 (as it was).
+        assert policy.navigation_roles(AnonymousUser()) == policy.NavigationRoles(leads_a_team=False, approver=False, auditor=False)
 
     def test_an_active_delegation_makes_the_delegate_an_approver_and_nobody_else(self, world):
         # x_is_any_approver__mutmut_18 (anyone's delegation) and _6 (`or` read as `and`).
         henry = member(world, "henry", world.platform)
-        assert policy.is_any_approver(henry) is False
+        assert policy.navigation_roles(henry).approver is False
         delegate(world.bob, henry, world.platform)
-        assert policy.is_any_approver(henry, leads_nothing=True) is True
-        assert policy.is_any_approver(world.alice, leads_nothing=True) is False
+        assert policy.navigation_roles(henry).approver is True
+        assert policy.navigation_roles(henry).leads_a_team is False
+        assert policy.navigation_roles(world.alice).approver is False
+
+    def test_a_delegation_not_yet_started_or_revoked_does_not_count(self, world):
+        henry = member(world, "henry", world.platform)
+        delegate(world.bob, henry, world.platform, starts_in_hours=20)
+        assert policy.navigation_roles(henry).approver is False
+
+    def test_each_role_is_answered_as_the_rules_answer_it(self, world, submit):
+        from django.contrib.auth.models import Group, Permission
+
+        from automations.models import Escalation
+
+        pool = Group.objects.create(name="pool")
+        gina = member(world, "gina", world.data)
+        gina.groups.add(pool)
+        world.platform_policy.approver_group = pool
+        world.platform_policy.save()
+        esc = Group.objects.create(name="escalation")
+        ivan = member(world, "ivan", world.data)
+        ivan.groups.add(esc)
+        Escalation.objects.create(request=submit(), group=esc)
+        direct = member(world, "judy", world.data)
+        app_label, codename = policy.AUDITOR_PERMISSION.split(".")
+        direct.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+        expected = {
+            world.alice: (False, False, False),
+            world.bob: (True, True, False),
+            world.carol: (False, False, True),
+            gina: (False, True, False),
+            ivan: (False, True, False),
+            direct: (False, False, True),
+        }
+        for user, (lead, approver, auditor) in expected.items():
+            roles = policy.navigation_roles(user)
+            assert (roles.leads_a_team, roles.approver, roles.auditor) == (lead, approver, auditor), user.username
+            assert roles.auditor == (user.is_superuser or policy.is_auditor(user)), user.username
+        world.alice.is_superuser = True
+        world.alice.save()
+        assert policy.navigation_roles(world.alice).auditor is True
+
+    def test_an_escalation_of_a_request_no_longer_waiting_does_not_count(self, world, submit):
+        from django.contrib.auth.models import Group
+
+        from automations import services
+        from automations.models import Escalation
+
+        esc = Group.objects.create(name="escalation")
+        ivan = member(world, "ivan", world.data)
+        ivan.groups.add(esc)
+        item = submit()
+        Escalation.objects.create(request=item, group=esc)
+        services.request_withdraw(request=item, actor=world.alice)
+        assert policy.navigation_roles(ivan).approver is False
+
+    def test_one_statement(self, world, django_assert_num_queries):
+        with django_assert_num_queries(1):
+            policy.navigation_roles(world.bob)
 
 
 class TestScopeProblems:
