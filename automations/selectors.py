@@ -107,15 +107,24 @@ def may_answer_step(user: AbstractBaseUser, entry: StepApproval, item: Automatio
 
 
 def waiting_steps_for(user: AbstractBaseUser) -> list[StepApproval]:
-    """Steps of running requests (aws:approve, aws:pause) that this user may answer now, oldest first."""
+    """Steps of running requests (aws:approve, aws:pause) that this user may answer now, oldest first.
+
+    The waiting steps are few (the state is indexed): they are listed first, and the request
+    visibility filter (several subqueries) runs only over their requests, and only when there are
+    any; the navigation badge asks this on every page an approver opens."""
     if not user.is_authenticated:
         return []
-    entries = (StepApproval.objects.select_related("execution__request__runbook", "execution__request__team",
-                                                   "execution__request__requester")
-               .filter(state=StepApproval.State.WAITING,
-                       execution__request__in=requests_visible_to(user).filter(
-                           status=AutomationRequest.Status.RUNNING).exclude(requester=user).values("pk")))
-    return [entry for entry in entries if may_answer_step(user, entry, entry.execution.request)]
+    entries = list(StepApproval.objects.select_related("execution__request__runbook", "execution__request__team",
+                                                       "execution__request__requester")
+                   .filter(state=StepApproval.State.WAITING,
+                           execution__request__status=AutomationRequest.Status.RUNNING)
+                   .exclude(execution__request__requester=user).order_by("first_seen_at", "pk"))
+    if not entries:
+        return []
+    visible = set(requests_visible_to(user).filter(pk__in={entry.execution.request_id for entry in entries})
+                  .values_list("pk", flat=True))
+    return [entry for entry in entries
+            if entry.execution.request_id in visible and may_answer_step(user, entry, entry.execution.request)]
 
 
 OPEN_STATUSES = (AutomationRequest.Status.SUBMITTED, AutomationRequest.Status.APPROVED,

@@ -119,3 +119,32 @@ def test_my_requests_lists_only_the_users_own_and_all_lists_what_they_may_see(wo
     assert f'href="/requests/{daves.pk}/"'.encode() not in everything
     client.force_login(world.alice)
     assert f'href="/requests/{alices.pk}/"'.encode() in client.get("/requests/").content
+
+
+def _waiting_step(request, name: str):
+    from automations.models import AutomationRequest, Execution, StepApproval
+
+    AutomationRequest.objects.filter(pk=request.pk).update(status=AutomationRequest.Status.RUNNING)
+    execution = Execution.objects.create(request=request, execution_id=f"{request.pk:036d}")
+    return StepApproval.objects.create(execution=execution, step_execution_id=f"s-{name}", step_name=name)
+
+
+def test_waiting_steps_are_listed_for_the_leads_who_may_answer_them_only(world, submit):
+    """The navigation badge of every approver's page asks this: the steps first, visibility only over them."""
+    from automations import selectors
+
+    platform_step = _waiting_step(submit(), "approvePlatform")
+    data_step = _waiting_step(submit(actor=world.dave, team=world.data, parameters={"InstanceId": [world.etl1]}),
+                              "approveData")
+    assert [entry.pk for entry in selectors.waiting_steps_for(world.bob)] == [platform_step.pk]
+    assert [entry.pk for entry in selectors.waiting_steps_for(world.erin)] == [data_step.pk]
+    assert selectors.waiting_steps_for(world.alice) == []  # her own request's step: never hers to answer
+    assert selectors.waiting_steps_for(world.dave) == []
+
+
+def test_no_waiting_step_costs_one_statement(world, submit, django_assert_num_queries):
+    from automations import selectors
+
+    submit()
+    with django_assert_num_queries(1):
+        assert selectors.waiting_steps_for(world.bob) == []
