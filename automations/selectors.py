@@ -159,12 +159,19 @@ def overlaps_among(items) -> dict[int, list[int]]:
     others = list(AutomationRequest.objects.filter(
         status__in=OPEN_STATUSES, runbook_id__in={item.runbook_id for item in items})
         .values_list("pk", "runbook_id", "account_id", "region", "resources"))
+    # An index from (runbook, account, region, resource) to the open requests touching it, so a
+    # page of 40 waiting requests costs one pass over the open ones, not 40.
+    touching: dict[tuple, list[int]] = {}
+    for pk, runbook_id, account_id, region, touched in others:
+        for resource in set(touched or []):
+            touching.setdefault((runbook_id, account_id, region, resource), []).append(pk)
     found: dict[int, list[int]] = {}
     for item in items:
-        wanted = set(item.resources)
-        found[item.pk] = [pk for pk, runbook_id, account_id, region, touched in others
-                          if pk != item.pk and runbook_id == item.runbook_id and account_id == item.account_id
-                          and region == item.region and wanted.intersection(touched or [])]
+        pks: set[int] = set()
+        for resource in set(item.resources):
+            pks.update(touching.get((item.runbook_id, item.account_id, item.region, resource), ()))
+        pks.discard(item.pk)
+        found[item.pk] = sorted(pks)
     return found
 
 

@@ -137,3 +137,24 @@ class TestOneValidationPerPost:
         preview = refused.context["preview"]
         assert preview is not None and preview.fingerprint != "0" * 64
         assert AutomationRequest.objects.count() == 0
+
+
+def test_overlaps_among_pairs_only_open_requests_of_the_same_runbook_account_region_and_target(world, submit):
+    """selectors.overlaps_among (the approval queue's flags), checked against the rule it states."""
+    from automations import selectors
+    from automations.models import AutomationRequest
+
+    a = submit(parameters={"InstanceId": [world.web1, world.web2]})
+    b = submit(parameters={"InstanceId": [world.web2]})
+    c = submit(parameters={"InstanceId": [world.web1]})
+    other_region = submit(parameters={"InstanceId": [world.web1]})
+    AutomationRequest.objects.filter(pk=other_region.pk).update(region="us-east-1")
+    closed = submit(parameters={"InstanceId": [world.web1]})
+    AutomationRequest.objects.filter(pk=closed.pk).update(status=AutomationRequest.Status.REJECTED)
+    items = list(AutomationRequest.objects.filter(pk__in=[a.pk, b.pk, c.pk, other_region.pk]))
+    found = selectors.overlaps_among(items)
+    assert found[a.pk] == [b.pk, c.pk]
+    assert found[b.pk] == [a.pk]
+    assert found[c.pk] == [a.pk]
+    assert found[other_region.pk] == []
+    assert closed.pk not in found[a.pk] + found[b.pk] + found[c.pk]
