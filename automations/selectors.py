@@ -71,7 +71,17 @@ def approval_queue(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
 
 
 def _queue_candidates(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
-    return (requests_visible_to(user).filter(status=AutomationRequest.Status.SUBMITTED)
+    """Waiting requests this user might decide: their teams' as a lead, or as a decider (named
+    group, escalation, delegation); policy.free_seat then says which they may approve now.
+
+    Narrower than requests_visible_to on purpose, never wider: every seat is one of these (a lead
+    seat is a led team, the others are decider_filter's), and for an auditor who also leads a team
+    "visible" would be every waiting request of every team, each then checked for a seat."""
+    if not user.is_authenticated:
+        return AutomationRequest.objects.none()
+    led = Membership.objects.filter(user=user, role=Membership.Role.LEAD).values("team_id")
+    return (_request_rows().filter(status=AutomationRequest.Status.SUBMITTED)
+            .filter(Q(team_id__in=led) | policy.decider_filter(user))
             .exclude(requester=user).exclude(approvals__approver=user))
 
 

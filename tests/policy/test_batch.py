@@ -80,3 +80,21 @@ def test_approval_queue_page_queries_do_not_grow_with_the_queue(world, submit, c
         counts.append(len(captured))
     assert response.content.count(b'href="/requests/') >= 12
     assert counts[0] == counts[1], counts
+
+
+def test_the_queue_lists_exactly_the_visible_waiting_requests_with_a_free_seat(world, submit):
+    """selectors.approval_queue_ids narrows its candidates to what a user might decide (not all they
+    may see); the answer must stay policy.free_seat over everything visible, for each kind of seat,
+    and for an auditor who also leads a team (who sees every team's requests)."""
+    from automations import selectors
+
+    requests = _scene(world, submit)
+    world.bob.groups.add(Group.objects.get(name="auditors"))  # bob leads platform and audits everything
+    for user in (world.alice, world.bob, world.frank, world.dave, world.erin, world.carol):
+        user = type(user).objects.get(pk=user.pk)  # no permission cache from earlier calls
+        expected = sorted(item.pk for item in selectors.requests_visible_to(user).filter(status="submitted")
+                          if policy.free_seat(user, item) is not None)
+        assert sorted(selectors.approval_queue_ids(user)) == expected, user.username
+        assert [item.pk for item, _seat in selectors.approval_queue_rows(user)] == sorted(
+            expected, key=lambda pk: (AutomationRequest.objects.get(pk=pk).created_at, pk)), user.username
+    assert len(requests) == 6 and selectors.approval_queue_ids(world.bob)  # not a vacuous comparison
