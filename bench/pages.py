@@ -109,7 +109,9 @@ def serve(tree: str, sandbox_port: int) -> None:
                 client.get(path)
             profiler.disable()
             out = io.StringIO()
-            pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "cumulative")).print_stats(45)
+            stats = pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "cumulative"))
+            # BENCH_PROFILE_MATCH=automations/ shows only our own functions (a regular expression pstats applies).
+            stats.print_stats(os.environ.get("BENCH_PROFILE_MATCH", ""), 45)
             answer = {"profile": out.getvalue()}
         else:
             began, cpu = time.perf_counter(), time.process_time()

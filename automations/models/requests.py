@@ -89,7 +89,13 @@ class AutomationRequest(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         permissions = [("view_all_requests", "Can view every request and the whole audit log (auditors)")]
-        indexes = [models.Index(fields=["team", "status"], name="request_team_status")]
+        indexes = [
+            models.Index(fields=["team", "status"], name="request_team_status"),
+            # My requests pages by (created_at, id), newest first: read a page, not the requester's all.
+            models.Index(fields=["requester", "-created_at", "-id"], name="request_requester_recent"),
+            # The approver's "recent runs of this runbook on these targets" (this team's, newest first).
+            models.Index(fields=["team", "runbook", "-created_at"], name="request_team_runbook_recent"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.runbook.short_name}"

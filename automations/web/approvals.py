@@ -64,10 +64,13 @@ def policy_rules(team_policy, team: Team) -> list[str]:
 
 
 def recent_runs(user, item: AutomationRequest) -> list[AutomationRequest]:
-    """Earlier requests for this runbook that touched any of these targets, newest first."""
+    """This team's earlier requests for this runbook that touched any of these targets, newest first.
+
+    The team's (index request_team_runbook_recent): what its approvers weigh; open requests of any
+    team on the same targets are shown apart, as overlaps."""
     wanted = set(item.resources)
-    earlier = (selectors.requests_visible_to(user).filter(runbook_id=item.runbook_id).exclude(pk=item.pk)
-               .order_by("-created_at", "-id"))
+    earlier = (selectors.requests_visible_to(user).filter(team_id=item.team_id, runbook_id=item.runbook_id)
+               .exclude(pk=item.pk).order_by("-created_at", "-id"))
     if not wanted:
         return list(earlier[:RECENT_RUNS])
     # Overlap is computed here, not with a JSON containment lookup, so the demo's SQLite works too;

@@ -349,6 +349,23 @@ def _decide_through_the_ui(client, users, request, *, expect_texts=()):
 
 
 class TestUserInterface:
+    def test_recent_runs_are_this_teams_runs_of_the_runbook_on_these_targets(self, world, submit):
+        """What an approver reads under "Recent runs": this team's, newest first; another team's run
+        on the same target is not listed even for an approver who may see it (an auditor)."""
+        from automations.web.approvals import recent_runs
+
+        from django.contrib.auth.models import Group
+
+        world.bob.groups.add(Group.objects.get(name="auditors"))
+        ours = submit()
+        theirs = submit()
+        AutomationRequest.objects.filter(pk=theirs.pk).update(team=world.data)
+        elsewhere = submit(parameters={"InstanceId": [world.web2]})
+        newest = submit()
+        bob = type(world.bob).objects.get(pk=world.bob.pk)
+        assert [run.pk for run in recent_runs(bob, newest)] == [ours.pk]
+        assert elsewhere.pk not in [run.pk for run in recent_runs(bob, newest)]
+
     def test_two_leads_decide_a_two_approver_request_end_to_end(self, world, submit, sb, client):
         world.platform_policy.approvals_required = 2
         world.platform_policy.save()
