@@ -104,7 +104,10 @@ def approval_queue_rows(user: AbstractBaseUser) -> list[tuple[AutomationRequest,
     """
     from automations.policy.batch import free_seats
 
+    # A row shows the version's number, not its parsed parameters and steps (JSON decoded per row).
     candidates = list(_queue_candidates(user).select_related("escalation").prefetch_related("approvals")
+                      .defer("runbook_version__parameters", "runbook_version__steps", "runbook_version__identity",
+                             "runbook_version__problems", "execution_preview")
                       .order_by("created_at", "id"))
     seats = free_seats(user, candidates)
     return [(item, seats[item.pk]) for item in candidates if seats[item.pk] is not None]
