@@ -3,6 +3,7 @@
     .venv/bin/python bench/load/seed.py                     # once: 100k requests, 1M audit events
     .venv/bin/python bench/load/run.py [--users 50] [--run-time 60] [--max-requests 60000]
     .venv/bin/python bench/load/run.py --queries            # SQL queries per page, no load
+    .venv/bin/python bench/load/run.py --baseline REV --slices 3 --run-time 60   # REV and the working tree, alternating
 
 Everything listens on 127.0.0.1 and is stopped at the end (by its own process group). Prints the
 p50/p95/p99 per page and the error rate as a Markdown table for docs/benchmarks.md.
@@ -111,9 +112,39 @@ def report(prefix: Path) -> str:
     return "\n".join(lines)
 
 
+def run_locust(args, web_port: int, prefix: Path, run_time: int) -> None:
+    subprocess.run([str(BIN / "locust"), "-f", str(ROOT / "bench/load/locustfile.py"), "--headless",
+                    "--users", str(args.users), "--spawn-rate", str(args.spawn_rate),
+                    "--run-time", f"{run_time}s", "--stop-timeout", "5", "--reset-stats",
+                    "--host", f"http://127.0.0.1:{web_port}", "--csv", str(prefix), "--only-summary",
+                    "--loglevel", "WARNING"],
+                   cwd=ROOT, env={**os.environ, "LOAD_MAX_REQUESTS": str(args.max_requests), "LOAD_THINK": args.think},
+                   timeout=run_time + 180, check=False)  # locust exits 1 on any failed request
+
+
+def serve(args, tree: Path, env: dict, log: Path) -> tuple[subprocess.Popen, int]:
+    """gunicorn serving `tree`'s code (--pythonpath puts it ahead of the editable install)."""
+    web_port = free_port()
+    process = start([str(BIN / "gunicorn"), "portal.wsgi:application", "--pythonpath", str(tree), "--chdir", str(tree),
+                     "--bind", f"127.0.0.1:{web_port}", "--workers", str(args.workers), "--threads", str(args.threads),
+                     "--worker-class", "gthread", "--timeout", "60"], env, log)
+    wait_http(f"http://127.0.0.1:{web_port}/healthz")
+    return process, web_port
+
+
+def summary(prefix: Path) -> dict | None:
+    rows = {row["Name"]: row for row in csv.DictReader((prefix.parent / f"{prefix.name}_stats.csv").open())}
+    total = rows.get("Aggregated")
+    if total is None:
+        return None
+    return {"requests": int(total["Request Count"]), "errors": int(total["Failure Count"]),
+            "p50": float(total["50%"]), "p95": float(total["95%"]), "p99": float(total["99%"]),
+            "rps": float(total["Requests/s"])}
+
+
 def load(args) -> None:
     work = Path(tempfile.mkdtemp(prefix="delegate-load-"))
-    sandbox_port, web_port = free_port(), free_port()
+    sandbox_port = free_port()
     env = server_env(sandbox_port)
     processes = []
     try:
@@ -121,20 +152,15 @@ def load(args) -> None:
                                 "--port", str(sandbox_port)], env, work / "sandbox.log"))
         wait_http(f"http://127.0.0.1:{sandbox_port}/_sandbox/health")
         create_documents(f"http://127.0.0.1:{sandbox_port}")
-        processes.append(start([str(BIN / "gunicorn"), "portal.wsgi:application", "--bind", f"127.0.0.1:{web_port}",
-                                "--workers", str(args.workers), "--threads", str(args.threads),
-                                "--worker-class", "gthread", "--timeout", "60"], env, work / "gunicorn.log"))
-        wait_http(f"http://127.0.0.1:{web_port}/healthz")
+        if args.baseline:
+            baseline(args, env, work)
+            return
+        server, web_port = serve(args, ROOT, env, work / "gunicorn.log")
+        processes.append(server)
         prefix = work / "locust"
         load_before = os.getloadavg()
         began = time.monotonic()
-        subprocess.run([str(BIN / "locust"), "-f", str(ROOT / "bench/load/locustfile.py"), "--headless",
-                        "--users", str(args.users), "--spawn-rate", str(args.spawn_rate),
-                        "--run-time", f"{args.run_time}s", "--stop-timeout", "5", "--reset-stats",
-                        "--host", f"http://127.0.0.1:{web_port}", "--csv", str(prefix), "--only-summary",
-                        "--loglevel", "WARNING"],
-                       cwd=ROOT, env={**os.environ, "LOAD_MAX_REQUESTS": str(args.max_requests), "LOAD_THINK": args.think},
-                       timeout=args.run_time + 120, check=False)  # locust exits 1 on any failed request
+        run_locust(args, web_port, prefix, args.run_time)
         print(f"\nlocust ran {time.monotonic() - began:.0f}s: {args.users} users thinking {args.think} s, "
               f"gunicorn {args.workers} workers x "
               f"{args.threads} threads, PostgreSQL {URL.rsplit('/', 1)[-1]}; load average before "
@@ -145,6 +171,60 @@ def load(args) -> None:
     finally:
         for process in reversed(processes):
             stop(process)
+
+
+def baseline(args, env: dict, work: Path) -> None:
+    """--baseline REV: the same load on REV (a temporary git worktree) and on the working tree, in
+    --slices alternating slices of --run-time seconds each, so a noisy shared machine weighs on
+    both alike; prints each slice and the median of each tree's figures with their ratio."""
+    import statistics
+
+    baseline_dir = Path(tempfile.mkdtemp(prefix="delegate-baseline-")) / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(baseline_dir), args.baseline],
+                   cwd=ROOT, check=True, capture_output=True)
+    trees = [(f"baseline {args.baseline}", baseline_dir), ("working tree", ROOT)]
+    results: dict[str, list[dict]] = {label: [] for label, _ in trees}
+    try:
+        print(f"{args.users} users thinking {args.think} s, gunicorn {args.workers} workers x {args.threads} threads, "
+              f"{args.slices} slices of {args.run_time} s per tree, alternating\n")
+        print("| slice | tree | requests | errors | p50 ms | p95 ms | p99 ms | req/s | load avg |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for number in range(args.slices):
+            order = trees if number % 2 == 0 else trees[::-1]
+            for label, tree in order:
+                server, web_port = serve(args, tree, env, work / f"gunicorn-{number}-{tree.name}.log")
+                try:
+                    prefix = work / f"locust-{number}-{'base' if tree != ROOT else 'work'}"
+                    run_locust(args, web_port, prefix, args.run_time)
+                finally:
+                    stop(server)
+                figures = summary(prefix)
+                if figures is None:
+                    print(f"| {number + 1} | {label} | no statistics |")
+                    continue
+                results[label].append(figures)
+                print(f"| {number + 1} | {label} | {figures['requests']:,} | {figures['errors']} | {figures['p50']:.0f} | "
+                      f"{figures['p95']:.0f} | {figures['p99']:.0f} | {figures['rps']:.1f} | {os.getloadavg()[0]:.1f} |",
+                      flush=True)
+        print("\n| tree | slices | errors | median p50 ms | median p95 ms | median p99 ms | median req/s |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        medians = {}
+        for label, _ in trees:
+            rows = results[label]
+            if not rows:
+                continue
+            medians[label] = {key: statistics.median(row[key] for row in rows) for key in ("p50", "p95", "p99", "rps")}
+            print(f"| {label} | {len(rows)} | {sum(row['errors'] for row in rows)} | {medians[label]['p50']:.0f} | "
+                  f"{medians[label]['p95']:.0f} | {medians[label]['p99']:.0f} | {medians[label]['rps']:.1f} |")
+        if len(medians) == 2:
+            base, new = medians[trees[0][0]], medians["working tree"]
+            print("| ratio (working / baseline) | | | " + " | ".join(
+                f"{new[key] / base[key]:.2f}" if base[key] else "–" for key in ("p50", "p95", "p99", "rps")) + " |")
+        errors = sum(log.read_text(errors="replace").count("Traceback") for log in work.glob("gunicorn-*.log"))
+        print(f"\ngunicorn tracebacks: {errors} (logs in {work})")
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(baseline_dir)], cwd=ROOT, check=False,
+                       capture_output=True)
 
 
 def queries(args) -> None:
@@ -204,6 +284,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--queries", action="store_true", help="count SQL per page instead of loading")
+    parser.add_argument("--baseline", help="git revision to load alongside the working tree, in alternating slices")
+    parser.add_argument("--slices", type=int, default=3, help="with --baseline: slices of --run-time per tree")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     if "bench" not in urlparse(URL).path:
