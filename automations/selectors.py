@@ -81,8 +81,8 @@ def _queue_candidates(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
         return AutomationRequest.objects.none()
     led = Membership.objects.filter(user=user, role=Membership.Role.LEAD).values("team_id")
     return (_request_rows().filter(status=AutomationRequest.Status.SUBMITTED)
-            .filter(Q(team_id__in=led) | policy.decider_filter(user))
-            .exclude(requester=user).exclude(approvals__approver=user))
+            .filter(Q(team_id__in=led) | policy.decider_filter(user, decided=False))
+            .exclude(requester=user))  # ones they approved already: free_seat says no seat (it reads the approvals)
 
 
 def approval_queue_ids(user: AbstractBaseUser) -> list[int]:

@@ -166,7 +166,7 @@ FROM (
               ELSE now() - (%(n)s - i) * interval '15 minutes' END AS created
   -- u cycles through every team within each block of 50 consecutive i (19 and 50 are coprime);
   -- b, the block number, picks status, runbook and resource independently of the team.
-  FROM (SELECT i, (i * 7919) %% %(n_members)s AS u, i / 50 AS b FROM generate_series(1, %(n)s) AS i) AS numbered
+  FROM (SELECT i, (i * 7919) %% %(n_members)s AS u, i / 50 AS b FROM generate_series(1::bigint, %(n)s::bigint) AS i) AS numbered
 ) AS rows
 """
 APPROVALS_SQL = """
