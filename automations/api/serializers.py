@@ -237,7 +237,9 @@ class RequestSerializer(serializers.ModelSerializer):
     execution = serializers.SerializerMethodField()
     locations = serializers.SerializerMethodField(
         help_text="Multi-account runs: the account × Region matrix (each child execution's AWS status, "
-                  "counts, progress); null for a single-account request.")
+                  "counts, progress, summary per Region and per chosen account/OU, failed locations); `rows` is one "
+                  "page of accounts (`page`: number, pages, size, accounts), chosen as on the request page with the "
+                  "query parameters locations_page, failed_only=1 and via; null for a single-account request.")
     start_call = serializers.SerializerMethodField(
         help_text="The StartAutomationExecution body the worker sends for this request, without ClientToken "
                   "and Tags; built by the same function as the form's preview (automations.runbooks.start_body).")
@@ -278,9 +280,8 @@ class RequestSerializer(serializers.ModelSerializer):
         return start_body_for(obj)
 
     def get_locations(self, obj) -> dict | None:
-        from automations import selectors
-
-        return selectors.location_matrix(obj)
+        request = self.context.get("request")
+        return selectors.location_matrix(obj, **selectors.location_query(request.query_params if request else {}))
 
     def get_hold(self, obj) -> dict | None:
         return selectors.request_hold(obj)
