@@ -37,7 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DB = Path(tempfile.mkdtemp(prefix="delegate-bench-ma-")) / "bench.sqlite3"
+# The page-serving processes (--serve) inherit the run's database through the environment.
+DB = Path(os.environ.get("DELEGATE_BENCH_MA_DB") or Path(tempfile.mkdtemp(prefix="delegate-bench-ma-")) / "bench.sqlite3")
+os.environ["DELEGATE_BENCH_MA_DB"] = str(DB)
 os.environ.update({
     "DJANGO_SETTINGS_MODULE": "portal.settings", "DATABASE_URL": f"sqlite:///{DB}", "DJANGO_DEBUG": "false",
     "LOG_LEVEL": "WARNING", "REDIS_URL": "", "AWS_ACCESS_KEY_ID": "AKIDBENCHBENCH000000",
@@ -69,7 +71,7 @@ def serve(tree: str) -> None:
 
     django.setup()
     from django.contrib.auth import get_user_model
-    from django.db import connection
+    from django.db import connection, reset_queries
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
@@ -78,6 +80,7 @@ def serve(tree: str) -> None:
     print("ready", flush=True)
     for line in sys.stdin:
         path = line.split(" ", 1)[1].strip()
+        reset_queries()  # Django clears the log as each request starts: count from an empty one
         with CaptureQueriesContext(connection) as captured:  # a counting visit, not timed
             assert client.get(path).status_code == 200
         wall, cpu = time.perf_counter(), time.process_time()
@@ -140,6 +143,9 @@ def main() -> None:
     parser.add_argument("--concurrency", default="20", help="TargetLocationMaxConcurrency")
     parser.add_argument("--sleep", type=int, default=2)
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between status-sync cycles")
+    parser.add_argument("--fail", type=int, default=0,
+                        help="locations made to fail (the first N accounts in the second Region: sandbox fault "
+                             "fail_locations); TargetLocationMaxErrors is set to N so the others still run")
     parser.add_argument("--baseline", help="git revision whose request page is measured alongside")
     parser.add_argument("--rounds", type=int, default=15, help="page visits per tree")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
@@ -157,6 +163,7 @@ def main() -> None:
     ou, members = org.add_member_accounts(sb, "Bench", args.accounts, regions, args.instances)
     print(f"sandbox: OU {ou} with {len(members)} new member accounts, execution role and {args.instances} "
           f"instances per Region each ({time.monotonic() - seeding:.0f} s to create)")
+    sb.faults.fail_locations = {f"{member}:{regions[1 % len(regions)]}" for member in sorted(members)[:args.fail]}
     sb.faults.rate_limits = {"StartAutomationExecution": 1.0, "DescribeAutomationExecutions": 3.0,
                              "DescribeAutomationStepExecutions": 3.0}
     import django
@@ -197,13 +204,14 @@ def main() -> None:
 
     request = services.request_submit(actor=alice, team=team, runbook_id=book.pk, parameters={},
                                       location_targets=[ou], location_regions=regions,
-                                      location_max_concurrency=args.concurrency, location_max_errors="0")
+                                      location_max_concurrency=args.concurrency, location_max_errors=str(args.fail))
     total = request.location_count
     services.request_approve(request=request, actor=bob)
     sb.calls.clear()
     approved = time.monotonic()
     print(f"{total} locations ({len(request.location_accounts)} accounts x {len(regions)} Regions, "
-          f"{args.instances} instances each), concurrency {args.concurrency}, runbook sleeps {args.sleep}s")
+          f"{args.instances} instances each), concurrency {args.concurrency}, {args.fail} made to fail, "
+          f"runbook sleeps {args.sleep}s")
     print("dispatch:", services.request_dispatch(request_id=request.pk))
     per_cycle, done_at = [], None
     while True:

@@ -29,9 +29,10 @@ STATUSES = ("Success", "Failed", "InProgress", "TimedOut", "Pending")
 
 
 def multi_account_request(world, sb, *, accounts: int, regions: list[str] = REGIONS,
-                          children: bool = True) -> AutomationRequest:
-    """A submitted multi-account request over `accounts` accounts (spread over the three OUs) x
-    `regions`; with `children`, every location but one in five has a child in one of STATUSES."""
+                          children: bool = True, status: str = AutomationRequest.Status.RUNNING) -> AutomationRequest:
+    """A multi-account request over `accounts` accounts (spread over the three OUs) x `regions`,
+    submitted, then put in `status`; with `children`, every location but one in five has a child
+    in one of STATUSES."""
     world.account.regions = REGIONS
     world.account.save()
     name = f"Delegate-Fleet-{uuid.uuid4().hex[:8]}"
@@ -48,7 +49,7 @@ def multi_account_request(world, sb, *, accounts: int, regions: list[str] = REGI
                                       location_max_errors="5")
     ids = [f"4{n:011d}" for n in range(1, accounts + 1)]
     AutomationRequest.objects.filter(pk=request.pk).update(
-        location_accounts=ids, location_sources={a: [OUS[n % 3]] for n, a in enumerate(ids)})
+        status=status, location_accounts=ids, location_sources={a: [OUS[n % 3]] for n, a in enumerate(ids)})
     if children:
         LocationExecution.objects.bulk_create([
             LocationExecution(request=request, execution_id=str(uuid.uuid4()), account_id=a, region=r,
@@ -150,3 +151,17 @@ def test_the_page_links_each_cell_and_failure_to_its_location_page(world, sb):
     assert f'href="/requests/{request.pk}/locations/{child.execution_id}/"' in html
     assert "Failed locations (" in html
     assert 'class="table-scroll"' in html  # the matrix scrolls in its box, not the page
+
+
+def test_the_matrix_escapes_what_aws_reported(world, sb):
+    """The rows are built in Python (templatetags/location_matrix.py): AWS's words stay text."""
+    request = multi_account_request(world, sb, accounts=2, children=False)
+    LocationExecution.objects.create(request=request, execution_id=str(uuid.uuid4()),
+                                     account_id=request.location_accounts[0], region=REGIONS[0], aws_status="Failed",
+                                     failure_message='<script>alert("x")</script> & "quoted"')
+    page = Client()
+    page.force_login(world.alice)
+    html = page.get(f"/requests/{request.pk}/").content.decode()
+    assert "<script>alert" not in html
+    assert 'title="&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;quoted&quot;"' in html
+    assert html.count('class="location-row"') == 2 and html.count('<span class="muted">not started</span>') == 7
