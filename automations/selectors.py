@@ -254,6 +254,28 @@ def _state_of(aws_status: str | None) -> str:
     return "failed" if aws_status in LOCATION_FAILED else "running"
 
 
+LOCATION_STARTED = "execution.location_started"
+
+
+def request_timeline(request: AutomationRequest) -> list:
+    """The request page's timeline: its audit events in order, with a multi-account run's one
+    `execution.location_started` per child (200 at 200 locations) folded into one entry where the
+    first of them stood: how many, the first and last time (the matrix lists each location). Two
+    queries whatever the run's size."""
+    from django.db.models import Count, Max, Min
+
+    events = list(request.audit_events.exclude(action=LOCATION_STARTED).order_by("sequence"))
+    if not request.location_targets:
+        return events
+    started = request.audit_events.filter(action=LOCATION_STARTED).aggregate(
+        count=Count("pk"), sequence=Min("sequence"), first=Min("occurred_at"), last=Max("occurred_at"))
+    if not started["count"]:
+        return events
+    folded = {"folded": True, **started}
+    at = next((n for n, event in enumerate(events) if event.sequence > started["sequence"]), len(events))
+    return [*events[:at], folded, *events[at:]]
+
+
 def location_query(params) -> dict:
     """The matrix's three query parameters (failed_only=1, via=<account/OU>, locations_page=N), read
     the same way by the request page and the API from their query strings."""

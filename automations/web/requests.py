@@ -64,7 +64,7 @@ def _detail_context(request, automation_request):
         "comments": automation_request.comments.select_related("author"),
         "can_cancel": policy.can_cancel(user, automation_request),
         "required": policy.approvals_required(automation_request),
-        "timeline": automation_request.audit_events.order_by("sequence"),
+        "timeline": selectors.request_timeline(automation_request),
         "progress": run_progress(automation_request),
         "decision_form": DecisionForm(),
         "locations": selectors.location_matrix(automation_request, **selectors.location_query(request.GET)),

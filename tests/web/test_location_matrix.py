@@ -14,7 +14,7 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from automations import selectors, services
+from automations import audit, aws, selectors, services
 from automations.models import AutomationRequest, LocationExecution, TeamLocationGrant
 from sandbox import world as sandbox_world
 from tests import factories as f
@@ -47,15 +47,31 @@ def multi_account_request(world, sb, *, accounts: int, regions: list[str] = REGI
     request = services.request_submit(actor=world.alice, team=world.platform, runbook_id=runbook.pk, parameters={},
                                       location_targets=OUS, location_regions=regions, location_max_concurrency="10",
                                       location_max_errors="5")
+    return widen(request, accounts=accounts, regions=regions, children=children, status=status)
+
+
+def widen(request: AutomationRequest, *, accounts: int, regions: list[str] = REGIONS, children: bool = True,
+          status: str = AutomationRequest.Status.RUNNING) -> AutomationRequest:
+    """The request's resolved accounts widened in the database to `accounts` (spread over its
+    targets), over `regions`, in `status`; with `children`, every location but one in five has a
+    child recorded in one of STATUSES, as status sync records them."""
     ids = [f"4{n:011d}" for n in range(1, accounts + 1)]
+    targets = list(request.location_targets)
     AutomationRequest.objects.filter(pk=request.pk).update(
-        status=status, location_accounts=ids, location_sources={a: [OUS[n % 3]] for n, a in enumerate(ids)})
+        status=status, location_accounts=ids, location_regions=regions,
+        location_sources={a: [targets[n % len(targets)]] for n, a in enumerate(ids)})
     if children:
-        LocationExecution.objects.bulk_create([
+        made = LocationExecution.objects.bulk_create([
             LocationExecution(request=request, execution_id=str(uuid.uuid4()), account_id=a, region=r,
                               aws_status=STATUSES[(n + m) % len(STATUSES)],
                               failure_message="Step fails" if STATUSES[(n + m) % len(STATUSES)] == "Failed" else "")
             for n, a in enumerate(ids) for m, r in enumerate(regions) if (n + m) % 5 != 4])
+        for child in made:  # audited once each, as status sync does (services/location_status.py)
+            audit.record(action="execution.location_started", actor=None, request=request,
+                         account_id=child.account_id, region=child.region,
+                         details={"child_execution_id": child.execution_id, "account_id": child.account_id,
+                                  "region": child.region},
+                         aws=aws.AwsCall(operation="DescribeAutomationStepExecutions", execution_id=child.execution_id))
     request.refresh_from_db()
     return request
 
@@ -165,3 +181,22 @@ def test_the_matrix_escapes_what_aws_reported(world, sb):
     assert "<script>alert" not in html
     assert 'title="&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;quoted&quot;"' in html
     assert html.count('class="location-row"') == 2 and html.count('<span class="muted">not started</span>') == 7
+
+
+def test_the_timeline_folds_one_entry_per_child_into_one_line(world, sb):
+    """200 `execution.location_started` events stay in the audit log, one per child; the request
+    page's timeline says how many in one entry where the first stood (the matrix lists each)."""
+    from automations.models import AuditEvent
+
+    request = multi_account_request(world, sb, accounts=50)
+    recorded = AuditEvent.objects.filter(request=request, action="execution.location_started").count()
+    assert recorded == LocationExecution.objects.filter(request=request).count() == 160
+    timeline = selectors.request_timeline(request)
+    assert [e["count"] for e in timeline if isinstance(e, dict)] == [160]
+    assert [e.action for e in timeline if not isinstance(e, dict)] == ["request.submitted"]
+    assert isinstance(timeline[-1], dict)  # after the submit, where the first child was recorded
+    page = Client()
+    page.force_login(world.alice)
+    html = page.get(f"/requests/{request.pk}/").content.decode()
+    assert "160 child executions started</strong>" in html
+    assert html.count('<ol class="timeline">') == 1 and html.count("child execution started") == 0
