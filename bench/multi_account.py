@@ -1,7 +1,9 @@
 """One multi-account request at issue 18's scale in the sandbox: time, AWS calls, sync calls, page time.
 
     nice -n 19 .venv/bin/python bench/multi_account.py [--accounts 50] [--regions 4] [--instances 20] \
-        [--concurrency 20] [--sleep 2] [--baseline REV] [--rounds 15]
+        [--concurrency 20] [--sleep 2] [--fail N] [--baseline REV] [--rounds 15]
+    DELEGATE_BENCH_MA_DB=/tmp/delegate-bench-ma-…/bench.sqlite3 \
+        nice -n 19 .venv/bin/python bench/multi_account.py --pages-only [--baseline REV] [--rounds 15]
 
 In one process: a SQLite database of its own (a temporary file, migrated), the sandbox, and
 Delegate's services called directly (submit, approve, dispatch, status sync every --interval
@@ -152,10 +154,17 @@ def main() -> None:
                              "fail_locations); TargetLocationMaxErrors is set to N so the others still run")
     parser.add_argument("--baseline", help="git revision whose request page is measured alongside")
     parser.add_argument("--rounds", type=int, default=15, help="page visits per tree")
+    parser.add_argument("--pages-only", action="store_true",
+                        help="measure the pages of request 1 in the database named by DELEGATE_BENCH_MA_DB "
+                             "(a finished run's, kept in its temporary folder) without a new run")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         return serve(args.serve)
+    if args.pages_only:
+        print(f"pages of request 1 in {DB} ({args.rounds} visits):")
+        return measure_pages(["/requests/1/", "/requests/1/?failed_only=1", "/api/v1/requests/1/"],
+                             args.baseline, args.rounds)
 
     from sandbox import Sandbox
     from sandbox import world as org
