@@ -195,6 +195,7 @@ def test_a_200_location_matrix_reads_on_desktop_and_phone(stack, pages):
     expect(matrix).to_contain_text("Accounts 1–25 of 50 · page 1 of 2")
     expect(matrix).to_contain_text("Failed locations (")
     findings = axe_findings(page)
+    matrix.scroll_into_view_if_needed()
     screenshot(page, "multi-account-matrix", full_page=False)
     matrix.get_by_role("link", name="next →").click()
     expect(page.locator("section.locations tr.location-row").first).to_contain_text("400000000026")
@@ -204,6 +205,7 @@ def test_a_200_location_matrix_reads_on_desktop_and_phone(stack, pages):
     page.goto(f"/requests/{request.pk}/")
     overflow = horizontal_overflow(page)
     findings += axe_findings(page)
+    page.locator("section.locations").scroll_into_view_if_needed()
     screenshot(page, "phone-multi-account-matrix", full_page=False)
     assert not findings, "axe found serious/critical problems:\n" + "\n".join(findings)
     assert overflow is None, overflow

@@ -11,6 +11,7 @@ import uuid
 
 import boto3
 import pytest
+from django.db import transaction
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -67,11 +68,13 @@ def widen(request: AutomationRequest, *, accounts: int, regions: list[str] = REG
                               failure_message="Step fails" if STATUSES[(n + m) % len(STATUSES)] == "Failed" else "")
             for n, a in enumerate(ids) for m, r in enumerate(regions) if (n + m) % 5 != 4])
         for child in made:  # audited once each, as status sync does (services/location_status.py)
-            audit.record(action="execution.location_started", actor=None, request=request,
-                         account_id=child.account_id, region=child.region,
-                         details={"child_execution_id": child.execution_id, "account_id": child.account_id,
-                                  "region": child.region},
-                         aws=aws.AwsCall(operation="DescribeAutomationStepExecutions", execution_id=child.execution_id))
+            with transaction.atomic():
+                audit.record(action="execution.location_started", actor=None, request=request,
+                             account_id=child.account_id, region=child.region,
+                             details={"child_execution_id": child.execution_id, "account_id": child.account_id,
+                                      "region": child.region},
+                             aws=aws.AwsCall(operation="DescribeAutomationStepExecutions",
+                                             execution_id=child.execution_id))
     request.refresh_from_db()
     return request
 
