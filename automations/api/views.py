@@ -133,17 +133,12 @@ class RequestListCreateApi(APIView):
 
 
 class RequestDetailApi(APIView):
-    @extend_schema(responses={200: s.RequestDetailSerializer, 404: ERROR}, parameters=[
-        OpenApiParameter("locations_page", int, description="Multi-account runs: which page of accounts `locations.rows` "
-                         "holds (selectors.LOCATION_PAGE_ACCOUNTS a page); past the end, the last."),
-        OpenApiParameter("failed_only", str, enum=["1"], description="Multi-account runs: only the accounts with a "
-                         "failed location in `locations.rows` (counts and summaries stay the whole run's)."),
-        OpenApiParameter("via", str, description="Multi-account runs: only the accounts the request's chosen "
-                         "account/OU `via` covered, in `locations.rows`."),
-    ])
+    @extend_schema(responses={200: s.RequestDetailSerializer, 400: ERROR, 404: ERROR}, parameters=[s.RequestDetailQuery])
     def get(self, request, pk: int):
         visible = selectors.requests_visible_to(request.user).prefetch_related("approvals__approver")
-        return Response(s.RequestDetailSerializer(get_object_or_404(visible, pk=pk), context={"request": request}).data)
+        query = _query(s.RequestDetailQuery, request)
+        return Response(s.RequestDetailSerializer(get_object_or_404(visible, pk=pk),
+                                                  context={"locations_query": query}).data)
 
 
 class RequestContentApi(APIView):
