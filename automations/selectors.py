@@ -270,50 +270,122 @@ LOCATION_FAILED = frozenset({"Failed", "CompletedWithFailure", "Rejected", "Exit
 LOCATION_SUCCEEDED = frozenset({"Success", "CompletedWithSuccess"})
 
 
-def location_matrix(request: AutomationRequest, *, failed_only: bool = False, via: str = "") -> dict | None:
+LOCATION_PAGE_ACCOUNTS = 25  # accounts per page of the matrix: at 4 Regions, 100 cells
+FAILED_SHOWN = 10  # failed locations listed above the matrix (all of them: the failed-only filter)
+_STATES = ("succeeded", "failed", "running", "not_started")
+
+
+def _state_of(aws_status: str | None) -> str:
+    if aws_status is None:
+        return "not_started"
+    if aws_status in LOCATION_SUCCEEDED:
+        return "succeeded"
+    return "failed" if aws_status in LOCATION_FAILED else "running"
+
+
+LOCATION_STARTED = "execution.location_started"
+
+
+def request_timeline(request: AutomationRequest) -> list:
+    """The request page's timeline: its audit events in order, with a multi-account run's one
+    `execution.location_started` per child (200 at 200 locations) folded into one entry where the
+    first of them stood: how many, the first and last time (the matrix lists each location). Two
+    queries whatever the run's size."""
+    from django.db.models import Count, Max, Min
+
+    events = list(request.audit_events.exclude(action=LOCATION_STARTED).order_by("sequence"))
+    if not request.location_targets:
+        return events
+    started = request.audit_events.filter(action=LOCATION_STARTED).aggregate(
+        count=Count("pk"), sequence=Min("sequence"), first=Min("occurred_at"), last=Max("occurred_at"))
+    if not started["count"]:
+        return events
+    folded = {"folded": True, **started}
+    at = next((n for n, event in enumerate(events) if event.sequence > started["sequence"]), len(events))
+    return [*events[:at], folded, *events[at:]]
+
+
+def location_query(params) -> dict:
+    """The matrix's three query parameters (failed_only=1, via=<account/OU>, locations_page=N), read
+    the same way by the request page and the API from their query strings."""
+    try:
+        page = int(str(params.get("locations_page", "1"))[:6])
+    except ValueError:
+        page = 1
+    return {"failed_only": params.get("failed_only") == "1", "via": str(params.get("via", ""))[:68], "page": page}
+
+
+def location_matrix(request: AutomationRequest, *, failed_only: bool = False, via: str = "", page: int = 1,
+                    page_size: int = LOCATION_PAGE_ACCOUNTS) -> dict | None:
     """A multi-account request's account × Region matrix as the database knows it (status sync
     records each child execution: services/location_status.py). A location without a recorded
     child shows "not started" (AWS has not started it yet, or the sync has not seen it yet).
-    The request must already be one the user may see (the caller got it through a selector)."""
+    The request must already be one the user may see (the caller got it through a selector).
+
+    Counts, the summary per Region and per chosen account/OU and the failed locations cover the
+    whole run; `rows` is one page of `page_size` accounts (in the approved, sorted account order)
+    of those the filters keep, so at 200 locations the page builds 100 cells, not 200, and the
+    pages of one filter cover each of its accounts exactly once. One query, whatever the size."""
     if not request.location_targets:
         return None
-    children = {(c.account_id, c.region): c for c in request.location_executions.all()}
+    children = {(c["account_id"], c["region"]): c for c in request.location_executions.order_by().values(
+        "account_id", "region", "aws_status", "execution_id", "failure_message", "started_at", "ended_at")}
     sources = request.location_sources or {}
     via = via if via in request.location_targets else ""
     regions = list(request.location_regions)
-    counts = {"succeeded": 0, "failed": 0, "running": 0, "not_started": 0}
-    rows = []
+    targets = list(request.location_targets)
+    counts = dict.fromkeys(_STATES, 0)
+    by_region = {region: dict.fromkeys(_STATES, 0) for region in regions}
+    by_target = {target: dict.fromkeys(_STATES, 0) for target in targets}
+    failed, kept = [], []
+    states = {}
     for account_id in request.location_accounts:
+        account_failed = False
+        for region in regions:
+            child = children.get((account_id, region))
+            state = _state_of(child["aws_status"] if child else None)
+            states[(account_id, region)] = state
+            counts[state] += 1
+            by_region[region][state] += 1
+            for target in sources.get(account_id, []):
+                if target in by_target:
+                    by_target[target][state] += 1
+            if state == "failed":
+                account_failed = True
+                failed.append({"account_id": account_id, "region": region, "aws_status": child["aws_status"],
+                               "execution_id": child["execution_id"], "failure_message": child["failure_message"]})
+        if (not failed_only or account_failed) and (not via or via in sources.get(account_id, [])):
+            kept.append(account_id)
+    page_size = max(1, page_size)
+    pages = max(1, -(-len(kept) // page_size))
+    number = min(max(1, page), pages)
+    rows = []
+    for account_id in kept[(number - 1) * page_size:number * page_size]:
         cells = []
         for region in regions:
             child = children.get((account_id, region))
-            if child is None:
-                state = "not_started"
-            elif child.aws_status in LOCATION_SUCCEEDED:
-                state = "succeeded"
-            elif child.aws_status in LOCATION_FAILED:
-                state = "failed"
-            else:
-                state = "running"
-            counts[state] += 1
             cells.append({
-                "account_id": account_id, "region": region, "state": state,
-                "aws_status": child.aws_status if child else "",
-                "execution_id": child.execution_id if child else "",
-                "failure_message": child.failure_message if child else "",
+                "account_id": account_id, "region": region, "state": states[(account_id, region)],
+                "aws_status": child["aws_status"] if child else "",
+                "execution_id": child["execution_id"] if child else "",
+                "failure_message": child["failure_message"] if child else "",
             })
-        shown = (not failed_only or any(cell["state"] == "failed" for cell in cells)) \
-            and (not via or via in sources.get(account_id, []))
-        if shown:
-            rows.append({"account_id": account_id, "via": sources.get(account_id, []), "cells": cells})
+        rows.append({"account_id": account_id, "via": sources.get(account_id, []), "cells": cells})
     total = len(request.location_accounts) * len(regions)
     done = counts["succeeded"] + counts["failed"]
     return {
         "estimate": _location_estimate(request, children.values(), left=total - done, total=total),
-        "targets": list(request.location_targets), "regions": regions, "accounts": list(request.location_accounts),
+        "targets": targets, "regions": regions, "accounts": list(request.location_accounts),
         "max_concurrency": request.location_max_concurrency, "max_errors": request.location_max_errors,
         "total": total, "counts": counts, "finished": done,
         "progress_percent": round(100 * done / total) if total else 0,
+        "by_region": [{"region": region, **by_region[region]} for region in regions],
+        "by_target": [{"target": target, **by_target[target]} for target in targets],
+        "failed": failed[:FAILED_SHOWN], "failed_total": len(failed),
+        "page": {"number": number, "pages": pages, "size": page_size, "accounts": len(kept),
+                 "first": (number - 1) * page_size + 1 if kept else 0,
+                 "last": min(number * page_size, len(kept)),
+                 "previous": number - 1 if number > 1 else None, "next": number + 1 if number < pages else None},
         "rows": rows, "failed_only": failed_only, "via": via,
     }
 
@@ -334,8 +406,8 @@ def _location_estimate(request: AutomationRequest, children, *, left: int, total
 
     from django.utils import timezone
 
-    took = sorted((c.ended_at - c.started_at).total_seconds() for c in children
-                  if c.started_at and c.ended_at and c.aws_status in LOCATION_SUCCEEDED | LOCATION_FAILED)
+    took = sorted((c["ended_at"] - c["started_at"]).total_seconds() for c in children
+                  if c["started_at"] and c["ended_at"] and c["aws_status"] in LOCATION_SUCCEEDED | LOCATION_FAILED)
     if not left or not took:
         return None
     median = took[len(took) // 2] if len(took) % 2 else (took[len(took) // 2 - 1] + took[len(took) // 2]) / 2

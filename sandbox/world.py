@@ -294,3 +294,35 @@ def ensure_member(sandbox, account: str) -> None:
                 TagSpecifications=[{"ResourceType": "instance",
                                     "Tags": _tags(Team="platform", Environment=environment.lower())}],
             )
+
+
+def add_member_accounts(sandbox, ou_name: str, count: int, regions: list[str], instances: int) -> tuple[str, list[str]]:
+    """A further OU of `count` new member accounts, for a run at a scale the demo's dozen members
+    cannot give (bench/multi_account.py: 50 accounts). Made through the same APIs an operator
+    would use: Organizations' CreateOrganizationalUnit, CreateAccount and MoveAccount in the
+    central account (moto draws the account ids), then in each new member IAM's CreateRole for
+    the execution role and EC2's RunInstances (`instances` tagged `Team=platform` per Region).
+    Returns the OU id and its account ids. The seeded organization is left as it is."""
+    ensure_organization(sandbox)
+    orgs = _seed_client(sandbox, "organizations", "us-east-1")
+    ou = orgs.create_organizational_unit(ParentId=ROOT_ID, Name=ou_name)["OrganizationalUnit"]["Id"]
+    accounts = []
+    for number in range(1, count + 1):
+        made = orgs.create_account(Email=f"{ou_name.lower()}-{number}@example.com",
+                                   AccountName=f"{ou_name.lower()}-{number}")["CreateAccountStatus"]
+        orgs.move_account(AccountId=made["AccountId"], SourceParentId=ROOT_ID, DestinationParentId=ou)
+        accounts.append(made["AccountId"])
+    for account in accounts:
+        _seed_client(sandbox, "iam", account=account).create_role(
+            RoleName=EXECUTION_ROLE, AssumeRolePolicyDocument=ASSUME_ROLE_POLICY)
+        for region in regions:
+            ec2 = _seed_client(sandbox, "ec2", region, account=account)
+            image = ec2.register_image(Name="al2023-ami-2023.6-x86_64", Architecture="x86_64",
+                                       RootDeviceName="/dev/xvda", VirtualizationType="hvm")["ImageId"]
+            ec2.run_instances(
+                ImageId=image, InstanceType="t3.micro", MinCount=instances, MaxCount=instances,
+                Placement={"AvailabilityZone": region + "a"},
+                TagSpecifications=[{"ResourceType": "instance",
+                                    "Tags": _tags(Team="platform", Environment=ou_name.lower())}],
+            )
+    return ou, accounts

@@ -73,6 +73,17 @@ class RequestListQuery(StrictQuery):
     cursor = serializers.CharField(max_length=512, required=False)
 
 
+class RequestDetailQuery(StrictQuery):
+    """Multi-account runs: which part of the matrix `locations.rows` holds (the request page's parameters)."""
+
+    locations_page = serializers.IntegerField(min_value=1, max_value=999999, required=False, default=1,
+                                              help_text="Which page of accounts (25 a page); past the end, the last.")
+    failed_only = serializers.ChoiceField(choices=["1"], required=False,
+                                          help_text="Only the accounts with a failed location (counts stay the whole run's).")
+    via = serializers.CharField(max_length=68, required=False,
+                                help_text="Only the accounts the request's chosen account/OU `via` covered.")
+
+
 class RunbookDetailQuery(StrictQuery):
     version = serializers.RegexField(r"^(default|latest|[1-9][0-9]{0,5})$", required=False, default="default",
                                      help_text="default, latest or a version number")
@@ -237,7 +248,9 @@ class RequestSerializer(serializers.ModelSerializer):
     execution = serializers.SerializerMethodField()
     locations = serializers.SerializerMethodField(
         help_text="Multi-account runs: the account × Region matrix (each child execution's AWS status, "
-                  "counts, progress); null for a single-account request.")
+                  "counts, progress, summary per Region and per chosen account/OU, failed locations); `rows` is one "
+                  "page of accounts (`page`: number, pages, size, accounts), chosen as on the request page with the "
+                  "query parameters locations_page, failed_only=1 and via; null for a single-account request.")
     start_call = serializers.SerializerMethodField(
         help_text="The StartAutomationExecution body the worker sends for this request, without ClientToken "
                   "and Tags; built by the same function as the form's preview (automations.runbooks.start_body).")
@@ -278,9 +291,9 @@ class RequestSerializer(serializers.ModelSerializer):
         return start_body_for(obj)
 
     def get_locations(self, obj) -> dict | None:
-        from automations import selectors
-
-        return selectors.location_matrix(obj)
+        query = self.context.get("locations_query") or {}
+        return selectors.location_matrix(obj, failed_only=query.get("failed_only") == "1", via=query.get("via", ""),
+                                         page=query.get("locations_page", 1))
 
     def get_hold(self, obj) -> dict | None:
         return selectors.request_hold(obj)

@@ -133,10 +133,12 @@ class RequestListCreateApi(APIView):
 
 
 class RequestDetailApi(APIView):
-    @extend_schema(responses={200: s.RequestDetailSerializer, 404: ERROR})
+    @extend_schema(responses={200: s.RequestDetailSerializer, 400: ERROR, 404: ERROR}, parameters=[s.RequestDetailQuery])
     def get(self, request, pk: int):
         visible = selectors.requests_visible_to(request.user).prefetch_related("approvals__approver")
-        return Response(s.RequestDetailSerializer(get_object_or_404(visible, pk=pk)).data)
+        query = _query(s.RequestDetailQuery, request)
+        return Response(s.RequestDetailSerializer(get_object_or_404(visible, pk=pk),
+                                                  context={"locations_query": query}).data)
 
 
 class RequestContentApi(APIView):

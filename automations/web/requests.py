@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from automations import policy, selectors, services
@@ -71,14 +72,18 @@ def _detail_context(request, automation_request):
         "comments": automation_request.comments.select_related("author"),
         "can_cancel": policy.can_cancel(user, automation_request),
         "required": policy.approvals_required(automation_request),
-        "timeline": automation_request.audit_events.order_by("sequence"),
+        "timeline": selectors.request_timeline(automation_request),
         "progress": run_progress(automation_request),
         "decision_form": DecisionForm(),
-        "locations": selectors.location_matrix(automation_request, failed_only=request.GET.get("failed_only") == "1",
-                                               via=request.GET.get("via", "")[:68]),
+        "locations": selectors.location_matrix(automation_request, **selectors.location_query(request.GET)),
         "execution_role_name": settings.DELEGATE_EXECUTION_ROLE_NAME,
+        # A location's page is this plus its child's execution id: one reverse, not one per cell.
+        "location_base": reverse("automations:request_location", args=[automation_request.pk, _ANY_ID])[:-len(_ANY_ID) - 1],
         **views_approvals.decision_context(user, automation_request, decision=decision),
     }
+
+
+_ANY_ID = "00000000-0000-0000-0000-000000000000"
 
 
 def _has_execution(automation_request) -> bool:

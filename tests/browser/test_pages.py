@@ -166,3 +166,46 @@ def expect_in_viewport(locator):
 
     expect(locator).to_be_visible()
     expect(locator).to_be_in_viewport()
+
+
+def test_a_200_location_matrix_reads_on_desktop_and_phone(stack, pages):
+    """Issue 18: a multi-account request at 200 locations (the demo's fleet runbook over its two
+    granted OUs, widened in the database to 50 accounts x 4 Regions with children recorded as
+    status sync records them): summary and failures above a page of 25 accounts, paging and the
+    filters in a real browser, no serious axe finding, nothing wider than a phone."""
+    from django.contrib.auth import get_user_model
+    from playwright.sync_api import expect
+
+    from automations import services
+    from automations.models import Team, TeamRunbook
+    from tests.web.test_location_matrix import widen
+
+    alice = get_user_model().objects.get(username="alice")
+    platform = Team.objects.get(name="platform")
+    policy = TeamRunbook.objects.get(team=platform, runbook__name="Delegate-LabelFleet", runbook__region="eu-west-1")
+    request = services.request_submit(actor=alice, team=platform, runbook_id=policy.runbook_id,
+                                      parameters={"Label": ["wave-200"]}, justification="all of them",
+                                      location_targets=["ou-dlg0-development", "ou-dlg0-staging0"],
+                                      location_regions=["eu-west-1"])
+    request = widen(request, accounts=50, status="submitted")  # submitted: the worker leaves it alone
+    page = pages.as_user("alice")
+    page.goto(f"/requests/{request.pk}/")
+    matrix = page.locator("section.locations")
+    expect(matrix.locator("tr.location-row")).to_have_count(25)
+    expect(matrix).to_contain_text("Accounts 1–25 of 50 · page 1 of 2")
+    expect(matrix).to_contain_text("Failed locations (")
+    findings = axe_findings(page)
+    matrix.scroll_into_view_if_needed()
+    screenshot(page, "multi-account-matrix", full_page=False)
+    matrix.get_by_role("link", name="next →").click()
+    expect(page.locator("section.locations tr.location-row").first).to_contain_text("400000000026")
+    page.locator("section.locations .location-filters").get_by_role("link", name="failed only").click()
+    expect(page.locator("section.locations")).to_contain_text("failed only")
+    page.set_viewport_size(PHONE)
+    page.goto(f"/requests/{request.pk}/")
+    overflow = horizontal_overflow(page)
+    findings += axe_findings(page)
+    page.locator("section.locations").scroll_into_view_if_needed()
+    screenshot(page, "phone-multi-account-matrix", full_page=False)
+    assert not findings, "axe found serious/critical problems:\n" + "\n".join(findings)
+    assert overflow is None, overflow

@@ -241,3 +241,28 @@ def test_the_execution_preview_refuses_what_the_start_would_refuse(ssm):
         ssm.start_execution_preview(DocumentName="Delegate-PatchWithApproval", ExecutionInputs={"Automation": {
             "TargetLocations": [{"Accounts": [world.MEMBER_ACCOUNTS["Production"][0]], "Regions": ["eu-west-1"]}]}})
     assert "aws:approve" in approval.value.response["Error"]["Message"]
+
+
+def test_more_member_accounts_through_the_organizations_api_run_their_locations(sandbox, client, ssm):
+    """world.add_member_accounts (bench/multi_account.py's 50 accounts): a new OU of new members made
+    through Organizations, each with the execution role and its instances; a TargetLocations run over
+    that OU acts in each of them, and the seeded organization keeps its twelve."""
+    ou, accounts = world.add_member_accounts(sandbox, "Extra", 3, ["eu-west-1"], 2)
+    orgs = client("organizations", "us-east-1")
+    assert sorted(a["Id"] for a in orgs.list_accounts_for_parent(ParentId=ou)["Accounts"]) == sorted(accounts)
+    assert len(set(accounts) & world.MEMBERS) == 0
+    assert sum(len(orgs.list_accounts_for_parent(ParentId=o)["Accounts"]) for o in world.OU_IDS.values()) == 12
+    _create(ssm, "Delegate-TagFleet", TAG_FLEET)
+    parent_id = ssm.start_automation_execution(
+        DocumentName="Delegate-TagFleet", Parameters={"Label": ["wide"]},
+        TargetLocations=[{"Accounts": [ou], "Regions": ["eu-west-1"], "TargetLocationMaxConcurrency": "3",
+                          "ExecutionRoleName": world.EXECUTION_ROLE}],
+    )["AutomationExecutionId"]
+    assert _wait(ssm, parent_id)["AutomationExecutionStatus"] == "Success"
+    assert len(_children(ssm, parent_id)) == 3
+    creds = client("sts").assume_role(RoleArn=f"arn:aws:iam::{accounts[0]}:role/{world.EXECUTION_ROLE}",
+                                      RoleSessionName="look")["Credentials"]
+    instances = [i for r in client("ec2", credentials=creds).describe_instances()["Reservations"] for i in r["Instances"]]
+    assert len(instances) == 2
+    assert all({t["Key"]: t["Value"] for t in i["Tags"]}.get("Delegate") == f"wide-{accounts[0]}-eu-west-1"
+               for i in instances)

@@ -170,7 +170,8 @@ def test_three_ous_by_two_regions_with_one_location_failing(world, sb, fleet):
                      {"via": sandbox_world.OU_IDS["Production"]}).content.decode()
     assert by_ou.count('class="location-row"') == 4
     assert all(f"<code>{a}</code>" in by_ou for a in sandbox_world.MEMBER_ACCOUNTS["Production"])
-    assert f"<code>{FAILING[0]}</code>" not in by_ou
+    assert f'<tr class="location-row"><th scope="row"><code>{FAILING[0]}</code>' not in by_ou
+    assert "Failed location (1)" in by_ou  # the failed locations stay listed above, the whole run's
 
 
 def test_an_ou_not_granted_to_the_team_is_refused(world, sb, fleet):

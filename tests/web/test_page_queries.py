@@ -148,3 +148,17 @@ def test_no_waiting_step_costs_one_statement(world, submit, django_assert_num_qu
     submit()
     with django_assert_num_queries(1):
         assert selectors.waiting_steps_for(world.bob) == []
+
+
+def test_multi_account_request_page_statements_are_the_same_at_8_and_200_locations(world, sb, client):
+    """The matrix costs the same statements whatever the run's size (issue 18: 200 locations)."""
+    from tests.web.test_location_matrix import multi_account_request
+
+    client.force_login(world.alice)
+    small = multi_account_request(world, sb, accounts=2)  # 2 accounts x 4 Regions = 8 locations
+    big = multi_account_request(world, sb, accounts=50)  # 200 locations
+    assert small.location_count == 8 and big.location_count == 200
+    few = _statements(client, f"/requests/{small.pk}/")
+    many = _statements(client, f"/requests/{big.pk}/")
+    failed_page = _statements(client, f"/requests/{big.pk}/?failed_only=1&locations_page=2")
+    assert few == many == failed_page <= 40, (few, many, failed_page)
