@@ -1,5 +1,6 @@
-"""The matrix's rows as one piece of HTML built in Python: at 25 accounts × 4 Regions the same
-markup through template tags cost ~5 template lookups, filters and escapes per cell (about two
+"""The multi-account matrix's rows as one piece of HTML, built in Python.
+
+At 25 accounts × 4 Regions the same markup through template tags cost ~5 template lookups, filters and escapes per cell (about two
 thirds of the request page's template time at 200 locations, bench/multi_account.py). Every value
 is escaped here as the template would (format_html)."""
 from __future__ import annotations
