@@ -1,6 +1,8 @@
 """Reads scoped to the user asking. Fetch by pk through these, so an invisible object is a 404."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import datetime as dt
 import math
 from typing import TYPE_CHECKING
@@ -85,32 +87,61 @@ def _queue_candidates(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
             .exclude(requester=user))  # ones they approved already: free_seat says no seat (it reads the approvals)
 
 
-def approval_queue_ids(user: AbstractBaseUser) -> list[int]:
-    """The ids approval_queue() lists: what the navigation badge counts, without fetching the rows
-    again (the visibility query runs once, for the candidates)."""
-    from automations.policy.batch import free_seats  # policy.free_seat for all of them, in ~8 queries
-
-    candidates = _queue_candidates(user).select_related(None).only("id", "team_id", "runbook_id", "requester_id")
-    seats = free_seats(user, candidates)
-    return [pk for pk, seat in seats.items() if seat is not None]
-
-
-def approval_queue_rows(user: AbstractBaseUser) -> list[tuple[AutomationRequest, policy.Seat]]:
-    """The queue page's rows, oldest first: each request with the seat the user would approve from.
-
-    One visibility query for full rows and free_seats' fixed few, asked once (the page used to
-    list approval_queue() and then ask free_seats again for the same rows). free_seats leaves each
-    row's policy cached on it, so policy.approvals_required() per row costs nothing.
-    """
+def _queue_seats(user: AbstractBaseUser) -> list[tuple[AutomationRequest, policy.Seat]]:
+    """Every request waiting for this user, oldest first, as light rows (ids, team, runbook,
+    requester, created_at) with the seat they would approve from; free_seats asks ~8 queries for all."""
     from automations.policy.batch import free_seats
 
-    # A row shows the version's number, not its parsed parameters and steps (JSON decoded per row).
-    candidates = list(_queue_candidates(user).select_related("escalation").prefetch_related("approvals")
-                      .defer("runbook_version__parameters", "runbook_version__steps", "runbook_version__identity",
-                             "runbook_version__problems", "execution_preview")
-                      .order_by("created_at", "id"))
+    candidates = list(_queue_candidates(user).select_related(None)
+                      .only("id", "team_id", "runbook_id", "requester_id", "created_at").order_by("created_at", "id"))
     seats = free_seats(user, candidates)
     return [(item, seats[item.pk]) for item in candidates if seats[item.pk] is not None]
+
+
+def approval_queue_ids(user: AbstractBaseUser) -> list[int]:
+    """The ids approval_queue() lists, oldest first: what the navigation badge counts."""
+    return [item.pk for item, _seat in _queue_seats(user)]
+
+
+@dataclass
+class QueuePage:
+    rows: list  # [(request with its relations, seat)], oldest first
+    total: int  # every request waiting for this user, on any page
+    first: int  # the position of rows[0] in the whole queue, from 1
+    more: bool  # whether requests wait after this page
+
+
+QUEUE_PAGE_SIZE = 50
+
+
+def approval_queue_rows(user: AbstractBaseUser, *, after: tuple[dt.datetime, int] | None = None,
+                        size: int = QUEUE_PAGE_SIZE) -> QueuePage:
+    """One page of the queue, oldest first, continuing after (created_at, id) `after`.
+
+    Which requests wait for the user is decided over all of them (light rows, one free_seats);
+    only the page's rows are then read in full with their relations, so a backlog of hundreds
+    costs one pass of the rules, not hundreds of full rows and table rows. `after` only narrows
+    the user's own queue."""
+    queued = _queue_seats(user)
+    start = 0
+    if after is not None:
+        start = next((n for n, (item, _seat) in enumerate(queued) if (item.created_at, item.pk) > after),
+                     len(queued))
+    window = queued[start:start + size]
+    # A row shows the version's number, not its parsed parameters and steps (JSON decoded per row).
+    full = {item.pk: item for item in (_request_rows().select_related("escalation").prefetch_related("approvals")
+                                       .defer("runbook_version__parameters", "runbook_version__steps",
+                                              "runbook_version__identity", "runbook_version__problems",
+                                              "execution_preview")
+                                       .filter(pk__in=[item.pk for item, _seat in window]))}
+    rows = []
+    for light, seat in window:
+        item = full.get(light.pk)
+        if item is None:  # decided or withdrawn between the two reads: not waiting any more
+            continue
+        item._policy_cache = light._policy_cache  # free_seats read it: approvals_required() costs nothing
+        rows.append((item, seat))
+    return QueuePage(rows=rows, total=len(queued), first=start + 1, more=start + size < len(queued))
 
 
 def may_answer_step(user: AbstractBaseUser, entry: StepApproval, item: AutomationRequest) -> bool:

@@ -30,7 +30,8 @@ def cursor_of(row) -> str:
     return f"{(row.created_at - _EPOCH) // _MICROSECOND}_{row.pk}"
 
 
-def _parse(value) -> tuple[datetime, int] | None:
+def parse_cursor(value) -> tuple[datetime, int] | None:
+    """(created_at, id) of a cursor from cursor_of(), or None when it is not one."""
     match = _CURSOR.match(value or "")
     if not match:
         return None
@@ -43,7 +44,7 @@ def _parse(value) -> tuple[datetime, int] | None:
 
 def newest_first_page(queryset: QuerySet, *, before=None, after=None, size: int = 25) -> KeysetPage:
     """One page of `queryset` ordered -created_at, -id, continuing from a cursor in either direction."""
-    before, after = _parse(before), _parse(after)
+    before, after = parse_cursor(before), parse_cursor(after)
     if after is not None:
         moment, pk = after
         rows = list(queryset.filter(Q(created_at__gt=moment) | Q(created_at=moment, pk__gt=pk))

@@ -95,6 +95,6 @@ def test_the_queue_lists_exactly_the_visible_waiting_requests_with_a_free_seat(w
         expected = sorted(item.pk for item in selectors.requests_visible_to(user).filter(status="submitted")
                           if policy.free_seat(user, item) is not None)
         assert sorted(selectors.approval_queue_ids(user)) == expected, user.username
-        assert [item.pk for item, _seat in selectors.approval_queue_rows(user)] == sorted(
+        assert [item.pk for item, _seat in selectors.approval_queue_rows(user).rows] == sorted(
             expected, key=lambda pk: (AutomationRequest.objects.get(pk=pk).created_at, pk)), user.username
     assert len(requests) == 6 and selectors.approval_queue_ids(world.bob)  # not a vacuous comparison

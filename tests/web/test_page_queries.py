@@ -104,7 +104,7 @@ def test_the_queue_page_rows_are_the_approval_queue(world, submit):
     services.request_approve(request=items[1], actor=world.frank, comment="ok")  # frank's seat is used
     submit(actor=world.dave, team=world.data, parameters={"InstanceId": [world.etl1]})  # another team's
     for user in (world.bob, world.frank, world.erin):
-        rows = selectors.approval_queue_rows(user)
+        rows = selectors.approval_queue_rows(user).rows
         assert [item.pk for item, _seat in rows] == [item.pk for item in selectors.approval_queue(user)]
         assert all(seat is not None for _item, seat in rows)
 
@@ -162,3 +162,47 @@ def test_multi_account_request_page_statements_are_the_same_at_8_and_200_locatio
     many = _statements(client, f"/requests/{big.pk}/")
     failed_page = _statements(client, f"/requests/{big.pk}/?failed_only=1&locations_page=2")
     assert few == many == failed_page <= 40, (few, many, failed_page)
+
+
+def test_the_queue_pages_cover_every_waiting_request_once_oldest_first(world, submit, client):
+    """A backlog is paged (issue 19: the 1,000,000-request seed gave a lead 400 rows on one page);
+    the count and the badge still cover the whole queue, and a page's cost does not grow with it."""
+    from automations import selectors
+
+    items = [submit() for _ in range(7)]
+    submit(actor=world.dave, team=world.data, parameters={"InstanceId": [world.etl1]})  # not bob's
+    seen, after, pages = [], None, 0
+    while True:
+        page = selectors.approval_queue_rows(world.bob, after=after, size=3)
+        assert page.total == 7
+        seen += [item.pk for item, _seat in page.rows]
+        pages += 1
+        if not page.more:
+            break
+        last = page.rows[-1][0]
+        after = (last.created_at, last.pk)
+    assert seen == [item.pk for item in items] and pages == 3
+    client.force_login(world.bob)
+    first = client.get("/approvals/")
+    assert first.status_code == 200
+    for item in items:  # 7 < a page of 50: all on the first page, no pager
+        assert f"#{item.pk}</a>".encode() in first.content
+    assert b"Newer waiting requests" not in first.content
+
+
+def test_the_queue_page_links_to_the_next_page_and_counts_the_whole_queue(world, submit, client, monkeypatch):
+    from automations import selectors
+
+    monkeypatch.setattr(selectors, "QUEUE_PAGE_SIZE", 2)
+    items = [submit() for _ in range(5)]
+    client.force_login(world.bob)
+    html = client.get("/approvals/").content.decode()
+    assert "Showing 1–2 of 5 waiting" in html and 'aria-label="5 waiting"' in html
+    row = '?from=approvals">#{}</a>'.format
+    assert row(items[0].pk) in html and row(items[2].pk) not in html
+    start = html.index('href="?after=') + len('href="?after=')
+    second = client.get("/approvals/?after=" + html[start:html.index('"', start)]).content.decode()
+    assert "Showing 3–4 of 5 waiting" in second and row(items[2].pk) in second
+    assert row(items[1].pk) not in second
+    forged = client.get("/approvals/?after=not-a-cursor")
+    assert forged.status_code == 200 and "Showing 1–2 of 5" in forged.content.decode()
