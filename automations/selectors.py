@@ -82,8 +82,12 @@ def _queue_candidates(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
     if not user.is_authenticated:
         return AutomationRequest.objects.none()
     led = Membership.objects.filter(user=user, role=Membership.Role.LEAD).values("team_id")
-    return (_request_rows().filter(status=AutomationRequest.Status.SUBMITTED)
-            .filter(Q(team_id__in=led) | policy.decider_filter(user, decided=False))
+    deciding = Q(team_id__in=led)
+    # Someone who only leads (no group, delegation or escalation) matches none of decider_filter's
+    # branches; asking it anyway turns an index lookup by team into a scan of every waiting request.
+    if policy.navigation_roles(user).decides_beyond_leading:
+        deciding |= policy.decider_filter(user, decided=False)
+    return (_request_rows().filter(status=AutomationRequest.Status.SUBMITTED).filter(deciding)
             .exclude(requester=user))  # ones they approved already: free_seat says no seat (it reads the approvals)
 
 

@@ -125,6 +125,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A blackholed PostgreSQL must fail a connection attempt, not hang it (readyz, workers).
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5))
+    # No JIT: the portal's queries are short, and PostgreSQL compiled the approval queue's (a high cost
+    # estimate at 1,000,000 requests) for 56 ms to save a few (docs/benchmarks.md).
+    DATABASES["default"]["OPTIONS"].setdefault("options", "-c jit=off")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The demo runs web, worker and beat on one SQLite file: wait for the write lock.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20

@@ -255,6 +255,8 @@ class NavigationRoles:
     leads_a_team: bool
     approver: bool
     auditor: bool
+    # Decides beyond the teams they lead: a named approver group, a delegation now, or an escalation.
+    decides_beyond_leading: bool = False
 
 
 NO_ROLES = NavigationRoles(leads_a_team=False, approver=False, auditor=False)
@@ -304,7 +306,8 @@ def navigation_roles(user: AbstractBaseUser) -> NavigationRoles:
                              AutomationRequest.Status.SUBMITTED.value, app_label, codename, user.pk, user.pk])
         lead, pool, delegate, escalation, permission = (bool(flag) for flag in cursor.fetchone())
     return NavigationRoles(leads_a_team=lead, approver=lead or pool or delegate or escalation,
-                           auditor=user.is_superuser or permission)
+                           auditor=user.is_superuser or permission,
+                           decides_beyond_leading=pool or delegate or escalation)
 
 
 def can_delegate(user: AbstractBaseUser, team: Team) -> bool:

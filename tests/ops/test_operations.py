@@ -124,3 +124,14 @@ class TestRequestIds:
 def test_operations_endpoints_need_no_login(db, path, settings):
     settings.DELEGATE_METRICS_ALLOWED_IPS = ["127.0.0.1"]  # /metrics: an allowed scraper (tests/test_deployment.py)
     assert Client().get(path).status_code == 200
+
+
+@pytest.mark.postgres(reason="PostgreSQL's JIT setting")
+@pytest.mark.django_db
+def test_the_portal_connects_to_postgresql_without_jit():
+    """JIT compiled the approval queue's query for 56 ms to save a few (docs/benchmarks.md)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone()[0] == "off"

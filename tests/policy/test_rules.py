@@ -169,6 +169,7 @@ class TestNavigationRoles:
         assert policy.navigation_roles(henry).approver is False
         delegate(world.bob, henry, world.platform)
         assert policy.navigation_roles(henry).approver is True
+        assert policy.navigation_roles(henry).decides_beyond_leading is True
         assert policy.navigation_roles(henry).leads_a_team is False
         assert policy.navigation_roles(world.alice).approver is False
 
@@ -206,6 +207,8 @@ class TestNavigationRoles:
             roles = policy.navigation_roles(user)
             assert (roles.leads_a_team, roles.approver, roles.auditor) == (lead, approver, auditor), user.username
             assert roles.auditor == (user.is_superuser or policy.is_auditor(user)), user.username
+        beyond = {user.username: policy.navigation_roles(user).decides_beyond_leading for user in expected}
+        assert beyond == {"alice": False, "bob": False, "carol": False, "gina": True, "ivan": True, "judy": False}
         world.alice.is_superuser = True
         world.alice.save()
         assert policy.navigation_roles(world.alice).auditor is True
