@@ -158,3 +158,13 @@ def test_overlaps_among_pairs_only_open_requests_of_the_same_runbook_account_reg
     assert found[c.pk] == [a.pk]
     assert found[other_region.pk] == []
     assert closed.pk not in found[a.pk] + found[b.pk] + found[c.pk]
+
+
+def test_the_queue_names_five_overlapping_requests_and_counts_the_rest(world, submit, client):
+    items = [submit() for _ in range(8)]  # all on web-1: each overlaps the other seven
+    client.force_login(world.bob)
+    html = client.get("/approvals/").content.decode()
+    assert "and 2 more" in html  # 7 others: five linked, two counted
+    row = html[html.index(f'href="/requests/{items[0].pk}/?from=approvals">#{items[0].pk}</a></td>'):]
+    row = row[:row.index("</tr>")]
+    assert row.count('href="/requests/') == 1 + 5 and "and 2 more" in row  # its own link and five others
