@@ -45,6 +45,9 @@ def policy_rules(team_policy, team: Team) -> list[str]:
     if team_policy.multi_account_threshold and team_policy.multi_account_approvals > required:
         rules.append(f"A multi-account run over more than {team_policy.multi_account_threshold} accounts needs "
                      f"{team_policy.multi_account_approvals} distinct approvers.")
+    if team_policy.multi_target_threshold and team_policy.multi_target_approvals > required:
+        rules.append(f"A request over more than {team_policy.multi_target_threshold} targets (or whose target count "
+                     f"is not known before the run) needs {team_policy.multi_target_approvals} distinct approvers.")
     accounts = policy.allowed_account_ids(team_policy, team)
     if accounts:
         rules.append(f"Accounts: {', '.join(accounts)}.")
