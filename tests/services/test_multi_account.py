@@ -392,3 +392,27 @@ def test_children_are_read_where_they_run_and_their_status_comes_from_the_parent
     (read,) = sb.calls.of("DescribeAutomationStepExecutions")
     assert read["params"]["AutomationExecutionId"] == child.execution_id
     assert read["region"] == "us-east-1" and f"::{account}:role/DelegateMemberReadOnly" in read["role_arn"]
+
+
+@pytest.mark.parametrize("parent_status", ["Failed", "CompletedWithFailure", "Success", "CompletedWithSuccess"])
+def test_a_failed_location_never_leaves_the_request_succeeded_whatever_the_parent_says(world, sb, fleet,
+                                                                                      parent_status):
+    """AWS documents no final status for a parent whose locations partly failed (the API lists Success,
+    Failed, CompletedWithSuccess and CompletedWithFailure; the User Guide explains none of the last two).
+    The sandbox's knob plays each; the request fails naming the locations, and says what AWS reported."""
+    version, _ = fleet
+    accounts = sandbox_world.MEMBER_ACCOUNTS["Production"][:2]
+    for account in accounts:
+        TeamLocationGrant.objects.get_or_create(team=world.platform, account=world.account, target_id=account)
+    sb.faults.fail_locations = {f"{accounts[1]}:eu-west-1"}
+    sb.faults.parent_status_on_location_failure = parent_status
+    request = _submit(world, version, location_targets=accounts, location_regions=["eu-west-1"],
+                      location_max_errors="1")
+    services.request_approve(request=request, actor=world.bob)
+    assert services.request_dispatch(request_id=request.pk) == "started"
+    request = _run_to_the_end(request)
+    assert request.execution.aws_status == parent_status
+    assert request.status == Status.FAILED
+    assert "1 of 2 locations failed" in request.status_reason
+    if parent_status in ("Success", "CompletedWithSuccess"):
+        assert f"although AWS reported the run {parent_status}" in request.status_reason
