@@ -93,7 +93,8 @@ def check_shape(p: dict) -> None:
 
 
 def refuse_approval_steps(content: dict) -> None:
-    """AWS: aws:approve "doesn't support multi-account and Region automations"."""
+    """AWS: aws:approve "doesn't support multi-account and Region automations" (its action page). AWS
+    documents no error for it: refusing the Start, and this code and message, are the sandbox's choice."""
     approvals = [s["name"] for s in content.get("mainSteps") or [] if s.get("action") == "aws:approve"]
     if approvals:
         raise AwsError(
