@@ -465,14 +465,22 @@ def location_child(request: AutomationRequest, execution_id: str):
     return request.location_executions.filter(execution_id=execution_id).first()
 
 
+def member_read_role_arn(account_id: str) -> str:
+    from django.conf import settings
+
+    return f"arn:aws:iam::{account_id}:role/{settings.DELEGATE_MEMBER_READ_ROLE_NAME}"
+
+
 def location_child_steps(request: AutomationRequest, child) -> tuple[list[dict], str]:
-    """The child's steps as AWS reports them now (DescribeAutomationStepExecutions through the
-    read-only session, asked where status sync lists the children), or ([], why not)."""
+    """The child's steps as AWS reports them now, or ([], why not). AWS answers for a child where it
+    runs ("specify the appropriate account, Region, and AutomationExecutionId"): so the read-only
+    session of Delegate's member read role in the child's account, in the child's Region."""
+    role_arn = member_read_role_arn(child.account_id)
     try:
-        steps = aws.step_executions(region=request.region, role_arn=request.account.dispatch_role_arn,
-                                    execution_id=child.execution_id)
+        steps = aws.step_executions(region=child.region, role_arn=role_arn, execution_id=child.execution_id)
     except aws.AwsError as error:
-        return [], f"AWS did not return the steps ({error.code})."
+        return [], (f"AWS did not return the steps ({error.code}), read as {role_arn} in {child.region}: "
+                    "that role must exist in the member account and trust Delegate (docs/multi-account.md).")
     return [{"name": s.get("StepName", ""), "action": s.get("Action", ""), "status": s.get("StepStatus", ""),
              "failure_message": s.get("FailureMessage", ""), "outputs": s.get("Outputs", {})} for s in steps], ""
 

@@ -353,6 +353,9 @@ DELEGATE_TARGET_LOCK_RETRY_SECONDS = env.float("DELEGATE_TARGET_LOCK_RETRY_SECON
 # Never from the user: the Start body builder takes it from here.
 DELEGATE_EXECUTION_ROLE_NAME = env.str("DELEGATE_EXECUTION_ROLE_NAME",
                                        default="AWS-SystemsManager-AutomationExecutionRole")
+# Multi-account runs: Delegate's read-only role in each member account; a child execution's steps
+# are read there, in the child's own account and Region (AWS answers children where they run).
+DELEGATE_MEMBER_READ_ROLE_NAME = env.str("DELEGATE_MEMBER_READ_ROLE_NAME", default="DelegateMemberReadOnly")
 # The Region Organizations is called in (its endpoint is global; us-east-1 in the commercial partition).
 DELEGATE_ORGANIZATIONS_REGION = env.str("DELEGATE_ORGANIZATIONS_REGION", default="us-east-1")
 # Delegate's own cap on running executions per account and region, under AWS's 100.

@@ -101,6 +101,9 @@ class Faults:
         self.fail_step: set[str] = set()
         # "ACCOUNT:REGION" of multi-account locations whose child executions fail every step.
         self.fail_locations: set[str] = set()
+        # The status a multi-account parent ends in when some locations failed. AWS documents none
+        # (its API lists Failed, CompletedWithFailure, Success, CompletedWithSuccess): tests play each.
+        self.parent_status_on_location_failure = "Failed"
         # AWS lets only the listed Approvers approve or reject, and so does the sandbox by default.
         # Tests may turn it off explicitly (and say why).
         self.enforce_approvers = True
@@ -203,6 +206,7 @@ class Faults:
             "latency": self.latency,
             "fail_step": sorted(self.fail_step),
             "fail_locations": sorted(self.fail_locations),
+            "parent_status_on_location_failure": self.parent_status_on_location_failure,
             "enforce_approvers": self.enforce_approvers,
             "engine_paused": self.engine_paused,
             "queued_errors": queued,
@@ -221,6 +225,7 @@ class Faults:
             "latency",
             "fail_step",
             "fail_locations",
+            "parent_status_on_location_failure",
             "enforce_approvers",
             "engine_paused",
             "throttle_next",
@@ -243,6 +248,12 @@ class Faults:
             self.fail_step = set(body["fail_step"] or [])
         if "fail_locations" in body:
             self.fail_locations = set(body["fail_locations"] or [])
+        if "parent_status_on_location_failure" in body:
+            status = str(body["parent_status_on_location_failure"])
+            if status not in ("Failed", "CompletedWithFailure", "Success", "CompletedWithSuccess"):
+                raise ValueError("parent_status_on_location_failure: Failed, CompletedWithFailure, Success or "
+                                 "CompletedWithSuccess")
+            self.parent_status_on_location_failure = status
         if "enforce_approvers" in body:
             self.enforce_approvers = bool(body["enforce_approvers"])
         for operation, n in (body.get("throttle_next") or {}).items():

@@ -243,9 +243,38 @@ def _rate_control(region, p: dict, content: dict, given: dict) -> dict:
     }
 
 
+def _caller_account(req: Request) -> str:
+    """The account the caller acts in: an assumed-role session's, else the central account."""
+    return req.caller._get("Account") or req.state.account_id
+
+
+def _visible(req: Request, execution: dict) -> bool:
+    """Where AWS answers for an execution. A multi-account run's child lives in its target account
+    and Region (AWS: "To view the output of the child automations created in your target accounts,
+    be sure to specify the appropriate account, Region, and AutomationExecutionId in your request"),
+    so only a caller in that account, asking in that Region, sees it; everything else is the
+    central account's, in the Region it was started in."""
+    location = execution.get("_location")
+    if location:
+        return _caller_account(req) == location["Account"] and req.region.name == location["Region"]
+    return _caller_account(req) == req.state.account_id
+
+
+def _candidates(req: Request):
+    """The executions a caller could see: the region's own, and for a member account's caller the
+    children the sandbox keeps with their parent in the central account's state."""
+    if _caller_account(req) == req.state.account_id:
+        return list(req.region.executions.values())
+    return [e for region in list(req.state.regions.values()) for e in list(region.executions.values())
+            if e.get("_location")]
+
+
 def _execution(req: Request) -> dict:
     execution_id = req.params.get("AutomationExecutionId") or ""
     execution = req.region.executions.get(execution_id)
+    if execution is None or not _visible(req, execution):
+        execution = next((e for e in _candidates(req) if e["AutomationExecutionId"] == execution_id
+                          and _visible(req, e)), None)
     if execution is None:
         raise AwsError(
             "AutomationExecutionNotFoundException", f"Automation Execution {execution_id} does not exist."
@@ -312,7 +341,7 @@ def describe_automation_executions(req: Request) -> dict:
     p = req.params
     filters = _filters(p.get("Filters"), EXECUTION_FILTERS, 10)
     found = [
-        e for e in req.region.executions.values() if all(_execution_matches(e, k, v) for k, v in filters)
+        e for e in _candidates(req) if _visible(req, e) and all(_execution_matches(e, k, v) for k, v in filters)
     ]
     found.sort(key=lambda e: (-e["ExecutionStartTime"], e["AutomationExecutionId"]))  # newest first
     chunk, token = page(

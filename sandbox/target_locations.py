@@ -10,9 +10,11 @@ Each child runs the document in its account and region as the execution role ass
 (`arn:aws:iam::<member>:role/<ExecutionRoleName>`, which must exist in that account's IAM): its
 steps' AWS calls carry that session's key, so they land in the member account's moto backends
 (server.py routes by the caller's account). Children carry `ParentAutomationExecutionId`; they
-are listed in the parent's region of the central account (DescribeAutomationExecutions with
-ParentExecutionId). The parent's StepExecutions hold one entry per location (TargetLocation, the
-child's status, Outputs.ExecutionId), which is how a caller learns where each child ran.
+are answered only in their own account and Region (a session in that account, asking in that
+Region), as AWS documents for the children "created in your target accounts"; the central account
+neither lists nor reads them. The parent's StepExecutions hold one aws:executeAutomation entry per
+location (TargetLocation, the child's status, Outputs ExecutionId and Status), which is how the
+central account learns where each child ran and how it is doing (docs/multi-account.md cites AWS).
 """
 
 from __future__ import annotations
@@ -91,7 +93,8 @@ def check_shape(p: dict) -> None:
 
 
 def refuse_approval_steps(content: dict) -> None:
-    """AWS: aws:approve "doesn't support multi-account and Region automations"."""
+    """AWS: aws:approve "doesn't support multi-account and Region automations" (its action page). AWS
+    documents no error for it: refusing the Start, and this code and message, are the sandbox's choice."""
     approvals = [s["name"] for s in content.get("mainSteps") or [] if s.get("action") == "aws:approve"]
     if approvals:
         raise AwsError(
@@ -252,9 +255,12 @@ def advance(region, parent: dict, now: float, faults) -> None:
     if running or (not stopped and len(children) < len(locations)):
         return
     if failed:
+        # AWS documents no final status for this case: Failed unless a test asks for another of the
+        # four its API lists (faults.parent_status_on_location_failure; docs/multi-account.md).
         reason = "TargetLocationMaxErrors was exceeded; remaining locations were not started. " if stopped else ""
-        finish(region, parent, "Failed",
-               f"{reason}{len(failed)} of {len(locations)} locations failed.")
+        status = faults.parent_status_on_location_failure
+        message = f"{reason}{len(failed)} of {len(locations)} locations failed."
+        finish(region, parent, status, None if status in ("Success", "CompletedWithSuccess") else message)
     else:
         finish(region, parent, "Success")
 
@@ -264,6 +270,8 @@ def _mirror(parent: dict, children: list[dict], now: float) -> None:
     for step, child in zip(parent["StepExecutions"], children, strict=False):
         status = child["AutomationExecutionStatus"]
         step["StepStatus"] = status if status != "Cancelling" else "InProgress"
+        # aws:executeAutomation's documented outputs: ExecutionId and Status of the secondary execution.
+        step["Outputs"] = {"ExecutionId": [child["AutomationExecutionId"]], "Status": [status]}
         step["ExecutionStartTime"] = child["ExecutionStartTime"]
         if is_terminal(status):
             step["ExecutionEndTime"] = child.get("ExecutionEndTime", now)

@@ -45,6 +45,9 @@ MEMBER_ACCOUNTS = {
 ROOT_ID = "r-dlg0"
 OU_IDS = {name: f"ou-dlg0-{name.lower():0<8}" for name in ORGANIZATIONAL_UNITS}
 EXECUTION_ROLE = "AWS-SystemsManager-AutomationExecutionRole"
+# Delegate's read-only role in each member (DELEGATE_MEMBER_READ_ROLE_NAME): a child execution's
+# steps are read where the child runs, in its account and Region (docs/multi-account.md).
+MEMBER_READ_ROLE = "DelegateMemberReadOnly"
 # Seeding calls for a member account carry this header with the seeding key (server.py honours
 # it for that key only), as an operator working in that account would.
 SEED_ACCOUNT_HEADER = "x-delegate-sandbox-account"
@@ -281,9 +284,9 @@ def ensure_member(sandbox, account: str) -> None:
         ensure_organization(sandbox)
         _Seeding.members.add(account)
         environment = next(name for name, accounts in MEMBER_ACCOUNTS.items() if account in accounts)
-        _seed_client(sandbox, "iam", account=account).create_role(
-            RoleName=EXECUTION_ROLE, AssumeRolePolicyDocument=ASSUME_ROLE_POLICY
-        )
+        iam = _seed_client(sandbox, "iam", account=account)
+        iam.create_role(RoleName=EXECUTION_ROLE, AssumeRolePolicyDocument=ASSUME_ROLE_POLICY)
+        iam.create_role(RoleName=MEMBER_READ_ROLE, AssumeRolePolicyDocument=ASSUME_ROLE_POLICY)
         for region in SEED_REGIONS:
             ec2 = _seed_client(sandbox, "ec2", region, account=account)
             image = ec2.register_image(Name="al2023-ami-2023.6-x86_64", Architecture="x86_64",

@@ -122,6 +122,8 @@ class TeamRunbookAdmin(AuditedAdmin):
         (None, {"fields": ["team", "runbook", "enabled"]}),
         ("Approval", {"fields": ["approvals_required", "risk", "approver_group", "escalation_group", "escalate_after_hours",
                                  "request_expiry_hours", "approval_validity_hours"]}),
+        ("More approvers for big runs", {"fields": ["multi_account_threshold", "multi_account_approvals",
+                                                    "multi_target_threshold", "multi_target_approvals"]}),
         ("What requesters must say", {"fields": ["justification_required", "ticket_pattern", "ticket_hint"]}),
         ("Scope", {"fields": ["allowed_regions", "allowed_account_ids", "target_tags", "target_id_patterns",
                               "max_targets", "one_run_per_target"]}),

@@ -108,6 +108,21 @@ class TeamRunbookPolicyForm(forms.ModelForm):
         min_value=0, max_value=10, initial=1, label="Approvals required",
         help_text="How many different people must approve. 0 approves automatically (the audit names this policy).")
     max_targets = forms.IntegerField(min_value=1, max_value=500, initial=50, label="Most targets per request")
+    multi_account_threshold = forms.IntegerField(
+        min_value=0, max_value=10000, initial=0, label="More approvers above this many accounts",
+        help_text="A multi-account request covering more member accounts than this needs the approvers below. "
+                  "0: no such rule.")
+    multi_account_approvals = forms.IntegerField(
+        min_value=0, max_value=10, initial=0, label="Approvers above the account threshold",
+        help_text="More than “Approvals required”; 0 when there is no account threshold.")
+    multi_target_threshold = forms.IntegerField(
+        min_value=0, max_value=100000, initial=0, label="More approvers above this many targets",
+        help_text="A request whose targets (the ids it names, tag targets resolved at submit, AWS's execution "
+                  "preview counts) are more than this needs the approvers below; so does one whose count is not "
+                  "known before the run. 0: no such rule.")
+    multi_target_approvals = forms.IntegerField(
+        min_value=0, max_value=10, initial=0, label="Approvers above the target threshold",
+        help_text="More than “Approvals required”; 0 when there is no target threshold.")
     escalate_after_hours = forms.FloatField(
         required=False, min_value=0.05, max_value=MAX_HOURS, label="Escalate after (hours)",
         help_text="Escalate a request still pending after this long; the approval queue shows each "
@@ -167,6 +182,23 @@ class TeamRunbookPolicyForm(forms.ModelForm):
             self.add_error("ticket_hint", forms.ValidationError(
                 "Say in words what a ticket reference looks like (the pattern is too complex to describe "
                 "automatically), e.g. “a change ticket like CHG0001234”.", code="hint"))
+        for what in ("account", "target"):
+            self._clean_threshold(cleaned, what)
         if cleaned.get("version_choice") == TeamRunbook.VersionChoice.PINNED and not cleaned.get("pinned_version"):
             self.add_error("pinned_version", forms.ValidationError("Name the version to pin.", code="pinned"))
         return cleaned
+
+    def _clean_threshold(self, cleaned: dict, what: str) -> None:
+        """A threshold rule must raise the count: both numbers, or neither (0 and 0)."""
+        threshold, approvals = cleaned.get(f"multi_{what}_threshold"), cleaned.get(f"multi_{what}_approvals")
+        base = cleaned.get("approvals_required")
+        if threshold is None or approvals is None or base is None:
+            return  # a field error is already shown
+        if approvals and not threshold:
+            self.add_error(f"multi_{what}_threshold", forms.ValidationError(
+                f"Say above how many {what}s the {approvals} approvers are needed (or set the approvers to 0).",
+                code="threshold"))
+        elif threshold and approvals <= base:
+            self.add_error(f"multi_{what}_approvals", forms.ValidationError(
+                f"Give more than the {base} approval{'s' if base != 1 else ''} this policy always needs, or set the "
+                f"threshold to 0: otherwise the rule changes nothing.", code="threshold"))

@@ -2,7 +2,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from automations import selectors
+from automations import policy, selectors
 from automations.models import Approval, AuditEvent, AutomationRequest, Execution, Runbook, TeamRunbook
 from automations.figures.progress import run_progress
 from automations.runbooks.start_body import start_body_for
@@ -173,8 +173,9 @@ class RunbookPolicySerializer(serializers.ModelSerializer):
     class Meta:
         model = TeamRunbook
         fields = ["id", "name", "team", "owner", "owner_kind", "description", "account_id", "region",
-                  "default_version", "latest_version", "approvals_required", "version_choice", "pinned_version",
-                  "max_targets"]
+                  "default_version", "latest_version", "approvals_required", "multi_account_threshold",
+                  "multi_account_approvals", "multi_target_threshold", "multi_target_approvals", "version_choice",
+                  "pinned_version", "max_targets"]
 
 
 class RunbookDetailSerializer(serializers.ModelSerializer):
@@ -258,6 +259,9 @@ class RequestSerializer(serializers.ModelSerializer):
         read_only=True, help_text="AWS's execution preview at submit: {status: Success, figures: {steps: {Mutating, "
         "NonMutating, Undetermined}, regions, total_accounts, targets: [{type, count}]}} (the figures are bound by "
         "the fingerprint), or {status: Failed|Unavailable, message} when AWS could not give one.")
+    approvals_needed = serializers.SerializerMethodField(
+        help_text="How many distinct approvers this request needs (policy.required_approvals) and why more than the "
+                  "policy's own count: {count, reasons: [\"12 targets is above this policy's 10: 2 approvers.\"]}.")
     hold = serializers.SerializerMethodField(
         help_text="Why an approved request waits before dispatch (change freeze, CLOSED change calendar, run-at), "
                   "or null: {reason, message, until, calendars, calendar_state}.")
@@ -270,8 +274,12 @@ class RequestSerializer(serializers.ModelSerializer):
                   "target_parameter_name", "targets", "max_concurrency", "max_errors", "alarm_name", "resources", "resource_names",
                   "justification", "ticket_reference", "fingerprint", "client_token", "rerun_of", "created_at", "approved_at",
                   "dispatched_at", "finished_at", "approvals", "execution", "run_at", "start_call", "locations",
-                  "execution_preview", "hold"]
+                  "execution_preview", "approvals_needed", "hold"]
         read_only_fields = fields
+
+    def get_approvals_needed(self, obj) -> dict:
+        required = policy.approvals_required(obj)
+        return {"count": int(required), "reasons": list(required.reasons)}
 
     def get_runs_as_source(self, obj) -> str:
         """automation_role | fixed_role (a literal assumeRole) | dispatch_session (no assumeRole)."""

@@ -37,7 +37,7 @@ from automations.aws.gateway import (
     describe_ec2_resources,
     stack_tags,
 )
-from automations.aws.organizations import child_executions, location_steps, member_accounts
+from automations.aws.organizations import location_steps, member_accounts
 
 __all__ = [
     "MUTATING_CONFIG", "READ_CONFIG", "MUTATING_SESSION_SECONDS", "READ_SESSION_SECONDS",
@@ -47,5 +47,5 @@ __all__ = [
     "send_signal", "READ_SESSION_NAME", "read_client", "warm", "describe_executions", "get_execution",
     "step_executions", "list_automation_documents", "list_document_versions", "get_document",
     "describe_document", "document_hash", "describe_instances", "describe_ec2_resources",
-    "stack_tags", "member_accounts", "child_executions", "location_steps",
+    "stack_tags", "member_accounts", "location_steps",
 ]

@@ -43,32 +43,10 @@ def member_accounts(*, target_ids: list[str], role_arn: str, region: str, orgs_c
     return out
 
 
-def child_executions(*, region: str, role_arn: str, parent_id: str, execution_ids: list[str] | None = None,
-                     ssm_client=None) -> list[dict]:
-    """Metadata of a multi-account run's children (DescribeAutomationExecutions, ParentExecutionId).
-
-    execution_ids: only these children (10 per call, ANDed with the parent filter), so finished
-    children cost nothing; None: every child, 50 a page.
-    """
-    ssm = ssm_client or read_client("ssm", region=region, role_arn=role_arn)
-    parent = {"Key": "ParentExecutionId", "Values": [parent_id]}
-    batches = [execution_ids[i:i + 10] for i in range(0, len(execution_ids), 10)] if execution_ids is not None else [None]
-    found: list[dict] = []
-    for batch in batches:
-        filters = [parent] + ([{"Key": "ExecutionId", "Values": batch}] if batch else [])
-        kwargs: dict = {"Filters": filters, "MaxResults": 50}
-        while True:
-            page = _call(ssm.describe_automation_executions, **kwargs)
-            found += page.get("AutomationExecutionMetadataList", [])
-            if not page.get("NextToken"):
-                break
-            kwargs["NextToken"] = page["NextToken"]
-    return found
-
-
 def location_steps(*, region: str, role_arn: str, parent_id: str, ssm_client=None) -> list[dict]:
-    """Where each child runs: the parent's step executions, one per location, each with its
-    TargetLocation and Outputs.ExecutionId (DescribeAutomationStepExecutions, 50 a page)."""
+    """Where each child runs and how it is doing: the parent's aws:executeAutomation step executions,
+    each with its TargetLocation, Outputs.ExecutionId and StepStatus (DescribeAutomationStepExecutions,
+    50 a page). AWS documents these steps as the central account's view of its children."""
     ssm = ssm_client or read_client("ssm", region=region, role_arn=role_arn)
     steps: list[dict] = []
     kwargs: dict = {"AutomationExecutionId": parent_id, "MaxResults": 50}

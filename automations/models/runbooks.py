@@ -111,6 +111,13 @@ class TeamRunbook(TeamRunbookPolicy):
                              "(0: no extra rule).")
     multi_account_approvals = models.PositiveSmallIntegerField(
         default=0, help_text="Approvers needed above the account threshold (when more than approvals_required).")
+    # Above this many targets (what the request resolves to: ids, tag targets resolved at submit,
+    # AWS's execution preview counts), this many approvers; an unknowable count asks for them too.
+    multi_target_threshold = models.PositiveIntegerField(
+        default=0, help_text="A request over more than this many targets needs the approvals below (0: no extra "
+                             "rule). A request whose target count is not known before the run needs them too.")
+    multi_target_approvals = models.PositiveSmallIntegerField(
+        default=0, help_text="Approvers needed above the target threshold (when more than approvals_required).")
     # Which versions requesters may choose from; pinned restricts them to pinned_version.
     version_choice = models.CharField(max_length=10, choices=VersionChoice, default=VersionChoice.DEFAULT)
     pinned_version = models.CharField(max_length=16, blank=True)

@@ -13,6 +13,8 @@ from automations.policy.rules import (
     policy_for,
     approvals_required,
     required_approvals,
+    Required,
+    target_count,
     pool,
     in_pool,
     eligible_approver_count,
@@ -50,7 +52,7 @@ from automations.policy.queue import MAX_BULK, bulk_key, escalation_due
 
 __all__ = [
     "AUDITOR_PERMISSION", "FREEZE_OVERRIDE_APPROVERS", "is_auditor", "is_member", "is_lead",
-    "team_policy", "policy_for", "approvals_required", "required_approvals", "pool", "in_pool", "eligible_approver_count",
+    "team_policy", "policy_for", "approvals_required", "required_approvals", "Required", "target_count", "pool", "in_pool", "eligible_approver_count",
     "Seat", "ApprovalDecision", "approval_decision", "seats", "taken_by", "free_seat", "can_approve", "can_reject", "can_withdraw", "can_amend", "can_cancel",
     "decider_filter", "NavigationRoles", "navigation_roles", "can_delegate", "active_freezes", "freeze_at",
     "allowed_account_ids", "scope_problems", "ids_not_matching", "targets_missing_tags",

@@ -71,20 +71,63 @@ def policy_for(request: AutomationRequest) -> TeamRunbook | None:
     return cached
 
 
-def approvals_required(request: AutomationRequest) -> int:
+def approvals_required(request: AutomationRequest) -> Required:
     return required_approvals(policy_for(request), request)
 
 
-def required_approvals(policy: TeamRunbook | None, request: AutomationRequest) -> int:
+class Required(int):
+    """How many distinct approvers a request needs, carrying why it is more than the policy's own
+    count (`reasons`, in words for the request page, the queue and refusals). An int, so every
+    caller compares and records it as the count it always was, and nobody recomputes the rule."""
+
+    reasons: tuple[str, ...]
+
+    def __new__(cls, count: int, reasons: tuple[str, ...] = ()):
+        value = super().__new__(cls, count)
+        value.reasons = tuple(reasons)
+        return value
+
+
+def target_count(request) -> int | None:
+    """How many targets the request really covers, as recorded at submit; None when not knowable.
+
+    AWS's execution preview (TargetPreviews, every type summed) and the resource ids Delegate
+    resolved (explicit ids, tag targets resolved within the team's scope) are both counts of what
+    runs: the larger wins. A multi-account request names no resources (each child finds its own),
+    so only AWS's figures can count it. Zero from both is not a count either: the runbook then finds
+    what it acts on while it runs.
+    """
+    preview = getattr(request, "execution_preview", None) or {}
+    figures = preview.get("figures") if preview.get("status") == "Success" else None
+    previewed = sum(int(t.get("count", 0)) for t in figures.get("targets", [])) if figures else 0
+    resolved = 0 if getattr(request, "location_accounts", None) else len(getattr(request, "resources", None) or [])
+    return max(previewed, resolved) or None
+
+
+def required_approvals(policy: TeamRunbook | None, request) -> Required:
     """The one rule for how many distinct approvers a request needs: the policy's count, raised to
-    its multi-account count when the request covers more member accounts than its threshold."""
+    its multi-account count above its account threshold, and to its multi-target count above its
+    target threshold or when the target count is not knowable (never silently the lower count)."""
     if policy is None:
-        return 1
-    required = policy.approvals_required
+        return Required(1)
+    required, reasons = policy.approvals_required, []
     accounts = len(getattr(request, "location_accounts", None) or [])
     if policy.multi_account_threshold and accounts > policy.multi_account_threshold:
         required = max(required, policy.multi_account_approvals)
-    return required
+        reasons.append(f"{accounts} accounts is above this policy's {policy.multi_account_threshold}: "
+                       f"{policy.multi_account_approvals} approvers.")
+    if policy.multi_target_threshold:
+        targets = target_count(request)
+        if targets is None:
+            required = max(required, policy.multi_target_approvals)
+            reasons.append("The number of targets is not known before the run (AWS's execution preview counted "
+                           "none and the request names none), so this policy's rule above "
+                           f"{policy.multi_target_threshold} targets applies: {policy.multi_target_approvals} approvers.")
+        elif targets > policy.multi_target_threshold:
+            required = max(required, policy.multi_target_approvals)
+            reasons.append(f"{targets} targets is above this policy's {policy.multi_target_threshold}: "
+                           f"{policy.multi_target_approvals} approvers.")
+    return Required(required, tuple(reasons) if required > policy.approvals_required else ())
 
 
 #

@@ -9,7 +9,6 @@ in automations.services.requests. Everything here audits in the transaction that
 from __future__ import annotations
 
 import datetime as dt
-from types import SimpleNamespace
 
 import structlog
 from django.conf import settings
@@ -56,10 +55,11 @@ WAITING_STEP_STATUSES = frozenset({"Waiting", "PendingApproval"})
 #
 
 def submit_refusal(*, team_policy: TeamRunbook, team: Team, account, region: str, resources: list[str],
-                   requester, run_at: dt.datetime | None, location_accounts: list[str] | None = None) -> DomainError | None:
+                   requester, run_at: dt.datetime | None) -> DomainError | None:
     """The first policy rule a new request breaks, as the error to raise, or None.
 
-    Scope (accounts, regions, id patterns, required tags) is enforced here and again at dispatch.
+    Scope (accounts, regions, id patterns, required tags) is enforced here and again at dispatch;
+    whether enough people can approve is approvers_refusal, once the request's preview is known.
     """
     problems = policy.scope_problems(team_policy, team=team, account=account, region=region, resources=resources)
     if "account" in problems or "region" in problems:
@@ -90,16 +90,27 @@ def submit_refusal(*, team_policy: TeamRunbook, team: Team, account, region: str
         if run_at > now + dt.timedelta(days=settings.DELEGATE_MAX_SCHEDULE_DAYS):
             return InvalidRequest(f"Schedule at most {settings.DELEGATE_MAX_SCHEDULE_DAYS:g} days ahead.",
                                   code="invalid_run_at", errors={"run_at": ["Too far ahead."]})
-    # The multi-account rule may ask for more approvers (policy.required_approvals, the one rule).
-    required = policy.required_approvals(team_policy, SimpleNamespace(location_accounts=location_accounts or []))
-    if required:
-        eligible = policy.eligible_approver_count(team, team_policy, requester)
-        if eligible < required:
-            # A lead's own request goes to the other leads (or the named pool); if there are not
-            # enough of them it could never be approved, so say so now instead of letting it expire.
-            return NotAllowed(f"This runbook needs {required} approvers other than you, but only {eligible} can approve.",
-                              code="not_enough_approvers")
     return None
+
+
+def approvers_refusal(*, team_policy: TeamRunbook, team: Team, requester, request: AutomationRequest) -> DomainError | None:
+    """NotAllowed (not_enough_approvers) when fewer people than the request needs could approve it.
+
+    Asked once the request knows what it covers (its member accounts, its resolved targets and
+    AWS's execution preview): the multi-account and multi-target rules may ask for more approvers
+    (policy.required_approvals, the one rule), and their reasons head the message.
+    """
+    required = policy.required_approvals(team_policy, request)
+    if not required:
+        return None
+    eligible = policy.eligible_approver_count(team, team_policy, requester)
+    if eligible >= required:
+        return None
+    # A lead's own request goes to the other leads (or the named pool); if there are not enough
+    # of them it could never be approved, so say so now instead of letting it expire.
+    why = " ".join(required.reasons)
+    return NotAllowed((why + " " if why else "") + f"This runbook needs {required} approvers other than you, "
+                      f"but only {eligible} can approve.", code="not_enough_approvers")
 
 
 def change_calendar_state(request: AutomationRequest, *, at: dt.datetime | None = None) -> dict | None:

@@ -311,10 +311,9 @@ def request_submit(
         if preview:
             raise error
         raise _refused(actor=actor, client=client, action="request.refused", error=error, resources=outside, **context)
-    # The policy's own rules (accounts, regions, target tags and id patterns, run-at, enough approvers).
+    # The policy's own rules (accounts, regions, target tags and id patterns, run-at).
     error = policies.submit_refusal(team_policy=team_policy, team=team, account=account, region=runbook.region,
-                                    resources=resources, requester=actor, run_at=run_at,
-                                    location_accounts=sorted(location_sources))
+                                    resources=resources, requester=actor, run_at=run_at)
     if error is not None:
         raise error if preview else _refused(actor=actor, client=client, action="request.refused", error=error,
                                              resources=resources, **context)
@@ -335,6 +334,11 @@ def request_submit(
     # nothing is invented when AWS says nothing.
     request.execution_preview = execution_preview.at_submit(request)
     request.fingerprint = fingerprint_for(request)
+    # Enough approvers for what it covers (accounts, targets counted by the preview): known only now.
+    error = policies.approvers_refusal(team_policy=team_policy, team=team, requester=actor, request=request)
+    if error is not None:
+        raise error if preview else _refused(actor=actor, client=client, action="request.refused", error=error,
+                                             resources=resources, **context)
     try:
         request.resource_names = inventory.resource_names(resources, region=runbook.region,
                                                           role_arn=account.dispatch_role_arn) if resources else {}

@@ -129,6 +129,9 @@ def _apply(execution: Execution, item: dict, *, account_id: str, region: str, ro
             return False  # record nothing, so the next cycle sees the change again and retries the steps
         steps = execution.steps
     final = FINAL_STATUS.get(aws_status)
+    reason = item.get("FailureMessage", "") or ""
+    if final and execution.request.location_targets:
+        final, reason = _multi_account_outcome(execution.request, final, aws_status, reason)
     outputs = item.get("Outputs", {}) or {}
     if final and "Outputs" not in item:  # Describe's metadata normally carries them; ask only if not
         try:
@@ -157,7 +160,7 @@ def _apply(execution: Execution, item: dict, *, account_id: str, region: str, ro
                                 "failure_message": locked.failure_message[:2000]},
                        aws=aws.AwsCall(operation="DescribeAutomationExecutions", execution_id=locked.execution_id),
                        finished_at=locked.ended_at or timezone.now(),
-                       status_reason=locked.failure_message[:2000])
+                       status_reason=reason[:2000])
         elif previous != aws_status:
             from automations import audit
 
@@ -166,6 +169,26 @@ def _apply(execution: Execution, item: dict, *, account_id: str, region: str, ro
                                   "current_step": current_step},
                          aws=aws.AwsCall(operation="DescribeAutomationExecutions", execution_id=locked.execution_id))
     return True
+
+
+def _multi_account_outcome(request: AutomationRequest, final: str, aws_status: str, reason: str) -> tuple[str, str]:
+    """A multi-account run's outcome: AWS documents no final status for a parent whose locations
+    partly failed (its API lists Success, Failed, CompletedWithSuccess, CompletedWithFailure), so the
+    request never says succeeded while a location failed; the reason counts them and says what AWS
+    reported. The children are read once more first: they ended before the parent."""
+    from automations.selectors import LOCATION_FAILED
+
+    if final not in (Status.SUCCEEDED, Status.FAILED):
+        return final, reason  # cancelled or timed out: that is the outcome, whatever the locations did
+    location_status.sync_request(request)
+    children = list(request.location_executions.values_list("aws_status", flat=True))
+    failed = sum(status in LOCATION_FAILED for status in children)
+    if not failed:
+        return final, reason
+    counted = f"{failed} of {request.location_count} locations failed"
+    if final == Status.SUCCEEDED:
+        return Status.FAILED, f"{counted}, although AWS reported the run {aws_status}."
+    return final, reason if counted in reason else f"{counted}. {reason}".strip()
 
 
 def _json_safe(steps: list[dict]) -> list[dict]:

@@ -46,6 +46,9 @@ def policy_rules(team_policy, team: Team) -> list[str]:
     if team_policy.multi_account_threshold and team_policy.multi_account_approvals > required:
         rules.append(f"A multi-account run over more than {team_policy.multi_account_threshold} accounts needs "
                      f"{team_policy.multi_account_approvals} distinct approvers.")
+    if team_policy.multi_target_threshold and team_policy.multi_target_approvals > required:
+        rules.append(f"A request over more than {team_policy.multi_target_threshold} targets (or whose target count "
+                     f"is not known before the run) needs {team_policy.multi_target_approvals} distinct approvers.")
     accounts = policy.allowed_account_ids(team_policy, team)
     if accounts:
         rules.append(f"Accounts: {', '.join(accounts)}.")
@@ -370,12 +373,28 @@ def delegation_revoke(request, pk: int):
 
 
 def approved_message(result: AutomationRequest) -> str:
-    """What the approver is told after approving: approved, waiting for more, or held by a freeze."""
+    """What the approver is told after approving: approved, waiting for more, or held by a freeze or
+    a CLOSED change calendar (asked of AWS now, as the page beside it does)."""
+    overrides = policy.emergency_override_count(result)
+    calendar = selectors.change_calendar_state(result) if policy.request_calendars(result) else None
+    closed = calendar if calendar and calendar["state"] != "OPEN" else None
+    names = ", ".join(closed["calendars"]) if closed else ""
+    state = "is CLOSED" if closed and closed["state"] == "CLOSED" else "could not be read"
+    opens = (f" ({closed['next_transition']:%Y-%m-%d %H:%M} UTC)" if closed and closed.get("next_transition") else "")
     if result.status == AutomationRequest.Status.APPROVED:
         if result.run_at and result.run_at > timezone.now():
             return f"Approved; the run starts at {result.run_at:%Y-%m-%d %H:%M} UTC."
+        if closed and overrides < policy.FREEZE_OVERRIDE_APPROVERS:
+            return f"Approved. The change calendar {names} {state}, so the run waits until it opens{opens}."
+        if closed:
+            return f"Approved with two emergency overrides: the run starts although the change calendar {names} {state}."
         return "Approved; the run will start shortly."
-    if len(result.approvals.all()) >= policy.approvals_required(result) and policy.freeze_at(result.team):
+    enough = len(result.approvals.all()) >= policy.approvals_required(result)
+    if enough and policy.freeze_at(result.team):
         return ("Approval recorded. A change freeze is on: it takes effect when the freeze ends, "
                 "or with emergency overrides from two approvers.")
+    if enough and closed and overrides:
+        return (f"Approval and emergency override recorded. The change calendar {names} {state}: the request "
+                f"needs a second approver's emergency override to run now; otherwise it is approved when the "
+                f"calendar opens{opens}.")
     return "Approval recorded; more approvals are needed."

@@ -18,7 +18,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from automations import selectors, services
+from automations import policy, selectors, services
 from automations.runbooks import identity as run_identity
 from automations.runbooks import markdown
 from automations.runbooks.start_body import start_body_for, start_body_text
@@ -243,6 +243,8 @@ def request_new(request, pk: int):
             team=team_policy.team, runbook__account=runbook.account, runbook__name=runbook.name)
             .order_by("runbook__region").values_list("runbook_id", "runbook__region")),
         "versions": _versions_offered(team_policy),
+        # Said before anyone asks: a CLOSED change calendar makes an approved request wait.
+        "change_calendars": policy.calendars_for(team_policy.team, runbook),
         "version_choice": choice,
         "preview": None,
         "rerun_of": None,

@@ -29,6 +29,8 @@ STORED = [
          target_id_patterns=["^i-0abc", "^i-0def[0-9]+$"], approvals_required=2, max_targets=7,
          request_expiry_hours=12.5, approval_validity_hours=4.0, ticket_pattern="^CHG[0-9]{7}$",
          justification_required=True, one_run_per_target=True),
+    dict(approvals_required=1, multi_account_threshold=5, multi_account_approvals=2, multi_target_threshold=10,
+         multi_target_approvals=3),
     dict(),  # the defaults: empty lists and map
 ]
 
@@ -118,3 +120,39 @@ def test_the_team_runbook_list_shows_the_region(admin_client):
     TeamRunbookFactory(runbook__region="eu-central-1")
     page = admin_client.get("/admin/automations/teamrunbook/").content.decode()
     assert "column-region" in page and "eu-central-1" in page
+
+
+def test_the_admin_page_sets_more_approvers_above_n_targets_and_accounts(admin_client):
+    policy = TeamRunbookFactory(approvals_required=1)
+    url = f"/admin/automations/teamrunbook/{policy.pk}/change/"
+    page = admin_client.get(url).content.decode()
+    assert 'name="multi_target_threshold"' in page and 'name="multi_account_threshold"' in page
+    data = _post_data(policy, multi_target_threshold="10", multi_target_approvals="2",
+                      multi_account_threshold="4", multi_account_approvals="3")
+    data["team"], data["runbook"] = policy.team_id, policy.runbook_id
+    response = admin_client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    policy.refresh_from_db()
+    assert (policy.multi_target_threshold, policy.multi_target_approvals) == (10, 2)
+    assert (policy.multi_account_threshold, policy.multi_account_approvals) == (4, 3)
+    event = AuditEvent.objects.filter(action="config.changed").latest("sequence")
+    assert event.details["after"]["multi_target_threshold"] == 10
+
+
+@pytest.mark.parametrize("changes, field, words", [
+    ({"multi_target_threshold": "10", "multi_target_approvals": "0"}, "multi_target_approvals",
+     "more than the 1 approval"),
+    ({"multi_target_threshold": "10", "multi_target_approvals": "1"}, "multi_target_approvals",
+     "more than the 1 approval"),
+    ({"multi_target_threshold": "0", "multi_target_approvals": "2"}, "multi_target_threshold",
+     "above how many targets"),
+    ({"multi_account_threshold": "0", "multi_account_approvals": "2"}, "multi_account_threshold",
+     "above how many accounts"),
+    ({"multi_target_threshold": "10", "multi_target_approvals": "11"}, "multi_target_approvals",
+     "less than or equal to 10"),
+])
+def test_a_threshold_rule_that_would_change_nothing_is_refused_with_words(changes, field, words):
+    policy = TeamRunbookFactory(approvals_required=1)
+    form = TeamRunbookPolicyForm(data=_post_data(policy, **changes), instance=policy)
+    assert not form.is_valid()
+    assert any(words in message for message in form.errors[field]), form.errors

@@ -61,17 +61,24 @@ def _wait(ssm, execution_id: str, timeout: float = 30.0) -> dict:
     raise AssertionError(f"{execution_id} did not finish")
 
 
-def _children(ssm, parent_id: str) -> list[dict]:
-    found, token = [], None
-    while True:
-        page = ssm.describe_automation_executions(
-            Filters=[{"Key": "ParentExecutionId", "Values": [parent_id]}], MaxResults=50,
-            **({"NextToken": token} if token else {}),
-        )
-        found += page["AutomationExecutionMetadataList"]
-        token = page.get("NextToken")
-        if not token:
-            return found
+def _children(client, ssm, parent_id: str) -> list[dict]:
+    """Each child's metadata, read where AWS answers for it: in its own account and Region (a member
+    session), found through the parent's steps (their ExecutionId output), never listed centrally."""
+    steps = ssm.describe_automation_step_executions(AutomationExecutionId=parent_id, MaxResults=50)["StepExecutions"]
+    sts, found = client("sts"), []
+    for step in steps:
+        child_id = (step.get("Outputs") or {}).get("ExecutionId", [None])[0]
+        if not child_id:
+            continue
+        account, region = step["TargetLocation"]["Accounts"][0], step["TargetLocation"]["Regions"][0]
+        creds = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/{world.MEMBER_READ_ROLE}",
+                                RoleSessionName="read")["Credentials"]
+        member = client("ssm", region, credentials=creds)
+        (meta,) = member.describe_automation_executions(Filters=[
+            {"Key": "ParentExecutionId", "Values": [parent_id]},
+            {"Key": "ExecutionId", "Values": [child_id]}])["AutomationExecutionMetadataList"]
+        found.append(meta)
+    return found
 
 
 def test_the_world_has_an_organization_with_three_ous_and_twelve_members(client):
@@ -120,8 +127,14 @@ def test_target_locations_over_three_ous_and_two_regions_with_one_location_faili
     meta = ssm.describe_automation_executions(Filters=[{"Key": "ExecutionId", "Values": [parent_id]}])
     assert meta["AutomationExecutionMetadataList"][0]["AutomationType"] == "CrossAccount"
 
-    children = _children(ssm, parent_id)
+    children = _children(client, ssm, parent_id)
     assert len(children) == 24
+    # The central account neither lists nor reads them (AWS: view a child in its account and Region).
+    assert ssm.describe_automation_executions(
+        Filters=[{"Key": "ParentExecutionId", "Values": [parent_id]}])["AutomationExecutionMetadataList"] == []
+    with pytest.raises(ClientError) as hidden:
+        ssm.get_automation_execution(AutomationExecutionId=children[0]["AutomationExecutionId"])
+    assert hidden.value.response["Error"]["Code"] == "AutomationExecutionNotFoundException"
     assert all(c["ParentAutomationExecutionId"] == parent_id for c in children)
     # Where each child ran: the parent's step executions, one per location.
     steps = ssm.describe_automation_step_executions(AutomationExecutionId=parent_id, MaxResults=50)["StepExecutions"]
@@ -154,7 +167,7 @@ def test_target_locations_over_three_ous_and_two_regions_with_one_location_faili
         assert tags and all(tag == wanted for tag in tags), (account, region, tags)
 
 
-def test_max_errors_stops_queueing_locations(sandbox, ssm):
+def test_max_errors_stops_queueing_locations(sandbox, client, ssm):
     _create(ssm, "Delegate-TagFleet", TAG_FLEET)
     accounts = world.MEMBER_ACCOUNTS["Production"]
     sandbox.faults.fail_locations = {f"{a}:eu-west-1" for a in accounts}
@@ -166,7 +179,7 @@ def test_max_errors_stops_queueing_locations(sandbox, ssm):
     )["AutomationExecutionId"]
     parent = _wait(ssm, parent_id)
     assert parent["AutomationExecutionStatus"] == "Failed"
-    assert len(_children(ssm, parent_id)) == 2  # "1" stops at the 2nd error; nothing more started
+    assert len(_children(client, ssm, parent_id)) == 2  # "1" stops at the 2nd error; nothing more started
 
 
 def test_a_missing_execution_role_fails_that_location(sandbox, client, ssm):
@@ -177,7 +190,7 @@ def test_a_missing_execution_role_fails_that_location(sandbox, client, ssm):
         TargetLocations=[{"Accounts": [account], "Regions": ["eu-west-1"], "ExecutionRoleName": "NoSuchRole"}],
     )["AutomationExecutionId"]
     assert _wait(ssm, parent_id)["AutomationExecutionStatus"] == "Failed"
-    (child,) = _children(ssm, parent_id)
+    (child,) = _children(client, ssm, parent_id)
     assert child["AutomationExecutionStatus"] == "Failed"
     assert "NoSuchRole" in child["FailureMessage"]
 

@@ -336,3 +336,84 @@ def test_the_matrix_estimates_the_finish_from_this_runs_finished_locations(world
     page = Client()
     page.force_login(world.alice)
     assert "estimated finish" in page.get(f"/requests/{request.pk}/").content.decode()
+
+
+def _ssm_as(sb, account: str, region: str, role: str):
+    sts = boto3.client("sts", region_name=region, endpoint_url=sb.url)
+    creds = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/{role}", RoleSessionName="test-read")["Credentials"]
+    return boto3.client("ssm", region_name=region, endpoint_url=sb.url, aws_access_key_id=creds["AccessKeyId"],
+                        aws_secret_access_key=creds["SecretAccessKey"], aws_session_token=creds["SessionToken"])
+
+
+def test_children_are_read_where_they_run_and_their_status_comes_from_the_parents_steps(world, sb, fleet):
+    """AWS: the central automation "contains aws:executeAutomation steps" whose output is each child's
+    AutomationExecutionId; "to view the output of the child automations created in your target
+    accounts, specify the appropriate account, Region, and AutomationExecutionId" (docs/multi-account.md).
+    So status sync reads the parent's steps in the central account (never a ParentExecutionId listing
+    there), and a child's own steps are read in its account and Region, through Delegate's member read role."""
+    from botocore.exceptions import ClientError
+    from django.conf import settings
+
+    version, _ = fleet
+    account = sandbox_world.MEMBER_ACCOUNTS["Staging"][0]
+    TeamLocationGrant.objects.get_or_create(team=world.platform, account=world.account, target_id=account)
+    request = _submit(world, version, location_targets=[account], location_regions=["us-east-1"])
+    services.request_approve(request=request, actor=world.bob)
+    assert services.request_dispatch(request_id=request.pk) == "started"
+    sb.calls.clear()
+    request = _run_to_the_end(request)
+    assert request.status == Status.SUCCEEDED
+    listings = [c for c in sb.calls.of("DescribeAutomationExecutions")
+                if any(f.get("Key") == "ParentExecutionId" for f in c["params"].get("Filters") or [])]
+    assert listings == []
+    (child,) = LocationExecution.objects.filter(request=request)
+    assert (child.account_id, child.region, child.aws_status) == (account, "us-east-1", "Success")
+
+    parent_steps = boto3.client("ssm", region_name="eu-west-1", endpoint_url=sb.url).describe_automation_step_executions(
+        AutomationExecutionId=request.execution.execution_id)["StepExecutions"]
+    (step,) = parent_steps
+    assert step["Action"] == "aws:executeAutomation"
+    assert step["Outputs"] == {"ExecutionId": [child.execution_id], "Status": ["Success"]}
+    central = boto3.client("ssm", region_name="eu-west-1", endpoint_url=sb.url)
+    with pytest.raises(ClientError) as missing:
+        central.get_automation_execution(AutomationExecutionId=child.execution_id)
+    assert missing.value.response["Error"]["Code"] == "AutomationExecutionNotFoundException"
+    member = _ssm_as(sb, account, "us-east-1", settings.DELEGATE_MEMBER_READ_ROLE_NAME)
+    assert member.get_automation_execution(
+        AutomationExecutionId=child.execution_id)["AutomationExecution"]["AutomationExecutionStatus"] == "Success"
+    with pytest.raises(ClientError):
+        _ssm_as(sb, account, "eu-west-1", settings.DELEGATE_MEMBER_READ_ROLE_NAME).get_automation_execution(
+            AutomationExecutionId=child.execution_id)
+
+    sb.calls.clear()
+    page = Client()
+    page.force_login(world.alice)
+    drill = page.get(reverse("automations:request_location", args=[request.pk, child.execution_id]))
+    assert "findInstances" in drill.content.decode()
+    (read,) = sb.calls.of("DescribeAutomationStepExecutions")
+    assert read["params"]["AutomationExecutionId"] == child.execution_id
+    assert read["region"] == "us-east-1" and f"::{account}:role/DelegateMemberReadOnly" in read["role_arn"]
+
+
+@pytest.mark.parametrize("parent_status", ["Failed", "CompletedWithFailure", "Success", "CompletedWithSuccess"])
+def test_a_failed_location_never_leaves_the_request_succeeded_whatever_the_parent_says(world, sb, fleet,
+                                                                                      parent_status):
+    """AWS documents no final status for a parent whose locations partly failed (the API lists Success,
+    Failed, CompletedWithSuccess and CompletedWithFailure; the User Guide explains none of the last two).
+    The sandbox's knob plays each; the request fails naming the locations, and says what AWS reported."""
+    version, _ = fleet
+    accounts = sandbox_world.MEMBER_ACCOUNTS["Production"][:2]
+    for account in accounts:
+        TeamLocationGrant.objects.get_or_create(team=world.platform, account=world.account, target_id=account)
+    sb.faults.fail_locations = {f"{accounts[1]}:eu-west-1"}
+    sb.faults.parent_status_on_location_failure = parent_status
+    request = _submit(world, version, location_targets=accounts, location_regions=["eu-west-1"],
+                      location_max_errors="1")
+    services.request_approve(request=request, actor=world.bob)
+    assert services.request_dispatch(request_id=request.pk) == "started"
+    request = _run_to_the_end(request)
+    assert request.execution.aws_status == parent_status
+    assert request.status == Status.FAILED
+    assert "1 of 2 locations failed" in request.status_reason
+    if parent_status in ("Success", "CompletedWithSuccess"):
+        assert f"although AWS reported the run {parent_status}" in request.status_reason

@@ -33,7 +33,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ("automations", "0016_ticket_reference_and_policy_risk"),
+        ("automations", "0017_multi_target_approvals"),
     ]
 
     operations = [
