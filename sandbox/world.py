@@ -304,7 +304,7 @@ def add_member_accounts(sandbox, ou_name: str, count: int, regions: list[str], i
     cannot give (bench/multi_account.py: 50 accounts). Made through the same APIs an operator
     would use: Organizations' CreateOrganizationalUnit, CreateAccount and MoveAccount in the
     central account (moto draws the account ids), then in each new member IAM's CreateRole for
-    the execution role and EC2's RunInstances (`instances` tagged `Team=platform` per Region).
+    the execution role and Delegate's member read role, and EC2's RunInstances (`instances` tagged `Team=platform` per Region).
     Returns the OU id and its account ids. The seeded organization is left as it is."""
     ensure_organization(sandbox)
     orgs = _seed_client(sandbox, "organizations", "us-east-1")
@@ -316,8 +316,9 @@ def add_member_accounts(sandbox, ou_name: str, count: int, regions: list[str], i
         orgs.move_account(AccountId=made["AccountId"], SourceParentId=ROOT_ID, DestinationParentId=ou)
         accounts.append(made["AccountId"])
     for account in accounts:
-        _seed_client(sandbox, "iam", account=account).create_role(
-            RoleName=EXECUTION_ROLE, AssumeRolePolicyDocument=ASSUME_ROLE_POLICY)
+        iam = _seed_client(sandbox, "iam", account=account)
+        iam.create_role(RoleName=EXECUTION_ROLE, AssumeRolePolicyDocument=ASSUME_ROLE_POLICY)
+        iam.create_role(RoleName=MEMBER_READ_ROLE, AssumeRolePolicyDocument=ASSUME_ROLE_POLICY)
         for region in regions:
             ec2 = _seed_client(sandbox, "ec2", region, account=account)
             image = ec2.register_image(Name="al2023-ami-2023.6-x86_64", Architecture="x86_64",

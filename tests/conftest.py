@@ -333,3 +333,23 @@ def pytest_report_header(config):
     where = f"{database.get('HOST') or 'local'}:{database.get('PORT') or '-'}" if engine == "postgresql" else "file"
     leg = f", CI leg {CI_LEG}" if IN_CI else ""
     return f"database: {engine} at {where}, test database derived from {database['NAME']!s}{leg}"
+
+
+def remove_sandbox_documents(sandbox, prefix: str) -> None:
+    """Delete our own documents named `prefix`… from the session's sandbox: a test that creates one
+    must not change what the next test's catalog sync lists (the sandbox lives for the whole run)."""
+    import boto3
+
+    ssm = boto3.client("ssm", region_name="eu-west-1", endpoint_url=sandbox.url)
+    names = [document["Name"]
+             for page in ssm.get_paginator("list_documents").paginate(Filters=[{"Key": "Owner", "Values": ["Self"]}])
+             for document in page["DocumentIdentifiers"] if document["Name"].startswith(prefix)]
+    for name in names:
+        ssm.delete_document(Name=name)
+
+
+@pytest.fixture
+def fleet_documents_removed(sandbox):
+    """For tests that create Delegate-Fleet-… documents (multi-account runbooks) in the sandbox."""
+    yield
+    remove_sandbox_documents(sandbox, "Delegate-Fleet-")

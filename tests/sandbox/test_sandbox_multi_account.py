@@ -272,7 +272,7 @@ def test_more_member_accounts_through_the_organizations_api_run_their_locations(
                           "ExecutionRoleName": world.EXECUTION_ROLE}],
     )["AutomationExecutionId"]
     assert _wait(ssm, parent_id)["AutomationExecutionStatus"] == "Success"
-    assert len(_children(ssm, parent_id)) == 3
+    assert len(_children(client, ssm, parent_id)) == 3  # each read in its own account, through the read role
     creds = client("sts").assume_role(RoleArn=f"arn:aws:iam::{accounts[0]}:role/{world.EXECUTION_ROLE}",
                                       RoleSessionName="look")["Credentials"]
     instances = [i for r in client("ec2", credentials=creds).describe_instances()["Reservations"] for i in r["Instances"]]

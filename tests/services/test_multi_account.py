@@ -62,6 +62,11 @@ def _register(world, sb, content: dict):
     return version, policy
 
 
+@pytest.fixture(autouse=True)
+def _fleet_documents_removed(fleet_documents_removed):
+    """Each test's Delegate-Fleet-… document is deleted after it (tests/conftest.py)."""
+
+
 @pytest.fixture
 def fleet(world, sb):
     world.account.regions = REGIONS

@@ -29,6 +29,11 @@ RUNBOOK = {"schemaVersion": "0.3", "description": "Reads this account's instance
 STATUSES = ("Success", "Failed", "InProgress", "TimedOut", "Pending")
 
 
+@pytest.fixture(autouse=True)
+def _fleet_documents_removed(fleet_documents_removed):
+    """Each test's Delegate-Fleet-… document is deleted after it (tests/conftest.py)."""
+
+
 def multi_account_request(world, sb, *, accounts: int, regions: list[str] = REGIONS,
                           children: bool = True, status: str = AutomationRequest.Status.RUNNING) -> AutomationRequest:
     """A multi-account request over `accounts` accounts (spread over the three OUs) x `regions`,

@@ -150,7 +150,8 @@ def test_no_waiting_step_costs_one_statement(world, submit, django_assert_num_qu
         assert selectors.waiting_steps_for(world.bob) == []
 
 
-def test_multi_account_request_page_statements_are_the_same_at_8_and_200_locations(world, sb, client):
+def test_multi_account_request_page_statements_are_the_same_at_8_and_200_locations(world, sb, client,
+                                                                                  fleet_documents_removed):
     """The matrix costs the same statements whatever the run's size (issue 18: 200 locations)."""
     from tests.web.test_location_matrix import multi_account_request
 
