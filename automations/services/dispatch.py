@@ -31,8 +31,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from automations import audit, aws, locks, policy, selectors
-from automations.aws import inventory
+from automations.aws import inventory, pacing
 from automations.ops import metrics
+from automations.ops.phases import Phases
 from automations.models import AutomationRequest, DispatchOutbox, Execution, TeamRunbook
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for  # noqa: F401
 from automations.runbooks import identity as run_identity
@@ -174,16 +175,18 @@ def request_dispatch(*, request_id: int) -> str:
     Returns what happened (started, deferred, uncertain, capped, failed, refused, skipped);
     the task and the metrics use it, nothing depends on it for correctness.
     """
+    phases = Phases()
     # One attempt per request at a time (held for the whole attempt, AWS call included).
     with locks.held_for_session(locks.DISPATCH_REQUEST_BASE + int(request_id),
                                 patience_seconds=_LOCK_PATIENCE_SECONDS) as held:
+        phases.mark("lock")
         if not held:
             # Another worker is in the middle of this very request; if it dies, its own message
             # is redelivered (acks_late) or the sweeper re-drives the row when its lease ends.
             log.info("dispatch.busy", automation_request=request_id)
             outcome = "skipped"
         else:
-            outcome = _dispatch(request_id)
+            outcome = _dispatch(request_id, phases)
     metrics.DISPATCH_OUTCOMES.labels(outcome=outcome).inc()
     return outcome
 
@@ -270,11 +273,18 @@ def _calendar_answer(request_id: int) -> dict | None:
     return policies.change_calendar_state(request, at=now)
 
 
-def _dispatch(request_id: int) -> str:
-    claimed = _claim(request_id, calendar=_calendar_answer(request_id))
+def _dispatch(request_id: int, phases: Phases) -> str:
+    entered = timezone.now()
+    calendar = _calendar_answer(request_id)
+    phases.mark("calendar")
+    claimed = _claim(request_id, calendar=calendar)
+    phases.mark("claim")
     if isinstance(claimed, str):
         return claimed
     request, attempts, maybe_started = claimed
+    if request.approved_at:
+        # The approval's commit, its publish and the broker's delivery to this worker.
+        phases.ms["approval_to_worker"] = round((entered - request.approved_at).total_seconds() * 1000, 1)
 
     if not request.document_hash:
         # Submitted before approvals bound content: nobody can say what was approved, so it never
@@ -282,6 +292,7 @@ def _dispatch(request_id: int) -> str:
         return _fail(request_id, action="dispatch.refused", reason=content.unbound_reason(request),
                      details={"code": content.CONTENT_UNBOUND}, reason_code=content.CONTENT_UNBOUND)
     refusal = _refusal(request)
+    phases.mark("refusal_checks")
     if refusal:
         return _fail(request_id, action="dispatch.refused", reason=refusal)
 
@@ -302,6 +313,7 @@ def _dispatch(request_id: int) -> str:
         if outside:
             return _fail(request_id, action="dispatch.refused",
                          reason=f"Targets left the team's scope: {', '.join(outside)}", details={"resources": outside})
+    phases.mark("scope")
 
     if not maybe_started and request.is_multi_account:
         # The team's account/OU grants and what the OUs cover are re-checked now (Organizations).
@@ -327,6 +339,7 @@ def _dispatch(request_id: int) -> str:
                          details={"error": error.code})
     except aws.PermanentAwsError as error:  # the document or version is gone: what was approved no longer exists
         found, hash_type = f"(unavailable: {error.code})", ""
+    phases.mark("content")
     if found != request.document_hash:
         content.record_changed_content(request, found=found, hash_type=hash_type, actor=None, where="dispatch")
         reason = content.content_changed_reason(request, found, earlier_attempt_unanswered=maybe_started)
@@ -348,6 +361,7 @@ def _dispatch(request_id: int) -> str:
                          reason=execution_preview.changed_reason(request, found, now_preview.get("message", "")),
                          details={"code": execution_preview.PREVIEW_CHANGED, "bound": bound, "found": found},
                          reason_code=execution_preview.PREVIEW_CHANGED)
+    phases.mark("preview")
 
     requester = request.requester.get_username()
     # No transaction is open during the network calls. A retry reaches this line again with
@@ -378,11 +392,13 @@ def _dispatch(request_id: int) -> str:
             return _hold(request_id, attempts=attempts, reason=f"AWS did not confirm the start: {error.code}",
                          details=details)
         return _put_back(request_id, attempts=attempts, reason=f"AWS asked us to wait: {error.code}", details=details)
+    phases.mark("start")
+    phases.add(call.extra.get("timings_ms", {}))
+    phases.add({f"paced_{op}": seconds * 1000 for op, seconds in pacing.last_waits().items()})
+    return _record_start(request_id, call, phases)
 
-    return _record_start(request_id, call)
 
-
-def _record_start(request_id: int, call: aws.AwsCall) -> str:
+def _record_start(request_id: int, call: aws.AwsCall, phases: Phases | None = None) -> str:
     with transaction.atomic():
         request = AutomationRequest.objects.select_for_update().get(pk=request_id)
         if request.status != Status.DISPATCHING:
@@ -396,8 +412,10 @@ def _record_start(request_id: int, call: aws.AwsCall) -> str:
         approved_at = request.approved_at
     if approved_at:
         metrics.DISPATCH_LATENCY.observe(max(0.0, (timezone.now() - approved_at).total_seconds()))
+    if phases is not None:
+        phases.mark("record")
     log.info("dispatch.started", automation_request=request_id, execution_id=call.execution_id,
-             aws_request_id=call.aws_request_id)
+             aws_request_id=call.aws_request_id, phases_ms=phases.ms if phases else {})
     return "started"
 
 
