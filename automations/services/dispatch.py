@@ -38,7 +38,7 @@ from automations.models import AutomationRequest, DispatchOutbox, Execution, Tea
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for  # noqa: F401
 from automations.runbooks import identity as run_identity
 from automations.runbooks.start_body import start_body_for
-from automations.services import content, execution_preview, locations, policies, publishing
+from automations.services import content, dispatch_checks, execution_preview, locations, policies, publishing
 from automations.services.transitions import transition
 
 log = structlog.get_logger(__name__)
@@ -296,14 +296,45 @@ def _dispatch(request_id: int, phases: Phases) -> str:
     if refusal:
         return _fail(request_id, action="dispatch.refused", reason=refusal)
 
-    if not maybe_started and request.resources:
-        # Targets are re-checked now, not only at submit: tags may have changed since. (A
-        # resumed attempt skips this: its first attempt checked, and may already be running.)
+    # Everything AWS is asked before Start goes out at once (dispatch_checks): the targets' scope, the
+    # content hash and the execution preview on the read session, in threads, while this thread
+    # reads the allowlist, checks the organization and assumes the requester's session. The answers
+    # are judged below in the order the checks always ran, so the outcome and its audit do not
+    # depend on which answer came first; Start goes out only after every one of them passed.
+    scope = not maybe_started and bool(request.resources)
+    # Targets are re-checked now, not only at submit: tags may have changed since. (A resumed
+    # attempt skips this: its first attempt checked, and may already be running.)
+    allowlist = selectors.team_resource_allowlist(request.team, request.account) if scope else frozenset()
+    checks = dispatch_checks.start(request, scope=scope, allowlist=allowlist)
+    lost = organization_error = None
+    if not maybe_started and request.is_multi_account:
+        # The team's account/OU grants and what the OUs cover are re-checked now (Organizations).
         try:
-            outside = inventory.out_of_scope(request.resources, tag=request.team.scope_tag, region=request.region,
-                                             role_arn=request.account.dispatch_role_arn,
-                                             allowlist=selectors.team_resource_allowlist(request.team, request.account))
-            outside += [r for r in policy.targets_outside_policy(request) if r not in outside]  # policy tags, id patterns
+            lost = locations.dispatch_refusal(request)
+        except aws.AwsError as error:
+            organization_error = error
+    requester = request.requester.get_username()
+    session = session_error = None
+    try:
+        # A fresh session naming the requester, for this one Start (never cached). Made while the
+        # reads are in flight; if a check below refuses, it is dropped unused.
+        session = aws.mutating_session(
+            region=request.region, role_arn=request.account.dispatch_role_arn,
+            session_name=aws.role_session_name("delegate-req", str(request.pk), requester),
+            source_identity=aws.sts_source_identity(requester),
+            tags=aws.session_tags(requester=requester, team=request.team.name, **{"request-id": str(request.pk)}))
+    except aws.AwsError as error:
+        session_error = error  # what Start would have met: reported there, after the checks
+    checks.wait()
+    phases.mark("aws_checks")
+    phases.add({f"{name}_check": ms for name, ms in checks.timings_ms.items() if not name.startswith("paced_")})
+    phases.add({name: ms for name, ms in checks.timings_ms.items() if name.startswith("paced_")})
+    if session is not None:
+        phases.add(session.timings_ms)
+
+    if checks.wanted("scope"):
+        try:
+            outside = checks.result("scope")
         except aws.TransientAwsError as error:
             return _put_back(request_id, attempts=attempts, reason=f"inventory check failed: {error.code}",
                              details={"error": error.code})
@@ -313,33 +344,28 @@ def _dispatch(request_id: int, phases: Phases) -> str:
         if outside:
             return _fail(request_id, action="dispatch.refused",
                          reason=f"Targets left the team's scope: {', '.join(outside)}", details={"resources": outside})
-    phases.mark("scope")
 
-    if not maybe_started and request.is_multi_account:
-        # The team's account/OU grants and what the OUs cover are re-checked now (Organizations).
-        try:
-            lost = locations.dispatch_refusal(request)
-        except aws.TransientAwsError as error:
-            return _put_back(request_id, attempts=attempts, reason=f"organization check failed: {error.code}",
-                             details={"error": error.code})
-        except aws.PermanentAwsError as error:
-            lost = f"AWS Organizations refused the scope check: {error.code} {error.message}".strip()
-        if lost:
-            return _fail(request_id, action="dispatch.refused", reason=f"Out of the team's scope: {lost}",
-                         details={"code": "location_not_granted", "location_targets": request.location_targets},
-                         reason_code="location_not_granted")
+    if isinstance(organization_error, aws.TransientAwsError):
+        return _put_back(request_id, attempts=attempts, reason=f"organization check failed: {organization_error.code}",
+                         details={"error": organization_error.code})
+    if organization_error is not None:
+        lost = (f"AWS Organizations refused the scope check: {organization_error.code} "
+                f"{organization_error.message}").strip()
+    if lost:
+        return _fail(request_id, action="dispatch.refused", reason=f"Out of the team's scope: {lost}",
+                     details={"code": "location_not_granted", "location_targets": request.location_targets},
+                     reason_code="location_not_granted")
 
     # The content the approval bound must be what SSM serves under that exact version now. A resumed
     # attempt checks too: if its first attempt never reached AWS, the Start below would start whatever
     # SSM serves now (the lifecycle machine found a swap started that way under the old approval).
     try:
-        found, hash_type = content.live_hash(request)
+        found, hash_type = checks.result("content")
     except aws.TransientAwsError as error:
         return _put_back(request_id, attempts=attempts, reason=f"content check failed: {error.code}",
                          details={"error": error.code})
     except aws.PermanentAwsError as error:  # the document or version is gone: what was approved no longer exists
         found, hash_type = f"(unavailable: {error.code})", ""
-    phases.mark("content")
     if found != request.document_hash:
         content.record_changed_content(request, found=found, hash_type=hash_type, actor=None, where="dispatch")
         reason = content.content_changed_reason(request, found, earlier_attempt_unanswered=maybe_started)
@@ -347,10 +373,10 @@ def _dispatch(request_id: int, phases: Phases) -> str:
                      details={"code": content.CONTENT_CHANGED, "bound_hash": request.document_hash,
                               "found_hash": found}, reason_code=content.CONTENT_CHANGED)
 
-    # What AWS would touch must be what the approval bound: the execution preview is asked again.
-    bound = execution_preview.bound_figures(request)
-    if bound is not None:
-        now_preview = execution_preview.ask(request)
+    # What AWS would touch must be what the approval bound: the execution preview was asked again.
+    if checks.wanted("preview"):
+        bound = execution_preview.bound_figures(request)
+        now_preview = checks.result("preview")
         if now_preview.get("transient"):
             return _put_back(request_id, attempts=attempts, reason=f"execution preview failed: {now_preview['message']}",
                              details={"error": now_preview["message"][:300]})
@@ -361,18 +387,18 @@ def _dispatch(request_id: int, phases: Phases) -> str:
                          reason=execution_preview.changed_reason(request, found, now_preview.get("message", "")),
                          details={"code": execution_preview.PREVIEW_CHANGED, "bound": bound, "found": found},
                          reason_code=execution_preview.PREVIEW_CHANGED)
-    phases.mark("preview")
+    phases.mark("judged")
 
-    requester = request.requester.get_username()
     # No transaction is open during the network calls. A retry reaches this line again with
     # the same client_token, which is what stops SSM starting a duplicate.
     try:
+        if session_error is not None:
+            raise session_error
         call = aws.start_automation(
             region=request.region,
             role_arn=request.account.dispatch_role_arn,
-            session_name=aws.role_session_name("delegate-req", str(request.pk), requester),
-            source_identity=aws.sts_source_identity(requester),
-            tags=aws.session_tags(requester=requester, team=request.team.name, **{"request-id": str(request.pk)}),
+            session_name=session.session.role_session_name,
+            prepared=session,
             body=start_body_for(request),  # the same builder the preview page shows
             client_token=request.client_token,
             execution_tags=aws.session_tags(**{"delegate:request-id": str(request.pk), "delegate:requester": requester,
@@ -393,7 +419,7 @@ def _dispatch(request_id: int, phases: Phases) -> str:
                          details=details)
         return _put_back(request_id, attempts=attempts, reason=f"AWS asked us to wait: {error.code}", details=details)
     phases.mark("start")
-    phases.add(call.extra.get("timings_ms", {}))
+    phases.add({"start_call": call.extra.get("timings_ms", {}).get("start_call", 0.0)})
     phases.add({f"paced_{op}": seconds * 1000 for op, seconds in pacing.last_waits().items()})
     return _record_start(request_id, call, phases)
 
