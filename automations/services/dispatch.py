@@ -27,7 +27,7 @@ from functools import partial
 import structlog
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from automations import audit, aws, locks, policy, selectors
@@ -191,14 +191,11 @@ def request_dispatch(*, request_id: int) -> str:
     return outcome
 
 
-def _claim(request_id: int, *, calendar: dict | None = None):
+def _claim(request_id: int, *, calendar: dict | None = None, lock_targets: bool = False):
     """In one transaction: decide whether to call AWS now. Returns (request, outbox attempts,
-    maybe_started) or an outcome string."""
+    maybe_started) or an outcome string. `lock_targets`: the team's policy says one run per target
+    (read before the transaction with the calendars: a policy flag, not state we claim)."""
     now = timezone.now()
-    # Read before the transaction (a policy flag, not state we claim): most runbooks have no
-    # per-target lock, and their claim then reads nothing more than it always did.
-    lock_targets = TeamRunbook.objects.filter(
-        one_run_per_target=True, team__requests__pk=request_id, runbook__requests__pk=request_id).exists()
     with transaction.atomic():
         request = (AutomationRequest.objects.select_for_update(of=("self",))
                    .select_related("account", "team", "requester", "runbook", "runbook_version")
@@ -230,7 +227,7 @@ def _claim(request_id: int, *, calendar: dict | None = None):
                          cap=settings.DELEGATE_MAX_RUNNING_PER_REGION)
                 return "capped"
             request = transition(request, to=Status.DISPATCHING, actor=None, action="dispatch.claimed",
-                                 details={"attempt": outbox.attempts + 1}, dispatched_at=now)
+                                 details={"attempt": outbox.attempts + 1}, row_locked=True, dispatched_at=now)
             maybe_started = False
         elif request.status == Status.DISPATCHING:
             # Redelivered after a worker died, or re-driven by the sweeper after an uncertain
@@ -256,6 +253,21 @@ def _claim(request_id: int, *, calendar: dict | None = None):
         return request, attempts, maybe_started
 
 
+def _before_claim(request_id: int) -> tuple[dict | None, bool]:
+    """Before the claim's transaction, in one light read: (what the change calendars gating this
+    request say, if any does: _calendar_answer) and whether its policy locks targets (one run per
+    target). Most requests have neither, and then this is all that is read."""
+    row = (AutomationRequest.objects.filter(pk=request_id)
+           .annotate(lock_targets=Exists(TeamRunbook.objects.filter(
+               team_id=OuterRef("team_id"), runbook_id=OuterRef("runbook_id"), one_run_per_target=True)))
+           .values("status", "lock_targets", "team__change_calendars", "runbook__change_calendars").first())
+    if row is None:
+        return None, False
+    gated = row["status"] == Status.APPROVED and any(
+        str(name).strip() for name in [*(row["team__change_calendars"] or []), *(row["runbook__change_calendars"] or [])])
+    return (_calendar_answer(request_id) if gated else None), bool(row["lock_targets"])
+
+
 def _calendar_answer(request_id: int) -> dict | None:
     """Before the claim's transaction (AWS is never called inside one): what the change calendars
     gating an approved, due request say now. None when none gates it, it is not due, or two
@@ -275,9 +287,9 @@ def _calendar_answer(request_id: int) -> dict | None:
 
 def _dispatch(request_id: int, phases: Phases) -> str:
     entered = timezone.now()
-    calendar = _calendar_answer(request_id)
+    calendar, lock_targets = _before_claim(request_id)
     phases.mark("calendar")
-    claimed = _claim(request_id, calendar=calendar)
+    claimed = _claim(request_id, calendar=calendar, lock_targets=lock_targets)
     phases.mark("claim")
     if isinstance(claimed, str):
         return claimed
@@ -426,12 +438,14 @@ def _dispatch(request_id: int, phases: Phases) -> str:
 
 def _record_start(request_id: int, call: aws.AwsCall, phases: Phases | None = None) -> str:
     with transaction.atomic():
-        request = AutomationRequest.objects.select_for_update().get(pk=request_id)
+        request = (AutomationRequest.objects.select_for_update(of=("self",))
+                   .select_related("team", "account", "runbook", "runbook_version")
+                   .defer("runbook_version__content").get(pk=request_id))
         if request.status != Status.DISPATCHING:
             return "skipped"  # cannot happen under the attempt lock; harmless if it did
         Execution.objects.get_or_create(request=request, defaults={"execution_id": call.execution_id,
                                                                    "aws_status": "Pending"})
-        transition(request, to=Status.RUNNING, actor=None, action="dispatch.started", aws=call,
+        transition(request, to=Status.RUNNING, actor=None, action="dispatch.started", aws=call, row_locked=True,
                    details={"execution_id": call.execution_id, "document": request.runbook.name,
                             "version": request.runbook_version.version, "assumed_role_arn": call.assumed_role_arn})
         DispatchOutbox.objects.filter(pk=request_id).update(state=State.STARTED, last_error="")
