@@ -32,8 +32,11 @@ def _as_dt(value):
     return None
 
 
-def sync_request(request: AutomationRequest) -> int:
-    """One cycle for one multi-account request; returns how many children changed."""
+def sync_request(request: AutomationRequest, *, parent_steps: list[dict] | None = None) -> int:
+    """One cycle for one multi-account request; returns how many children changed.
+
+    `parent_steps`: the parent's step executions, if the status sync read them in this cycle (then
+    they are not read again to discover new children)."""
     execution = getattr(request, "execution", None)
     if execution is None:
         return 0
@@ -42,7 +45,8 @@ def sync_request(request: AutomationRequest) -> int:
     changed = 0
     try:
         if len(known) < request.location_count:
-            changed += _discover(request, execution.execution_id, known, region=region, role_arn=role_arn)
+            changed += _discover(request, execution.execution_id, known, region=region, role_arn=role_arn,
+                                 steps=parent_steps)
         unfinished = [cid for cid, child in known.items() if child.aws_status not in FINAL]
         if unfinished:
             found = aws.child_executions(region=region, role_arn=role_arn, parent_id=execution.execution_id,
@@ -56,9 +60,12 @@ def sync_request(request: AutomationRequest) -> int:
     return changed
 
 
-def _discover(request: AutomationRequest, parent_id: str, known: dict, *, region: str, role_arn: str) -> int:
+def _discover(request: AutomationRequest, parent_id: str, known: dict, *, region: str, role_arn: str,
+              steps: list[dict] | None = None) -> int:
     added = 0
-    for step in aws.location_steps(region=region, role_arn=role_arn, parent_id=parent_id):
+    if steps is None:
+        steps = aws.location_steps(region=region, role_arn=role_arn, parent_id=parent_id)
+    for step in steps:
         child_id = ((step.get("Outputs") or {}).get("ExecutionId") or [""])[0]
         location = step.get("TargetLocation") or {}
         accounts, regions = location.get("Accounts") or [], location.get("Regions") or []
