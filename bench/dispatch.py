@@ -282,13 +282,14 @@ class Bench:
     # Helpers -----------------------------------------------------------------------------------
 
     def wait_running(self, ids: list[int], timeout: float) -> None:
-        from automations import services, tasks
+        from automations import services
+        from automations.services import publishing
         from automations.models import AutomationRequest
         from tests.processes import wait_until
 
         def done():
             # As beat would: republish anything put back or lost.
-            services.dispatch_outbox_sweep(publish=lambda pk: tasks._publish(pk, source="bench"))
+            services.dispatch_outbox_sweep(publish=lambda pk: publishing.publish_dispatch(pk, source="bench"))
             return not AutomationRequest.objects.filter(pk__in=ids, status__in=("approved", "dispatching")).exists()
         wait_until(done, timeout=timeout, what="every request to reach AWS", interval=0.5)
 
@@ -352,7 +353,8 @@ class Bench:
     def burst(self) -> None:
         from django.utils import timezone
 
-        from automations import services, tasks
+        from automations import services
+        from automations.services import publishing
         from automations.models import Approval, AutomationRequest, DispatchOutbox
         from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for
 
@@ -373,7 +375,7 @@ class Bench:
         Approval.objects.bulk_create(Approval(request=r, approver=self.bob, requester=self.alice,
                                               fingerprint=r.fingerprint) for r in requests)
         DispatchOutbox.objects.bulk_create(DispatchOutbox(request=r, next_attempt_at=now) for r in requests)
-        while services.dispatch_outbox_sweep(publish=lambda pk: tasks._publish(pk, source="bench")):
+        while services.dispatch_outbox_sweep(publish=lambda pk: publishing.publish_dispatch(pk, source="bench")):
             pass
         self.wait_running([r.pk for r in requests], timeout=60 + n * 3)
         starts = sorted(c["time"] for c in self.sandbox.calls.of(START))
