@@ -305,16 +305,19 @@ class Bench:
         from automations.models import AutomationRequest
 
         n, interval = self.args.paced, self.args.interval
-        made: dict[str, list[int]] = {}
-        for tree in self.trees:  # submitted ahead: each submit asks AWS for a preview (1 call/s)
-            made[tree.label] = tree.ask(submit=n)["ids"]
-        time.sleep(2.5)  # the submits' preview slots are past
+        made: dict[str, list[int]] = {tree.label: [] for tree in self.trees}
+        if not self.args.approve_at_once:
+            for tree in self.trees:  # submitted ahead: each submit asks AWS for a preview (1 call/s)
+                made[tree.label] = tree.ask(submit=n)["ids"]
+            time.sleep(2.5)  # the submits' preview slots are past
         self.sandbox.calls.clear()
         web: dict[str, list[float]] = {tree.label: [] for tree in self.trees}
         load_before = os.getloadavg()[0]
         for index in range(n):
             # Take turns, and alternate who goes first, so neither tree always follows the other.
             for tree in (self.trees if index % 2 == 0 else self.trees[::-1]):
+                if self.args.approve_at_once:  # as an auto-approval would: the submit's preview just ran
+                    made[tree.label] += tree.ask(submit=1)["ids"]
                 web[tree.label].append(tree.ask(approve=made[tree.label][index])["seconds"])
                 time.sleep(interval)
         every = [pk for ids in made.values() for pk in ids]
@@ -450,6 +453,8 @@ def main() -> None:
     parser.add_argument("--running", type=int, default=95, help="executions in flight for the poll run (0 skips)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes per tree (concurrency 1 each)")
     parser.add_argument("--baseline", help="git revision to measure alongside the working tree (paced run)")
+    parser.add_argument("--approve-at-once", action="store_true",
+                        help="paced run: submit each request right before approving it (its preview slot is then taken)")
     parser.add_argument("--redis-port", type=int, default=0, help="port of the benchmark's redis-server (default: free)")
     parser.add_argument("--approver", help=argparse.SUPPRESS)
     args = parser.parse_args()
