@@ -61,3 +61,15 @@ def held_for_session(key: int, *, patience_seconds: float = 0.0):
                     cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
             except DatabaseError:  # the connection died, and the lock with it
                 pass
+
+
+def release_session_locks() -> None:
+    """Release every session-level lock this connection holds (after each task: a worker keeps its
+    connection, and a lock it forgot must not stay with it). No-op without an open connection."""
+    if not _postgres() or connection.connection is None or connection.in_atomic_block:
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock_all()")
+    except DatabaseError:  # a dead connection held nothing
+        pass

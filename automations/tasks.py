@@ -42,9 +42,39 @@ def _bind_request_id(task=None, task_id=None, **kwargs):
     structlog.contextvars.bind_contextvars(request_id=carried, task=getattr(task, "name", ""), task_id=task_id)
 
 
+@task_prerun.connect
+def _database_ready(task=None, **kwargs):
+    """Keep the worker's database connection from task to task, as the web side keeps its own.
+
+    Celery's Django fixup closes it around every task, so each dispatch paid PostgreSQL's connect
+    and authentication before its first statement (bench/dispatch.py: 14 ms median at load 3,
+    1.8 ms with the connection kept; docs/benchmarks.md); CELERY_DB_REUSE_MAX (portal/settings.py)
+    turns that off. What the web side's request
+    signals do instead is done here: a connection older than CONN_MAX_AGE, or one that raised
+    a database error and no longer answers, is closed, and CONN_HEALTH_CHECKS tests a kept one
+    before its first query (a PostgreSQL restart costs a reconnect, not a failed task).
+    """
+    from django.db import close_old_connections, connection
+
+    if _eager(task) or connection.in_atomic_block:  # run in the caller's process (tests): its connection
+        return
+    close_old_connections()
+
+
+def _eager(task) -> bool:
+    return bool(getattr(getattr(task, "request", None), "is_eager", False))
+
+
 @task_postrun.connect
-def _unbind_request_id(**kwargs):
+def _unbind_request_id(task=None, **kwargs):
     structlog.contextvars.clear_contextvars()
+    from automations import locks
+
+    if _eager(task):
+        return
+    # Nothing session-scoped outlives a task on a kept connection (dispatch's attempt lock
+    # releases itself; this is the belt to its braces).
+    locks.release_session_locks()
 
 
 @worker_process_init.connect

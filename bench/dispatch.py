@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/dispatch.py                      # all three measurements, defaults below
     .venv/bin/python bench/dispatch.py --paced 20 --burst 60 --running 95 --workers 2
+    .venv/bin/python bench/dispatch.py --baseline REV --paced 20 --burst 0 --running 0   # side by side
 
 Real processes, as in production: PostgreSQL (its own database, BENCH_DISPATCH_DATABASE_URL,
 default postgres://postgres@127.0.0.1:5432/delegate_bench_dispatch, dropped and recreated each
@@ -12,6 +13,13 @@ StartAutomationExecution 1 call/s and Describe* 3 calls/s (the sandbox throttles
 
 1. paced:  approvals arriving one every --interval seconds (below the Start quota): latency from
            the approval's commit to the sandbox receiving the Start call that succeeded, p50/p99.
+           The requests are submitted first (an approver decides later, as in real use; a submit
+           asks AWS for an execution preview, 1 call/s); each tree's own code submits and approves
+           them (a child process per tree) and each tree has its own workers and broker database
+           (the pacing schedule is shared, as AWS's quotas are). With --baseline REV, REV (checked
+           out in a temporary git worktree) and the working tree take turns, approval by approval,
+           on the same database and sandbox, and both are printed with the ratio. The working
+           tree's workers log each dispatch's phases (ms), printed as medians.
 2. burst:  --burst approvals committed at once: the sustained Start rate (should sit at the
            1 call/s quota, no faster), throttles received, queueing latency, and STS/SSM/EC2
            calls per dispatch.
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import secrets
 import shutil
@@ -81,33 +90,110 @@ def recreate_database() -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
 
 
+def approver(tree: str) -> None:
+    """The child that submits and approves with one tree's code (web side), answering JSON lines:
+    {"submit": n} -> {"ids": [...]}; {"approve": id} -> {"seconds": the approval service call}."""
+    sys.path.insert(0, tree)  # ahead of the editable install's finder: this tree's code
+    os.chdir(tree)
+    import django
+
+    django.setup()
+    import automations
+    from django.contrib.auth import get_user_model
+
+    from automations import services
+    from automations.models import AutomationRequest, Runbook, Team
+    from sandbox.inventory import seeded_id
+
+    assert automations.__file__.startswith(tree), (automations.__file__, tree)
+    users = get_user_model().objects
+    alice, bob = users.get(username="alice"), users.get(username="bob")
+    team = Team.objects.get(name="platform")
+    runbook = Runbook.objects.exclude(name="Delegate-BenchSleep").order_by("pk").first()
+    instance = seeded_id("i", "eu-west-1", "web-1")
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        ask = json.loads(line)
+        if "submit" in ask:
+            ids = [services.request_submit(actor=alice, team=team, runbook_id=runbook.pk,
+                                           parameters={"InstanceId": [instance]}).pk for _ in range(ask["submit"])]
+            print(json.dumps({"ids": ids}), flush=True)
+        else:
+            request = AutomationRequest.objects.get(pk=ask["approve"])
+            started = time.perf_counter()
+            services.request_approve(request=request, actor=bob)  # commits, then publishes
+            print(json.dumps({"seconds": time.perf_counter() - started}), flush=True)
+
+
+class Tree:
+    """One code tree in the run: its approver child, its workers and its broker database."""
+
+    def __init__(self, label: str, path: Path, broker_db: int):
+        self.label, self.path, self.broker_db = label, path, broker_db
+        self.child: subprocess.Popen | None = None
+        self.logs: list[Path] = []
+
+    def env(self, common: dict, redis_url: str) -> dict:
+        broker = redis_url.rsplit("/", 1)[0] + f"/{self.broker_db}"
+        # The pacing schedule (REDIS_URL) is shared: AWS's quotas are per account and region.
+        return {**os.environ, **common, "CELERY_BROKER_URL": broker, "PYTHONPATH": str(self.path),
+                "PYTHONUNBUFFERED": "1"}
+
+    def start_child(self, env: dict) -> None:
+        self.child = subprocess.Popen([sys.executable, str(ROOT / "bench" / "dispatch.py"), "--approver", str(self.path)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=self.path,
+                                      env={**env, "LOG_LEVEL": "WARNING"})
+        assert json.loads(self.child.stdout.readline()).get("ready"), f"{self.label}: the approver did not start"
+
+    def ask(self, **question) -> dict:
+        self.child.stdin.write(json.dumps(question) + "\n")
+        self.child.stdin.flush()
+        return json.loads(self.child.stdout.readline())
+
+    def phases(self) -> list[dict]:
+        """The phases_ms of each dispatch.started line its workers logged."""
+        found = []
+        for path in self.logs:
+            for line in path.read_text(errors="replace").splitlines():
+                if '"dispatch.started"' in line and line.startswith("{"):
+                    phases = json.loads(line).get("phases_ms")
+                    if phases:
+                        found.append(phases)
+        return found
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="delegate-bench-"))
         self.procs: list[subprocess.Popen] = []
+        self.trees = [Tree("working tree", ROOT, 0)]
+        self.baseline_dir: Path | None = None
 
     # Processes ---------------------------------------------------------------------------------
 
     def start_redis(self) -> str:
         from tests.processes import RedisServer
 
-        self.redis = RedisServer(self.tmp).start()
+        self.redis = RedisServer(self.tmp)
+        if self.args.redis_port:
+            self.redis.port = self.args.redis_port
+        self.redis.start()
         return self.redis.url
 
-    def start_workers(self, env: dict) -> None:
+    def start_workers(self, env: dict, tree: Tree) -> None:
         from tests.processes import wait_until
 
         for index in range(self.args.workers):
-            log = (self.tmp / f"worker-{index}.log").open("wb")
+            path = self.tmp / f"worker-{tree.broker_db}-{index}.log"
             proc = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "portal", "worker", "-P", "prefork", "-c", "1",
-                 "-n", f"bench{index}-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle",
-                 "--without-heartbeat", "--loglevel", "INFO"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                 "-n", f"bench{tree.broker_db}{index}-{uuid.uuid4().hex[:6]}@%h", "--without-gossip",
+                 "--without-mingle", "--without-heartbeat", "--loglevel", "INFO"],
+                cwd=tree.path, env=env, stdout=path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
             self.procs.append(proc)
-            path = self.tmp / f"worker-{index}.log"
-            wait_until(lambda: " ready." in path.read_text(errors="replace"), timeout=60, what="a worker")
+            tree.logs.append(path)
+            wait_until(lambda: " ready." in path.read_text(errors="replace"), timeout=90, what="a worker")
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -120,6 +206,12 @@ class Bench:
             self.redis.stop()
         if getattr(self, "sandbox", None):
             self.sandbox.stop()
+        for tree in self.trees:
+            if tree.child is not None:
+                tree.child.stdin.close()
+                tree.child.wait(timeout=30)
+        if self.baseline_dir is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(self.baseline_dir)], cwd=ROOT, check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # Set-up ------------------------------------------------------------------------------------
@@ -149,9 +241,20 @@ class Bench:
 
         call_command("migrate", verbosity=0)
         self.sandbox.faults.rate_limits = {START: 1.0, "DescribeAutomationExecutions": 3.0,
-                                           "DescribeAutomationStepExecutions": 3.0, "GetAutomationExecution": 3.0}
+                                           "DescribeAutomationStepExecutions": 3.0, "GetAutomationExecution": 3.0,
+                                           "StartExecutionPreview": 1.0, "GetExecutionPreview": 1.0}
         self.seed()
-        self.start_workers({**os.environ, **common, "PYTHONUNBUFFERED": "1"})
+        if self.args.baseline:
+            self.baseline_dir = Path(tempfile.mkdtemp(prefix="delegate-baseline-")) / "tree"
+            subprocess.run(["git", "worktree", "add", "--detach", str(self.baseline_dir), self.args.baseline],
+                           cwd=ROOT, check=True, capture_output=True)
+            self.trees.insert(0, Tree(f"baseline {self.args.baseline}", self.baseline_dir, 1))
+        # Workers log at INFO: the working tree's dispatch.started lines carry the phases.
+        common["LOG_LEVEL"] = "INFO"
+        for tree in self.trees:
+            env = tree.env(common, redis_url)
+            self.start_workers(env, tree)
+            tree.start_child(env)
 
     def seed(self) -> None:
         import boto3
@@ -178,25 +281,15 @@ class Bench:
 
     # Helpers -----------------------------------------------------------------------------------
 
-    def approve(self, version=None) -> tuple[object, float]:
-        from automations import services
-
-        runbook = (version or self.restart).runbook
-        parameters = {} if version else {"InstanceId": [self.instance]}
-        request = services.request_submit(actor=self.alice, team=self.team, runbook_id=runbook.pk,
-                                          parameters=parameters)
-        started = time.perf_counter()
-        request = services.request_approve(request=request, actor=self.bob)  # commits, then publishes
-        return request, time.perf_counter() - started
-
     def wait_running(self, ids: list[int], timeout: float) -> None:
-        from automations import services, tasks
+        from automations import services
+        from automations.services import publishing
         from automations.models import AutomationRequest
         from tests.processes import wait_until
 
         def done():
             # As beat would: republish anything put back or lost.
-            services.dispatch_outbox_sweep(publish=lambda pk: tasks._publish(pk, source="bench"))
+            services.dispatch_outbox_sweep(publish=lambda pk: publishing.publish_dispatch(pk, source="bench"))
             return not AutomationRequest.objects.filter(pk__in=ids, status__in=("approved", "dispatching")).exists()
         wait_until(done, timeout=timeout, what="every request to reach AWS", interval=0.5)
 
@@ -209,34 +302,62 @@ class Bench:
     # Measurements ------------------------------------------------------------------------------
 
     def paced(self) -> None:
-        n, interval = self.args.paced, self.args.interval
-        self.sandbox.calls.clear()
-        made, web = [], []
-        for _ in range(n):
-            request, seconds = self.approve()
-            made.append(request)
-            web.append(seconds)
-            time.sleep(interval)
-        self.wait_running([r.pk for r in made], timeout=60 + n * 2)
-        accepted = self.accepted_at(made)
-        latency = [accepted[r.pk] - r.approved_at.timestamp() for r in made]
-        print(f"\n1. paced: {n} approvals, one every {interval:g} s (Start quota 1/s)")
-        print(f"   approval service call incl. on-commit publish: p50 {statistics.median(web) * 1000:.0f} ms, "
-              f"p99 {percentile(web, 99) * 1000:.0f} ms")
-        print(f"   approval -> AWS acceptance: p50 {statistics.median(latency) * 1000:.0f} ms, "
-              f"p99 {percentile(latency, 99) * 1000:.0f} ms, max {max(latency) * 1000:.0f} ms")
-        self.calls_per_dispatch(n, "per request (the submit's scope check + the dispatch)")
+        from automations.models import AutomationRequest
 
-    def calls_per_dispatch(self, n: int, label: str = "per dispatch") -> None:
+        n, interval = self.args.paced, self.args.interval
+        made: dict[str, list[int]] = {tree.label: [] for tree in self.trees}
+        if not self.args.approve_at_once:
+            for tree in self.trees:  # submitted ahead: each submit asks AWS for a preview (1 call/s)
+                made[tree.label] = tree.ask(submit=n)["ids"]
+            time.sleep(2.5)  # the submits' preview slots are past
+        self.sandbox.calls.clear()
+        web: dict[str, list[float]] = {tree.label: [] for tree in self.trees}
+        load_before = os.getloadavg()[0]
+        for index in range(n):
+            # Take turns, and alternate who goes first, so neither tree always follows the other.
+            for tree in (self.trees if index % 2 == 0 else self.trees[::-1]):
+                if self.args.approve_at_once:  # as an auto-approval would: the submit's preview just ran
+                    made[tree.label] += tree.ask(submit=1)["ids"]
+                web[tree.label].append(tree.ask(approve=made[tree.label][index])["seconds"])
+                time.sleep(interval)
+        every = [pk for ids in made.values() for pk in ids]
+        self.wait_running(every, timeout=60 + len(every) * 2)
+        requests = {r.pk: r for r in AutomationRequest.objects.filter(pk__in=every)}
+        accepted = self.accepted_at(list(requests.values()))
+        print(f"\n1. paced: {n} approvals per tree, one every {interval:g} s (Start quota 1/s), "
+              f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
+        rows = []
+        for tree in self.trees:
+            latency = [accepted[pk] - requests[pk].approved_at.timestamp() for pk in made[tree.label]]
+            rows.append((tree.label, statistics.median(latency), percentile(latency, 99), max(latency)))
+            print(f"   {tree.label}: approval service call incl. on-commit publish: p50 "
+                  f"{statistics.median(web[tree.label]) * 1000:.0f} ms, p99 {percentile(web[tree.label], 99) * 1000:.0f} ms")
+            print(f"   {tree.label}: approval -> AWS acceptance: p50 {rows[-1][1] * 1000:.0f} ms, "
+                  f"p99 {rows[-1][2] * 1000:.0f} ms, max {rows[-1][3] * 1000:.0f} ms")
+        if len(rows) == 2:
+            print(f"   ratio working/baseline: p50 {rows[1][1] / rows[0][1]:.2f}, p99 {rows[1][2] / rows[0][2]:.2f}")
+        phases = self.trees[-1].phases()
+        if phases:
+            names = list(dict.fromkeys(name for p in phases for name in p))
+            print(f"   working tree, phases inside the worker over {len(phases)} dispatches (median / max ms): " +
+                  ", ".join(f"{name} {statistics.median(p.get(name, 0.0) for p in phases):.1f} / "
+                            f"{max(p.get(name, 0.0) for p in phases):.1f}" for name in names))
+        self.calls_per_dispatch(n * len(self.trees), "per request (the approval's content check + the dispatch)",
+                                operations=(START, "AssumeRole", "DescribeInstances", "DescribeDocument",
+                                            "StartExecutionPreview", "GetExecutionPreview"))
+
+    def calls_per_dispatch(self, n: int, label: str = "per dispatch",
+                           operations=(START, "AssumeRole", "DescribeInstances")) -> None:
         counts = Counter((c["service"], c["operation"]) for c in self.sandbox.calls.snapshot())
         print(f"   calls {label}, over {n}: " + ", ".join(
             f"{service}:{operation} {count / n:.2f}" for (service, operation), count in sorted(counts.items())
-            if operation in (START, "AssumeRole", "DescribeInstances")))
+            if operation in operations))
 
     def burst(self) -> None:
         from django.utils import timezone
 
-        from automations import services, tasks
+        from automations import services
+        from automations.services import publishing
         from automations.models import Approval, AutomationRequest, DispatchOutbox
         from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for
 
@@ -257,7 +378,7 @@ class Bench:
         Approval.objects.bulk_create(Approval(request=r, approver=self.bob, requester=self.alice,
                                               fingerprint=r.fingerprint) for r in requests)
         DispatchOutbox.objects.bulk_create(DispatchOutbox(request=r, next_attempt_at=now) for r in requests)
-        while services.dispatch_outbox_sweep(publish=lambda pk: tasks._publish(pk, source="bench")):
+        while services.dispatch_outbox_sweep(publish=lambda pk: publishing.publish_dispatch(pk, source="bench")):
             pass
         self.wait_running([r.pk for r in requests], timeout=60 + n * 3)
         starts = sorted(c["time"] for c in self.sandbox.calls.of(START))
@@ -330,8 +451,16 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.5, help="seconds between paced approvals")
     parser.add_argument("--burst", type=int, default=60, help="approvals committed at once (0 skips)")
     parser.add_argument("--running", type=int, default=95, help="executions in flight for the poll run (0 skips)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (concurrency 1 each)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes per tree (concurrency 1 each)")
+    parser.add_argument("--baseline", help="git revision to measure alongside the working tree (paced run)")
+    parser.add_argument("--approve-at-once", action="store_true",
+                        help="paced run: submit each request right before approving it (its preview slot is then taken)")
+    parser.add_argument("--redis-port", type=int, default=0, help="port of the benchmark's redis-server (default: free)")
+    parser.add_argument("--approver", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.approver:
+        approver(args.approver)
+        return
     print(f"bench/dispatch.py on {os.cpu_count()} CPUs, database {urlparse(BENCH_URL).path.lstrip('/')}")
     Bench(args).run()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -291,17 +292,48 @@ def _call(method, **kwargs):
 # Mutating calls: each under a fresh session naming its human
 #
 
-def start_automation(
-    *, region: str, role_arn: str, session_name: str, source_identity: str, tags: list[dict],
-    body: dict, client_token: uuid.UUID | str, execution_tags: list[dict] | None = None,
-    sts_client=None, ssm_client=None,
-) -> AwsCall:
-    """Start an execution with `body` (built by automations.runbooks.start_body, the same function the
-    preview page shows), adding the request's fixed ClientToken and the execution tags."""
+@dataclass(frozen=True)
+class MutatingSession:
+    """A fresh session naming its human and the SSM client on it, for one mutating call."""
+
+    session: AssumedSession
+    ssm: object
+    timings_ms: dict = field(default_factory=dict)
+
+
+def mutating_session(*, region: str, role_arn: str, session_name: str, source_identity: str, tags: list[dict],
+                     sts_client=None, ssm_client=None) -> MutatingSession:
+    """AssumeRole naming the human (RoleSessionName, SourceIdentity, tags) and the SSM client on it.
+
+    Separate from the call so a dispatch can make it while its read checks are in flight; it is
+    used for exactly one call and then dropped, like the one start_automation makes itself."""
+    began = time.perf_counter()
     session = assume_role(region=region, role_arn=role_arn, session_name=session_name,
                           source_identity=source_identity, tags=tags, sts_client=sts_client)
+    assumed = time.perf_counter()
     ssm = ssm_client or _client("ssm", region, credentials=session.credentials, role_arn=role_arn)
+    return MutatingSession(session=session, ssm=ssm, timings_ms={
+        "assume_role": (assumed - began) * 1000, "client": (time.perf_counter() - assumed) * 1000})
+
+
+def start_automation(
+    *, region: str, role_arn: str, session_name: str = "", source_identity: str = "", tags: list[dict] | None = None,
+    body: dict, client_token: uuid.UUID | str, execution_tags: list[dict] | None = None,
+    sts_client=None, ssm_client=None, prepared: MutatingSession | None = None,
+) -> AwsCall:
+    """Start an execution with `body` (built by automations.runbooks.start_body, the same function the
+    preview page shows), adding the request's fixed ClientToken and the execution tags.
+
+    `prepared`: the session mutating_session() made for this call; otherwise it is made here."""
+    if prepared is not None and session_name and prepared.session.role_session_name != session_name:
+        raise ValueError("the prepared session names someone else")  # a bug, never an AWS answer
+    if prepared is None:
+        prepared = mutating_session(region=region, role_arn=role_arn, session_name=session_name,
+                                    source_identity=source_identity, tags=tags or [], sts_client=sts_client,
+                                    ssm_client=ssm_client)
+    session, ssm = prepared.session, prepared.ssm
     attempts = _attempt_log(ssm, "StartAutomationExecution")
+    made = time.perf_counter()
     # https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_StartAutomationExecution.html
     kwargs = {
         **body,
@@ -319,6 +351,8 @@ def start_automation(
         operation="StartAutomationExecution", role_session_name=session.role_session_name,
         source_identity=session.source_identity, aws_request_id=response.get("ResponseMetadata", {}).get("RequestId", ""),
         execution_id=response["AutomationExecutionId"], assumed_role_arn=session.assumed_role_arn,
+        # For the dispatch's log line (never audited): where this call's time went.
+        extra={"timings_ms": {**prepared.timings_ms, "start_call": (time.perf_counter() - made) * 1000}},
     )
 
 
@@ -396,6 +430,17 @@ def read_client(service: str, *, region: str, role_arn: str):
         client = boto3.Session(botocore_session=session, region_name=region).client(service, config=READ_CONFIG)
         _read_clients[key] = _paced(client, region=region, role_arn=role_arn)
         return _read_clients[key]
+
+
+def read_clients_ready(*, region: str, role_arn: str, services: tuple[str, ...]) -> None:
+    """Make (or find) these read clients and refresh the read session's credentials if due, in the
+    calling thread, so threads that then share the clients never create or refresh anything on a
+    botocore session at the same time as another (botocore sessions are not thread-safe)."""
+    for service in services:
+        read_client(service, region=region, role_arn=role_arn)
+    with _read_lock:
+        session = _read_session(role_arn)
+    session.get_credentials().get_frozen_credentials()  # AssumeRole now if the cached one is due
 
 
 def warm(*, regions: list[str], read_roles: list[str]) -> list[str]:

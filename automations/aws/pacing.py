@@ -171,4 +171,17 @@ def pace_aws_call(*, service: str, operation: str, region: str, role_arn: str, a
     api_class = API_CLASS.get(operation) if service == "ssm" else None
     if api_class is None:
         return
-    acquire(api_class, account_id=aws.account_of(role_arn), region=region, operation=operation, attempt=attempt)
+    waited = acquire(api_class, account_id=aws.account_of(role_arn), region=region, operation=operation,
+                     attempt=attempt)
+    _waits.by_operation = {**getattr(_waits, "by_operation", {}), operation: waited}
+
+
+# This thread's last wait per operation, for a log line saying where a dispatch's time went.
+_waits = threading.local()
+
+
+def last_waits() -> dict[str, float]:
+    """Seconds this thread last waited for a slot, per paced operation (cleared by reading)."""
+    found = getattr(_waits, "by_operation", {})
+    _waits.by_operation = {}
+    return found

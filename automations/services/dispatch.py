@@ -27,17 +27,18 @@ from functools import partial
 import structlog
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from automations import audit, aws, locks, policy, selectors
-from automations.aws import inventory
+from automations.aws import inventory, pacing
 from automations.ops import metrics
+from automations.ops.phases import Phases
 from automations.models import AutomationRequest, DispatchOutbox, Execution, TeamRunbook
 from automations.runbooks import AUTOMATION_ROLE_PARAMETER, fingerprint_for  # noqa: F401
 from automations.runbooks import identity as run_identity
 from automations.runbooks.start_body import start_body_for
-from automations.services import content, execution_preview, locations, policies, publishing
+from automations.services import content, dispatch_checks, execution_preview, locations, policies, publishing
 from automations.services.transitions import transition
 
 log = structlog.get_logger(__name__)
@@ -174,28 +175,27 @@ def request_dispatch(*, request_id: int) -> str:
     Returns what happened (started, deferred, uncertain, capped, failed, refused, skipped);
     the task and the metrics use it, nothing depends on it for correctness.
     """
+    phases = Phases()
     # One attempt per request at a time (held for the whole attempt, AWS call included).
     with locks.held_for_session(locks.DISPATCH_REQUEST_BASE + int(request_id),
                                 patience_seconds=_LOCK_PATIENCE_SECONDS) as held:
+        phases.mark("lock")
         if not held:
             # Another worker is in the middle of this very request; if it dies, its own message
             # is redelivered (acks_late) or the sweeper re-drives the row when its lease ends.
             log.info("dispatch.busy", automation_request=request_id)
             outcome = "skipped"
         else:
-            outcome = _dispatch(request_id)
+            outcome = _dispatch(request_id, phases)
     metrics.DISPATCH_OUTCOMES.labels(outcome=outcome).inc()
     return outcome
 
 
-def _claim(request_id: int, *, calendar: dict | None = None):
+def _claim(request_id: int, *, calendar: dict | None = None, lock_targets: bool = False):
     """In one transaction: decide whether to call AWS now. Returns (request, outbox attempts,
-    maybe_started) or an outcome string."""
+    maybe_started) or an outcome string. `lock_targets`: the team's policy says one run per target
+    (read before the transaction with the calendars: a policy flag, not state we claim)."""
     now = timezone.now()
-    # Read before the transaction (a policy flag, not state we claim): most runbooks have no
-    # per-target lock, and their claim then reads nothing more than it always did.
-    lock_targets = TeamRunbook.objects.filter(
-        one_run_per_target=True, team__requests__pk=request_id, runbook__requests__pk=request_id).exists()
     with transaction.atomic():
         request = (AutomationRequest.objects.select_for_update(of=("self",))
                    .select_related("account", "team", "requester", "runbook", "runbook_version")
@@ -227,7 +227,7 @@ def _claim(request_id: int, *, calendar: dict | None = None):
                          cap=settings.DELEGATE_MAX_RUNNING_PER_REGION)
                 return "capped"
             request = transition(request, to=Status.DISPATCHING, actor=None, action="dispatch.claimed",
-                                 details={"attempt": outbox.attempts + 1}, dispatched_at=now)
+                                 details={"attempt": outbox.attempts + 1}, row_locked=True, dispatched_at=now)
             maybe_started = False
         elif request.status == Status.DISPATCHING:
             # Redelivered after a worker died, or re-driven by the sweeper after an uncertain
@@ -253,6 +253,21 @@ def _claim(request_id: int, *, calendar: dict | None = None):
         return request, attempts, maybe_started
 
 
+def _before_claim(request_id: int) -> tuple[dict | None, bool]:
+    """Before the claim's transaction, in one light read: (what the change calendars gating this
+    request say, if any does: _calendar_answer) and whether its policy locks targets (one run per
+    target). Most requests have neither, and then this is all that is read."""
+    row = (AutomationRequest.objects.filter(pk=request_id)
+           .annotate(lock_targets=Exists(TeamRunbook.objects.filter(
+               team_id=OuterRef("team_id"), runbook_id=OuterRef("runbook_id"), one_run_per_target=True)))
+           .values("status", "lock_targets", "team__change_calendars", "runbook__change_calendars").first())
+    if row is None:
+        return None, False
+    gated = row["status"] == Status.APPROVED and any(
+        str(name).strip() for name in [*(row["team__change_calendars"] or []), *(row["runbook__change_calendars"] or [])])
+    return (_calendar_answer(request_id) if gated else None), bool(row["lock_targets"])
+
+
 def _calendar_answer(request_id: int) -> dict | None:
     """Before the claim's transaction (AWS is never called inside one): what the change calendars
     gating an approved, due request say now. None when none gates it, it is not due, or two
@@ -270,11 +285,18 @@ def _calendar_answer(request_id: int) -> dict | None:
     return policies.change_calendar_state(request, at=now)
 
 
-def _dispatch(request_id: int) -> str:
-    claimed = _claim(request_id, calendar=_calendar_answer(request_id))
+def _dispatch(request_id: int, phases: Phases) -> str:
+    entered = timezone.now()
+    calendar, lock_targets = _before_claim(request_id)
+    phases.mark("calendar")
+    claimed = _claim(request_id, calendar=calendar, lock_targets=lock_targets)
+    phases.mark("claim")
     if isinstance(claimed, str):
         return claimed
     request, attempts, maybe_started = claimed
+    if request.approved_at:
+        # The approval's commit, its publish and the broker's delivery to this worker.
+        phases.ms["approval_to_worker"] = round((entered - request.approved_at).total_seconds() * 1000, 1)
 
     if not request.document_hash:
         # Submitted before approvals bound content: nobody can say what was approved, so it never
@@ -282,17 +304,49 @@ def _dispatch(request_id: int) -> str:
         return _fail(request_id, action="dispatch.refused", reason=content.unbound_reason(request),
                      details={"code": content.CONTENT_UNBOUND}, reason_code=content.CONTENT_UNBOUND)
     refusal = _refusal(request)
+    phases.mark("refusal_checks")
     if refusal:
         return _fail(request_id, action="dispatch.refused", reason=refusal)
 
-    if not maybe_started and request.resources:
-        # Targets are re-checked now, not only at submit: tags may have changed since. (A
-        # resumed attempt skips this: its first attempt checked, and may already be running.)
+    # Everything AWS is asked before Start goes out at once (dispatch_checks): the targets' scope, the
+    # content hash and the execution preview on the read session, in threads, while this thread
+    # reads the allowlist, checks the organization and assumes the requester's session. The answers
+    # are judged below in the order the checks always ran, so the outcome and its audit do not
+    # depend on which answer came first; Start goes out only after every one of them passed.
+    scope = not maybe_started and bool(request.resources)
+    # Targets are re-checked now, not only at submit: tags may have changed since. (A resumed
+    # attempt skips this: its first attempt checked, and may already be running.)
+    allowlist = selectors.team_resource_allowlist(request.team, request.account) if scope else frozenset()
+    checks = dispatch_checks.start(request, scope=scope, allowlist=allowlist)
+    lost = organization_error = None
+    if not maybe_started and request.is_multi_account:
+        # The team's account/OU grants and what the OUs cover are re-checked now (Organizations).
         try:
-            outside = inventory.out_of_scope(request.resources, tag=request.team.scope_tag, region=request.region,
-                                             role_arn=request.account.dispatch_role_arn,
-                                             allowlist=selectors.team_resource_allowlist(request.team, request.account))
-            outside += [r for r in policy.targets_outside_policy(request) if r not in outside]  # policy tags, id patterns
+            lost = locations.dispatch_refusal(request)
+        except aws.AwsError as error:
+            organization_error = error
+    requester = request.requester.get_username()
+    session = session_error = None
+    try:
+        # A fresh session naming the requester, for this one Start (never cached). Made while the
+        # reads are in flight; if a check below refuses, it is dropped unused.
+        session = aws.mutating_session(
+            region=request.region, role_arn=request.account.dispatch_role_arn,
+            session_name=aws.role_session_name("delegate-req", str(request.pk), requester),
+            source_identity=aws.sts_source_identity(requester),
+            tags=aws.session_tags(requester=requester, team=request.team.name, **{"request-id": str(request.pk)}))
+    except aws.AwsError as error:
+        session_error = error  # what Start would have met: reported there, after the checks
+    checks.wait()
+    phases.mark("aws_checks")
+    phases.add({f"{name}_check": ms for name, ms in checks.timings_ms.items() if not name.startswith("paced_")})
+    phases.add({name: ms for name, ms in checks.timings_ms.items() if name.startswith("paced_")})
+    if session is not None:
+        phases.add(session.timings_ms)
+
+    if checks.wanted("scope"):
+        try:
+            outside = checks.result("scope")
         except aws.TransientAwsError as error:
             return _put_back(request_id, attempts=attempts, reason=f"inventory check failed: {error.code}",
                              details={"error": error.code})
@@ -303,25 +357,22 @@ def _dispatch(request_id: int) -> str:
             return _fail(request_id, action="dispatch.refused",
                          reason=f"Targets left the team's scope: {', '.join(outside)}", details={"resources": outside})
 
-    if not maybe_started and request.is_multi_account:
-        # The team's account/OU grants and what the OUs cover are re-checked now (Organizations).
-        try:
-            lost = locations.dispatch_refusal(request)
-        except aws.TransientAwsError as error:
-            return _put_back(request_id, attempts=attempts, reason=f"organization check failed: {error.code}",
-                             details={"error": error.code})
-        except aws.PermanentAwsError as error:
-            lost = f"AWS Organizations refused the scope check: {error.code} {error.message}".strip()
-        if lost:
-            return _fail(request_id, action="dispatch.refused", reason=f"Out of the team's scope: {lost}",
-                         details={"code": "location_not_granted", "location_targets": request.location_targets},
-                         reason_code="location_not_granted")
+    if isinstance(organization_error, aws.TransientAwsError):
+        return _put_back(request_id, attempts=attempts, reason=f"organization check failed: {organization_error.code}",
+                         details={"error": organization_error.code})
+    if organization_error is not None:
+        lost = (f"AWS Organizations refused the scope check: {organization_error.code} "
+                f"{organization_error.message}").strip()
+    if lost:
+        return _fail(request_id, action="dispatch.refused", reason=f"Out of the team's scope: {lost}",
+                     details={"code": "location_not_granted", "location_targets": request.location_targets},
+                     reason_code="location_not_granted")
 
     # The content the approval bound must be what SSM serves under that exact version now. A resumed
     # attempt checks too: if its first attempt never reached AWS, the Start below would start whatever
     # SSM serves now (the lifecycle machine found a swap started that way under the old approval).
     try:
-        found, hash_type = content.live_hash(request)
+        found, hash_type = checks.result("content")
     except aws.TransientAwsError as error:
         return _put_back(request_id, attempts=attempts, reason=f"content check failed: {error.code}",
                          details={"error": error.code})
@@ -334,10 +385,10 @@ def _dispatch(request_id: int) -> str:
                      details={"code": content.CONTENT_CHANGED, "bound_hash": request.document_hash,
                               "found_hash": found}, reason_code=content.CONTENT_CHANGED)
 
-    # What AWS would touch must be what the approval bound: the execution preview is asked again.
-    bound = execution_preview.bound_figures(request)
-    if bound is not None:
-        now_preview = execution_preview.ask(request)
+    # What AWS would touch must be what the approval bound: the execution preview was asked again.
+    if checks.wanted("preview"):
+        bound = execution_preview.bound_figures(request)
+        now_preview = checks.result("preview")
         if now_preview.get("transient"):
             return _put_back(request_id, attempts=attempts, reason=f"execution preview failed: {now_preview['message']}",
                              details={"error": now_preview["message"][:300]})
@@ -348,17 +399,18 @@ def _dispatch(request_id: int) -> str:
                          reason=execution_preview.changed_reason(request, found, now_preview.get("message", "")),
                          details={"code": execution_preview.PREVIEW_CHANGED, "bound": bound, "found": found},
                          reason_code=execution_preview.PREVIEW_CHANGED)
+    phases.mark("judged")
 
-    requester = request.requester.get_username()
     # No transaction is open during the network calls. A retry reaches this line again with
     # the same client_token, which is what stops SSM starting a duplicate.
     try:
+        if session_error is not None:
+            raise session_error
         call = aws.start_automation(
             region=request.region,
             role_arn=request.account.dispatch_role_arn,
-            session_name=aws.role_session_name("delegate-req", str(request.pk), requester),
-            source_identity=aws.sts_source_identity(requester),
-            tags=aws.session_tags(requester=requester, team=request.team.name, **{"request-id": str(request.pk)}),
+            session_name=session.session.role_session_name,
+            prepared=session,
             body=start_body_for(request),  # the same builder the preview page shows
             client_token=request.client_token,
             execution_tags=aws.session_tags(**{"delegate:request-id": str(request.pk), "delegate:requester": requester,
@@ -378,26 +430,32 @@ def _dispatch(request_id: int) -> str:
             return _hold(request_id, attempts=attempts, reason=f"AWS did not confirm the start: {error.code}",
                          details=details)
         return _put_back(request_id, attempts=attempts, reason=f"AWS asked us to wait: {error.code}", details=details)
+    phases.mark("start")
+    phases.add({"start_call": call.extra.get("timings_ms", {}).get("start_call", 0.0)})
+    phases.add({f"paced_{op}": seconds * 1000 for op, seconds in pacing.last_waits().items()})
+    return _record_start(request_id, call, phases)
 
-    return _record_start(request_id, call)
 
-
-def _record_start(request_id: int, call: aws.AwsCall) -> str:
+def _record_start(request_id: int, call: aws.AwsCall, phases: Phases | None = None) -> str:
     with transaction.atomic():
-        request = AutomationRequest.objects.select_for_update().get(pk=request_id)
+        request = (AutomationRequest.objects.select_for_update(of=("self",))
+                   .select_related("team", "account", "runbook", "runbook_version")
+                   .defer("runbook_version__content").get(pk=request_id))
         if request.status != Status.DISPATCHING:
             return "skipped"  # cannot happen under the attempt lock; harmless if it did
         Execution.objects.get_or_create(request=request, defaults={"execution_id": call.execution_id,
                                                                    "aws_status": "Pending"})
-        transition(request, to=Status.RUNNING, actor=None, action="dispatch.started", aws=call,
+        transition(request, to=Status.RUNNING, actor=None, action="dispatch.started", aws=call, row_locked=True,
                    details={"execution_id": call.execution_id, "document": request.runbook.name,
                             "version": request.runbook_version.version, "assumed_role_arn": call.assumed_role_arn})
         DispatchOutbox.objects.filter(pk=request_id).update(state=State.STARTED, last_error="")
         approved_at = request.approved_at
     if approved_at:
         metrics.DISPATCH_LATENCY.observe(max(0.0, (timezone.now() - approved_at).total_seconds()))
+    if phases is not None:
+        phases.mark("record")
     log.info("dispatch.started", automation_request=request_id, execution_id=call.execution_id,
-             aws_request_id=call.aws_request_id)
+             aws_request_id=call.aws_request_id, phases_ms=phases.ms if phases else {})
     return "started"
 
 

@@ -35,8 +35,11 @@ def _as_dt(value):
     return None
 
 
-def sync_request(request: AutomationRequest) -> int:
-    """One cycle for one multi-account request; returns how many children were added or changed."""
+def sync_request(request: AutomationRequest, *, parent_steps: list[dict] | None = None) -> int:
+    """One cycle for one multi-account request; returns how many children were added or changed.
+
+    `parent_steps`: the parent's step executions, if the status sync read them in this cycle (then
+    they are not read again to discover new children)."""
     execution = getattr(request, "execution", None)
     if execution is None:
         return 0
@@ -45,8 +48,8 @@ def sync_request(request: AutomationRequest) -> int:
         return 0  # every location known and finished: nothing left to ask
     changed = 0
     try:
-        steps = aws.location_steps(region=request.region, role_arn=request.account.dispatch_role_arn,
-                                   parent_id=execution.execution_id)
+        steps = parent_steps if parent_steps is not None else aws.location_steps(
+            region=request.region, role_arn=request.account.dispatch_role_arn, parent_id=execution.execution_id)
     except aws.AwsError as error:
         log.warning("location_sync.failed", automation_request=request.pk, error=str(error))
         return 0

@@ -77,10 +77,9 @@ def _sync() -> int:
         return 0
     metrics.STATUS_SYNC_CYCLES.labels(outcome="ran").inc()
     changed = 0
-    # Children first: when the parent is seen final in this cycle, its children were read just before.
-    for execution in running:
-        if execution.request.location_targets:
-            changed += location_status.sync_request(execution.request)
+    # The parents' step executions read in this cycle (raw), by execution id: a multi-account
+    # parent's steps also say where its children run, and are read once per cycle, not twice.
+    parent_steps: dict[str, list[dict]] = {}
     by_location: dict[tuple[str, str, str], list[Execution]] = defaultdict(list)
     for execution in running:
         request = execution.request
@@ -98,19 +97,21 @@ def _sync() -> int:
             execution = by_id.get(item.get("AutomationExecutionId"))
             if execution is None:
                 continue
-            if _apply(execution, item, account_id=account_id, region=region, role_arn=role_arn, deadline=deadline):
+            if _apply(execution, item, account_id=account_id, region=region, role_arn=role_arn, deadline=deadline,
+                      parent_steps=parent_steps):
                 changed += 1
-    # A run that ended in this cycle: one last look at its children (they ended before the parent).
-    multi = [execution.request_id for execution in running if execution.request.location_targets]
-    if multi:
-        for request in (AutomationRequest.objects.select_related("account", "execution")
-                        .filter(pk__in=multi).exclude(status=Status.RUNNING)):
-            changed += location_status.sync_request(request)
+    # Multi-account runs' children after their parent's own status: a parent that ended in this
+    # cycle had its children read after it ended (they end before it), in one pass, and a parent
+    # whose steps were just read lends them to the discovery of new children.
+    for execution in running:
+        if execution.request.location_targets:
+            changed += location_status.sync_request(execution.request,
+                                                    parent_steps=parent_steps.get(execution.execution_id))
     return changed
 
 
 def _apply(execution: Execution, item: dict, *, account_id: str, region: str, role_arn: str,
-           deadline: float | None = None) -> bool:
+           deadline: float | None = None, parent_steps: dict | None = None) -> bool:
     aws_status = item.get("AutomationExecutionStatus", "")
     current_step = item.get("CurrentStepName", "") or ""
     if aws_status == execution.aws_status and current_step == execution.current_step and execution.revision:
@@ -121,8 +122,10 @@ def _apply(execution: Execution, item: dict, *, account_id: str, region: str, ro
     if deadline is not None and time.monotonic() > deadline:
         return False  # out of this cycle's budget: recorded nothing, so the next cycle sees the change
     try:
-        steps = [_step_view(step) for step in aws.step_executions(region=region, role_arn=role_arn,
-                                                                  execution_id=execution.execution_id)]
+        raw = aws.step_executions(region=region, role_arn=role_arn, execution_id=execution.execution_id)
+        if parent_steps is not None:
+            parent_steps[execution.execution_id] = raw
+        steps = [_step_view(step) for step in raw]
     except aws.AwsError as error:
         log.warning("status_sync.steps_failed", execution_id=execution.execution_id, error=str(error))
         if not FINAL_STATUS.get(aws_status):

@@ -422,3 +422,20 @@ def test_a_failed_location_never_leaves_the_request_succeeded_whatever_the_paren
     assert "1 of 2 locations failed" in request.status_reason
     if parent_status in ("Success", "CompletedWithSuccess"):
         assert f"although AWS reported the run {parent_status}" in request.status_reason
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_changed_parent_s_steps_are_read_once_per_cycle(world, sb, fleet):
+    """The parent's step executions say both what the page shows and where new children run: one
+    DescribeAutomationStepExecutions per cycle serves both (it was read twice)."""
+    version, _ = fleet
+    request = services.request_approve(request=_submit(world, version), actor=world.bob)
+    assert services.request_dispatch(request_id=request.pk) == "started"
+    parent = AutomationRequest.objects.get(pk=request.pk).execution.execution_id
+    sb.calls.clear()
+    services.execution_statuses_sync()  # the parent is new to the sync and its children unknown
+    reads = [c for c in sb.calls.of("DescribeAutomationStepExecutions")
+             if c["params"].get("AutomationExecutionId") == parent]
+    assert len(reads) == 1
+    assert LocationExecution.objects.filter(request=request).exists()  # the children were found from it
+    assert AutomationRequest.objects.get(pk=request.pk).execution.steps  # and the page's steps kept

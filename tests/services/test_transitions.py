@@ -119,3 +119,26 @@ def test_only_the_request_named_moves(world, submit):
         transition(request, to=Status.WITHDRAWN, actor=world.alice)
     assert AutomationRequest.objects.get(pk=bystander.pk).status == Status.SUBMITTED
     assert not AuditEvent.objects.filter(request=bystander, action="request.withdrawn").exists()
+
+
+def test_the_rows_already_loaded_are_not_read_again(world, submit, django_assert_num_queries):
+    """refresh_from_db forgets cached foreign keys: the audit record then re-read the team, runbook
+    and account (issue 19, three statements per transition on the dispatch path)."""
+    request = AutomationRequest.objects.select_related("team", "runbook", "account").get(pk=submit().pk)
+    with transaction.atomic():
+        moved = transition(request, to=Status.WITHDRAWN, actor=world.alice)
+        with django_assert_num_queries(0):
+            assert (moved.team.name, moved.runbook.pk, moved.account.pk) == (
+                world.platform.name, world.runbook.pk, world.account.pk)
+    assert events(request)[-1].team == world.platform.name
+
+
+def test_a_row_locked_by_the_caller_is_not_read_again_and_says_what_was_written(world, submit):
+    request = submit()
+    with transaction.atomic():
+        locked = AutomationRequest.objects.select_for_update().get(pk=request.pk)
+        moved = transition(locked, to=Status.WITHDRAWN, actor=world.alice, row_locked=True,
+                           status_reason="typo in the instance id")
+        assert (moved.status, moved.status_reason) == (Status.WITHDRAWN, "typo in the instance id")
+    stored = AutomationRequest.objects.get(pk=request.pk)
+    assert (stored.status, stored.status_reason) == (Status.WITHDRAWN, "typo in the instance id")
