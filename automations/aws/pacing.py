@@ -115,11 +115,13 @@ def _redis():
 
 
 def reset() -> None:
-    """Forget the Redis client (after fork, or when tests change REDIS_URL) and the local schedule."""
+    """Forget the Redis client (after fork, or when tests change REDIS_URL), the local schedule and
+    this thread's recorded waits."""
     global _redis_client, _script
     with _lock:
         _redis_client = _script = None
         _local._next.clear()
+    _waits.by_operation = {}
 
 
 def key_for(api_class: str, *, account_id: str, region: str) -> str:

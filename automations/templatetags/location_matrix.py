@@ -8,7 +8,6 @@ from __future__ import annotations
 from django import template
 from django.template.defaultfilters import truncatechars
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
 
 register = template.Library()
 
@@ -20,7 +19,7 @@ def _cell(cell: dict, location_base: str) -> str:
                            '<small class="mono hide-small location-id">{}…</small></a>', location_base,
                            cell["execution_id"], cell["aws_status"], cell["aws_status"], cell["execution_id"][:8])
     else:
-        body = mark_safe('<span class="muted">not started</span>')
+        body = format_html('<span class="muted">{}</span>', "not started")
     if cell["failure_message"]:
         body += format_html('<br><small class="hide-small location-failure">{}</small>',
                             truncatechars(cell["failure_message"], 120))
@@ -35,5 +34,5 @@ def location_rows(matrix: dict, location_base: str) -> str:
     return format_html_join("\n", '<tr class="location-row"><th scope="row"><code>{}</code></th>'
                             '<td class="hide-small mono"><small>{}</small></td>{}</tr>', (
                                 (row["account_id"], ", ".join(row["via"]),
-                                 mark_safe("".join(_cell(cell, location_base) for cell in row["cells"])))
+                                 format_html_join("", "{}", ((_cell(cell, location_base),) for cell in row["cells"])))
                                 for row in matrix["rows"]))

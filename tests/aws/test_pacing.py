@@ -161,7 +161,7 @@ def test_the_rate_holds_across_processes(redis_server):
 class TestGatewayHook:
     def test_only_ssm_automation_calls_are_paced(self, rates, monkeypatch):
         seen = []
-        monkeypatch.setattr(pacing, "acquire", lambda api_class, **kw: seen.append((api_class, kw["account_id"])))
+        monkeypatch.setattr(pacing, "acquire", lambda api_class, **kw: seen.append((api_class, kw["account_id"])) or 0.0)
         role = "arn:aws:iam::210987654321:role/DelegateDispatch"
         for service, operation in (("sts", "AssumeRole"), ("ec2", "DescribeInstances"), ("ssm", "ListDocuments"),
                                    ("ssm", "StartAutomationExecution"), ("ssm", "DescribeAutomationExecutions"),
