@@ -284,19 +284,25 @@ def ensure_member(sandbox, account: str) -> None:
         ensure_organization(sandbox)
         _Seeding.members.add(account)
         environment = next(name for name, accounts in MEMBER_ACCOUNTS.items() if account in accounts)
-        iam = _seed_client(sandbox, "iam", account=account)
-        iam.create_role(RoleName=EXECUTION_ROLE, AssumeRolePolicyDocument=ASSUME_ROLE_POLICY)
-        iam.create_role(RoleName=MEMBER_READ_ROLE, AssumeRolePolicyDocument=ASSUME_ROLE_POLICY)
-        for region in SEED_REGIONS:
-            ec2 = _seed_client(sandbox, "ec2", region, account=account)
-            image = ec2.register_image(Name="al2023-ami-2023.6-x86_64", Architecture="x86_64",
-                                       RootDeviceName="/dev/xvda", VirtualizationType="hvm")["ImageId"]
-            ec2.run_instances(
-                ImageId=image, InstanceType="t3.micro", MinCount=2, MaxCount=2,
-                Placement={"AvailabilityZone": region + "a"},
-                TagSpecifications=[{"ResourceType": "instance",
-                                    "Tags": _tags(Team="platform", Environment=environment.lower())}],
-            )
+        _furnish_member(sandbox, account, SEED_REGIONS, 2, environment=environment.lower())
+
+
+def _furnish_member(sandbox, account: str, regions, instances: int, *, environment: str) -> None:
+    """A member account's roles (the execution role, Delegate's member read role) and, per Region,
+    `instances` instances tagged Team=platform and Environment=`environment`."""
+    iam = _seed_client(sandbox, "iam", account=account)
+    iam.create_role(RoleName=EXECUTION_ROLE, AssumeRolePolicyDocument=ASSUME_ROLE_POLICY)
+    iam.create_role(RoleName=MEMBER_READ_ROLE, AssumeRolePolicyDocument=ASSUME_ROLE_POLICY)
+    for region in regions:
+        ec2 = _seed_client(sandbox, "ec2", region, account=account)
+        image = ec2.register_image(Name="al2023-ami-2023.6-x86_64", Architecture="x86_64",
+                                   RootDeviceName="/dev/xvda", VirtualizationType="hvm")["ImageId"]
+        ec2.run_instances(
+            ImageId=image, InstanceType="t3.micro", MinCount=instances, MaxCount=instances,
+            Placement={"AvailabilityZone": region + "a"},
+            TagSpecifications=[{"ResourceType": "instance",
+                                "Tags": _tags(Team="platform", Environment=environment)}],
+        )
 
 
 def add_member_accounts(sandbox, ou_name: str, count: int, regions: list[str], instances: int) -> tuple[str, list[str]]:
@@ -316,17 +322,5 @@ def add_member_accounts(sandbox, ou_name: str, count: int, regions: list[str], i
         orgs.move_account(AccountId=made["AccountId"], SourceParentId=ROOT_ID, DestinationParentId=ou)
         accounts.append(made["AccountId"])
     for account in accounts:
-        iam = _seed_client(sandbox, "iam", account=account)
-        iam.create_role(RoleName=EXECUTION_ROLE, AssumeRolePolicyDocument=ASSUME_ROLE_POLICY)
-        iam.create_role(RoleName=MEMBER_READ_ROLE, AssumeRolePolicyDocument=ASSUME_ROLE_POLICY)
-        for region in regions:
-            ec2 = _seed_client(sandbox, "ec2", region, account=account)
-            image = ec2.register_image(Name="al2023-ami-2023.6-x86_64", Architecture="x86_64",
-                                       RootDeviceName="/dev/xvda", VirtualizationType="hvm")["ImageId"]
-            ec2.run_instances(
-                ImageId=image, InstanceType="t3.micro", MinCount=instances, MaxCount=instances,
-                Placement={"AvailabilityZone": region + "a"},
-                TagSpecifications=[{"ResourceType": "instance",
-                                    "Tags": _tags(Team="platform", Environment=ou_name.lower())}],
-            )
+        _furnish_member(sandbox, account, regions, instances, environment=ou_name.lower())
     return ou, accounts
