@@ -72,39 +72,41 @@ def approval_queue(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
     return requests_visible_to(user).filter(pk__in=approval_queue_ids(user)).order_by("created_at", "id")
 
 
-def _queue_candidates(user: AbstractBaseUser) -> QuerySet[AutomationRequest]:
+def _queue_candidates(user: AbstractBaseUser, roles: policy.NavigationRoles | None = None) -> QuerySet[AutomationRequest]:
     """Waiting requests this user might decide: their teams' as a lead, or as a decider (named
     group, escalation, delegation); policy.free_seat then says which they may approve now.
 
     Narrower than requests_visible_to on purpose, never wider: every seat is one of these (a lead
     seat is a led team, the others are decider_filter's), and for an auditor who also leads a team
-    "visible" would be every waiting request of every team, each then checked for a seat."""
+    "visible" would be every waiting request of every team, each then checked for a seat.
+    `roles`: policy.navigation_roles(user) when the caller already asked (the navigation has)."""
     if not user.is_authenticated:
         return AutomationRequest.objects.none()
     led = Membership.objects.filter(user=user, role=Membership.Role.LEAD).values("team_id")
     deciding = Q(team_id__in=led)
     # Someone who only leads (no group, delegation or escalation) matches none of decider_filter's
     # branches; asking it anyway turns an index lookup by team into a scan of every waiting request.
-    if policy.navigation_roles(user).decides_beyond_leading:
+    if (roles or policy.navigation_roles(user)).decides_beyond_leading:
         deciding |= policy.decider_filter(user, decided=False)
     return (_request_rows().filter(status=AutomationRequest.Status.SUBMITTED).filter(deciding)
             .exclude(requester=user))  # ones they approved already: free_seat says no seat (it reads the approvals)
 
 
-def _queue_seats(user: AbstractBaseUser) -> list[tuple[AutomationRequest, policy.Seat]]:
+def _queue_seats(user: AbstractBaseUser, roles: policy.NavigationRoles | None = None,
+                 ) -> list[tuple[AutomationRequest, policy.Seat]]:
     """Every request waiting for this user, oldest first, as light rows (ids, team, runbook,
     requester, created_at) with the seat they would approve from; free_seats asks ~8 queries for all."""
     from automations.policy.batch import free_seats
 
-    candidates = list(_queue_candidates(user).select_related(None)
+    candidates = list(_queue_candidates(user, roles).select_related(None)
                       .only("id", "team_id", "runbook_id", "requester_id", "created_at").order_by("created_at", "id"))
     seats = free_seats(user, candidates)
     return [(item, seats[item.pk]) for item in candidates if seats[item.pk] is not None]
 
 
-def approval_queue_ids(user: AbstractBaseUser) -> list[int]:
+def approval_queue_ids(user: AbstractBaseUser, roles: policy.NavigationRoles | None = None) -> list[int]:
     """The ids approval_queue() lists, oldest first: what the navigation badge counts."""
-    return [item.pk for item, _seat in _queue_seats(user)]
+    return [item.pk for item, _seat in _queue_seats(user, roles)]
 
 
 @dataclass
@@ -119,14 +121,14 @@ QUEUE_PAGE_SIZE = 50
 
 
 def approval_queue_rows(user: AbstractBaseUser, *, after: tuple[dt.datetime, int] | None = None,
-                        size: int = QUEUE_PAGE_SIZE) -> QueuePage:
+                        size: int = QUEUE_PAGE_SIZE, roles: policy.NavigationRoles | None = None) -> QueuePage:
     """One page of the queue, oldest first, continuing after (created_at, id) `after`.
 
     Which requests wait for the user is decided over all of them (light rows, one free_seats);
     only the page's rows are then read in full with their relations, so a backlog of hundreds
     costs one pass of the rules, not hundreds of full rows and table rows. `after` only narrows
     the user's own queue."""
-    queued = _queue_seats(user)
+    queued = _queue_seats(user, roles)
     start = 0
     if after is not None:
         start = next((n for n, (item, _seat) in enumerate(queued) if (item.created_at, item.pk) > after),

@@ -204,9 +204,11 @@ OVERLAPS_SHOWN = 5
 @login_required
 def approval_queue(request):
     user = request.user
+    # Asked once for the page: the queue's candidates and the navigation both read it.
+    request.navigation_roles = policy.navigation_roles(user)
     # One batch of rules for the whole queue, full rows for one page (docs/benchmarks.md).
     page = selectors.approval_queue_rows(user, after=parse_cursor(request.GET.get("after")),
-                                         size=selectors.QUEUE_PAGE_SIZE)
+                                         size=selectors.QUEUE_PAGE_SIZE, roles=request.navigation_roles)
     queued = page.rows
     queue = [item for item, _seat in queued]
     overlaps = selectors.overlaps_among(queue)

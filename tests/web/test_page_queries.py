@@ -207,3 +207,14 @@ def test_the_queue_page_links_to_the_next_page_and_counts_the_whole_queue(world,
     assert row(items[1].pk) not in second
     forged = client.get("/approvals/?after=not-a-cursor")
     assert forged.status_code == 200 and "Showing 1–2 of 5" in forged.content.decode()
+
+
+def test_a_leads_page_asks_the_navigation_roles_once(world, submit, client):
+    """The queue's candidates need policy.navigation_roles too; the navigation's answer serves both."""
+    submit()
+    client.force_login(world.bob)
+    for path in ("/approvals/", "/runbooks/"):
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(path).status_code == 200
+        roles = [q["sql"] for q in captured.captured_queries if "automations_approvaldelegation WHERE delegate_id" in q["sql"]]
+        assert len(roles) == 1, (path, len(roles))
